@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Hatchway and its tests need on a Debian machine (run as root):
+# runc and busybox-static from Debian, and a virtual environment in .venv with the
+# package and its test extras. Safe to run again; it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v runc >/dev/null 2>&1 || need+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null 2>&1
+    apt-get install -y -q "${need[@]}" >/dev/null
+  }
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+  | grep -v -e '^WARNING: Location' || true
+.venv/bin/python -c 'import hatchway, h11, websockets, cryptography, yaml' 
+echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1))" >&2

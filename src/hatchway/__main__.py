@@ -1,0 +1,3 @@
+from hatchway.cli.main import main
+
+main()

@@ -1,0 +1,97 @@
+"""The one Connection/Stream interface that the SPDY and WebSocket drivers implement.
+
+A *connection* is an upgraded HTTP connection carrying several *streams*. A stream is
+named by its ``streamtype`` header (``error``, ``stdin``, ``stdout``, ``stderr``,
+``resize``): over SPDY it is a SPDY stream; over WebSocket it is a channel of the
+negotiated channel protocol.
+
+Rules every driver keeps:
+
+* ``read()`` returns at most ``max_bytes``; ``b""`` means the peer half-closed (or reset,
+  or the connection ended) -- EOF. It never returns ``b""`` otherwise.
+* ``write()`` returns once the bytes are handed to the connection; it waits while the
+  connection's send buffer is above its high watermark (backpressure), and raises
+  :class:`~hatchway.errors.ConnectionClosedError` when the stream or connection is gone.
+* Receive buffers are bounded per stream: when one is full the driver stops reading the
+  socket until the consumer catches up, so a slow reader slows the peer through TCP.
+* ``write_eof()`` half-closes our side (SPDY FIN; WebSocket v5 close signal for stdin;
+  a no-op where the protocol has no half-close).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+
+class Stream(abc.ABC):
+    """One bidirectional stream of a :class:`Connection`."""
+
+    @property
+    @abc.abstractmethod
+    def headers(self) -> Mapping[str, str]:
+        """Headers the stream was opened with (lower-case names)."""
+
+    @property
+    def name(self) -> str:
+        """The ``streamtype`` of the stream: ``stdin``, ``stdout``, ``error``, ..."""
+        return self.headers.get("streamtype", "")
+
+    @abc.abstractmethod
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` bytes; ``b""`` at EOF."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``, waiting while the connection's buffers are full."""
+
+    @abc.abstractmethod
+    async def write_eof(self) -> None:
+        """Half-close: we send nothing more on this stream."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Abort the stream in both directions (SPDY RST_STREAM CANCEL)."""
+
+    async def read_all(self, limit: int = 1 << 20) -> bytes:
+        """Everything until EOF, at most ``limit`` bytes (more is a ProtocolError)."""
+        from hatchway.errors import LimitExceededError
+
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if size > limit:
+                raise LimitExceededError(f"stream {self.name!r} sent more than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class Connection(abc.ABC):
+    """An upgraded connection carrying streams."""
+
+    #: The negotiated subprotocol, e.g. ``v4.channel.k8s.io``.
+    protocol: str = ""
+
+    @abc.abstractmethod
+    async def open_stream(self, headers: Mapping[str, str]) -> Stream:
+        """Create a stream. Over SPDY this sends SYN_STREAM and waits for the SYN_REPLY;
+        over WebSocket it materialises the channel named by ``streamtype``."""
+
+    @abc.abstractmethod
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened (SPDY). Raises ConnectionClosedError when
+        the connection ends first."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush what is queued, end the connection cleanly (SPDY GOAWAY, WebSocket close
+        1000), and close the socket."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the connection at once."""
+
+    @abc.abstractmethod
+    async def wait_closed(self) -> None:
+        """Return when the connection has ended, for whichever reason."""

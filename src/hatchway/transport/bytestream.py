@@ -1,0 +1,345 @@
+"""A byte stream over an asyncio transport, with bounded buffers in both directions.
+
+Built on :class:`asyncio.BufferedProtocol`, so the event loop reads straight into a
+preallocated buffer (large reads, no StreamReader machinery). Everything above the
+socket -- the HTTP layer, the SPDY and WebSocket drivers, the proxy splice -- reads and
+writes through a :class:`ByteStream`. ``unread()`` pushes bytes back, which is how an
+HTTP upgrade hands over what was read past the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hatchway.errors import ConnectionClosedError
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+#: Receive buffer bound: above it we stop reading the socket.
+RECV_HIGH = 1024 * 1024
+RECV_LOW = 256 * 1024
+#: Send buffer watermarks for the transport: ``drain()`` waits above HIGH.
+SEND_HIGH = 1024 * 1024
+SEND_LOW = 256 * 1024
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    def __init__(self, recv_high: int = RECV_HIGH) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray(READ_CHUNK)
+        self._view = memoryview(self._buf)
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.eof = False
+        self.exc: BaseException | None = None
+        self.recv_high = recv_high
+        self.recv_low = max(recv_high // 4, 1)
+        self._paused_reading = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- asyncio callbacks --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=SEND_HIGH, low=SEND_LOW)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.chunks.append(bytes(self._view[:nbytes]))
+        self.size += nbytes
+        self._wake_reader()
+        if self.size >= self.recv_high and not self._paused_reading and self.transport:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return True  # keep the transport open for writing (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if exc is not None and self.exc is None:
+            self.exc = exc
+        self._wake_reader()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- helpers for ByteStream ---------------------------------------------------------
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def consumed(self, nbytes: int) -> None:
+        self.size -= nbytes
+        if self._paused_reading and self.size <= self.recv_low and self.transport:
+            self._paused_reading = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def wait_readable(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._read_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._read_waiter = None
+
+    async def wait_writable(self) -> None:
+        if not self._write_paused or self.closed.done():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+
+class ByteStream:
+    """A connected socket: ``read``/``unread``, ``write``/``drain``, half-close, close."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> ByteStream:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+            kwargs["server_hostname"] = server_hostname if server_hostname is not None else host
+            kwargs["ssl_handshake_timeout"] = timeout
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_connection(_Protocol, host, port, **kwargs)
+        assert isinstance(transport, asyncio.Transport)
+        return cls(transport, protocol)
+
+    # -- reading ------------------------------------------------------------------------
+    async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
+        """Up to ``max_bytes`` bytes; ``b""`` at EOF."""
+        p = self._protocol
+        while not p.chunks:
+            if p.eof:
+                return b""
+            await p.wait_readable()
+        chunk = p.chunks.popleft()
+        if len(chunk) > max_bytes:
+            p.chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        p.consumed(len(chunk))
+        return chunk
+
+    async def readexactly(self, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            chunk = await self.read(n)
+            if not chunk:
+                raise ConnectionClosedError("connection closed in the middle of a read")
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def unread(self, data: bytes) -> None:
+        """Push ``data`` back: the next ``read`` returns it first."""
+        if data:
+            self._protocol.chunks.appendleft(bytes(data))
+            self._protocol.size += len(data)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._protocol.eof and not self._protocol.chunks
+
+    @property
+    def buffered(self) -> int:
+        return self._protocol.size
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._transport.is_closing():
+            raise ConnectionClosedError("connection is closed")
+        self._transport.write(data)
+
+    def writelines(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        if self._transport.is_closing():
+            raise ConnectionClosedError("connection is closed")
+        self._transport.writelines(parts)
+
+    async def drain(self) -> None:
+        """Wait until the send buffer is below its low watermark."""
+        if self._protocol.closed.done() and self._protocol.exc is not None:
+            raise ConnectionClosedError(str(self._protocol.exc))
+        await self._protocol.wait_writable()
+
+    def write_eof(self) -> None:
+        if not self._transport.is_closing() and self._transport.can_write_eof():
+            self._transport.write_eof()
+
+    # -- closing ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._protocol.closed)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Close after flushing, aborting if the flush does not finish in ``timeout``."""
+        self.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait_closed()
+        except TimeoutError:
+            self.abort()
+
+    @property
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    @property
+    def peercert(self) -> dict[str, Any] | None:
+        return self._transport.get_extra_info("peercert")
+
+    @property
+    def peername(self) -> Any:
+        return self._transport.get_extra_info("peername")
+
+    def set_recv_limit(self, high: int) -> None:
+        self._protocol.recv_high = high
+        self._protocol.recv_low = max(high // 4, 1)
+
+
+Handler = Callable[[ByteStream], Awaitable[None]]
+
+
+class Server:
+    """A listening socket that runs ``handler(stream)`` per connection, owning the tasks."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    def _factory(self) -> _Protocol:
+        protocol = _Protocol()
+        orig = protocol.connection_made
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            orig(transport)
+            assert isinstance(transport, asyncio.Transport)
+            task = asyncio.get_running_loop().create_task(
+                self._run(ByteStream(transport, protocol))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        return protocol
+
+    async def _run(self, stream: ByteStream) -> None:
+        try:
+            await self._handler(stream)
+        except asyncio.CancelledError:
+            stream.abort()
+            raise
+        except Exception:
+            log.exception("connection handler failed")
+            stream.abort()
+        else:
+            await stream.aclose()
+
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        sock: socket.socket | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+            kwargs["ssl_handshake_timeout"] = handshake_timeout
+        if sock is not None:
+            self._server = await loop.create_server(self._factory, sock=sock, **kwargs)
+        else:
+            self._server = await loop.create_server(
+                self._factory, host, port, reuse_address=True, **kwargs
+            )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._server.sockets) if self._server else []
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def start_server(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+) -> Server:
+    server = Server(handler)
+    await server.start(host, port, ssl=ssl)
+    return server
