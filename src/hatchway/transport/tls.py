@@ -1,0 +1,149 @@
+"""TLS contexts for the API server, the node agent and the clients, and the identity a
+client certificate carries.
+
+Servers offer only ``http/1.1`` by ALPN -- never ``h2``: an exec upgrade is an HTTP/1.1
+mechanism -- and still speak HTTP/1.1 when the client offers no ALPN at all, which is
+what kubectl's exec upgrade connections do (exec-protocol.md section 2.7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from hatchway.errors import ConfigError
+
+ALPN_HTTP11 = "http/1.1"
+
+
+def server_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str],
+    *,
+    client_ca: str | os.PathLike[str] | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """A server context: TLS >= 1.2, ALPN ``http/1.1`` only, client certificates
+    verified against ``client_ca`` -- optional unless ``require_client_cert``."""
+    if require_client_cert and client_ca is None:
+        raise ConfigError("require_client_cert needs a client_ca to verify against")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(os.fspath(certfile), os.fspath(keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load server certificate {certfile}: {exc}") from exc
+    ctx.set_alpn_protocols([ALPN_HTTP11])
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load client CA {client_ca}: {exc}") from exc
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_context(
+    *,
+    ca_file: str | os.PathLike[str] | None = None,
+    ca_data: str | bytes | None = None,
+    cert_file: str | os.PathLike[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    cert_data: str | bytes | None = None,
+    key_data: str | bytes | None = None,
+    insecure: bool = False,
+    alpn: Sequence[str] | None = None,
+) -> ssl.SSLContext:
+    """A client context. ``*_data`` are PEM text; without a CA the system store is used.
+
+    ``insecure`` skips verification of the server (kubeconfig
+    ``insecure-skip-tls-verify``). ``alpn`` is offered as given; ``None`` offers none.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if ca_file is None and ca_data is None:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if ca_file is not None:
+            ctx.load_verify_locations(cafile=os.fspath(ca_file))
+        if ca_data is not None:
+            ctx.load_verify_locations(cadata=_text(ca_data))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"cannot load certificate authority: {exc}") from exc
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    _load_client_cert(ctx, cert_file, key_file, cert_data, key_data)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def _text(data: str | bytes) -> str:
+    return data.decode("ascii") if isinstance(data, bytes) else data
+
+
+def _load_client_cert(
+    ctx: ssl.SSLContext,
+    cert_file: str | os.PathLike[str] | None,
+    key_file: str | os.PathLike[str] | None,
+    cert_data: str | bytes | None,
+    key_data: str | bytes | None,
+) -> None:
+    if cert_file is None and cert_data is None:
+        if key_file is not None or key_data is not None:
+            raise ConfigError("a client key was given without a client certificate")
+        return
+    try:
+        with contextlib.ExitStack() as stack:
+            if cert_data is not None:
+                cert_file = stack.enter_context(_private_file(cert_data))
+            if key_data is not None:
+                key_file = stack.enter_context(_private_file(key_data))
+            assert cert_file is not None
+            ctx.load_cert_chain(
+                os.fspath(cert_file), os.fspath(key_file) if key_file is not None else None
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load client certificate: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _private_file(data: str | bytes) -> Iterator[str]:
+    """A 0600 temporary file holding ``data``, removed as soon as it has been loaded:
+    ``ssl`` loads certificates and keys only from files."""
+    fd, path = tempfile.mkstemp(prefix="hatchway-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("ascii") if isinstance(data, str) else data)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def peer_identity(peercert: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """``(user, groups)`` from a verified client certificate: CN is the user, every O a
+    group (the Kubernetes convention). ``None`` without a certificate or a CN."""
+    if not peercert:
+        return None
+    user: str | None = None
+    groups: list[str] = []
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and user is None:
+                user = value
+            elif key == "organizationName":
+                groups.append(value)
+    if not user:
+        return None
+    return user, groups
+
+
+def negotiated_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The protocol ALPN selected on a connection, or ``None``."""
+    return ssl_object.selected_alpn_protocol() if ssl_object is not None else None
