@@ -1,0 +1,428 @@
+"""HTTP/1.1 server on h11, with keep-alive, bounded requests and upgrade hand-off.
+
+An application is ``async def app(request: Request) -> Response``. A ``Response`` with
+status 101 and an ``upgrade`` callable switches protocols: the server writes the 101
+head with exactly the headers given, pushes every byte it had read past the request back
+into the :class:`ByteStream` (h11 holds them as trailing data: a client may send its
+first frames in the same segment as the request), and hands the stream over. Nothing
+of the upgrade request's body is read beyond its Content-Length.
+
+Everything a peer sends is bounded (:class:`HttpLimits`); a peer that breaks the
+protocol gets a 4xx and a closed connection, and an application that raises gets a 500
+-- neither takes the server down. The client side lives in :mod:`.httpclient` and is
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import os
+import ssl as ssl_module
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import h11
+
+from hatchway.errors import ConnectionClosedError
+from hatchway.transport.bytestream import ByteStream, Server
+from hatchway.transport.httpclient import (
+    ClientResponse,
+    HeaderInjectionError,
+    HeadersMixin,
+    HttpClient,
+    StreamingResponse,
+    check_headers,
+    decode_headers,
+    parse_url,
+    request,
+    stream,
+    upgrade,
+)
+
+__all__ = [
+    "ClientResponse",
+    "HeaderInjectionError",
+    "HttpClient",
+    "HttpLimits",
+    "HttpServer",
+    "Request",
+    "Response",
+    "StreamingResponse",
+    "parse_url",
+    "request",
+    "stream",
+    "upgrade",
+]
+
+log = logging.getLogger(__name__)
+
+#: Lingering after a refusal ends once the client has been quiet this long.
+LINGER_QUIET = 0.25
+
+Upgrade = Callable[[ByteStream], Awaitable[None]]
+
+
+def _scale() -> float:
+    return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on what a client may send, and how slowly."""
+
+    max_head: int = 64 * 1024
+    max_headers: int = 128
+    max_body: int = 3 * 1024 * 1024
+    #: From the first byte of a request to the end of its head (slowloris).
+    head_timeout: float = 30.0
+    #: For the body of a request, once its head is in.
+    body_timeout: float = 60.0
+    #: Waiting for the next request on a kept-alive connection.
+    idle_timeout: float = 120.0
+    #: After refusing a request, how long to swallow what the client still sends so the
+    #: refusal is not lost to a TCP reset.
+    linger: float = 2.0
+
+
+@dataclass
+class Request(HeadersMixin):
+    """One HTTP request. Header names are lower-case; ``query`` keeps blank values and
+    the order of repeated keys."""
+
+    method: str
+    target: str
+    path: str
+    raw_path: str
+    query: dict[str, list[str]]
+    headers: list[tuple[str, str]]
+    body: bytes
+    stream: ByteStream
+    peercert: dict[str, Any] | None = None
+    peer: Any = None
+    http_version: str = "1.1"
+
+    @property
+    def is_upgrade(self) -> bool:
+        """``Connection`` names ``upgrade`` (case-insensitive), as Kubernetes decides."""
+        return any("upgrade" in v.lower() for v in self.header_values("connection"))
+
+    @property
+    def query_string(self) -> str:
+        return self.target.partition("?")[2]
+
+
+@dataclass
+class Response:
+    """What the application answers. ``body_iter`` streams a chunked body; ``upgrade``
+    (with status 101) takes the connection over."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    body_iter: AsyncIterator[bytes] | None = None
+    upgrade: Upgrade | None = None
+    reason: str | None = None
+
+
+App = Callable[[Request], Awaitable[Response]]
+
+
+class _Refused(Exception):
+    """The request is refused before the application sees it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
+        (text + "\n").encode(),
+    )
+
+
+def _build_request(event: h11.Request, body: bytes, stream: ByteStream) -> Request:
+    target = event.target.decode("latin-1")
+    raw_path, _, query = target.partition("?")
+    cert = stream.peercert
+    return Request(
+        method=event.method.decode("ascii"),
+        target=target,
+        path=unquote(raw_path),
+        raw_path=raw_path,
+        query=parse_qs(query, keep_blank_values=True),
+        headers=decode_headers(event.headers),
+        body=body,
+        stream=stream,
+        peercert=cert or None,
+        peer=stream.peername,
+        http_version=event.http_version.decode("ascii"),
+    )
+
+
+class _Exchange:
+    """One connection: reads requests, calls the application, writes responses."""
+
+    def __init__(self, app: App, limits: HttpLimits, stream: ByteStream) -> None:
+        self.app = app
+        self.limits = limits
+        self.stream = stream
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+
+    async def _event(self) -> h11.Event:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.conn.receive_data(await self.stream.read())
+
+    async def _head_event(self) -> h11.Event:
+        """The next event, refusing a head over the limit even when it arrived whole
+        (h11 bounds only what is still incomplete)."""
+        while True:
+            before = len(self.conn.trailing_data[0])
+            event = self.conn.next_event()
+            if isinstance(event, h11.Request):
+                if before - len(self.conn.trailing_data[0]) > self.limits.max_head:
+                    raise _Refused(431, "request head too large")
+                return event
+            if event is not h11.NEED_DATA:
+                return event
+            self.conn.receive_data(await self.stream.read())
+
+    async def _wait_first_byte(self, first: bool) -> bool:
+        """Wait for the start of the next request; False on EOF or idle timeout."""
+        if self.conn.trailing_data[0]:
+            return True
+        timeout = (self.limits.head_timeout if first else self.limits.idle_timeout) * _scale()
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.stream.read()
+        except TimeoutError:
+            return False
+        self.conn.receive_data(data)
+        return bool(data)
+
+    async def read_request(self, first: bool) -> Request | None:
+        if not await self._wait_first_byte(first):
+            return None
+        try:
+            async with asyncio.timeout(self.limits.head_timeout * _scale()):
+                event = await self._head_event()
+        except TimeoutError:
+            raise _Refused(408, "request head timed out") from None
+        except h11.RemoteProtocolError as exc:
+            raise _Refused(exc.error_status_hint, f"bad request: {exc}") from None
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request), event
+        if len(event.headers) > self.limits.max_headers:
+            raise _Refused(431, "too many header fields")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout * _scale()):
+                body = await self._read_body(event)
+        except TimeoutError:
+            raise _Refused(408, "request body timed out") from None
+        except h11.RemoteProtocolError as exc:
+            raise _Refused(exc.error_status_hint, f"bad request body: {exc}") from None
+        return _build_request(event, body, self.stream)
+
+    async def _read_body(self, event: h11.Request) -> bytes:
+        for name, value in event.headers:
+            if name == b"content-length" and int(value) > self.limits.max_body:
+                raise _Refused(413, "request body too large")
+        if self.conn.they_are_waiting_for_100_continue:
+            self.stream.write(self.conn.send(h11.InformationalResponse(status_code=100)) or b"")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            ev = await self._event()
+            if isinstance(ev, h11.EndOfMessage):
+                return b"".join(parts)
+            if isinstance(ev, h11.ConnectionClosed):
+                raise ConnectionClosedError("client closed mid-request")
+            if isinstance(ev, h11.Data):
+                size += len(ev.data)
+                if size > self.limits.max_body:
+                    raise _Refused(413, "request body too large")
+                parts.append(bytes(ev.data))
+
+    async def call_app(self, req: Request) -> Response:
+        try:
+            return await self.app(req)
+        except Exception:
+            log.exception("request handler failed: %s %s", req.method, req.raw_path)
+            return _plain(500, "Internal Server Error")
+
+    async def respond(self, req: Request, resp: Response) -> bool:
+        """Send ``resp``; whether the connection may serve another request."""
+        if resp.status == 101:
+            return await self._switch(req, resp)
+        try:
+            head = self._head(req, resp)
+        except (HeaderInjectionError, h11.LocalProtocolError, ValueError):
+            log.exception("application produced an invalid response head")
+            resp = _plain(500, "Internal Server Error")
+            head = self._head(req, resp)
+        self.stream.write(self.conn.send(head) or b"")
+        if req.method != "HEAD":
+            if resp.body_iter is not None:
+                if not await self._stream_body(resp.body_iter):
+                    return False
+            elif resp.body:
+                self.stream.write(self.conn.send(h11.Data(data=resp.body)) or b"")
+        self.stream.write(self.conn.send(h11.EndOfMessage()) or b"")
+        await self.stream.drain()
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+    def _head(self, req: Request, resp: Response) -> h11.Response:
+        headers = [
+            (n, v)
+            for n, v in check_headers(resp.headers)
+            if n.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        if resp.body_iter is None:
+            headers.append((b"Content-Length", str(len(resp.body)).encode()))
+        if self.conn.their_state is h11.MIGHT_SWITCH_PROTOCOL or req.is_upgrade:
+            # A refused upgrade: the client may already have sent bytes of the next
+            # protocol, which must never be parsed as HTTP. Close after the answer.
+            headers.append((b"Connection", b"close"))
+        reason = resp.reason if resp.reason is not None else _reason(resp.status)
+        return h11.Response(status_code=resp.status, headers=headers, reason=reason.encode())
+
+    async def _stream_body(self, body: AsyncIterator[bytes]) -> bool:
+        """Send a chunked body until it ends; False if the client went away first."""
+
+        async def pump() -> None:
+            async for chunk in body:
+                if chunk:
+                    self.stream.write(self.conn.send(h11.Data(data=chunk)) or b"")
+                    await self.stream.drain()
+
+        pumping = asyncio.ensure_future(pump())
+        gone = asyncio.ensure_future(self.stream.wait_closed())
+        try:
+            await asyncio.wait({pumping, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not pumping.done():
+                return False
+            pumping.result()
+            return True
+        finally:
+            for task in (pumping, gone):
+                task.cancel()
+            await asyncio.gather(pumping, gone, return_exceptions=True)
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _switch(self, req: Request, resp: Response) -> bool:
+        if resp.upgrade is None or self.conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+            log.error("101 answered to %s %s, which proposed no upgrade", req.method, req.path)
+            return await self.respond(req, _plain(500, "Internal Server Error"))
+        try:
+            headers = check_headers(resp.headers)
+            event = h11.InformationalResponse(
+                status_code=101, headers=headers, reason=(resp.reason or "Switching Protocols")
+            )
+        except (HeaderInjectionError, h11.LocalProtocolError):
+            log.exception("application produced an invalid 101 head")
+            return await self.respond(req, _plain(500, "Internal Server Error"))
+        self.stream.write(self.conn.send(event) or b"")
+        trailing, _ = self.conn.trailing_data
+        self.stream.unread(bytes(trailing))
+        try:
+            await resp.upgrade(self.stream)
+        except Exception:
+            log.exception("upgrade handler failed: %s %s", req.method, req.raw_path)
+        await self.stream.aclose()
+        return False
+
+    async def refuse(self, refused: _Refused) -> None:
+        """Answer a request that broke a limit or the protocol, and close."""
+        body = (str(refused) + "\n").encode()
+        head = (
+            f"HTTP/1.1 {refused.status} {_reason(refused.status)}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            self.stream.write(head + body)
+            await self.stream.drain()
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """Swallow what the client is still sending, for a while and up to a bound:
+        closing with unread data would reset the connection and lose our answer."""
+        self.stream.write_eof()
+        budget = 4 * self.limits.max_body + self.limits.max_head
+        quiet = min(LINGER_QUIET, self.limits.linger) * _scale()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.limits.linger * _scale()):
+                while budget > 0:
+                    # A client that has stopped sending has nothing left to lose.
+                    data = await asyncio.wait_for(self.stream.read(), quiet)
+                    if not data:
+                        return
+                    budget -= len(data)
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            try:
+                req = await self.read_request(first)
+            except _Refused as refused:
+                await self.refuse(refused)
+                return
+            except ConnectionClosedError:
+                return
+            if req is None:
+                return
+            resp = await self.call_app(req)
+            if not await self.respond(req, resp):
+                return
+            self.conn.start_next_cycle()
+            first = False
+
+
+class HttpServer:
+    """Serves ``app`` over HTTP/1.1 (TLS when given a context), keep-alive, bounded."""
+
+    def __init__(self, app: App, *, limits: HttpLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or HttpLimits()
+        self._server = Server(self._handle)
+
+    async def _handle(self, stream: ByteStream) -> None:
+        exchange = _Exchange(self.app, self.limits, stream)
+        try:
+            await exchange.run()
+        except (ConnectionClosedError, ConnectionError, ssl_module.SSLError):
+            stream.abort()
+        except h11.ProtocolError:
+            log.warning("HTTP protocol error", exc_info=True)
+            stream.abort()
+
+    async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
+        await self._server.start(host, port, ssl=ssl)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def close(self) -> None:
+        await self._server.close()
