@@ -1,0 +1,468 @@
+"""The WebSocket transport: Kubernetes channel protocols over an upgraded ByteStream.
+
+Framing is ``websockets``' sans-I/O :class:`websockets.protocol.Protocol`, created in the
+OPEN state after our own HTTP handshake (``protocol/handshake.py``); the channel layer is
+``protocol/channel.py``. This module only feeds and drains them.
+
+Choices a caller should know:
+
+* Channels are local. ``open_stream({"streamtype": "stdout"})`` returns the channel
+  object without any wire traffic, on both sides. Messages for channels 0-4 are buffered
+  even before the channel is opened, so nothing sent right after the 101 is lost;
+  messages for higher channels are discarded (spec 5.3).
+* ``accept_stream()`` always raises :class:`ConnectionClosedError`: WebSocket has no
+  peer-initiated streams; the session layer opens the channels it expects.
+* The server's initial empty message (spec 5.3) is *not* sent automatically: the session
+  layer knows which channel is the lowest it writes and calls
+  :meth:`WebSocketConnection.send_initial_message`.
+* ``read()`` returns ``b""`` at EOF for every ending (close signal, close frame, lost
+  connection, protocol error); :attr:`WebSocketConnection.close_code` tells them apart
+  (1000 clean; 1006 no close frame; otherwise the peer's code), and
+  :attr:`WebSocketConnection.error` holds a protocol fault we detected.
+* Backpressure: each channel buffers up to ``channel_buffer`` bytes; above that the
+  reader task stops reading the socket until the consumer catches up, so TCP slows the
+  peer. Writes wait on ``ByteStream.drain()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+
+from hatchway.errors import ConnectionClosedError, ProtocolError
+from hatchway.protocol import channel as ch
+from hatchway.transport.base import Connection, Stream
+from hatchway.transport.bytestream import ByteStream
+
+log = logging.getLogger(__name__)
+
+#: Largest incoming message (Go servers' default); more is closed with 1009.
+DEFAULT_MAX_MESSAGE = 32 * 1024 * 1024
+#: Per-channel receive buffer bound; the socket is not read while one is above it.
+DEFAULT_CHANNEL_BUFFER = 1024 * 1024
+#: Writes larger than this become several messages (each independent data).
+WRITE_CHUNK = 1024 * 1024
+READ_SIZE = 1024 * 1024
+CLOSE_TIMEOUT = 5.0
+
+
+class WebSocketStream(Stream):
+    """One channel of a :class:`WebSocketConnection`."""
+
+    def __init__(self, conn: WebSocketConnection, number: int) -> None:
+        self._conn = conn
+        self.number = number
+        self._headers: dict[str, str] = {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")}
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # consumed bytes of self._chunks[0]
+        self._size = 0
+        self._over = False
+        self._eof = False
+        self._reset = False
+        self._eof_sent = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    # -- receiving (driven by the connection's reader task) --------------------------------
+    def _feed(self, data: bytes) -> None:
+        if self._eof:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self._conn._channel_high and not self._over:
+            self._over = True
+            self._conn._over_changed(+1)
+        self._wake()
+
+    def _set_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _discard(self) -> None:
+        self._chunks.clear()
+        self._offset = self._size = 0
+        self._set_eof()
+        self._under()
+
+    def _under(self) -> None:
+        if self._over and self._size <= self._conn._channel_low:
+            self._over = False
+            self._conn._over_changed(-1)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        head = self._chunks[0]
+        off = self._offset
+        if off == 0 and len(head) <= max_bytes:
+            self._chunks.popleft()
+            data = head
+        else:
+            data = head[off : off + max_bytes]
+            if off + len(data) >= len(head):
+                self._chunks.popleft()
+                self._offset = 0
+            else:
+                self._offset = off + len(data)
+        self._size -= len(data)
+        self._under()
+        return data
+
+    # -- sending --------------------------------------------------------------------------
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._reset:
+            raise ConnectionClosedError(f"channel {self.name!r} was reset")
+        await self._conn._send(self.number, data)
+
+    async def write_eof(self) -> None:
+        """v5 client stdin: send the close signal ``FF 00``; elsewhere a no-op (the
+        server never sends close signals, older versions have none)."""
+        conn = self._conn
+        if (
+            conn.capabilities.close_signal
+            and conn.client
+            and self.number == ch.STDIN
+            and not self._eof_sent
+        ):
+            self._eof_sent = True
+            await conn._send_raw(ch.encode_close_signal(self.number))
+
+    def reset(self) -> None:
+        """WebSocket has no per-channel reset: drop what is buffered, EOF our reader and
+        refuse further writes on this channel, locally only."""
+        self._reset = True
+        self._discard()
+
+
+class WebSocketConnection(Connection):
+    """A Kubernetes channel-protocol WebSocket over an already upgraded ByteStream."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        client: bool,
+        protocol: str,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        channel_buffer: int = DEFAULT_CHANNEL_BUFFER,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        self._stream = stream
+        self.client = client
+        self.protocol = protocol
+        self.capabilities = ch.capabilities(protocol)
+        self._ws = Protocol(
+            Side.CLIENT if client else Side.SERVER,
+            state=State.OPEN,
+            max_size=max_message,
+            logger=log,
+        )
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._channel_high = channel_buffer
+        self._channel_low = channel_buffer // 4
+        self._channels: dict[int, WebSocketStream] = {}
+        self._over_count = 0
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._fragments: list[bytes] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._done = asyncio.Event()
+        self._started = False
+        #: Close code the peer sent (1006 when none arrived), set once closed.
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        #: The protocol fault we failed the connection for, if any.
+        self.error: ProtocolError | None = None
+        self.last_pong: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> WebSocketConnection:
+        if not self._started:
+            self._started = True
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._read_loop()))
+            if self._ping_interval:
+                self._tasks.append(loop.create_task(self._ping_loop(self._ping_interval)))
+        return self
+
+    async def __aenter__(self) -> WebSocketConnection:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            self.abort()
+            await self.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    # -- streams --------------------------------------------------------------------------
+    def channel(self, number: int) -> WebSocketStream:
+        stream = self._channels.get(number)
+        if stream is None:
+            stream = self._channels[number] = WebSocketStream(self, number)
+            if self._done.is_set():
+                stream._set_eof()
+        return stream
+
+    async def open_stream(self, headers: Mapping[str, str]) -> WebSocketStream:
+        name = headers.get("streamtype", "")
+        number = ch.CHANNEL_BY_NAME.get(name)
+        if number is None:
+            raise ValueError(f"no WebSocket channel for streamtype {name!r}")
+        stream = self.channel(number)
+        stream._headers = {k.lower(): v for k, v in headers.items()}
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        raise ConnectionClosedError(
+            "WebSocket channels are not opened by the peer; use open_stream()"
+        )
+
+    async def send_initial_message(self, channel: int | str) -> None:
+        """The server's one empty message on its lowest writable channel (spec 5.3)."""
+        number = ch.CHANNEL_BY_NAME[channel] if isinstance(channel, str) else channel
+        await self._send(number, b"")
+
+    # -- sending --------------------------------------------------------------------------
+    async def _send(self, number: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        total = len(view)
+        base64 = self.capabilities.base64
+        prefix = bytes((number,))
+        off = 0
+        while True:
+            piece = view[off : off + WRITE_CHUNK]
+            try:
+                if base64:
+                    msg = ch.encode_message(self.capabilities, number, bytes(piece))
+                    assert isinstance(msg, str)
+                    self._ws.send_text(msg.encode("ascii"))
+                else:
+                    self._ws.send_binary(prefix + piece)
+            except InvalidState:
+                raise ConnectionClosedError("WebSocket connection is closing") from None
+            self._flush()
+            await self._drain()
+            off += WRITE_CHUNK
+            if off >= total:
+                return
+
+    async def _send_raw(self, payload: bytes) -> None:
+        try:
+            self._ws.send_binary(payload)
+        except InvalidState:
+            raise ConnectionClosedError("WebSocket connection is closing") from None
+        self._flush()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self._stream.is_closing:
+            raise ConnectionClosedError("connection is closed")
+        await self._stream.drain()
+
+    def _flush(self) -> None:
+        """Write what the protocol queued: frames, pongs, close; ``b""`` means the TCP
+        connection should end (server after the closing handshake, client at EOF)."""
+        writes = self._ws.data_to_send()
+        if not writes:
+            return
+        eof = writes[-1] == b""
+        frames = [w for w in writes if w]
+        if frames and not self._stream.is_closing:
+            self._stream.writelines(frames)
+        if eof:
+            self._stream.close()
+
+    # -- receiving ------------------------------------------------------------------------
+    def _over_changed(self, delta: int) -> None:
+        self._over_count += delta
+        if self._over_count > 0:
+            self._resume.clear()
+        else:
+            self._resume.set()
+
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        try:
+            while ws.state is not State.CLOSED:
+                await self._resume.wait()
+                if ws.close_expected():
+                    async with asyncio.timeout(self._close_timeout):
+                        data = await self._stream.read(READ_SIZE)
+                else:
+                    data = await self._stream.read(READ_SIZE)
+                if not data:
+                    ws.receive_eof()
+                    self._flush()
+                    break
+                ws.receive_data(data)
+                self._flush()
+                for frame in ws.events_received():
+                    self._on_frame(frame)
+        except TimeoutError:
+            log.debug("peer did not end the connection after the close frame")
+        except ConnectionClosedError:
+            pass
+        finally:
+            self._finish()
+
+    def _on_frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        if op is Opcode.BINARY or op is Opcode.TEXT:
+            if frame.fin:
+                self._on_message(frame.data)
+            else:
+                self._fragments = [frame.data]
+        elif op is Opcode.CONT:
+            if self._fragments is not None:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    message, self._fragments = b"".join(self._fragments), None
+                    self._on_message(message)
+        elif op is Opcode.PONG:
+            self.last_pong = asyncio.get_running_loop().time()
+        elif op is Opcode.CLOSE:
+            self._eof_all()
+
+    def _on_message(self, payload: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            number, data = ch.decode_message(self.capabilities, payload)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if number == ch.CLOSE_SIGNAL and self.capabilities.close_signal:
+            self.channel(data[0])._set_eof()
+        elif number < ch.NUM_CHANNELS:
+            if data:
+                self.channel(number)._feed(data)
+        else:
+            log.debug("discarding message for unknown channel %d", number)
+
+    def _fail(self, exc: ProtocolError) -> None:
+        log.warning("WebSocket protocol error: %s", exc)
+        self.error = exc
+        if self._ws.state is State.OPEN:
+            self._ws.fail(exc.code or 1002, str(exc)[:120])
+            self._flush()
+        self._eof_all()
+
+    def _eof_all(self) -> None:
+        for stream in self._channels.values():
+            stream._set_eof()
+
+    def _finish(self) -> None:
+        ws = self._ws
+        if ws.state is State.CLOSED:
+            self.close_code = ws.close_code
+            self.close_reason = ws.close_reason or ""
+        elif ws.close_rcvd is not None:
+            self.close_code, self.close_reason = ws.close_rcvd.code, ws.close_rcvd.reason
+        else:
+            self.close_code = self.close_code or 1006
+        if (
+            self.error is None
+            and isinstance(ws.parser_exc, Exception)
+            and not isinstance(ws.parser_exc, EOFError)
+        ):
+            self.error = ProtocolError(
+                str(ws.parser_exc), code=ws.close_sent and ws.close_sent.code
+            )
+        self._eof_all()
+        self._resume.set()
+        self._stream.close()
+        self._done.set()
+
+    async def _ping_loop(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while self._ws.state is State.OPEN:
+            await asyncio.sleep(interval)
+            if self._ws.state is not State.OPEN:
+                return
+            last = self.last_pong if self.last_pong is not None else started
+            if self._ping_timeout is not None and loop.time() - last > self._ping_timeout:
+                log.warning("no pong for %.0f s; dropping the connection", loop.time() - last)
+                self.abort()
+                return
+            self._ws.send_ping(b"")
+            self._flush()
+
+    # -- closing --------------------------------------------------------------------------
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send Close ``code`` after everything queued, wait up to ``close_timeout`` for
+        the peer's close, then close the socket."""
+        if self._ws.state is State.OPEN:
+            with contextlib.suppress(InvalidState):
+                self._ws.send_close(code, reason)
+            self._flush()
+        # We are done reading: unblock a reader parked on a full channel buffer.
+        for stream in self._channels.values():
+            stream._discard()
+        if not self._started:
+            self._stream.close()
+            self._finish()
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self._done.wait()
+        except TimeoutError:
+            self._stream.abort()
+        await self._stop_tasks()
+        await self._stream.wait_closed()
+
+    def abort(self) -> None:
+        self._stream.abort()
+        for task in self._tasks:
+            task.cancel()
+        if not self._done.is_set():
+            self.close_code = self.close_code or 1006
+            self._eof_all()
+            self._done.set()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+        await self._stop_tasks()
+
+    async def _stop_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
