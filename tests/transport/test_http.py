@@ -408,3 +408,28 @@ async def test_ipv6_url_parsing() -> None:
     assert (origin.host, origin.port, origin.target) == ("::1", 6443, "/api/v1?watch=1")
     assert origin.host_header == "[::1]:6443"
     assert parse_url("http://example.com/").host_header == "example.com"
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+async def test_ipv6_loopback_round_trip(certs, client_ctx) -> None:
+    async def app(req: Request) -> Response:
+        return Response(200, body=req.header("host").encode())
+
+    server = HttpServer(app)
+    await server.start("::1", 0, ssl=tls.server_context(certs.apiserver.cert, certs.apiserver.key))
+    try:
+        resp = await request("GET", f"https://[::1]:{server.port}/", ssl=client_ctx, timeout=T)
+        assert resp.body == f"[::1]:{server.port}".encode()
+    finally:
+        await server.close()

@@ -1,0 +1,186 @@
+"""TLS contexts over real handshakes on loopback: ALPN, mutual TLS, identities."""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+import pytest
+
+from hatchway import pki
+from hatchway.errors import ConfigError, ConnectionClosedError, HatchwayError
+from hatchway.transport import tls
+from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.http import HttpServer, Request, Response, request
+
+SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
+T = 10 * SCALE
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> pki.Pki:
+    return pki.ensure_pki(tmp_path_factory.mktemp("data"), node_name="node-a")
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> pki.CertPaths:
+    """A CA the servers do not trust, and a client certificate it issued."""
+    directory = tmp_path_factory.mktemp("other")
+    ca = pki.create_ca(directory, name="evil-ca")
+    pki.issue_certificate(
+        ca, directory / "intruder", common_name="admin", organizations=["system:masters"]
+    )
+    return ca
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    async def __call__(self, req: Request) -> Response:
+        self.requests.append(req)
+        ident = tls.peer_identity(req.peercert)
+        return Response(200, body=repr(ident).encode())
+
+
+@pytest.fixture
+async def mtls_server(certs: pki.Pki):
+    started: list[HttpServer] = []
+
+    async def start(*, require: bool = False) -> tuple[int, Recorder]:
+        app = Recorder()
+        server = HttpServer(app)
+        ctx = tls.server_context(
+            certs.node.cert, certs.node.key, client_ca=certs.ca.cert, require_client_cert=require
+        )
+        await server.start("127.0.0.1", 0, ssl=ctx)
+        started.append(server)
+        return server.port, app
+
+    yield start
+    for server in started:
+        await server.close()
+
+
+async def test_client_without_certificate_is_anonymous_on_optional(mtls_server, certs) -> None:
+    port, app = await mtls_server()
+    ctx = tls.client_context(ca_file=certs.ca.cert)
+    resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert resp.status == 200 and resp.body == b"None"
+    assert app.requests[0].peercert is None
+
+
+async def test_client_certificate_identity(mtls_server, certs) -> None:
+    port, app = await mtls_server(require=True)
+    ctx = tls.client_context(
+        ca_file=certs.ca.cert, cert_file=certs.apiserver_kubelet_client.cert,
+        key_file=certs.apiserver_kubelet_client.key,
+    )  # fmt: skip
+    resp = await request("GET", f"https://localhost:{port}/", ssl=ctx, timeout=T)
+    assert resp.body == repr(("hatchway-apiserver", ["hatchway:apiservers"])).encode()
+    assert tls.peer_identity(app.requests[0].peercert) == (
+        "hatchway-apiserver",
+        ["hatchway:apiservers"],
+    )
+
+
+async def test_minted_user_cert_as_data(mtls_server, certs) -> None:
+    port, _ = await mtls_server(require=True)
+    cert_pem, key_pem = pki.mint_user_cert(certs.ca, "alice", ["devs", "ops"])
+    ctx = tls.client_context(
+        ca_data=pki.pem_bytes(certs.ca.cert), cert_data=cert_pem, key_data=key_pem
+    )
+    resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx)
+    assert resp.body == repr(("alice", ["devs", "ops"])).encode()
+
+
+async def test_wrong_ca_client_certificate_fails_handshake(mtls_server, certs, other_ca) -> None:
+    port, app = await mtls_server()
+    intruder = other_ca.cert.parent / "intruder"
+    ctx = tls.client_context(
+        ca_file=certs.ca.cert,
+        cert_file=intruder.with_suffix(".crt"),
+        key_file=intruder.with_suffix(".key"),
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
+        await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert app.requests == []
+
+
+async def test_required_client_certificate_missing_fails(mtls_server, certs) -> None:
+    port, app = await mtls_server(require=True)
+    ctx = tls.client_context(ca_file=certs.ca.cert)
+    with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
+        await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert app.requests == []
+
+
+async def test_server_certificate_from_other_ca_is_rejected(mtls_server, other_ca) -> None:
+    port, app = await mtls_server()
+    ctx = tls.client_context(ca_file=other_ca.cert)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert app.requests == []
+    insecure = tls.client_context(insecure=True)
+    resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=insecure, timeout=T)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("offered", "selected"),
+    [(["h2", "http/1.1"], "http/1.1"), (None, None), (["h2"], None)],
+    ids=["h2-and-http11", "no-alpn", "h2-only"],
+)
+async def test_alpn(mtls_server, certs, offered, selected) -> None:
+    port, _ = await mtls_server()
+    ctx = tls.client_context(ca_file=certs.ca.cert, alpn=offered)
+    stream = await ByteStream.connect("127.0.0.1", port, ssl=ctx, timeout=T)
+    try:
+        assert tls.negotiated_alpn(stream.get_extra_info("ssl_object")) == selected
+        stream.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := await stream.read():
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        stream.abort()
+
+
+def test_server_context_settings(certs) -> None:
+    ctx = tls.server_context(certs.apiserver.cert, certs.apiserver.key)
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert ctx.verify_mode == ssl.CERT_NONE
+    optional = tls.server_context(certs.node.cert, certs.node.key, client_ca=certs.ca.cert)
+    assert optional.verify_mode == ssl.CERT_OPTIONAL
+    with pytest.raises(ConfigError):
+        tls.server_context(certs.node.cert, certs.node.key, require_client_cert=True)
+    with pytest.raises(ConfigError):
+        tls.server_context(certs.node.cert, certs.ca.key)  # key does not match
+
+
+def test_client_context_data_files_are_removed(certs, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    cert_pem, key_pem = pki.mint_user_cert(certs.ca, "bob")
+    ctx = tls.client_context(cert_data=cert_pem, key_data=key_pem, insecure=True)
+    assert ctx.verify_mode == ssl.CERT_NONE
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError):
+        tls.client_context(cert_data=cert_pem, key_data=b"not a key")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_peer_identity_shapes() -> None:
+    cert = {
+        "subject": (
+            (("organizationName", "system:masters"),),
+            (("organizationName", "devs"),),
+            (("commonName", "admin"),),
+        )
+    }
+    assert tls.peer_identity(cert) == ("admin", ["system:masters", "devs"])
+    assert tls.peer_identity(None) is None
+    assert tls.peer_identity({}) is None
+    assert tls.peer_identity({"subject": ((("organizationName", "x"),),)}) is None
