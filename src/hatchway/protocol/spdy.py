@@ -377,6 +377,8 @@ class SpdyProtocol:
         elif isinstance(frame, fr.SynReplyFrame):
             self._on_syn_reply(frame, events)
         elif isinstance(frame, fr.RstStreamFrame):
+            if frame.stream_id not in self._streams:
+                return  # already forgotten: both sides may reset at once
             if self._remote_transition(frame.stream_id, I.RECV_RST, events) is not None:
                 events.append(StreamReset(frame.stream_id, frame.status))
         elif isinstance(frame, fr.PingFrame):
