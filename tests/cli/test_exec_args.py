@@ -1,0 +1,226 @@
+"""``hatchway exec`` argument parsing, tables of both forms, and kubectl's pre-flight
+choices (container, completed pod, TTY)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hatchway.cli.exec_args import (
+    EXEC_HELP,
+    NO_TTY_WARNING,
+    CompletedPodError,
+    ExecArgs,
+    ExecUsageError,
+    check_pod_active,
+    default_container,
+    parse_exec_args,
+    resolve_tty,
+)
+from hatchway.errors import ConfigError
+
+
+def E(pod: str, *command: str, dash: bool = True, **kw) -> ExecArgs:
+    return ExecArgs(pod=pod, command=list(command), dash=dash, **kw)
+
+
+PARSES = [
+    # kubectl's form
+    ("mypod -- date", E("mypod", "date")),
+    ("mypod -- echo hello", E("mypod", "echo", "hello")),
+    ("mypod -c app -- date", E("mypod", "date", container="app")),
+    ("-c app mypod -- date", E("mypod", "date", container="app")),
+    ("mypod --container=app -- date", E("mypod", "date", container="app")),
+    ("mypod --container app -- date", E("mypod", "date", container="app")),
+    ("mypod -capp -- date", E("mypod", "date", container="app")),
+    ("mypod -c=app -- date", E("mypod", "date", container="app")),
+    ("mypod -n team -- date", E("mypod", "date", namespace="team")),
+    ("mypod --namespace=team -- date", E("mypod", "date", namespace="team")),
+    ("mypod -nteam -- date", E("mypod", "date", namespace="team")),
+    ("mypod -i -t -- sh", E("mypod", "sh", stdin=True, tty=True)),
+    ("mypod -it -- sh", E("mypod", "sh", stdin=True, tty=True)),
+    ("mypod -ti -- sh", E("mypod", "sh", stdin=True, tty=True)),
+    ("mypod -itq -- sh", E("mypod", "sh", stdin=True, tty=True, quiet=True)),
+    ("mypod -itc app -- sh", E("mypod", "sh", stdin=True, tty=True, container="app")),
+    ("mypod -ic app -- sh", E("mypod", "sh", stdin=True, container="app")),
+    ("mypod --stdin --tty --quiet -- sh", E("mypod", "sh", stdin=True, tty=True, quiet=True)),
+    ("mypod --stdin=false -t -- sh", E("mypod", "sh", tty=True)),
+    ("mypod -i=false -- sh", E("mypod", "sh")),
+    ("mypod --tty=true -- sh", E("mypod", "sh", tty=True)),
+    (
+        "mypod --kubeconfig /tmp/kc --context dev -- id",
+        E("mypod", "id", kubeconfig="/tmp/kc", context="dev"),
+    ),
+    ("mypod --kubeconfig=/tmp/kc -- id", E("mypod", "id", kubeconfig="/tmp/kc")),
+    ("mypod -- ls -la --color -- x", E("mypod", "ls", "-la", "--color", "--", "x")),
+    ("mypod -- -weird", E("mypod", "-weird")),
+    ("pod/mypod -- date", E("mypod", "date")),
+    ("pods/mypod -- date", E("mypod", "date")),
+    ("po/mypod -- date", E("mypod", "date")),
+    ("mypod -c '' -- date", E("mypod", "date")),
+    # the seed's form: the first non-option after the pod starts the command
+    ("mypod ls", E("mypod", "ls", dash=False)),
+    ("mypod ls -l /", E("mypod", "ls", "-l", "/", dash=False)),
+    (
+        "mypod -c app ls -c x -n y",
+        E("mypod", "ls", "-c", "x", "-n", "y", dash=False, container="app"),
+    ),
+    (
+        "-c app mypod sh -c 'echo hi'",
+        E("mypod", "sh", "-c", "echo hi", dash=False, container="app"),
+    ),
+    ("mypod -it sh -- -i", E("mypod", "sh", "--", "-i", dash=False, stdin=True, tty=True)),
+    ("mypod echo --", E("mypod", "echo", "--", dash=False)),
+    ("mypod - x", E("mypod", "-", "x", dash=False)),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), PARSES, ids=[p[0] for p in PARSES])
+def test_parse(line: str, expected: ExecArgs) -> None:
+    import shlex
+
+    assert parse_exec_args(shlex.split(line)) == expected
+
+
+ERRORS = [
+    ([], "pod or type/name must be specified"),
+    (["-it"], "pod or type/name must be specified"),
+    (["--", "date"], "pod or type/name must be specified"),
+    (["mypod"], "you must specify at least one command for the container"),
+    (["mypod", "--"], "you must specify at least one command for the container"),
+    (["mypod", "-it", "-c", "app"], "you must specify at least one command for the container"),
+    (["mypod", "--bogus", "--", "x"], "unknown flag: --bogus"),
+    (["mypod", "-x", "--", "x"], "unknown shorthand flag: 'x' in -x"),
+    (["mypod", "-ix", "--", "x"], "unknown shorthand flag: 'x' in -x"),
+    (["mypod", "-c"], "flag needs an argument: 'c' in -c"),
+    (["mypod", "--container"], "flag needs an argument: --container"),
+    (["mypod", "--stdin=maybe", "--", "x"], 'invalid argument "maybe" for "-i, --stdin" flag'),
+    (["deploy/web", "--", "x"], 'pods only, not on "deploy"'),
+    (["pod/", "--", "x"], "pod or type/name must be specified"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), ERRORS, ids=[" ".join(e[0]) for e in ERRORS])
+def test_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ExecUsageError) as info:
+        parse_exec_args(argv)
+    assert message in str(info.value)
+    assert isinstance(info.value, ConfigError)
+    assert info.value.hint == "See 'hatchway exec -h' for help and examples"
+
+
+def test_no_command_text_is_exactly_kubectls() -> None:
+    with pytest.raises(ExecUsageError) as info:
+        parse_exec_args(["mypod", "--"])
+    assert str(info.value) == "you must specify at least one command for the container"
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["--help"], ["mypod", "-h"], ["-ih"], ["x", "--help"]])
+def test_help(argv: list[str]) -> None:
+    assert parse_exec_args(argv).help is True
+    assert "Usage:" in EXEC_HELP and "-c, --container" in EXEC_HELP
+
+
+def test_help_after_command_belongs_to_the_command() -> None:
+    assert parse_exec_args(["mypod", "--", "ls", "-h"]).help is False
+    assert parse_exec_args(["mypod", "ls", "--help"]).command == ["ls", "--help"]
+
+
+# ---------------------------------------------------------------------- TTY
+
+
+@pytest.mark.parametrize(
+    ("flags", "terminal", "expected"),
+    [
+        ([], True, (False, None)),
+        (["-t"], True, (False, None)),  # -t without -i: dropped silently
+        (["-i"], True, (False, None)),
+        (["-it"], True, (True, None)),
+        (["-it"], False, (False, NO_TTY_WARNING)),
+        (["-i"], False, (False, None)),
+    ],
+)
+def test_resolve_tty(flags, terminal, expected) -> None:
+    args = parse_exec_args(["p", *flags, "--", "sh"])
+    assert resolve_tty(args, terminal) == expected
+
+
+# --------------------------------------------------------- default container
+
+
+def pod(containers=("app",), init=(), ephem=(), annotation=None, phase="Running") -> dict:
+    meta: dict = {"name": "mypod", "namespace": "default"}
+    if annotation is not None:
+        meta["annotations"] = {"kubectl.kubernetes.io/default-container": annotation}
+    spec: dict = {"containers": [{"name": n, "image": "busybox"} for n in containers]}
+    if init:
+        spec["initContainers"] = [{"name": n} for n in init]
+    if ephem:
+        spec["ephemeralContainers"] = [{"name": n} for n in ephem]
+    return {"metadata": meta, "spec": spec, "status": {"phase": phase}}
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "requested", "expected"),
+    [
+        (pod(), None, ("app", None)),
+        (pod(("app", "sidecar")), "sidecar", ("sidecar", None)),
+        (pod(), "bogus", ("bogus", None)),  # not validated: the server does that
+        (
+            pod(("app", "sidecar")),
+            None,
+            ("app", 'Defaulted container "app" out of: app, sidecar'),
+        ),
+        (
+            pod(("app", "sidecar"), init=("init",)),
+            None,
+            ("app", 'Defaulted container "app" out of: app, sidecar, init (init)'),
+        ),
+        (
+            pod(("app",), init=("setup",), ephem=("debugger",)),
+            None,
+            ("app", 'Defaulted container "app" out of: app, debugger (ephem), setup (init)'),
+        ),
+        (
+            pod(("app",), ephem=("dbg",)),
+            None,
+            ("app", 'Defaulted container "app" out of: app, dbg (ephem)'),
+        ),
+        (pod(("app", "sidecar"), annotation="sidecar"), None, ("sidecar", None)),
+        (pod(("app",), init=("setup",), annotation="setup"), None, ("setup", None)),
+        (pod(("app",), ephem=("dbg",), annotation="dbg"), None, ("dbg", None)),
+        (
+            pod(("app", "sidecar"), annotation="gone"),
+            None,
+            ("app", 'Defaulted container "app" out of: app, sidecar'),
+        ),
+        (pod(("app",), annotation=""), None, ("app", None)),
+        (pod(("app", "sidecar"), annotation="sidecar"), "app", ("app", None)),
+    ],
+)
+def test_default_container(the_pod, requested, expected) -> None:
+    assert default_container(the_pod, requested) == expected
+
+
+def test_pod_without_containers() -> None:
+    with pytest.raises(ConfigError, match="pod default/mypod does not have any containers"):
+        default_container(pod(()), None)
+
+
+# ----------------------------------------------------------- completed pods
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_completed_pod_refused(phase: str) -> None:
+    with pytest.raises(CompletedPodError) as info:
+        check_pod_active(pod(phase=phase))
+    assert str(info.value) == (
+        f"cannot exec into a container in a completed pod; current phase is {phase}"
+    )
+    with pytest.raises(CompletedPodError, match="cannot attach a container in a completed pod"):
+        check_pod_active(pod(phase=phase), attach=True)
+
+
+@pytest.mark.parametrize("phase", ["Running", "Pending", "Unknown", None])
+def test_active_pod_allowed(phase) -> None:
+    the_pod = pod(phase=phase) if phase else {"metadata": {}, "spec": {}}
+    check_pod_active(the_pod)
