@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
 import stat
+import subprocess
 import textwrap
 
 import pytest
@@ -176,11 +179,9 @@ def test_relative_file_references_resolve_against_the_kubeconfig_dir(tmp_path, m
     assert cfg.client_key_data == KEY
     tok = load_kubeconfig(p, context="tok", env={})
     assert tok.token == TOKEN  # trimmed, as client-go does
-    # config view shows the resolved (absolute) paths
+    # config view shows the references as written, as kubectl does
     view = config_view(p, env={})
-    assert view["clusters"][0]["cluster"]["certificate-authority"] == str(
-        conf_dir / "pki" / "ca.crt"
-    )
+    assert view["clusters"][0]["cluster"]["certificate-authority"] == "pki/ca.crt"
 
 
 def test_token_wins_over_token_file(tmp_path) -> None:
@@ -511,3 +512,34 @@ def test_remove_keeps_shared_cluster(tmp_path) -> None:
     remove_context(str(p), "a")
     left = yaml.safe_load(open(p))
     assert [c["name"] for c in left["clusters"]] == ["a"]  # still used by a2
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("flags", [[], ["--minify"], ["--raw"], ["--minify", "--raw"]])
+def test_config_view_matches_kubectl(tmp_path, flags) -> None:
+    """The real kubectl reads the same KUBECONFIG list (missing file, relative path,
+    a file we merged into) and prints the same view."""
+    (tmp_path / "a").write_text(
+        render_kubeconfig("a", "https://127.0.0.1:1", CA, CERT, KEY, namespace="na")
+    )
+    doc = yaml.safe_load(render_kubeconfig("a", "https://127.0.0.1:2", CA, token=TOKEN))
+    doc["clusters"].append(
+        {"name": "b", "cluster": {"server": "https://127.0.0.1:3", "certificate-authority": "r/c"}}
+    )
+    doc["contexts"].append({"name": "b", "context": {"cluster": "b", "user": "a"}})
+    doc["current-context"] = "b"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_text(yaml.safe_dump(doc))
+    merge_context(str(tmp_path / "sub" / "b"), "hw", _cluster(9), {"token": "t"}, "ns")
+    files = [tmp_path / "missing", tmp_path / "sub" / "b", tmp_path / "a"]
+    env = {"KUBECONFIG": os.pathsep.join(map(str, files)), "HOME": str(tmp_path)}
+    out = subprocess.run(
+        ["kubectl", "config", "view", "-o", "json", *flags],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    ours = config_view(minify="--minify" in flags, raw="--raw" in flags, env=env)
+    assert ours == json.loads(out)

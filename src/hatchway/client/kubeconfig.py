@@ -246,8 +246,9 @@ def config_view(
 ) -> dict[str, Any]:
     """What ``kubectl config view`` prints, as a dict: data fields become
     ``DATA+OMITTED`` and tokens (and, beyond kubectl, passwords) ``REDACTED`` unless
-    ``raw``; ``minify`` keeps only the current context and what it uses."""
-    merged = load_merged(path, env=env, allow_missing=True)
+    ``raw``; ``minify`` keeps only the current context and what it uses. File
+    references are shown as written, as kubectl shows them."""
+    merged = load_merged(path, env=env, allow_missing=True, resolve_paths=False)
     if context:
         merged.current_context = context
     if minify:

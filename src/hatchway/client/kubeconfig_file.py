@@ -23,7 +23,8 @@ _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context")
 
 @dataclass
 class MergedConfig:
-    """The merged view of one or more kubeconfig files (paths already resolved)."""
+    """The merged view of one or more kubeconfig files (file references resolved
+    against their file's directory unless loaded with resolve_paths=False)."""
 
     files: list[str]
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -88,7 +89,9 @@ def _yaml_where(e: yaml.YAMLError) -> str:
     return f": {problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
-def _entries(doc: dict[str, Any], plural: str, singular: str, path: str) -> dict[str, dict]:
+def _entries(
+    doc: dict[str, Any], plural: str, singular: str, path: str, resolve: bool
+) -> dict[str, dict]:
     """A named list of one file as a mapping; duplicate names are an error, as in
     client-go's conversion."""
     items = doc.get(plural) or []
@@ -103,11 +106,13 @@ def _entries(doc: dict[str, Any], plural: str, singular: str, path: str) -> dict
             raise ConfigError(f'kubeconfig {path}: {singular} "{item["name"]}" is not a mapping')
         if item["name"] in out:
             raise ConfigError(f'kubeconfig {path}: duplicate name "{item["name"]}" in {plural}')
-        out[item["name"]] = _resolve_paths(dict(body), singular, os.path.dirname(path))
+        body = dict(body)
+        out[item["name"]] = _resolve_paths(body, singular, path) if resolve else body
     return out
 
 
-def _resolve_paths(body: dict[str, Any], singular: str, base: str) -> dict[str, Any]:
+def _resolve_paths(body: dict[str, Any], singular: str, path: str) -> dict[str, Any]:
+    base = os.path.dirname(os.path.abspath(path))
     for key in _PATH_KEYS.get(singular, ()):
         value = body.get(key)
         if isinstance(value, str) and value and not os.path.isabs(value):
@@ -120,8 +125,10 @@ def load_merged(
     *,
     env: Mapping[str, str] = os.environ,
     allow_missing: bool = False,
+    resolve_paths: bool = True,
 ) -> MergedConfig:
-    """Read and merge the kubeconfig files kubectl would read."""
+    """Read and merge the kubeconfig files kubectl would read. ``resolve_paths=False``
+    keeps file references as written (what ``kubectl config view`` shows)."""
     files = kubeconfig_paths(path, env)
     merged = MergedConfig(files=files)
     missing = 0
@@ -134,16 +141,16 @@ def load_merged(
                 raise ConfigError(f"kubeconfig {name} does not exist")
             missing += 1
             continue
-        _merge_into(merged, doc, name)
+        _merge_into(merged, doc, name, resolve_paths)
     if missing == len(files) and not allow_missing:
         raise ConfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)})")
     return merged
 
 
-def _merge_into(merged: MergedConfig, doc: dict[str, Any], path: str) -> None:
+def _merge_into(merged: MergedConfig, doc: dict[str, Any], path: str, resolve: bool) -> None:
     for plural, singular in _SECTIONS:
         target = merged.section(plural)
-        for name, body in _entries(doc, plural, singular, path).items():
+        for name, body in _entries(doc, plural, singular, path, resolve).items():
             target.setdefault(name, body)
     current = doc.get("current-context")
     if not merged.current_context and isinstance(current, str):
