@@ -1,0 +1,434 @@
+"""The asyncio driver of :class:`~hatchway.protocol.spdy.SpdyProtocol` over a ByteStream.
+
+One reader task feeds the socket's bytes to the protocol and dispatches its events; an
+optional pinger task pings every ``ping_interval`` (kubectl does every 5 s). The
+connection owns both and cancels and awaits them on close.
+
+Backpressure (spec section 3.6, SPDY as Kubernetes speaks it has no windows): each stream
+buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
+reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+
+from hatchway.errors import ConnectionClosedError, ProtocolError, StreamResetError
+from hatchway.protocol.spdy import (
+    CANCEL,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    PingAcknowledged,
+    SpdyLimits,
+    SpdyProtocol,
+    SpdyUsageError,
+    StreamOpened,
+    StreamReplied,
+    StreamReset,
+    StreamState,
+)
+from hatchway.transport.base import Connection, Stream
+from hatchway.transport.bytestream import ByteStream
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+STREAM_BUFFER = 1024 * 1024
+REPLY_TIMEOUT = 30.0  # client-go waits this long for each SYN_REPLY (section 3.8)
+_LOCAL_DONE = (StreamState.HALF_CLOSED_LOCAL, StreamState.SYN_SENT_FIN, StreamState.CLOSED)
+
+
+class SpdyStream(Stream):
+    """One SPDY stream. ``read`` returns ``b""`` at the peer's FIN, a reset, or the end
+    of the connection; ``write`` raises ConnectionClosedError (StreamResetError after a
+    peer's RST_STREAM) once the stream or connection is gone."""
+
+    def __init__(self, conn: SpdyConnection, stream_id: int, headers: Mapping[str, str]):
+        self._conn = conn
+        self.stream_id = stream_id
+        self._headers = dict(headers)
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # consumed bytes of _chunks[0]
+        self._size = 0
+        self._eof = False
+        self._fin_sent = False
+        self.reset_code: int | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._replied: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet read."""
+        return self._size
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk, off = self._chunks[0], self._offset
+        if off == 0 and len(chunk) <= max_bytes:
+            self._chunks.popleft()
+        else:
+            end = min(len(chunk), off + max_bytes)
+            chunk = chunk[off:end]
+            if end == len(self._chunks[0]):
+                self._chunks.popleft()
+                self._offset = 0
+            else:
+                self._offset = end
+        self._size -= len(chunk)
+        self._conn._consumed(self)
+        return chunk
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not isinstance(data, bytes) and not (isinstance(data, memoryview) and data.readonly):
+            data = bytes(data)  # the transport may keep a view: never of a mutable buffer
+        self._conn._send(self, data, fin=False)
+        await self._conn._drain()
+
+    async def write_eof(self) -> None:
+        if self._fin_sent or self.reset_code is not None or self._conn._ended:
+            return
+        self._conn._send(self, b"", fin=True)
+        await self._conn._drain()
+
+    def reset(self) -> None:
+        self._conn._reset(self)
+
+    # -- called by the connection ---------------------------------------------------------
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake()
+
+    def _end(self, drop: bool = False) -> None:
+        self._eof = True
+        if drop:
+            self._chunks.clear()
+            self._offset = self._size = 0
+        self._wake()
+
+
+class SpdyConnection(Connection):
+    """SPDY/3.1 over an upgraded ByteStream (which may hold bytes read past the 101)."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        client: bool,
+        protocol: str = "",
+        ping_interval: float | None = None,
+        limits: SpdyLimits = SpdyLimits(),
+        reply_timeout: float = REPLY_TIMEOUT,
+        stream_buffer: int = STREAM_BUFFER,
+    ) -> None:
+        self._bs = stream
+        self._proto = SpdyProtocol(client, limits)
+        self.protocol = protocol
+        self.client = client
+        self._ping_interval = ping_interval
+        self._reply_timeout = reply_timeout
+        self._high = stream_buffer
+        self._low = stream_buffer // 4
+        self._streams: dict[int, SpdyStream] = {}
+        self._accepted: collections.deque[SpdyStream] = collections.deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._blocked: set[SpdyStream] = set()
+        self._unblocked = asyncio.Event()
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = False
+        self._closed = asyncio.Event()
+        #: The peer's GOAWAY, if one came.
+        self.goaway: GoAwayReceived | None = None
+        #: Why the connection ended, if not cleanly.
+        self.error: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn the reader (and the pinger if ``ping_interval`` is set)."""
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._read_loop(), name="spdy-reader"))
+        if self._ping_interval:
+            self._tasks.append(loop.create_task(self._ping_loop(), name="spdy-pinger"))
+
+    async def __aenter__(self) -> SpdyConnection:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """RST_STREAM CANCEL for streams we have not finished, GOAWAY, flush, close."""
+        if not self._ended:
+            for sid in self._proto.open_streams:
+                if self._proto.stream_state(sid) not in _LOCAL_DONE:
+                    self._proto.reset_stream(sid, CANCEL)
+            self._proto.goaway()
+            self._flush()
+        self._finish(None)
+        await self._stop_tasks()
+        await self._bs.aclose()
+
+    def abort(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._bs.abort()
+        self._finish(ConnectionClosedError("connection aborted"))
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._ended
+
+    async def _stop_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _finish(self, error: BaseException | None) -> None:
+        """The connection is over: end every stream and wake every waiter. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        if error is not None and self.error is None:
+            self.error = error
+        closed = ConnectionClosedError("SPDY connection closed")
+        for stream in self._streams.values():
+            stream._end()
+            if stream._replied is not None and not stream._replied.done():
+                stream._replied.set_exception(closed)
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(closed)
+        if self._accept_waiter is not None and not self._accept_waiter.done():
+            self._accept_waiter.set_result(None)
+        self._blocked.clear()
+        self._unblocked.set()
+        self._closed.set()
+
+    # -- streams --------------------------------------------------------------------------
+    async def open_stream(self, headers: Mapping[str, str], fin: bool = False) -> SpdyStream:
+        """SYN_STREAM, then wait (``reply_timeout``) for the peer's SYN_REPLY."""
+        if self._ended:
+            raise ConnectionClosedError("SPDY connection closed")
+        try:
+            sid = self._proto.open_stream(headers, fin)
+        except SpdyUsageError as exc:
+            raise ConnectionClosedError(str(exc)) from exc
+        stream = SpdyStream(self, sid, headers)
+        stream._fin_sent = fin
+        stream._replied = asyncio.get_running_loop().create_future()
+        self._streams[sid] = stream
+        self._flush()
+        try:
+            async with asyncio.timeout(self._reply_timeout):
+                await stream._replied
+        except TimeoutError:
+            self._reset(stream)
+            raise ConnectionClosedError(f"no SYN_REPLY for stream {sid}") from None
+        return stream
+
+    async def accept_stream(self) -> SpdyStream:
+        """The next peer-opened stream, already answered with SYN_REPLY."""
+        while not self._accepted:
+            if self._ended:
+                raise ConnectionClosedError("SPDY connection closed")
+            self._accept_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._accept_waiter
+            finally:
+                self._accept_waiter = None
+        return self._accepted.popleft()
+
+    async def ping(self, timeout: float = 30.0) -> float:
+        """Send a PING and return the round-trip time in seconds."""
+        if self._ended:
+            raise ConnectionClosedError("SPDY connection closed")
+        loop = asyncio.get_running_loop()
+        ping_id = self._proto.ping()
+        fut = self._pings[ping_id] = loop.create_future()
+        start = loop.time()
+        self._flush()
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        finally:
+            self._pings.pop(ping_id, None)
+        return loop.time() - start
+
+    # -- used by SpdyStream ---------------------------------------------------------------
+    def _send(self, stream: SpdyStream, data: bytes | memoryview, fin: bool) -> None:
+        if stream.reset_code is not None:
+            raise StreamResetError(f"stream {stream.name!r} was reset", code=stream.reset_code)
+        if self._ended:
+            raise ConnectionClosedError("SPDY connection closed")
+        try:
+            self._proto.send_data(stream.stream_id, data, fin)
+        except SpdyUsageError as exc:
+            raise ConnectionClosedError(str(exc)) from exc
+        stream._fin_sent = stream._fin_sent or fin
+        self._flush()
+        self._forget_if_done(stream.stream_id)
+
+    async def _drain(self) -> None:
+        await self._bs.drain()
+        if self._ended and self.error is not None:
+            raise ConnectionClosedError(f"SPDY connection failed: {self.error}")
+
+    def _reset(self, stream: SpdyStream) -> None:
+        if self._ended or stream.reset_code is not None:
+            return
+        stream.reset_code = CANCEL
+        self._proto.reset_stream(stream.stream_id, CANCEL)
+        self._flush()
+        self._drop(stream)
+
+    def _consumed(self, stream: SpdyStream) -> None:
+        if stream in self._blocked and stream._size <= self._low:
+            self._blocked.discard(stream)
+            if not self._blocked:
+                self._unblocked.set()
+
+    # -- internals ------------------------------------------------------------------------
+    def _flush(self) -> None:
+        bufs = self._proto.buffers_to_send()
+        if bufs and not self._bs.is_closing:
+            self._bs.writelines(bufs)
+
+    def _drop(self, stream: SpdyStream) -> None:
+        self._streams.pop(stream.stream_id, None)
+        stream._end(drop=True)
+        if stream in self._blocked:
+            stream._size = 0
+            self._consumed(stream)
+
+    def _forget_if_done(self, sid: int) -> None:
+        if self._proto.stream_state(sid) is StreamState.CLOSED:
+            self._streams.pop(sid, None)
+
+    async def _read_loop(self) -> None:
+        error: BaseException | None = None
+        try:
+            while not self._ended:
+                if self._blocked:
+                    self._unblocked.clear()
+                    await self._unblocked.wait()
+                    continue
+                data = await self._bs.read(READ_CHUNK)
+                if not data:
+                    break
+                try:
+                    events = self._proto.receive_data(data)
+                finally:
+                    self._flush()
+                for event in events:
+                    self._dispatch(event)
+                if self.goaway is not None:
+                    break  # spdystream processes nothing after GOAWAY (section 3.5)
+        except ProtocolError as exc:
+            log.warning("SPDY peer broke the protocol: %s", exc)
+            error = exc
+        except (ConnectionClosedError, OSError) as exc:
+            error = exc
+        self._finish(error)
+        self._bs.close()
+
+    async def _ping_loop(self) -> None:
+        assert self._ping_interval
+        while not self._ended:
+            await asyncio.sleep(self._ping_interval)
+            if not self._ended:
+                self._proto.ping()
+                self._flush()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            self._on_data(event)
+        elif isinstance(event, StreamOpened):
+            self._on_opened(event)
+        elif isinstance(event, StreamReplied):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream._replied is not None:
+                if not stream._replied.done():
+                    stream._replied.set_result(None)
+                if event.fin:
+                    stream._end()
+                self._forget_if_done(event.stream_id)
+        elif isinstance(event, StreamReset):
+            self._on_reset(event)
+        elif isinstance(event, PingAcknowledged):
+            fut = self._pings.get(event.ping_id)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif isinstance(event, GoAwayReceived):
+            self.goaway = event
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        if event.data:
+            stream._feed(event.data)
+            if stream._size >= self._high:
+                self._blocked.add(stream)
+        if event.fin:
+            stream._end()
+            self._forget_if_done(event.stream_id)
+
+    def _on_opened(self, event: StreamOpened) -> None:
+        stream = SpdyStream(self, event.stream_id, event.headers)
+        self._streams[event.stream_id] = stream
+        # Reply at once: kubectl waits for each reply before its next SYN_STREAM (3.5).
+        self._proto.reply(event.stream_id)
+        self._flush()
+        if event.fin:
+            stream._end()
+            self._forget_if_done(event.stream_id)
+        self._accepted.append(stream)
+        if self._accept_waiter is not None and not self._accept_waiter.done():
+            self._accept_waiter.set_result(None)
+
+    def _on_reset(self, event: StreamReset) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream.reset_code = event.status
+        if stream._replied is not None and not stream._replied.done():
+            stream._replied.set_exception(
+                StreamResetError(f"stream {event.stream_id} reset", code=event.status)
+            )
+        self._drop(stream)

@@ -1,0 +1,264 @@
+"""SpdyConnection over real TLS on 127.0.0.1: stream setup, half-close, reset, GOAWAY,
+pings, backpressure from a slow reader, and bulk throughput with hashes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import ipaddress
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hatchway.errors import ConnectionClosedError, StreamResetError
+from hatchway.protocol.spdy import GoAwayReceived
+from hatchway.transport.bytestream import ByteStream, start_server
+from hatchway.transport.spdy import SpdyConnection
+
+SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
+
+
+# -- a throwaway CA and a server certificate for 127.0.0.1 ------------------------------
+def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    tmp: Path = tmp_path_factory.mktemp("spdy-tls")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spdy-test-ca")])
+    ca = _cert("spdy-test-ca", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert("127.0.0.1", key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    (tmp / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    client = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
+    return server, client
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    tls, client_kw: dict | None = None, server_kw: dict | None = None
+) -> AsyncIterator[tuple[SpdyConnection, SpdyConnection]]:
+    server_ctx, client_ctx = tls
+    accepted: asyncio.Queue[SpdyConnection] = asyncio.Queue()
+
+    async def handler(bs: ByteStream) -> None:
+        conn = SpdyConnection(bs, client=False, **(server_kw or {}))
+        conn.start()
+        accepted.put_nowait(conn)
+        await conn.wait_closed()
+
+    server = await start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    try:
+        bs = await ByteStream.connect(
+            "127.0.0.1", server.port, ssl=client_ctx, server_hostname="127.0.0.1"
+        )
+        client = SpdyConnection(bs, client=True, **(client_kw or {}))
+        async with client, asyncio.timeout(120 * SCALE):
+            srv = await accepted.get()
+            try:
+                yield client, srv
+            finally:
+                await srv.close()
+    finally:
+        await server.close()
+
+
+async def test_accept_five_sequential_streams_replied_on_arrival(tls):
+    async with connected(tls) as (client, server):
+        names = ["error", "stdin", "stdout", "stderr", "resize"]
+        # Nobody calls accept_stream yet: each open returns only if the server replied.
+        opened = [await client.open_stream({"streamType": n}) for n in names]
+        assert [s.stream_id for s in opened] == [1, 3, 5, 7, 9]
+        got = [await server.accept_stream() for _ in names]
+        assert [s.name for s in got] == names
+        assert [s.stream_id for s in got] == [1, 3, 5, 7, 9]
+
+
+async def test_half_close_both_ways(tls):
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdin"})
+        s = await server.accept_stream()
+        await c.write(b"foo\nbar\n")
+        await c.write_eof()
+        assert await s.read_all() == b"foo\nbar\n"
+        with pytest.raises(ConnectionClosedError):
+            await c.write(b"after fin")
+        await s.write(b"echo")  # the other half is still open
+        await s.write_eof()
+        assert await c.read_all() == b"echo"
+        assert await s.read() == b""
+
+
+async def test_reset_ends_the_stream(tls):
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdout"})
+        s = await server.accept_stream()
+        await s.write(b"partial")
+        s.reset()
+        for _ in range(100):
+            if c.reset_code is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert c.reset_code == 5
+        assert await c.read() == b""  # a reset drops what was buffered
+        with pytest.raises(StreamResetError):
+            await c.write(b"x")
+        with pytest.raises(ConnectionClosedError):
+            await s.write(b"x")
+        other = await client.open_stream({"streamtype": "stderr"})  # the connection lives on
+        assert other.stream_id == 3
+
+
+async def test_goaway_from_the_server(tls):
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdout"})
+        s = await server.accept_stream()
+        await s.write(b"last words")
+        await server.close()
+        async with asyncio.timeout(10 * SCALE):
+            await client.wait_closed()
+        assert client.goaway == GoAwayReceived(1, 0)
+        # Unread data goes with the RST_STREAM CANCEL of close() (so servers FIN first).
+        assert await c.read() == b""
+        with pytest.raises(ConnectionClosedError):
+            await c.write(b"x")
+        with pytest.raises(ConnectionClosedError):
+            await client.open_stream({"streamtype": "x"})
+        with pytest.raises(ConnectionClosedError):
+            await server.accept_stream()
+
+
+async def test_fin_then_close_delivers_everything(tls):
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdout"})
+        s = await server.accept_stream()
+        await s.write(b"all of it")
+        await s.write_eof()
+        await server.close()
+        assert await c.read_all() == b"all of it"
+        await client.wait_closed()
+        assert client.goaway is not None
+
+
+async def test_ping_echo_over_the_wire(tls):
+    async with connected(tls, client_kw={"ping_interval": 0.02}) as (client, server):
+        rtt = await client.ping(timeout=5 * SCALE)
+        assert 0 <= rtt < 5 * SCALE
+        assert await server.ping(timeout=5 * SCALE) >= 0  # even ids, echoed by the client
+        await asyncio.sleep(0.2)
+        assert client._proto._next_ping > 7  # the pinger ran
+        c = await client.open_stream({"streamtype": "x"})  # no ping storm got in the way
+        s = await server.accept_stream()
+        await c.write(b"ok")
+        assert await s.read() == b"ok"
+
+
+async def _wait_stalled(counter: list[int], still: float = 0.3) -> None:
+    last = -1
+    while counter[0] != last:
+        last = counter[0]
+        await asyncio.sleep(still)
+
+
+async def test_slow_reader_makes_the_writer_wait(tls):
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdin"})
+        s = await server.accept_stream()
+        chunk, total = os.urandom(256 * 1024), 64 * 1024 * 1024
+        written = [0]
+
+        async def writer() -> None:
+            while written[0] < total:
+                await c.write(chunk)
+                written[0] += len(chunk)
+            await c.write_eof()
+
+        task = asyncio.create_task(writer())
+        await _wait_stalled(written)
+        assert not task.done() and written[0] < total
+        receiver_memory = s.buffered + server._bs.buffered + server._proto._parser.buffered
+        assert receiver_memory < 4 * 1024 * 1024, receiver_memory
+        got = 0
+        while data := await s.read(1 << 20):
+            got += len(data)
+        assert got == total
+        await task
+
+
+@pytest.mark.slow
+async def test_bulk_256_mib_each_way_on_three_streams(tls, capsys):
+    total, nstreams = 256 * 1024 * 1024, 3
+    block = os.urandom(1024 * 1024)
+    per = [total // nstreams + (1 if i < total % nstreams else 0) for i in range(nstreams)]
+
+    async def send(stream, size: int) -> str:
+        h, view, sent = hashlib.sha256(), memoryview(block), 0
+        while sent < size:
+            n = min(256 * 1024, size - sent)
+            part = view[(sent % len(block)) : (sent % len(block)) + n]
+            if len(part) < n:
+                part = view[:n]
+            h.update(part)
+            await stream.write(part)
+            sent += n
+        await stream.write_eof()
+        return h.hexdigest()
+
+    async def receive(stream) -> str:
+        h = hashlib.sha256()
+        while data := await stream.read(256 * 1024):
+            h.update(data)
+        return h.hexdigest()
+
+    async with connected(tls) as (client, server):
+        pairs = []
+        for i in range(nstreams):
+            c = await client.open_stream({"streamtype": f"s{i}"})
+            pairs.append((c, await server.accept_stream()))
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(send(c, per[i]) for i, (c, _) in enumerate(pairs)),
+            *(receive(s) for _, s in pairs),
+            *(send(s, per[i]) for i, (_, s) in enumerate(pairs)),
+            *(receive(c) for c, _ in pairs),
+        )
+        elapsed = time.perf_counter() - start
+    n = nstreams
+    assert results[0:n] == results[n : 2 * n]  # client -> server
+    assert results[2 * n : 3 * n] == results[3 * n :]  # server -> client
+    with capsys.disabled():
+        rate = 2 * total / elapsed / 1e6
+        print(f"\nSPDY over TLS: 2 x 256 MiB in {elapsed:.2f} s = {rate:.0f} MB/s total")
