@@ -395,13 +395,13 @@ class HttpClient:
         max_body: int = MAX_RESPONSE_BODY,
     ) -> ClientResponse:
         """Send a request and read the whole response. Redirects are returned as-is."""
-        conn, head = await self._send(method, url, headers, body, ssl, timeout)
-        try:
-            async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):  # one deadline for the whole exchange
+            conn, head = await self._send(method, url, headers, body, ssl, timeout)
+            try:
                 data = await conn.read_body(max_body)
-        except BaseException:
-            conn.stream.abort()
-            raise
+            except BaseException:
+                conn.stream.abort()
+                raise
         self._release(conn)
         return _response(head, data)
 
