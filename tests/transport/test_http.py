@@ -433,3 +433,25 @@ async def test_ipv6_loopback_round_trip(certs, client_ctx) -> None:
         assert resp.body == f"[::1]:{server.port}".encode()
     finally:
         await server.close()
+
+
+async def test_module_stream_read_and_iter_body(serve, client_ctx) -> None:
+    from hatchway.transport.http import stream, stream_request
+
+    async def app(req: Request) -> Response:
+        if req.path == "/missing":
+            return Response(404, [("Content-Type", "text/plain")], b"no such thing")
+
+        async def lines() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield f"line {i}\n".encode()
+
+        return Response(200, body_iter=lines())
+
+    url = await serve(app)
+    missing = await stream("GET", url + "/missing", ssl=client_ctx, timeout=T)
+    assert missing.status == 404
+    assert await missing.read(1024) == b"no such thing"
+    async with await stream_request("GET", url + "/logs", ssl=client_ctx, timeout=T) as resp:
+        body = b"".join([chunk async for chunk in resp.iter_body()])
+    assert body == b"line 0\nline 1\nline 2\n"

@@ -41,6 +41,7 @@ from hatchway.transport.httpclient import (
     parse_url,
     request,
     stream,
+    stream_request,
     upgrade,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "parse_url",
     "request",
     "stream",
+    "stream_request",
     "upgrade",
 ]
 

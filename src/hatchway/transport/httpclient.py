@@ -154,11 +154,6 @@ class _Conn:
             and self.stream.buffered == 0
         )
 
-    def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            self.stream.write(data)
-
     async def next_event(self) -> h11.Event:
         while True:
             try:
@@ -202,7 +197,7 @@ class _Truncated(Exception):
         self.body = body
 
 
-def _response(event: h11.Response | h11.InformationalResponse, body: bytes = b"") -> Any:
+def _response(event: h11.Response | h11.InformationalResponse, body: bytes = b"") -> ClientResponse:
     return ClientResponse(
         event.status_code,
         event.reason.decode("latin-1"),
@@ -237,6 +232,10 @@ class StreamingResponse(HeadersMixin):
                 return
             if isinstance(event, h11.Data) and event.data:
                 yield bytes(event.data)
+
+    def iter_body(self) -> AsyncIterator[bytes]:
+        """The body chunk by chunk (the same as ``async for chunk in response``)."""
+        return self.__aiter__()
 
     async def read(self, limit: int = MAX_RESPONSE_BODY) -> bytes:
         """The rest of the body, at most ``limit`` bytes."""
@@ -473,3 +472,7 @@ async def upgrade(method: str, url: str, **kwargs: Any) -> tuple[ClientResponse,
 async def stream(method: str, url: str, **kwargs: Any) -> StreamingResponse:
     """See :meth:`HttpClient.stream`; the connection closes with the response."""
     return await HttpClient(pool=False).stream(method, url, **kwargs)
+
+
+#: The name :mod:`hatchway.rest` uses for :func:`stream`.
+stream_request = stream
