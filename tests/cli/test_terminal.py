@@ -262,14 +262,25 @@ asyncio.run(main())
 """
 
 
-def read_sizes(master: int, want: int) -> list[str]:
-    buf = b""
-    deadline = time.monotonic() + TIMEOUT
-    while buf.count(b"size") < want and time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            buf += os.read(master, 4096)
-    return [line.strip() for line in buf.decode().splitlines() if line.startswith("size")]
+class SizeLines:
+    """The "size C R" lines a child prints on the pty, kept across reads."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.buf = b""
+
+    def next(self, want: int, timeout: float = TIMEOUT) -> list[str]:
+        """Wait for ``want`` complete size lines (or the timeout); consume them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            *complete, rest = self.buf.split(b"\n")
+            sizes = [ln.decode().strip() for ln in complete if ln.startswith(b"size")]
+            if len(sizes) >= want or time.monotonic() > deadline:
+                self.buf = rest
+                return sizes
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                self.buf += os.read(self.master, 4096)
 
 
 @pytest.mark.timeout(60)
@@ -282,13 +293,20 @@ def test_sigwinch_from_the_kernel_on_a_controlling_pty() -> None:
             os._exit(127)
     try:
         set_size(master, 80, 24)
-        os.kill(pid, signal.SIGWINCH)  # may start before or after the size: either way
-        assert read_sizes(master, 1)[-1] == "size 80 24"
+        # Whether the child read its first size before or after this one, keep nudging
+        # until it reports it (repeats of one size are never printed twice).
+        lines = SizeLines(master)
+        seen: list[str] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not seen and time.monotonic() < deadline:
+            os.kill(pid, signal.SIGWINCH)
+            seen = lines.next(1, 0.2)
+        assert seen == ["size 80 24"]
         set_size(master, 100, 40)  # the kernel sends SIGWINCH to the foreground group
-        assert read_sizes(master, 1) == ["size 100 40"]
+        assert lines.next(1) == ["size 100 40"]
         set_size(master, 100, 40)  # unchanged: no signal, no line
         set_size(master, 120, 50)
-        assert read_sizes(master, 1) == ["size 120 50"]
+        assert lines.next(1) == ["size 120 50"]
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
