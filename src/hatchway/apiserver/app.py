@@ -1,0 +1,222 @@
+"""The API server's HTTP application: authn -> request info -> authz -> handler, audited.
+
+Every request is authenticated (client certificate from the cluster CA, or a bearer
+token; anything else is 401, discovery included), classified by
+:func:`~hatchway.apiserver.request_info.parse_request_info`, authorised by RBAC (exec
+and attach are always ``create`` on ``pods/exec``/``pods/attach``), then served:
+
+* non-resource paths: ``/version``, ``/healthz``, ``/livez``, ``/readyz``, legacy
+  discovery ``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>[/<version>]`` (also for
+  kubectl's aggregated-discovery ``Accept``, which falls back to it), ``/openapi/*`` 404;
+* ``pods/exec``, ``pods/attach`` and the legacy ``/proxy/minions/...`` path:
+  :mod:`.exec_handler`;
+* ``pods/log``: :mod:`.logs`;
+* access reviews: :mod:`.reviews`;
+* everything else: :mod:`.rest_handlers`.
+
+One audit line per request, with the decision and the code answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hatchway.api import resources, status
+from hatchway.apiserver.audit import AuditLogger
+from hatchway.apiserver.authn import Authenticator, UserInfo
+from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
+from hatchway.apiserver.request_info import RequestInfo, parse_request_info
+from hatchway.errors import ApiError
+from hatchway.transport.http import Request, Response
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+@dataclass
+class Call:
+    """One authenticated, authorised request on its way to a handler."""
+
+    request: Request
+    user: UserInfo
+    info: RequestInfo
+    request_id: str
+
+    @property
+    def source(self) -> str:
+        peer = self.request.peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer or "")
+
+    @property
+    def source_address(self) -> str:
+        peer = self.request.peer
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+def json_response(
+    obj: Any, code: int = 200, headers: list[tuple[str, str]] | None = None
+) -> Response:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return Response(code, [("Content-Type", JSON), *(headers or [])], body)
+
+
+def status_response(body: dict[str, Any]) -> Response:
+    code = int(body.get("code") or 500)
+    headers: list[tuple[str, str]] = []
+    retry = (body.get("details") or {}).get("retryAfterSeconds")
+    if retry:
+        headers.append(("Retry-After", str(retry)))
+    return json_response(body, code, headers)
+
+
+class ApiApp:
+    """The application :class:`~hatchway.transport.http.HttpServer` serves.
+
+    ``resource_handler``, ``exec_handler``, ``log_handler`` and ``review_handler`` are
+    async callables taking a :class:`Call` (wired by :mod:`.server`)."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        authorizer: RbacAuthorizer,
+        audit: AuditLogger | None,
+        resource_handler: Handler,
+        exec_handler: Handler,
+        log_handler: Handler,
+        review_handler: Handler,
+        server_address: str = "",
+    ) -> None:
+        self.authn = authenticator
+        self.authz = authorizer
+        self.audit = audit
+        self.resource_handler = resource_handler
+        self.exec_handler = exec_handler
+        self.log_handler = log_handler
+        self.review_handler = review_handler
+        self.server_address = server_address
+
+    async def __call__(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        info = parse_request_info(request.method, request.raw_path, request.query)
+        user = self.authn.authenticate(request.peercert, request.header("authorization"))
+        if user is None:
+            return self._audited(request, None, info, request_id, "deny", status.unauthorized())
+        decision = await self.authz.authorize(user, Attributes.from_request_info(info))
+        if not decision.allowed:
+            body = forbidden_status(user, Attributes.from_request_info(info), decision.reason)
+            return self._audited(request, user, info, request_id, "deny", body)
+        call = Call(request, user, info, request_id)
+        try:
+            response = await self._dispatch(call)
+        except ApiError as exc:
+            return self._audited(request, user, info, request_id, "allow", exc.status)
+        except Exception as exc:
+            log.exception("handler failed: %s %s", request.method, request.raw_path)
+            body = status.internal_error(f"{type(exc).__name__}: {exc}")
+            return self._audited(request, user, info, request_id, "error", body)
+        self._audit(request, user, info, request_id, "allow", response.status)
+        return response
+
+    def _audited(
+        self,
+        request: Request,
+        user: UserInfo | None,
+        info: RequestInfo,
+        request_id: str,
+        decision: str,
+        body: dict[str, Any],
+    ) -> Response:
+        response = status_response(body)
+        self._audit(
+            request, user, info, request_id, decision, response.status, str(body.get("message", ""))
+        )
+        return response
+
+    def _audit(
+        self,
+        request: Request,
+        user: UserInfo | None,
+        info: RequestInfo,
+        request_id: str,
+        decision: str,
+        code: int,
+        reason: str = "",
+    ) -> None:
+        if self.audit is None:
+            return
+        peer = request.peer
+        source = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
+        try:
+            self.audit.log_request(
+                user=user,
+                info=info,
+                decision=decision,
+                code=code,
+                reason=reason,
+                source=source,
+                user_agent=request.header("user-agent") or "",
+                request_id=request_id,
+            )
+        except (OSError, ValueError):
+            log.exception("audit write failed")
+
+    async def _dispatch(self, call: Call) -> Response:
+        info = call.info
+        if not info.is_resource_request:
+            return self._non_resource(call)
+        if info.legacy_node or (info.resource == "pods" and info.subresource in ("exec", "attach")):
+            return await self.exec_handler(call)
+        if info.resource == "pods" and info.subresource == "log":
+            return await self.log_handler(call)
+        if info.api_group == resources.AUTHZ:
+            return await self.review_handler(call)
+        return await self.resource_handler(call)
+
+    def _non_resource(self, call: Call) -> Response:
+        path = call.info.path.rstrip("/") or "/"
+        method = call.request.method
+        if method not in ("GET", "HEAD"):
+            return status_response(
+                status.status(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+            )
+        if path == "/version":
+            return json_response(resources.version_info())
+        if path in HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return Response(200, [("Content-Type", "text/plain; charset=utf-8")], b"ok")
+        doc = _discovery(path, self.server_address)
+        if doc is None:
+            return status_response(status.not_found_path())
+        return json_response(doc)
+
+
+def _discovery(path: str, server_address: str) -> dict[str, Any] | None:
+    parts = path.strip("/").split("/")
+    if parts == ["api"]:
+        return resources.api_versions(server_address or None)
+    if parts == ["apis"]:
+        return resources.api_group_list()
+    if len(parts) == 2 and parts[0] == "api":
+        return resources.api_resource_list("", parts[1])
+    if len(parts) == 2 and parts[0] == "apis":
+        doc = resources.api_group(parts[1])
+        return doc if doc["versions"] else None
+    if len(parts) == 3 and parts[0] == "apis":
+        return resources.api_resource_list(parts[1], parts[2])
+    return None

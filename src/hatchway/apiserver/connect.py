@@ -1,0 +1,197 @@
+"""Exec and attach requests before any byte goes to a node: options, validation, target.
+
+Everything here is decided *before* dialing the node, and answered with a Status and
+the right code (exec-protocol.md sections 2.1, 2.2 and 7):
+
+* options come from the query the API server way (:func:`options_from_query`) or, for
+  the legacy ``/proxy/minions/{node}/exec/{ns}/{pod}/{container}`` path, the kubelet way
+  (only ``1`` means on, :func:`options_from_kubelet_query`);
+* :func:`validate` checks, in this order: the pod has a node (400 ``pod NAME does not
+  have a host assigned``), the container (defaulting when the pod has exactly one;
+  400 ``a container name must be specified for pod NAME[, choose one of: [a b]]``;
+  400 ``container NAME is not valid for pod POD``), that the pod and container can
+  still run something (400), a command for exec, at least one stream;
+* :func:`kubelet_target` is the node's URL for it: ``/exec/{ns}/{pod}/{container}`` with
+  ``command=...`` repeated and ``error``/``input``/``output``/``tty`` = ``1`` when on,
+  keys sorted as Go's ``url.Values.Encode`` does.
+
+Not running: the Kubernetes API server does not check it and the kubelet answers
+``container not found ("NAME")`` (500) for a container that is not running. Hatchway
+answers earlier with 400 BadRequest when the pod status already shows it: a completed
+pod gets kubectl's text ``cannot exec into a container in a completed pod; current phase
+is Succeeded``, a waiting container the kubelet's log text ``container "NAME" in pod
+"POD" is waiting to start: REASON``, a terminated one ``container not found ("NAME")``.
+A pod whose node has not reported statuses yet goes to the node, which decides.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hatchway.api import status
+from hatchway.api.status import StatusError
+from hatchway.apiserver.request_info import query_bool
+from hatchway.types import ExecOptions
+
+Query = Mapping[str, Sequence[str]]
+
+NO_COMMAND = "you must specify at least one command for the container"
+NO_STREAM = "you must specify at least 1 of stdin, stdout, stderr"
+UPGRADE_REQUIRED = "Upgrade request required"
+DEFAULT_KUBELET_PORT = 10250
+
+
+def bad_request(message: str) -> StatusError:
+    return StatusError(status.bad_request(message))
+
+
+def options_from_query(action: str, query: Query) -> ExecOptions:
+    """PodExecOptions / PodAttachOptions from an API server query string."""
+    return ExecOptions(
+        command=tuple(query.get("command", ())) if action == "exec" else (),
+        container=(query.get("container") or [""])[0],
+        stdin=query_bool(query.get("stdin")),
+        stdout=query_bool(query.get("stdout")),
+        stderr=query_bool(query.get("stderr")),
+        tty=query_bool(query.get("tty")),
+        action=action,
+    )
+
+
+def _kubelet_bool(values: Sequence[str] | None) -> bool:
+    return bool(values) and values[0] == "1"
+
+
+def options_from_kubelet_query(action: str, container: str, query: Query) -> ExecOptions:
+    """Options of the legacy path, whose query is in the kubelet's spelling."""
+    return ExecOptions(
+        command=tuple(query.get("command", ())) if action == "exec" else (),
+        container=container,
+        stdin=_kubelet_bool(query.get("input")),
+        stdout=_kubelet_bool(query.get("output")),
+        stderr=_kubelet_bool(query.get("error")),
+        tty=_kubelet_bool(query.get("tty")),
+        action=action,
+    )
+
+
+def container_names(pod: Mapping[str, Any]) -> list[str]:
+    """Init, regular, then ephemeral container names (the order of the error text)."""
+    spec = pod.get("spec") or {}
+    names: list[str] = []
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        names.extend(str(c.get("name") or "") for c in spec.get(key) or () if c.get("name"))
+    return names
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name") or "")
+
+
+def choose_container(pod: Mapping[str, Any], requested: str) -> str:
+    """The container to use, defaulted when the pod has exactly one; else StatusError."""
+    name = _pod_name(pod)
+    names = container_names(pod)
+    if not requested:
+        if len(names) == 1:
+            return names[0]
+        text = f"a container name must be specified for pod {name}"
+        if names:
+            text += f", choose one of: [{' '.join(names)}]"
+        raise bad_request(text)
+    if requested not in names:
+        raise bad_request(f"container {requested} is not valid for pod {name}")
+    return requested
+
+
+def _check_running(pod: Mapping[str, Any], container: str, action: str) -> None:
+    pod_status = pod.get("status") or {}
+    phase = pod_status.get("phase")
+    if phase in ("Succeeded", "Failed"):
+        verb = "exec into" if action == "exec" else "attach"
+        raise bad_request(f"cannot {verb} a container in a completed pod; current phase is {phase}")
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for cs in pod_status.get(key) or ():
+            if cs.get("name") != container:
+                continue
+            state = cs.get("state") or {}
+            if "running" in state or not state:
+                return
+            if "waiting" in state:
+                why = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+                raise bad_request(
+                    f'container "{container}" in pod "{_pod_name(pod)}" is waiting to start: {why}'
+                )
+            raise bad_request(f'container not found ("{container}")')
+
+
+def validate(pod: Mapping[str, Any], options: ExecOptions) -> ExecOptions:
+    """The options with the container resolved, or StatusError (400) saying why not."""
+    name = _pod_name(pod)
+    if not (pod.get("spec") or {}).get("nodeName"):
+        raise bad_request(f"pod {name} does not have a host assigned")
+    container = choose_container(pod, options.container)
+    _check_running(pod, container, options.action)
+    if options.action == "exec" and not options.command:
+        raise bad_request(NO_COMMAND)
+    if not options.any_stream:
+        raise bad_request(NO_STREAM)
+    return replace(options, container=container)
+
+
+def kubelet_target(namespace: str, pod: str, options: ExecOptions) -> str:
+    """Path and query on the node for this exec/attach (kubelet vocabulary)."""
+    pairs: list[tuple[str, str]] = [("command", c) for c in options.command]
+    for key, on in (
+        ("error", options.stderr),
+        ("input", options.stdin),
+        ("output", options.stdout),
+        ("tty", options.tty),
+    ):
+        if on:
+            pairs.append((key, "1"))
+    quote = urllib.parse.quote
+    path = "/".join(
+        (
+            "",
+            options.action,
+            quote(namespace, safe=""),
+            quote(pod, safe=""),
+            quote(options.container, safe=""),
+        )
+    )
+    query = urllib.parse.urlencode(pairs)
+    return f"{path}?{query}" if query else path
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    host: str
+    port: int
+
+    def url(self, target: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}{target}"
+
+
+def node_endpoint(node: Mapping[str, Any]) -> NodeEndpoint:
+    """Where a node agent listens: ``status.addresses`` (InternalIP, else Hostname) and
+    ``status.daemonEndpoints.kubeletEndpoint.Port`` (default 10250)."""
+    node_status = node.get("status") or {}
+    addresses = node_status.get("addresses") or []
+    host = ""
+    for wanted in ("InternalIP", "ExternalIP", "Hostname"):
+        host = next((a.get("address", "") for a in addresses if a.get("type") == wanted), "")
+        if host:
+            break
+    if not host:
+        name = str((node.get("metadata") or {}).get("name") or "")
+        raise StatusError(
+            status.internal_error(f"node {name!r} has no address in status.addresses")
+        )
+    endpoints = node_status.get("daemonEndpoints") or {}
+    port = (endpoints.get("kubeletEndpoint") or {}).get("Port") or DEFAULT_KUBELET_PORT
+    return NodeEndpoint(str(host), int(port))

@@ -1,0 +1,107 @@
+"""``GET pods/NAME/log``: proxied to the node's ``/containerLogs/{ns}/{pod}/{container}``.
+
+The container defaults as for exec (one container, else 400 naming the choices); a pod
+not yet bound to a node has no logs (200, empty, as Kubernetes answers). The query
+parameters the kubelet understands are passed on (``follow``, ``previous``,
+``tailLines``, ``sinceSeconds``, ``sinceTime``, ``timestamps``, ``limitBytes``); with
+``follow`` the body streams until the node or the client ends it. A node error becomes
+a Status with the node's code and text. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import http as http_status
+import json
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hatchway.api import status
+from hatchway.api.status import StatusError
+from hatchway.apiserver import connect
+from hatchway.apiserver.app import Call, json_response
+from hatchway.apiserver.request_info import query_bool
+from hatchway.errors import HatchwayError
+from hatchway.store.base import Store
+from hatchway.transport import http
+from hatchway.transport.http import Response
+
+PASSED = ("tailLines", "sinceSeconds", "sinceTime", "limitBytes")
+BOOLS = ("follow", "previous", "timestamps")
+MAX_ERROR_BODY = 64 * 1024
+
+
+def _reason(code: int) -> str:
+    try:
+        return http_status.HTTPStatus(code).phrase.replace(" ", "")
+    except ValueError:
+        return ""
+
+
+def log_target(namespace: str, pod: str, container: str, query: dict[str, list[str]]) -> str:
+    quote = urllib.parse.quote
+    segments = (quote(part, safe="") for part in (namespace, pod, container))
+    path = "/containerLogs/" + "/".join(segments)
+    pairs: list[tuple[str, str]] = []
+    for key in BOOLS:
+        if query_bool(query.get(key)):
+            pairs.append((key, "true"))
+    for key in PASSED:
+        if query.get(key):
+            pairs.append((key, query[key][0]))
+    pairs.sort()
+    return path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
+
+
+class LogHandler:
+    def __init__(self, store: Store, ssl_context: ssl.SSLContext, timeout: float = 30.0) -> None:
+        self.store = store
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+
+    async def __call__(self, call: Call) -> Response:
+        info = call.info
+        if call.request.method not in ("GET", "HEAD"):
+            raise StatusError(status.method_not_allowed("pods/log", call.request.method.lower()))
+        pod = await self.store.get("pods", info.namespace, info.name)
+        container = connect.choose_container(pod, (call.request.query.get("container") or [""])[0])
+        node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+        if not node_name:
+            return Response(200, [("Content-Type", "text/plain")], b"")
+        node = await self.store.get("nodes", "", node_name)
+        endpoint = connect.node_endpoint(node)
+        url = endpoint.url(log_target(info.namespace, info.name, container, call.request.query))
+        try:
+            upstream = await http.stream("GET", url, ssl=self.ssl_context, timeout=self.timeout)
+        except (OSError, TimeoutError, HatchwayError) as exc:
+            raise StatusError(status.status(500, "", f"error dialing backend: {exc}")) from None
+        if upstream.status != 200:
+            return await self._error(upstream)
+        content_type = upstream.header("content-type") or "text/plain"
+        return Response(200, [("Content-Type", content_type)], body_iter=_relay(upstream))
+
+    async def _error(self, upstream: Any) -> Response:
+        try:
+            body = await upstream.read(MAX_ERROR_BODY)
+        except HatchwayError:
+            body = b""
+        finally:
+            await upstream.aclose()
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            decoded = None
+        if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+            return json_response(decoded, upstream.status)
+        code = upstream.status if upstream.status >= 400 else 500
+        text = body.decode("utf-8", "replace").strip() or f"node answered {upstream.status}"
+        return json_response(status.status(code, _reason(code), text), code)
+
+
+async def _relay(upstream: Any) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream:
+            yield chunk
+    finally:
+        await upstream.aclose()

@@ -1,0 +1,217 @@
+"""The upgrade-aware exec/attach proxy: dial the node, and splice only after its 101.
+
+The rules (exec-protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go``):
+
+* The caller is authenticated, authorised and admitted before :meth:`ExecProxy.dial`.
+* The request goes to the node over mutual TLS with the API server's kubelet-client
+  certificate, the node's certificate verified against the cluster CA. Method and
+  headers are kept (``Connection``, ``Upgrade``, ``X-Stream-Protocol-Version``,
+  ``Sec-WebSocket-*``), ``Authorization`` and impersonation headers dropped, the
+  caller's address appended to ``X-Forwarded-For``.
+* Only a 101 from the node makes a 101 to the client, with the node's headers. A node
+  answer of 400 or more is relayed (status, headers, body) and both connections are
+  closed: no later client byte can reach the node (CVE-2018-1002105). Anything else --
+  a redirect among them -- is a 500 ``invalid upgrade response`` and nothing is
+  followed (CVE-2020-8559).
+* The splice copies bytes both ways, at most 256 KiB per read, awaiting ``drain()``
+  after each write, and closes both sides as soon as either direction ends or nothing
+  moved for ``idle_timeout``. It never parses the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from hatchway.api import status
+from hatchway.api.status import StatusError
+from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.transport import http
+from hatchway.transport.bytestream import ByteStream
+
+READ_CHUNK = 256 * 1024
+#: Request headers that never go to the node.
+DROPPED_REQUEST_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "host", "content-length", "transfer-encoding"}
+)
+DROPPED_PREFIXES = ("impersonate-",)
+#: Response headers of the node that the HTTP layer sets itself.
+DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _scale() -> float:
+    return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
+
+
+@dataclass
+class SpliceStats:
+    """What went through one session, for the audit end record."""
+
+    bytes_to_node: int = 0
+    bytes_to_client: int = 0
+    started: float = field(default_factory=time.monotonic)
+    ended: float = 0.0
+    reason: str = ""
+
+    @property
+    def duration(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+
+def forward_headers(headers: Sequence[tuple[str, str]], peer_address: str) -> list[tuple[str, str]]:
+    """The client's headers as they go to the node (see module docstring)."""
+    out: list[tuple[str, str]] = []
+    forwarded: list[str] = []
+    for name, value in headers:
+        low = name.lower()
+        if low in DROPPED_REQUEST_HEADERS or low.startswith(DROPPED_PREFIXES):
+            continue
+        if low == "x-forwarded-for":
+            forwarded.append(value)
+            continue
+        out.append((name, value))
+    if peer_address:
+        forwarded.append(peer_address)
+    if forwarded:
+        out.append(("X-Forwarded-For", ", ".join(forwarded)))
+    return out
+
+
+def relay_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The node's response headers as they go back to the client."""
+    return [(n, v) for n, v in headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
+
+
+def _upgrade_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A 101's headers: the node's, with its Connection header kept (it names upgrade)."""
+    return [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
+
+
+class ExecProxy:
+    """Dials nodes for exec/attach and splices upgraded connections."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        handshake_timeout: float = 30.0,
+        idle_timeout: float = 4 * 3600.0,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+
+    async def dial(
+        self, method: str, url: str, headers: list[tuple[str, str]]
+    ) -> tuple[http.ClientResponse, ByteStream | None]:
+        """Send the upgrade request; the node's answer, and its stream on 101.
+
+        Raises StatusError (500, as the Kubernetes error responder words it) when the
+        node cannot be reached or breaks HTTP."""
+        try:
+            return await http.upgrade(
+                method,
+                url,
+                headers=headers,
+                ssl=self.ssl_context,
+                timeout=self.handshake_timeout * _scale(),
+            )
+        except TimeoutError:
+            raise StatusError(
+                status.status(500, "", "error dialing backend: handshake timed out")
+            ) from None
+        except (OSError, ssl.SSLError, HatchwayError) as exc:
+            raise StatusError(status.status(500, "", f"error dialing backend: {exc}")) from None
+
+    def refusal(self, answer: http.ClientResponse) -> http.Response:
+        """The client's answer when the node did not switch protocols."""
+        if answer.status >= 400:
+            return http.Response(answer.status, relay_headers(answer.headers), answer.body)
+        body = status.internal_error(f"invalid upgrade response: status code {answer.status}")
+        return json_response(body)
+
+    def switch(
+        self,
+        answer: http.ClientResponse,
+        node: ByteStream,
+        on_end: Callable[[SpliceStats], Awaitable[None]],
+    ) -> http.Response:
+        """The 101 for the client; its upgrade callback splices until either side ends."""
+
+        async def upgrade(client: ByteStream) -> None:
+            stats = SpliceStats()
+            try:
+                stats.reason = await splice(client, node, stats, self.idle_timeout * _scale())
+            finally:
+                stats.ended = time.monotonic()
+                await on_end(stats)
+
+        return http.Response(101, _upgrade_headers(answer.headers), upgrade=upgrade)
+
+
+def json_response(body: dict, code: int | None = None) -> http.Response:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return http.Response(
+        code if code is not None else int(body.get("code") or 500),
+        [("Content-Type", "application/json")],
+        data,
+    )
+
+
+async def _pump(
+    src: ByteStream, dst: ByteStream, stats: SpliceStats, to_node: bool, activity: list[float]
+) -> None:
+    read, write, drain = src.read, dst.write, dst.drain
+    while True:
+        data = await read(READ_CHUNK)
+        if not data:
+            return
+        write(data)
+        if to_node:
+            stats.bytes_to_node += len(data)
+        else:
+            stats.bytes_to_client += len(data)
+        activity[0] = time.monotonic()
+        await drain()
+
+
+async def _idle_watch(activity: list[float], idle: float) -> None:
+    while True:
+        remaining = activity[0] + idle - time.monotonic()
+        if remaining <= 0:
+            return
+        await asyncio.sleep(remaining)
+
+
+async def splice(
+    client: ByteStream, node: ByteStream, stats: SpliceStats, idle_timeout: float
+) -> str:
+    """Copy both ways until either side ends or the session idles; close both.
+
+    Returns why it ended: ``client``, ``node`` (that side finished or failed first) or
+    ``idle``."""
+    activity = [time.monotonic()]
+    tasks = {
+        asyncio.ensure_future(_pump(client, node, stats, True, activity)): "client",
+        asyncio.ensure_future(_pump(node, client, stats, False, activity)): "node",
+        asyncio.ensure_future(_idle_watch(activity, idle_timeout)): "idle",
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        return tasks[first]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(
+                asyncio.CancelledError, ConnectionClosedError, OSError, ssl.SSLError
+            ):
+                await task
+        await asyncio.gather(client.aclose(), node.aclose(), return_exceptions=True)

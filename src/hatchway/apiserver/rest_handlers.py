@@ -1,0 +1,405 @@
+"""REST semantics of the stored resources: get, list, watch, create, update, patch,
+delete, and the ``status`` subresource.
+
+Kubernetes behaviour kept here:
+
+* every object carries ``resourceVersion``; a PUT or PATCH against a stale one is 409
+  Conflict; lists carry the store's resourceVersion; ``?watch=true`` streams from
+  ``?resourceVersion=``;
+* ``?labelSelector=`` / ``?fieldSelector=`` on list and watch; ``Accept: ...;as=Table``
+  answers a meta.k8s.io/v1 Table (what ``kubectl get`` prints);
+* a namespaced object is created only in an existing namespace and only in the
+  namespace of the URL; ``default``, ``kube-system`` and ``kube-public`` cannot be
+  deleted;
+* PUT of a pod or node keeps the stored ``status``; PUT/PATCH of ``.../status`` changes
+  only ``status``;
+* patches: merge, strategic merge and JSON patch (``apply-patch+yaml`` is 415);
+* pod deletion is graceful (:mod:`.pods`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from hatchway.api import defaults, resources, status, table, validation
+from hatchway.api.patch import apply_patch
+from hatchway.api.selectors import parse_field_selector, parse_label_selector
+from hatchway.api.status import StatusError
+from hatchway.apiserver import pods
+from hatchway.apiserver.app import Call, json_response
+from hatchway.apiserver.request_info import query_bool
+from hatchway.apiserver.watch import watch_response
+from hatchway.store.base import Store
+from hatchway.transport.http import Response
+
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+#: Resources whose PUT keeps the stored status (status is written via the subresource).
+STATUS_SPLIT = frozenset({"pods", "nodes", "namespaces"})
+PATCH_RETRIES = 5
+
+Hook = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _first(call: Call, key: str) -> str | None:
+    values = call.request.query.get(key)
+    return values[0] if values else None
+
+
+def decode_body(call: Call) -> Any:
+    """The JSON body (YAML accepted too, as kubectl never sends it but people do)."""
+    raw = call.request.body
+    if not raw:
+        raise StatusError(status.bad_request("the request body is empty"))
+    content_type = (call.request.header("content-type") or "").lower()
+    if "protobuf" in content_type or "cbor" in content_type:
+        media = content_type.split(";")[0].strip()
+        raise StatusError(
+            status.unsupported_media_type(
+                f"the body of the request was in an unknown format ({media})"
+            )
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if "yaml" in content_type:
+        import yaml
+
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise StatusError(status.bad_request(f"invalid YAML body: {exc}")) from None
+    raise StatusError(status.bad_request("the body of the request was in an unknown format"))
+
+
+def _body_object(call: Call) -> dict[str, Any]:
+    obj = decode_body(call)
+    if not isinstance(obj, dict):
+        raise StatusError(status.bad_request("the request body is not a JSON object"))
+    return obj
+
+
+class ResourceHandler:
+    """CRUD over the :class:`~hatchway.store.base.Store` for every served resource.
+
+    ``on_change(resource, obj)`` is called after each successful write (the server
+    uses it to wake the scheduler and refresh the RBAC cache)."""
+
+    def __init__(self, store: Store, on_change: Hook | None = None) -> None:
+        self.store = store
+        self.on_change = on_change
+
+    async def _changed(self, resource: str, obj: dict[str, Any]) -> None:
+        if self.on_change is not None:
+            result = self.on_change(resource, obj)
+            if result is not None:
+                await result
+
+    async def __call__(self, call: Call) -> Response:
+        info = call.info
+        res = resources.lookup(info.resource, info.api_group)
+        if res is None or res.version != info.api_version or info.api_prefix not in ("api", "apis"):
+            raise StatusError(status.not_found_path())
+        if (info.api_prefix == "api") != (res.group == ""):
+            raise StatusError(status.not_found_path())
+        if info.subresource and res.subresource(info.subresource) is None:
+            raise StatusError(status.not_found_path())
+        if info.subresource and info.subresource != "status":
+            raise StatusError(status.not_found_path())
+        namespace = "" if not res.namespaced else info.namespace
+        if res.name == "namespaces":
+            namespace = ""
+        if res.namespaced and info.name and not namespace:
+            raise StatusError(status.not_found_path())
+        return await self._route(call, res, namespace)
+
+    async def _route(self, call: Call, res: resources.Resource, namespace: str) -> Response:
+        method, name = call.request.method, call.info.name
+        if method in ("GET", "HEAD"):
+            if name and not call.info.verb == "watch" and call.info.verb != "list":
+                return await self.get(call, res, namespace, name)
+            return await self.list_or_watch(call, res, namespace)
+        if method == "POST" and not name:
+            return await self.create(call, res, namespace)
+        if method == "PUT" and name:
+            return await self.update(call, res, namespace, name)
+        if method == "PATCH" and name:
+            return await self.patch(call, res, namespace, name)
+        if method == "DELETE" and name:
+            return await self.delete(call, res, namespace, name)
+        if method == "DELETE":
+            return await self.delete_collection(call, res, namespace)
+        action = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+        raise StatusError(status.method_not_allowed(res.name, action, res.group))
+
+    # -- reads -------------------------------------------------------------------------
+    def _render(self, call: Call, res: resources.Resource, objs: list[dict[str, Any]], rv: str):
+        return table.table(
+            res.name,
+            objs,
+            now=_now(),
+            resource_version=rv,
+            include_object=_first(call, "includeObject") or "Metadata",
+        )
+
+    def _wants_table(self, call: Call) -> bool:
+        return table.wants_table(call.request.header("accept") or "")
+
+    async def get(self, call: Call, res: resources.Resource, namespace: str, name: str) -> Response:
+        obj = await self.store.get(res.name, namespace, name)
+        if self._wants_table(call):
+            rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            return json_response(self._render(call, res, [obj], rv))
+        return json_response(obj)
+
+    async def list_or_watch(self, call: Call, res: resources.Resource, namespace: str) -> Response:
+        labels = parse_label_selector(_first(call, "labelSelector"))
+        fields = parse_field_selector(_first(call, "fieldSelector"), res.name)
+        scope = namespace or None
+        if query_bool(call.request.query.get("watch")):
+            timeout = _first(call, "timeoutSeconds")
+            return watch_response(
+                self.store,
+                res.name,
+                scope,
+                since_rv=_first(call, "resourceVersion"),
+                labels=labels,
+                fields=fields,
+                timeout=float(timeout) if timeout and timeout.isdigit() else None,
+                as_table=self._wants_table(call),
+                include_object=_first(call, "includeObject") or "Metadata",
+            )
+        items, rv = await self.store.list(res.name, scope)
+        items = [o for o in items if labels.matches_object(o) and fields.matches(o)]
+        if self._wants_table(call):
+            return json_response(self._render(call, res, items, rv))
+        return json_response(
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": rv},
+                "items": items,
+            }
+        )
+
+    # -- writes ------------------------------------------------------------------------
+    async def _check_namespace(self, res: resources.Resource, namespace: str) -> None:
+        if res.namespaced:
+            await self.store.get("namespaces", "", namespace)
+
+    async def create(self, call: Call, res: resources.Resource, namespace: str) -> Response:
+        if call.info.subresource:
+            raise StatusError(status.method_not_allowed(res.name, "create", res.group))
+        obj = _body_object(call)
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if res.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and body_ns != namespace:
+                raise StatusError(
+                    status.bad_request(
+                        "the namespace of the provided object does not match the namespace"
+                        " sent on the request"
+                    )
+                )
+        obj = defaults.apply_defaults(
+            res.name, obj, namespace=namespace or None, uid=str(uuid.uuid4()), now=_now()
+        )
+        obj_meta = obj["metadata"]
+        for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            obj_meta.pop(key, None)
+        if not obj_meta.get("name") and obj_meta.get("generateName"):
+            obj_meta["name"] = obj_meta["generateName"] + uuid.uuid4().hex[:5]
+        if res.name == "pods":
+            pods.prepare_create(obj)
+        validation.check(res.name, obj)
+        await self._check_namespace(res, namespace)
+        created = await self.store.create(res.name, obj)
+        await self._changed(res.name, created)
+        return json_response(created, 201)
+
+    async def _write(
+        self,
+        res: resources.Resource,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str,
+        expect_rv: str | None,
+    ) -> dict[str, Any]:
+        new = merge_for_update(res.name, old, new, subresource)
+        validation.check_update(res.name, new, old)
+        stored = await self.store.update(res.name, new, expect_rv=expect_rv)
+        await self._changed(res.name, stored)
+        return stored
+
+    async def update(
+        self, call: Call, res: resources.Resource, namespace: str, name: str
+    ) -> Response:
+        obj = _body_object(call)
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if meta.get("name") and meta.get("name") != name:
+            raise StatusError(
+                status.bad_request(
+                    f"the name of the object ({meta.get('name')}) does not match the name on"
+                    f" the URL ({name})"
+                )
+            )
+        if res.namespaced and meta.get("namespace") and meta.get("namespace") != namespace:
+            raise StatusError(
+                status.bad_request(
+                    "the namespace of the provided object does not match the namespace sent"
+                    " on the request"
+                )
+            )
+        old = await self.store.get(res.name, namespace, name)
+        rv = str(meta.get("resourceVersion") or "") or None
+        stored = await self._write(res, old, obj, call.info.subresource, rv)
+        return json_response(stored)
+
+    async def patch(
+        self, call: Call, res: resources.Resource, namespace: str, name: str
+    ) -> Response:
+        content_type = call.request.header("content-type") or ""
+        patch_doc = decode_body(call)
+        for _ in range(PATCH_RETRIES):
+            old = await self.store.get(res.name, namespace, name)
+            patched = apply_patch(content_type, old, patch_doc)
+            wanted = str((patched.get("metadata") or {}).get("resourceVersion") or "")
+            old_rv = str(old["metadata"].get("resourceVersion") or "")
+            if wanted and wanted != old_rv:
+                raise StatusError(status.conflict(res.name, name, res.group))
+            try:
+                stored = await self._write(res, old, patched, call.info.subresource, old_rv)
+            except StatusError as exc:
+                if exc.reason == "Conflict" and not wanted:
+                    continue  # someone wrote in between: patch the new version
+                raise
+            return json_response(stored)
+        raise StatusError(status.conflict(res.name, name, res.group))
+
+    async def delete(
+        self, call: Call, res: resources.Resource, namespace: str, name: str
+    ) -> Response:
+        options = _delete_options(call)
+        if res.name == "namespaces":
+            return json_response(await self._delete_namespace(name))
+        preconditions = options.get("preconditions") or {}
+        expect_rv = preconditions.get("resourceVersion") or None
+        if res.name == "pods":
+            obj = await pods.delete_pod(
+                self.store, namespace, name, options.get("gracePeriodSeconds"), expect_rv
+            )
+        else:
+            obj = await self.store.delete(res.name, namespace, name, expect_rv=expect_rv)
+        await self._changed(res.name, obj)
+        return json_response(obj)
+
+    async def delete_collection(
+        self, call: Call, res: resources.Resource, namespace: str
+    ) -> Response:
+        if res.name == "namespaces":
+            raise StatusError(status.method_not_allowed(res.name, "deletecollection"))
+        labels = parse_label_selector(_first(call, "labelSelector"))
+        fields = parse_field_selector(_first(call, "fieldSelector"), res.name)
+        grace = _delete_options(call).get("gracePeriodSeconds")
+        items, _ = await self.store.list(res.name, namespace or None)
+        deleted = []
+        for obj in items:
+            if not (labels.matches_object(obj) and fields.matches(obj)):
+                continue
+            meta = obj["metadata"]
+            try:
+                if res.name == "pods":
+                    gone = await pods.delete_pod(
+                        self.store, meta.get("namespace", ""), meta["name"], grace, None
+                    )
+                else:
+                    gone = await self.store.delete(
+                        res.name, meta.get("namespace", ""), meta["name"]
+                    )
+            except StatusError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            await self._changed(res.name, gone)
+            deleted.append(gone)
+        _, rv = await self.store.list(res.name, namespace or None)
+        return json_response(
+            {
+                "kind": f"{res.kind}List",
+                "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": rv},
+                "items": deleted,
+            }
+        )
+
+    async def _delete_namespace(self, name: str) -> dict[str, Any]:
+        if name in PROTECTED_NAMESPACES:
+            raise StatusError(
+                status.forbidden_message("namespaces", name, "this namespace may not be deleted")
+            )
+        await self.store.get("namespaces", "", name)
+        for resource in ("pods", "rolebindings", "roles"):
+            items, _ = await self.store.list(resource, name)
+            for obj in items:
+                try:
+                    gone = await self.store.delete(resource, name, obj["metadata"]["name"])
+                except StatusError as exc:
+                    if exc.code != 404:
+                        raise
+                    continue
+                await self._changed(resource, gone)
+        return await self.store.delete("namespaces", "", name)
+
+
+def _delete_options(call: Call) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if call.request.body:
+        body = decode_body(call)
+        if isinstance(body, dict):
+            options = body
+    grace = _first(call, "gracePeriodSeconds")
+    if grace is not None:
+        try:
+            options["gracePeriodSeconds"] = int(grace)
+        except ValueError:
+            raise StatusError(status.bad_request(f"invalid gracePeriodSeconds {grace!r}")) from None
+    return options
+
+
+def merge_for_update(
+    resource: str, old: dict[str, Any], new: dict[str, Any], subresource: str
+) -> dict[str, Any]:
+    """What is stored for a PUT/PATCH: server-owned metadata from ``old``; for the
+    status subresource only the new ``status``; for a main-resource write of a resource
+    with a status subresource, the old ``status``."""
+    new_meta = dict(new.get("metadata") or {})
+    old_meta = old.get("metadata") or {}
+    if subresource == "status":
+        out = dict(old)
+        out["status"] = new.get("status", old.get("status"))
+        out["metadata"] = dict(old_meta)
+        return out
+    out = dict(new)
+    for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in old_meta:
+            new_meta[key] = old_meta[key]
+        else:
+            new_meta.pop(key, None)
+    for key in ("name", "namespace"):
+        new_meta.setdefault(key, old_meta.get(key))
+    if not new_meta.get("namespace"):
+        new_meta.pop("namespace", None)
+    out["metadata"] = new_meta
+    out.setdefault("apiVersion", old.get("apiVersion"))
+    out.setdefault("kind", old.get("kind"))
+    if resource in STATUS_SPLIT and "status" in old:
+        out["status"] = old["status"]
+    return out

@@ -1,0 +1,231 @@
+"""``hatchway apiserver``: configuration, wiring, start and stop.
+
+    config = ApiServerConfig(data_dir="/var/lib/hatchway", port=6443)
+    server = ApiServer(config)
+    await server.start()          # PKI ensured, store opened and seeded, HTTPS listening
+    ...server.port...
+    await server.close()
+
+or ``await run_apiserver(config, ready)`` to serve until cancelled. Paths left ``None``
+default to the data directory's PKI (``DATA_DIR/pki``, created by
+:func:`hatchway.pki.ensure_pki` when missing), the SQLite store ``DATA_DIR/hatchway.db``
+and the audit log ``DATA_DIR/audit.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hatchway import pki
+from hatchway.apiserver.app import ApiApp
+from hatchway.apiserver.audit import AuditLogger
+from hatchway.apiserver.authn import Authenticator
+from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
+from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
+from hatchway.apiserver.logs import LogHandler
+from hatchway.apiserver.nodes import NodeMonitor
+from hatchway.apiserver.proxy import ExecProxy
+from hatchway.apiserver.rbac import RbacAuthorizer
+from hatchway.apiserver.rest_handlers import ResourceHandler
+from hatchway.apiserver.reviews import ReviewHandler
+from hatchway.apiserver.scheduler import Scheduler
+from hatchway.store.base import Store
+from hatchway.store.sqlite import SqliteStore
+from hatchway.transport import tls
+from hatchway.transport.http import HttpLimits, HttpServer
+
+log = logging.getLogger(__name__)
+
+PathArg = str | os.PathLike[str] | None
+
+
+@dataclass
+class ApiServerConfig:
+    """Everything ``hatchway apiserver`` can be told. ``None`` paths use the defaults
+    under ``data_dir`` (see module docstring)."""
+
+    data_dir: str | os.PathLike[str]
+    host: str = "127.0.0.1"
+    port: int = 6443
+    tls_cert: PathArg = None
+    tls_key: PathArg = None
+    client_ca: PathArg = None
+    token_file: PathArg = None
+    audit_log: PathArg = None
+    kubelet_client_cert: PathArg = None
+    kubelet_client_key: PathArg = None
+    kubelet_ca: PathArg = None
+    store_path: PathArg = None
+    #: Extra SANs for the API server certificate when it is created here.
+    apiserver_hosts: tuple[str, ...] = ()
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
+    exec_limits: SessionLimits = field(default_factory=SessionLimits)
+    exec_handshake_timeout: float = 30.0
+    exec_idle_timeout: float = 4 * 3600.0
+    #: A node whose heartbeat did not change for this long becomes NotReady (Unknown).
+    node_monitor_grace: float = 40.0
+    node_monitor_interval: float = 5.0
+    scheduler_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class _Paths:
+    tls_cert: Path
+    tls_key: Path
+    client_ca: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    kubelet_ca: Path
+    store: Path
+    audit: Path | None
+
+
+def _resolve(config: ApiServerConfig) -> _Paths:
+    data = Path(config.data_dir)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    needed = (
+        config.tls_cert,
+        config.tls_key,
+        config.client_ca,
+        config.kubelet_client_cert,
+        config.kubelet_client_key,
+        config.kubelet_ca,
+    )
+    bundle = None
+    if any(p is None for p in needed):
+        bundle = pki.ensure_pki(data, apiserver_hosts=config.apiserver_hosts)
+
+    def pick(given: PathArg, default: Any) -> Path:
+        return Path(given) if given is not None else Path(default)
+
+    return _Paths(
+        tls_cert=pick(config.tls_cert, bundle and bundle.apiserver.cert),
+        tls_key=pick(config.tls_key, bundle and bundle.apiserver.key),
+        client_ca=pick(config.client_ca, bundle and bundle.ca.cert),
+        kubelet_client_cert=pick(
+            config.kubelet_client_cert, bundle and bundle.apiserver_kubelet_client.cert
+        ),
+        kubelet_client_key=pick(
+            config.kubelet_client_key, bundle and bundle.apiserver_kubelet_client.key
+        ),
+        kubelet_ca=pick(config.kubelet_ca, bundle and bundle.ca.cert),
+        store=pick(config.store_path, data / "hatchway.db"),
+        audit=Path(config.audit_log) if config.audit_log is not None else data / "audit.log",
+    )
+
+
+class ApiServer:
+    """One API server: store, handlers, HTTPS listener and background loops."""
+
+    def __init__(self, config: ApiServerConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self._given_store = store
+        self.store: Store | None = store
+        self.http: HttpServer | None = None
+        self.scheduler: Scheduler | None = None
+        self.node_monitor: NodeMonitor | None = None
+        self.audit: AuditLogger | None = None
+        self.paths: _Paths | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> int:
+        assert self.http is not None, "start() first"
+        return self.http.port
+
+    async def start(self) -> None:
+        config = self.config
+        paths = self.paths = _resolve(config)
+        if self.store is None:
+            self.store = SqliteStore(paths.store)
+        store = self.store
+        await seed(store)
+        self.audit = AuditLogger(paths.audit) if paths.audit is not None else None
+        server_ctx = tls.server_context(paths.tls_cert, paths.tls_key, client_ca=paths.client_ca)
+        kubelet_ctx = tls.client_context(
+            ca_file=paths.kubelet_ca,
+            cert_file=paths.kubelet_client_cert,
+            key_file=paths.kubelet_client_key,
+        )
+        self.http = HttpServer(self._build_app(store, kubelet_ctx), limits=config.http_limits)
+        await self.http.start(config.host, config.port, ssl=server_ctx)
+        self.scheduler = Scheduler(store, interval=config.scheduler_interval)
+        self.node_monitor = NodeMonitor(
+            store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.scheduler.run(), name="hatchway-scheduler"),
+            loop.create_task(self.node_monitor.run(), name="hatchway-node-monitor"),
+        ]
+        self.scheduler.kick()
+        log.info("API server listening on https://%s:%d", config.host, self.port)
+
+    def _build_app(self, store: Store, kubelet_ctx: ssl.SSLContext) -> ApiApp:
+        config = self.config
+        policy = PolicyCache(store)
+        authorizer = RbacAuthorizer(policy)
+
+        def on_change(resource: str, obj: dict[str, Any]) -> None:
+            if resource in RBAC_RESOURCES:
+                policy.invalidate()
+            elif resource in ("pods", "nodes") and self.scheduler is not None:
+                self.scheduler.kick()
+
+        proxy = ExecProxy(
+            kubelet_ctx,
+            handshake_timeout=config.exec_handshake_timeout,
+            idle_timeout=config.exec_idle_timeout,
+        )
+        return ApiApp(
+            authenticator=Authenticator(config.token_file),
+            authorizer=authorizer,
+            audit=self.audit,
+            resource_handler=ResourceHandler(store, on_change),
+            exec_handler=ExecHandler(store, authorizer, proxy, self.audit, config.exec_limits),
+            log_handler=LogHandler(store, kubelet_ctx),
+            review_handler=ReviewHandler(authorizer),
+        )
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        if self.store is not None and self._given_store is None:
+            await self.store.close()
+            self.store = None
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def run_apiserver(config: ApiServerConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled; ``ready`` is set once the server listens."""
+    server = ApiServer(config)
+    await server.start()
+    try:
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
