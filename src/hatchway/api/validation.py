@@ -434,7 +434,7 @@ def _pod_spec_mutable_view(spec: dict[str, Any], other: dict[str, Any]) -> dict[
     view = dict(spec)
     for key in ("containers", "initContainers"):
         mine, theirs = spec.get(key) or [], other.get(key) or []
-        if len(mine) == len(theirs):
+        if mine and len(mine) == len(theirs):
             view[key] = [
                 {**c, "image": o.get("image")} if isinstance(c, dict) and isinstance(o, dict) else c
                 for c, o in zip(mine, theirs, strict=True)
@@ -444,8 +444,8 @@ def _pod_spec_mutable_view(spec: dict[str, Any], other: dict[str, Any]) -> dict[
             view[key] = other[key]
         else:
             view.pop(key, None)
-    if not spec.get("nodeName"):  # binding a pod sets nodeName once
-        view["nodeName"] = other.get("nodeName")
+    if not spec.get("nodeName") and other.get("nodeName"):  # binding sets nodeName once
+        view["nodeName"] = other["nodeName"]
     return view
 
 
