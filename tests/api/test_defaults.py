@@ -49,7 +49,7 @@ def test_pod_defaults_keep_given_values():
                     "image": "b:1",
                     "imagePullPolicy": "Never",
                     "ports": [{"containerPort": 80}],
-                }  # noqa: E501
+                }
             ],
         },
     }

@@ -36,7 +36,7 @@ def test_container_errors_with_paths():
                 {
                     "image": "y",
                     "ports": [{"containerPort": 0}, {"containerPort": 80, "protocol": "X"}],
-                },  # noqa: E501
+                },
                 {"name": "Bad_Name", "image": "z", "imagePullPolicy": "Sometimes"},
             ]
         ),

@@ -260,7 +260,7 @@ def _child(here: Any, part: str, path: str) -> Any:
         return here[int(part)]
     raise _unprocessable(
         f"the server rejected our request due to an error in our request: path {path} not found"
-    )  # noqa: E501
+    )
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -337,8 +337,9 @@ def _apply_op(doc: Any, op: dict[str, Any]) -> Any:
     if kind == "test":
         if _get(doc, path) != op["value"]:
             raise _unprocessable(
-                f"the server rejected our request due to an error in our request: testing value {path} failed"
-            )  # noqa: E501
+                "the server rejected our request due to an error in our request:"
+                f" testing value {path} failed"
+            )
         return doc
     raise _bad(f"unknown json patch operation: {kind}")
 

@@ -176,8 +176,9 @@ def _checked(req: Requirement) -> Requirement:
         if req.op in ("gt", "lt"):
             if not re.fullmatch(r"-?\d+", value):
                 raise _bad(
-                    f"unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer: {value}"
-                )  # noqa: E501
+                    "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be"
+                    f" an integer: {value}"
+                )
             continue
         for problem in label_value(value):
             raise _bad(

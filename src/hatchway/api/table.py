@@ -98,9 +98,9 @@ def _pod_status_text(pod: dict[str, Any]) -> tuple[str, int, int, int]:
         restarts += cs.get("restartCount", 0)
         state = cs.get("state") or {}
         term, wait = state.get("terminated"), state.get("waiting")
-        if term and term.get("exitCode") == 0:
+        if term is not None and term.get("exitCode") == 0:
             continue
-        if term:
+        if term is not None:
             reason = "Init:" + (term.get("reason") or _exit_text(term))
         elif wait and wait.get("reason") and wait["reason"] != "PodInitializing":
             reason = "Init:" + wait["reason"]
@@ -115,9 +115,9 @@ def _pod_status_text(pod: dict[str, Any]) -> tuple[str, int, int, int]:
             wait, term = state.get("waiting"), state.get("terminated")
             if wait and wait.get("reason"):
                 reason = wait["reason"]
-            elif term:
+            elif term is not None:
                 reason = term.get("reason") or _exit_text(term)
-            elif state.get("running") and cs.get("ready"):
+            elif "running" in state and cs.get("ready"):
                 running = True
                 ready += 1
         if reason == "Completed" and running:
@@ -145,8 +145,9 @@ POD_COLUMNS = [
     _col("Status", desc="The aggregate status of the containers in this pod."),
     _col(
         "Restarts",
-        desc="The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
-    ),  # noqa: E501
+        desc="The number of times the containers in this pod have been restarted and when"
+        " the last container in this pod has restarted.",
+    ),
     AGE,
     _col("IP", desc="The IP address of the pod", prio=1),
     _col("Node", desc="The name of the node to which this pod is scheduled", prio=1),
@@ -189,27 +190,28 @@ NODE_COLUMNS = [
         "Internal-IP",
         desc="List of addresses reachable to the node. Queried from cloud provider, if available.",
         prio=1,
-    ),  # noqa: E501
+    ),
     _col(
         "External-IP",
         desc="List of addresses reachable to the node. Queried from cloud provider, if available.",
         prio=1,
-    ),  # noqa: E501
+    ),
     _col(
         "OS-Image",
-        desc="OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+        desc="OS Image reported by the node from /etc/os-release"
+        " (e.g. Debian GNU/Linux 7 (wheezy)).",
         prio=1,
-    ),  # noqa: E501
+    ),
     _col(
         "Kernel-Version",
         desc="Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
         prio=1,
-    ),  # noqa: E501
+    ),
     _col(
         "Container-Runtime",
         desc="ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
         prio=1,
-    ),  # noqa: E501
+    ),
 ]
 
 
