@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import spdy_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +33,8 @@ from hatchway.protocol.spdy import (
     next_stream_state,
 )
 from hatchway.protocol.spdy_header import HeaderCompressor, HeaderDecompressor
+
+from . import spdy_vectors
 
 EXEC = spdy_vectors.load("spdy_kubectl_exec.txt")
 S, I = StreamState, StreamInput  # noqa: E741

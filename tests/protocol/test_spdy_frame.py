@@ -7,12 +7,13 @@ import random
 import struct
 
 import pytest
-import spdy_vectors
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hatchway.errors import LimitExceededError, ProtocolError
 from hatchway.protocol import spdy_frame as fr
+
+from . import spdy_vectors
 
 EXEC = spdy_vectors.load("spdy_kubectl_exec.txt")
 OTHER = spdy_vectors.load("spdy_other_frames.txt")

@@ -7,7 +7,6 @@ import hashlib
 import zlib
 
 import pytest
-import spdy_vectors
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +23,8 @@ from hatchway.protocol.spdy_header import (
     encode_block,
     split_values,
 )
+
+from . import spdy_vectors
 
 BLOCKS = spdy_vectors.load("spdy_header_blocks.txt")
 EXEC = spdy_vectors.load("spdy_kubectl_exec.txt")
