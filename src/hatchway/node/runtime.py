@@ -1,0 +1,507 @@
+"""Pods in real runc containers: bundles, lifecycle, state, logs.
+
+Layout under ``root_dir`` (the node's data directory):
+
+* ``runc/`` — runc's own state (``runc --root``), private to this runtime.
+* ``containers/<id>/`` — one bundle per container: ``config.json``, ``meta.json`` (who it
+  belongs to), ``rootfs/`` (an overlay of the image: ``upper/``, ``work/``; a plain copy
+  when overlayfs is unavailable), ``runc.log`` (runc's own JSON log), ``exit`` (the exit
+  status once the container is gone).
+* ``logs/<id>.log`` — the container's stdout and stderr, **raw bytes, interleaved** (the
+  same file is both streams, opened O_APPEND), no CRI timestamps.
+* ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
+
+Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
+foreground (so runc itself waits for the container and reports its exit status, 128+N for a
+signal), then the status is written to ``exit``. The shim is in its own session and not
+our child, so the node agent can restart without losing a container or its exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hatchway.errors import ContainerRuntimeError
+from hatchway.node import runtime_spec
+from hatchway.node.runtime_exec import ExecProcess, start_exec
+from hatchway.node.runtime_image import BUSYBOX, ImageStore
+
+_SHIM = r"""
+"$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
+    </dev/null >>"$5" 2>&1
+echo $? >"$3/exit.tmp"
+mv "$3/exit.tmp" "$3/exit"
+"""
+_LAUNCH = 'script=$1; shift; /bin/sh -c "$script" hatchway-shim "$@" </dev/null >/dev/null 2>&1 &'
+
+
+class ContainerNotFoundError(ContainerRuntimeError):
+    """No container with this id is known to the runtime."""
+
+
+class ContainerNotRunningError(ContainerRuntimeError):
+    """The container exists but is not running (created, or exited)."""
+
+
+@dataclass
+class ContainerState:
+    """What the runtime knows about one container (sandbox or app container)."""
+
+    id: str
+    kind: str  # "sandbox" | "container"
+    status: str  # "created" | "running" | "exited"
+    pod_namespace: str
+    pod_name: str
+    pod_uid: str
+    container_name: str
+    image: str
+    sandbox_id: str = ""
+    pid: int = 0
+    exit_code: int | None = None
+    error: str = ""  # runc's message when the process could not be started
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str = ""
+    rootfs_mode: str = "overlay"  # or "copy"
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class RuncRuntime:
+    """The node's container runtime. All methods are coroutines except where noted."""
+
+    def __init__(
+        self,
+        root_dir: str,
+        runc: str = "runc",
+        *,
+        images: ImageStore | None = None,
+        poll_interval: float = 0.02,
+    ) -> None:
+        self.root_dir = os.path.abspath(root_dir)
+        self.runc = shutil.which(runc) or runc
+        self.state_root = os.path.join(self.root_dir, "runc")
+        self.containers_dir = os.path.join(self.root_dir, "containers")
+        self.logs_dir = os.path.join(self.root_dir, "logs")
+        self.images = images or ImageStore(self.root_dir)
+        self.poll_interval = poll_interval
+        for d in (self.state_root, self.containers_dir, self.logs_dir):
+            os.makedirs(d, exist_ok=True)
+
+    # --- runc ---------------------------------------------------------------------
+
+    async def _run(self, *argv: str, timeout: float = 60) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ContainerRuntimeError(f"{argv[0]} timed out: {argv[1:]}") from None
+        assert proc.returncode is not None
+        return proc.returncode, out, err
+
+    async def runc_cmd(self, *args: str, check: bool = True) -> tuple[int, bytes, bytes]:
+        """Run ``runc --root <state> args...``; raise ContainerRuntimeError if ``check``."""
+        rc, out, err = await self._run(self.runc, "--root", self.state_root, *args)
+        if rc and check:
+            msg = err.decode(errors="replace").strip()
+            raise ContainerRuntimeError(f"runc {args[0]} failed: {msg}", stderr=msg, exit_code=rc)
+        return rc, out, err
+
+    async def _runc_state(self, cid: str) -> dict[str, Any] | None:
+        rc, out, _ = await self.runc_cmd("state", cid, check=False)
+        return json.loads(out) if rc == 0 else None
+
+    # --- bundles --------------------------------------------------------------------
+
+    def _bundle(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid)
+
+    def _meta(self, cid: str) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self._bundle(cid), "meta.json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ContainerNotFoundError(f"container {cid!r} not found") from None
+
+    def _save_meta(self, cid: str, meta: Mapping[str, Any]) -> None:
+        path = os.path.join(self._bundle(cid), "meta.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(meta, f)
+        os.replace(path + ".tmp", path)
+
+    async def _mount_rootfs(self, bundle: str, lower: str) -> str:
+        rootfs = os.path.join(bundle, "rootfs")
+        for d in ("rootfs", "upper", "work"):
+            os.makedirs(os.path.join(bundle, d), exist_ok=True)
+        opts = f"lowerdir={lower},upperdir={bundle}/upper,workdir={bundle}/work"
+        rc, _, _ = await self._run("mount", "-t", "overlay", "overlay", "-o", opts, rootfs)
+        if rc == 0:
+            return "overlay"
+        # No overlayfs here (or the data dir is on overlayfs): a private copy keeps the
+        # image unmodified at the price of disk and time.
+        await asyncio.to_thread(shutil.copytree, lower, rootfs, symlinks=True, dirs_exist_ok=True)
+        return "copy"
+
+    async def _unmount_rootfs(self, bundle: str) -> None:
+        rootfs = os.path.join(bundle, "rootfs")
+        if _is_mount(rootfs):
+            rc, _, _ = await self._run("umount", rootfs)
+            if rc:
+                await self._run("umount", "-l", rootfs)
+
+    async def _create(
+        self, pod: Mapping[str, Any], kind: str, name: str, image: str, build: Any
+    ) -> str:
+        meta_pod = pod.get("metadata") or {}
+        cid = "hw" + secrets.token_hex(12)
+        bundle = self._bundle(cid)
+        os.makedirs(bundle)
+        try:
+            img = await asyncio.to_thread(self.images.get, image)
+            mode = await self._mount_rootfs(bundle, img.rootfs)
+            spec = build(img, os.path.join(bundle, "rootfs"), f"/hatchway/{cid}")
+            _write_json(os.path.join(bundle, "config.json"), spec)
+        except BaseException:
+            await self._unmount_rootfs(bundle)
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        state = ContainerState(
+            id=cid,
+            kind=kind,
+            status="created",
+            pod_namespace=str(meta_pod.get("namespace") or "default"),
+            pod_name=str(meta_pod.get("name") or ""),
+            pod_uid=str(meta_pod.get("uid") or ""),
+            container_name=name,
+            image=image,
+            created_at=time.time(),
+            log_path=os.path.join(self.logs_dir, cid + ".log"),
+            rootfs_mode=mode,
+        )
+        self._save_meta(cid, asdict(state))
+        return cid
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def create_sandbox(self, pod: Mapping[str, Any]) -> str:
+        """Create and start the pod's sandbox (holder of its net/IPC/UTS namespaces)."""
+
+        def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
+            return runtime_spec.sandbox_spec(pod, rootfs=rootfs, cgroups_path=cgroups)
+
+        cid = await self._create(pod, "sandbox", "POD", BUSYBOX, build)
+        await self.start(cid)
+        state = await self.state(cid)
+        if not state.running:
+            await self.delete(cid, force=True)
+            raise ContainerRuntimeError(f"pod sandbox did not start: {state.error}")
+        return cid
+
+    async def create_container(
+        self,
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        *,
+        sandbox_id: str | None = None,
+        volumes: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create (not start) an app container of ``pod``; returns its id.
+
+        It joins the sandbox ``sandbox_id`` (default: the pod's running sandbox). Raises
+        :class:`~hatchway.node.runtime_image.ImageNotFound` for an unknown image and
+        :class:`~hatchway.node.runtime_spec.SpecError` for an unrunnable spec.
+        """
+        sandbox_pid = None
+        if sandbox_id is None:
+            sandbox_id = await self._find_sandbox(pod)
+        if sandbox_id:
+            sb = await self.state(sandbox_id)
+            if not sb.running:
+                raise ContainerNotRunningError(f"pod sandbox {sandbox_id} is not running")
+            sandbox_pid = sb.pid
+        privileged = bool((container.get("securityContext") or {}).get("privileged"))
+        devices = await asyncio.to_thread(host_devices) if privileged else []
+
+        def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
+            return runtime_spec.container_spec(
+                pod,
+                container,
+                rootfs=rootfs,
+                image_entrypoint=img.entrypoint,
+                image_cmd=img.cmd,
+                image_env=img.env,
+                image_workdir=img.working_dir,
+                image_user=img.user,
+                users=img.users(),
+                sandbox_pid=sandbox_pid,
+                cgroups_path=cgroups,
+                host_devices=devices,
+                volumes=volumes,
+            )
+
+        name = str(container.get("name") or "")
+        cid = await self._create(pod, "container", name, str(container.get("image")), build)
+        meta = self._meta(cid)
+        meta["sandbox_id"] = sandbox_id or ""
+        self._save_meta(cid, meta)
+        return cid
+
+    async def _find_sandbox(self, pod: Mapping[str, Any]) -> str:
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        name = str((pod.get("metadata") or {}).get("name") or "")
+        for st in await self.list():
+            if st.kind == "sandbox" and st.running and (st.pod_uid, st.pod_name) == (uid, name):
+                return st.id
+        return ""
+
+    async def start(self, container_id: str, *, timeout: float = 30) -> None:
+        """Start a created container; returns once it runs (or already exited)."""
+        meta = self._meta(container_id)
+        if meta.get("started_at"):
+            raise ContainerRuntimeError(f"container {container_id} was already started")
+        bundle = self._bundle(container_id)
+        meta["started_at"] = time.time()
+        self._save_meta(container_id, meta)
+        argv = [self.runc, self.state_root, bundle, container_id, meta["log_path"]]
+        rc, _, err = await self._run("/bin/sh", "-c", _LAUNCH, "hatchway-launch", _SHIM, *argv)
+        if rc:
+            raise ContainerRuntimeError(f"cannot launch the shim: {err.decode().strip()}")
+        async with asyncio.timeout(timeout):
+            while True:
+                if _read_exit(bundle) is not None:
+                    return
+                st = await self._runc_state(container_id)
+                if st and st.get("status") == "running":
+                    return
+                await asyncio.sleep(self.poll_interval)
+
+    async def state(self, container_id: str) -> ContainerState:
+        """The container's current state (raises ContainerNotFoundError)."""
+        meta = self._meta(container_id)
+        st = ContainerState(**{k: v for k, v in meta.items() if k in _FIELDS})
+        if not meta.get("started_at"):
+            return st
+        bundle = self._bundle(container_id)
+        for _ in range(25):
+            code = _read_exit(bundle)
+            if code is not None:
+                return self._exited(st, bundle, code)
+            runc_state = await self._runc_state(container_id)
+            if runc_state and runc_state.get("status") in ("running", "created", "paused"):
+                st.status = "running" if runc_state["status"] != "created" else "created"
+                st.pid = int(runc_state.get("pid") or 0)
+                return st
+            await asyncio.sleep(0.02)  # the shim is between runc's exit and the exit file
+        if time.time() - float(meta["started_at"]) < 30:
+            return st  # still being started by the shim
+        st.error = "container vanished without an exit status (shim lost)"
+        return self._exited(st, bundle, 255)
+
+    def _exited(self, st: ContainerState, bundle: str, code: int) -> ContainerState:
+        st.status = "exited"
+        st.exit_code = code
+        st.pid = 0
+        with contextlib.suppress(OSError):
+            st.finished_at = os.stat(os.path.join(bundle, "exit")).st_mtime
+        st.error = st.error or _runc_error(os.path.join(bundle, "runc.log"))
+        return st
+
+    async def wait_exit(self, container_id: str, timeout: float | None = None) -> int:
+        """Wait until the container has exited; its exit code."""
+        bundle = self._bundle(container_id)
+        async with asyncio.timeout(timeout):
+            while _read_exit(bundle) is None:
+                if not _is_dir(bundle):
+                    raise ContainerNotFoundError(f"container {container_id!r} not found")
+                await asyncio.sleep(0.05)
+        return (await self.state(container_id)).exit_code or 0
+
+    async def kill(self, container_id: str, signal: str | int = "TERM") -> None:
+        """Send ``signal`` to the container's init; nothing if it is not running."""
+        st = await self.state(container_id)
+        if st.status != "running":
+            return
+        sig = str(signal)
+        rc, _, err = await self.runc_cmd("kill", container_id, sig, check=False)
+        if rc and (await self.state(container_id)).running:
+            raise ContainerRuntimeError(
+                f"runc kill failed: {err.decode().strip()}", stderr=err.decode()
+            )
+
+    async def delete(self, container_id: str, force: bool = False) -> None:
+        """Remove a container, its mount, bundle and log. A running one needs ``force``
+        (it is killed with SIGKILL first)."""
+        st = await self.state(container_id)
+        if st.status == "running":
+            if not force:
+                raise ContainerRuntimeError(f"container {container_id} is running")
+            await self.kill(container_id, "KILL")
+            with contextlib.suppress(TimeoutError):
+                await self.wait_exit(container_id, timeout=10)
+        await self.runc_cmd("delete", "--force", container_id, check=False)
+        bundle = self._bundle(container_id)
+        await self._unmount_rootfs(bundle)
+        shutil.rmtree(bundle, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(st.log_path)
+
+    async def list(self) -> list[ContainerState]:
+        """Every container this runtime has a bundle for (survives agent restarts)."""
+        result = []
+        for cid in sorted(os.listdir(self.containers_dir)):
+            with contextlib.suppress(ContainerNotFoundError):
+                result.append(await self.state(cid))
+        return result
+
+    # --- logs and exec ----------------------------------------------------------------
+
+    def log_path(self, container_id: str) -> str:
+        return str(self._meta(container_id)["log_path"])
+
+    async def read_logs(
+        self, container_id: str, *, follow: bool = False, chunk: int = 65536
+    ) -> AsyncIterator[bytes]:
+        """The container's output from the start; with ``follow``, until it exits."""
+        bundle = self._bundle(container_id)
+        path = self.log_path(container_id)
+        f = _open_log(path)
+        if f is None:
+            return
+        with f:
+            while True:
+                data = f.read(chunk)
+                if data:
+                    yield data
+                    continue
+                if not follow or not _is_dir(bundle):
+                    return
+                if _read_exit(bundle) is not None:
+                    rest = f.read()
+                    if rest:
+                        yield rest
+                    return
+                await asyncio.sleep(0.1)
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: list[str],
+        *,
+        stdin: bool,
+        tty: bool,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> ExecProcess:
+        """Run ``argv`` in a running container (see :mod:`hatchway.node.runtime_exec`)."""
+        st = await self.state(container_id)
+        if not st.running:
+            raise ContainerNotRunningError(
+                f"container {st.container_name or container_id} is not running ({st.status})"
+            )
+        return await start_exec(
+            [self.runc, "--root", self.state_root],
+            container_id,
+            argv,
+            stdin=stdin,
+            tty=tty,
+            env=env,
+            cwd=cwd,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+
+_FIELDS = set(ContainerState.__dataclass_fields__)
+
+
+def _is_mount(path: str) -> bool:
+    return os.path.ismount(path)
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
+
+
+def _write_json(path: str, doc: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def _open_log(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+def _read_exit(bundle: str) -> int | None:
+    try:
+        with open(os.path.join(bundle, "exit")) as f:
+            return int(f.read().strip() or 255)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except ValueError:
+        return 255
+
+
+def _runc_error(path: str) -> str:
+    """The last error runc logged (e.g. ``exec: "x": executable file not found``)."""
+    message = ""
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("level") in ("error", "fatal"):
+                    message = str(entry.get("msg") or "")
+    return message
+
+
+def host_devices() -> list[dict[str, Any]]:
+    """The host's /dev device nodes as OCI linux.devices entries (privileged containers)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if d not in ("pts", "shm", "mqueue", "fd")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
+            if not kind or path in ("/dev/console", "/dev/ptmx"):
+                continue
+            found.append(
+                {
+                    "path": path,
+                    "type": kind,
+                    "major": os.major(st.st_rdev),
+                    "minor": os.minor(st.st_rdev),
+                    "fileMode": stat.S_IMODE(st.st_mode),
+                    "uid": st.st_uid,
+                    "gid": st.st_gid,
+                }
+            )
+    return found

@@ -1,0 +1,441 @@
+"""``runc exec`` as an asyncio process: pipes or a pty, backpressure, exit codes, kill.
+
+Without a TTY, ``runc exec`` runs in the foreground and passes its stdio straight to the
+process: our pipes are the process's pipes, and runc's exit status is the process's
+(128+N when killed by signal N). With a TTY, runc must detach to hand out the pty master
+over ``--console-socket``; :mod:`hatchway.node.runtime_ttyshim` (a child subreaper) waits
+for the process instead. The master arrives here by SCM_RIGHTS.
+
+Reading semantics (what the exec endpoint relies on):
+
+* ``read_stdout``/``read_stderr`` return data as it comes, ``b""`` at EOF. Once the
+  process has exited they return what is immediately readable and then ``b""``, even if a
+  background child still holds the pipe open (``sh -c 'sleep 100 & echo hi'``).
+* ``wait()`` returns the exit code only after the process exited **and** every output
+  stream has been read to its EOF: read stdout/stderr until ``b""``, or ``wait()`` hangs.
+  Streams not asked for (``stdout=False``) go to /dev/null and do not count.
+* A command that cannot be started (not found, not executable) is not an exception: the
+  process reports 127 (not found) or 126 (not executable) and ``error_message`` holds
+  runc's message, so the endpoint can put it on stderr or in the status. Its output
+  streams are empty. Other runtime failures raise ContainerRuntimeError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import termios
+from collections.abc import Mapping
+from typing import Any
+
+from hatchway.errors import ContainerRuntimeError
+
+CHUNK = 256 * 1024
+TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
+
+
+class _Reader:
+    """Async reads from a non-blocking fd, which stop at EOF or once the process exited
+    and nothing is immediately readable."""
+
+    def __init__(self, fd: int | None, exited: asyncio.Event, grace: float = 0.0) -> None:
+        self.fd = fd
+        self.exited = exited
+        self.grace = grace
+        self.eof = asyncio.Event()
+        if fd is None:
+            self.eof.set()
+        else:
+            os.set_blocking(fd, False)
+
+    async def read(self, max_bytes: int) -> bytes:
+        while self.fd is not None:
+            try:
+                data = os.read(self.fd, max_bytes)
+            except BlockingIOError:
+                data = None
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: pty slave closed
+                    raise
+                data = b""
+            if data:
+                return data
+            if data is None and not self.exited.is_set():
+                await _readable(self.fd, self.exited)
+                continue
+            if data is None and self.grace and await _readable(self.fd, None, self.grace):
+                continue
+            self.close()
+        return b""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.eof.set()
+
+
+async def _readable(fd: int, unless: asyncio.Event | None, timeout: float | None = None) -> bool:
+    """Wait until ``fd`` is readable (True), ``unless`` is set or ``timeout`` passed."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    waits: list[asyncio.Future[Any]] = [ready]
+    if unless is not None:
+        waits.append(asyncio.ensure_future(unless.wait()))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(fd)
+        for w in waits:
+            w.cancel()
+    return ready.done() and not ready.cancelled()
+
+
+async def _writable(fd: int, unless: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    other = asyncio.ensure_future(unless.wait())
+    try:
+        await asyncio.wait([ready, other], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_writer(fd)
+        ready.cancel()
+        other.cancel()
+
+
+class ExecProcess:
+    """One command running in a container. Created by :func:`start_exec`."""
+
+    def __init__(self, argv: list[str], tty: bool) -> None:
+        self.argv = list(argv)
+        self.tty = tty
+        self.pid = 0  # host PID of the exec'd process; 0 if it never started
+        self.error_message: str | None = None
+        self.returncode: int | None = None
+        self._exited = asyncio.Event()
+        self._stdout = _Reader(None, self._exited)
+        self._stderr = _Reader(None, self._exited)
+        self._stdin_fd: int | None = None
+        self._master: int | None = None
+        self._helper: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[int] | None = None
+        self._cleanup: list[str] = []
+
+    # --- I/O --------------------------------------------------------------------------
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Write all of ``data``; waits while the pipe/pty is full (backpressure). Data
+        for a process that is gone or closed its stdin is dropped."""
+        view = memoryview(data)
+        while view and self._stdin_fd is not None:
+            try:
+                n = os.write(self._stdin_fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                if self._exited.is_set():
+                    return
+                await _writable(self._stdin_fd, self._exited)
+            except (BrokenPipeError, OSError):
+                self._close_stdin_fd()
+                return
+
+    async def close_stdin(self) -> None:
+        """EOF on stdin: close the pipe; with a TTY, send ^D (the pty stays open)."""
+        if self.tty:
+            await self.write_stdin(b"\x04")
+        else:
+            self._close_stdin_fd()
+
+    def _close_stdin_fd(self) -> None:
+        if self._stdin_fd is not None and self._stdin_fd != self._master:
+            os.close(self._stdin_fd)
+        self._stdin_fd = None
+
+    def _close_master(self) -> None:
+        if self._master is not None:
+            os.close(self._master)
+            self._master = None
+
+    async def read_stdout(self, max_bytes: int = 65536) -> bytes:
+        """Output (the pty's with a TTY); ``b""`` at EOF or once exited and drained."""
+        return await self._stdout.read(max_bytes)
+
+    async def read_stderr(self, max_bytes: int = 65536) -> bytes:
+        """Standard error; ``b""`` at once with a TTY."""
+        return await self._stderr.read(max_bytes)
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the pty's size (columns, rows); the process gets SIGWINCH. No-op without TTY."""
+        if self._master is None:
+            return
+        with contextlib.suppress(OSError):
+            size = struct.pack("HHHH", max(0, height), max(0, width), 0, 0)
+            fcntl.ioctl(self._master, termios.TIOCSWINSZ, size)
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    async def wait(self) -> int:
+        """The exit code, once the process exited and its output was read to EOF."""
+        await self._exited.wait()
+        await self._stdout.eof.wait()
+        await self._stderr.eof.wait()
+        self._release()
+        assert self.returncode is not None
+        return self.returncode
+
+    async def kill(self) -> None:
+        """SIGKILL the exec'd process and everything it started, and runc/helper."""
+        for _ in range(50):
+            victims = process_tree(self.pid) if self.pid else []
+            if not victims:
+                break
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.01)
+        if self._helper is not None and self._helper.returncode is None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited.wait()), 0.5)
+            if not self._exited.is_set():
+                with contextlib.suppress(ProcessLookupError):
+                    self._helper.kill()
+        await self._exited.wait()
+
+    async def close(self) -> None:
+        """Kill if still running and release every fd and file."""
+        if not self._exited.is_set():
+            await self.kill()
+        self._stdout.close()
+        self._stderr.close()
+        self._release()
+
+    def _release(self) -> None:
+        self._close_stdin_fd()
+        self._close_master()
+        for path in self._cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        self._cleanup.clear()
+
+    def _set_exit(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+        self._exited.set()
+
+    def _fail(self, message: str) -> None:
+        """The command could not be started: map runc's message to 127/126."""
+        low = message.lower()
+        if "executable file not found" in low or "no such file or directory" in low:
+            code = 127
+        elif "permission denied" in low or "exec format error" in low:
+            code = 126
+        else:
+            raise ContainerRuntimeError(f"exec failed: {message}", stderr=message)
+        self.error_message = message
+        self.returncode = code
+        self._stdout.close()
+        self._stderr.close()
+        self._close_stdin_fd()
+        self._exited.set()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant, by parent links and by session (children that
+    were re-parented to the container's init keep the session runc gave ``root``)."""
+    procs: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            procs[int(entry)] = (int(fields[1]), int(fields[3]))  # ppid, session
+    found = {root} if root in procs else set()
+    found |= {p for p, (_, sid) in procs.items() if sid == root}
+    changed = True
+    while changed:
+        extra = {p for p, (ppid, _) in procs.items() if ppid in found and p not in found}
+        found |= extra
+        changed = bool(extra)
+    return sorted(found)
+
+
+def _runc_error(path: str) -> str:
+    message = ""
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("level") in ("error", "fatal"):
+                    message = str(entry.get("msg") or "")
+    return message
+
+
+async def start_exec(
+    runc: list[str],
+    container_id: str,
+    argv: list[str],
+    *,
+    stdin: bool,
+    tty: bool,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdout: bool = True,
+    stderr: bool = True,
+    start_timeout: float = 30,
+) -> ExecProcess:
+    """Start ``argv`` in the container; returns once it runs (``pid`` set) or failed to
+    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root."""
+    if not argv:
+        raise ContainerRuntimeError("exec: no command given")
+    # In /tmp: the console socket path must stay under 108 bytes.
+    tmp = tempfile.mkdtemp(prefix="hwx-")
+    proc = ExecProcess(argv, tty)
+    proc._cleanup.append(tmp)
+    cmd = [*runc, "--log", os.path.join(tmp, "runc.log"), "--log-format", "json", "exec", "-d"]
+    cmd += ["--pid-file", os.path.join(tmp, "pid")]
+    for key, value in (env or {}).items():
+        cmd += ["--env", f"{key}={value}"]
+    if cwd:
+        cmd += ["--cwd", cwd]
+    server = None
+    if tty:
+        server = _console_socket(os.path.join(tmp, "console.sock"))
+        cmd += ["--tty", "--console-socket", os.path.join(tmp, "console.sock")]
+    cmd += [container_id, *argv]
+    try:
+        async with asyncio.timeout(start_timeout):
+            if server is not None:
+                stdio = await _spawn(proc, tmp, cmd, [-1, -1, -1])
+                await _take_console(proc, server)
+            else:
+                stdio = _pipes(proc, stdin, stdout, stderr)
+                await _spawn(proc, tmp, cmd, stdio)
+            await _await_start(proc, tmp)
+    except BaseException:
+        await proc.close()
+        raise
+    finally:
+        if server is not None:
+            server.close()
+    return proc
+
+
+def _console_socket(path: str) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    server.setblocking(False)
+    return server
+
+
+def _pipes(proc: ExecProcess, stdin: bool, stdout: bool, stderr: bool) -> list[int]:
+    """Pipes for the wanted streams: ours go to ``proc``; theirs (or -1) are returned."""
+    theirs = []
+    for i, wanted in enumerate((stdin, stdout, stderr)):
+        if not wanted:
+            theirs.append(-1)
+            continue
+        r, w = os.pipe2(os.O_CLOEXEC)
+        mine, child = (w, r) if i == 0 else (r, w)
+        with contextlib.suppress(OSError):  # bigger pipes, fewer wake-ups
+            fcntl.fcntl(child, fcntl.F_SETPIPE_SZ, 1 << 20)
+        theirs.append(child)
+        if i == 0:
+            proc._stdin_fd = mine
+            os.set_blocking(mine, False)
+        elif i == 1:
+            proc._stdout = _Reader(mine, proc._exited)
+        else:
+            proc._stderr = _Reader(mine, proc._exited)
+    return theirs
+
+
+async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) -> list[int]:
+    environ = dict(os.environ)
+    job = {"pid_file": os.path.join(tmp, "pid"), "stdio": stdio, "argv": cmd}
+    environ["HATCHWAY_EXECSHIM"] = json.dumps(job)
+    try:
+        helper = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hatchway.node.runtime_execshim",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            env=environ,
+            pass_fds=[fd for fd in stdio if fd >= 0],
+            start_new_session=True,
+        )
+    finally:
+        for fd in stdio:
+            if fd >= 0:
+                os.close(fd)
+    proc._helper = helper
+    proc._started = asyncio.get_running_loop().create_future()
+    proc._watcher = asyncio.ensure_future(_watch(proc, helper))
+    return stdio
+
+
+async def _watch(proc: ExecProcess, helper: asyncio.subprocess.Process) -> None:
+    """Follow the helper's report: ``started PID`` then ``exit CODE``."""
+    started = proc._started
+    assert helper.stdout is not None and started is not None
+    async for line in helper.stdout:
+        word, _, value = line.decode().partition(" ")
+        if word == "started" and not started.done():
+            started.set_result(int(value))
+        elif word == "exit":
+            proc._set_exit(int(value))
+    rc = await helper.wait()
+    if not started.done():
+        started.set_result(0)
+    proc._set_exit(128 - rc if rc < 0 else rc)
+
+
+async def _await_start(proc: ExecProcess, tmp: str) -> None:
+    assert proc._started is not None
+    pid = await proc._started
+    if pid:
+        proc.pid = pid
+        return
+    proc.returncode = None
+    proc._fail(_runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
+
+
+async def _take_console(proc: ExecProcess, server: socket.socket) -> None:
+    """Accept runc's connection on the console socket and take the pty master fd."""
+    loop = asyncio.get_running_loop()
+    assert proc._started is not None
+    accept = asyncio.ensure_future(loop.sock_accept(server))
+    await asyncio.wait([accept, proc._started], return_when=asyncio.FIRST_COMPLETED)
+    if not accept.done() and proc._started.result() == 0:
+        accept.cancel()  # runc failed before it got to the console
+        return
+    conn, _ = await accept
+    with conn:
+        conn.setblocking(True)
+        conn.settimeout(10)
+        _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, conn, 4096, 1)
+    if not fds:
+        raise ContainerRuntimeError("runc sent no pty master on the console socket")
+    # Separate fds for reading (owned by the reader) and for stdin/resize (owned by the
+    # process object), so that neither closes a number the other still uses.
+    proc._master = os.dup(fds[0])
+    os.set_blocking(proc._master, False)
+    proc._stdin_fd = proc._master
+    proc._stdout = _Reader(fds[0], proc._exited, grace=TTY_DRAIN_GRACE)

@@ -1,0 +1,368 @@
+"""OCI runtime config (``config.json``) from a Kubernetes pod and container, as plain dicts.
+
+Pure functions: no file system, no processes. The runtime hands in what they need to know
+about the host (the sandbox's namespace paths, host devices for privileged containers,
+volume directories).
+
+Namespaces follow the pod model: a sandbox container (a ``sleep`` forever, like the
+Kubernetes pause container) owns the pod's network, IPC and UTS namespaces; each app
+container joins them (by ``/proc/<sandbox pid>/ns/...``) and has its own PID and mount
+namespaces. ``hostNetwork`` (which also means the host's UTS namespace), ``hostIPC`` and
+``hostPID`` leave the namespace out, i.e. use the host's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from hatchway.errors import HatchwayError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Docker's and containerd's default set.
+DEFAULT_CAPS = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+
+ALL_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]  # fmt: skip
+
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",
+]  # fmt: skip
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+SANDBOX_COMMAND = ["sleep", "2147483647"]
+
+
+class SpecError(HatchwayError):
+    """The pod or container cannot be turned into a runnable spec (e.g. no command)."""
+
+
+def pod_namespaces(pod: Mapping[str, Any]) -> dict[str, bool]:
+    """Which pod-level namespaces are the host's: ``{"network": bool, "ipc": ..., "pid": ...}``."""
+    spec = pod.get("spec") or {}
+    return {
+        "network": bool(spec.get("hostNetwork")),
+        "ipc": bool(spec.get("hostIPC")),
+        "pid": bool(spec.get("hostPID")),
+    }
+
+
+def hostname_of(pod: Mapping[str, Any]) -> str:
+    spec = pod.get("spec") or {}
+    name = spec.get("hostname") or (pod.get("metadata") or {}).get("name") or "pod"
+    return str(name)[:63]
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: known names replaced, ``$$`` escapes, rest kept."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, value)
+
+
+def merge_env(image_env: list[str], container: Mapping[str, Any], hostname: str) -> list[str]:
+    """Image env, then HOSTNAME, then the container's ``env`` (``valueFrom`` ignored)."""
+    env: dict[str, str] = {}
+    for item in image_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOSTNAME"] = hostname
+    for var in container.get("env") or []:
+        if "value" in var or "valueFrom" not in var:
+            env[var["name"]] = expand(str(var.get("value") or ""), env)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def command_line(
+    container: Mapping[str, Any], entrypoint: list[str], cmd: list[str], env: list[str]
+) -> list[str]:
+    """argv as Kubernetes builds it from command/args and the image Entrypoint/Cmd."""
+    command = list(container.get("command") or [])
+    args = list(container.get("args") or [])
+    if command:
+        argv = command + args
+    elif args:
+        argv = list(entrypoint) + args
+    else:
+        argv = list(entrypoint) + list(cmd)
+    if not argv:
+        raise SpecError(f"container {container.get('name')!r}: no command specified")
+    values = dict(e.partition("=")[::2] for e in env)
+    return [expand(str(a), values) for a in argv]
+
+
+def resolve_user(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    image_user: str,
+    users: Mapping[str, tuple[int, int]],
+) -> tuple[int, int]:
+    """(uid, gid): securityContext (container over pod) over the image's ``User``."""
+    uid, gid = 0, 0
+    if image_user:
+        name, _, group = image_user.partition(":")
+        if name.isdigit():
+            uid = int(name)
+            gid = next((g for (u, g) in users.values() if u == uid), 0)
+        elif name in users:
+            uid, gid = users[name]
+        else:
+            raise SpecError(f"image user {name!r} not found in the image's /etc/passwd")
+        if group.isdigit():
+            gid = int(group)
+    psc = (pod.get("spec") or {}).get("securityContext") or {}
+    csc = container.get("securityContext") or {}
+    for sc in (psc, csc):
+        if sc.get("runAsUser") is not None:
+            uid = int(sc["runAsUser"])
+        if sc.get("runAsGroup") is not None:
+            gid = int(sc["runAsGroup"])
+    return uid, gid
+
+
+def capabilities(container: Mapping[str, Any]) -> list[str]:
+    sc = container.get("securityContext") or {}
+    if sc.get("privileged"):
+        return list(ALL_CAPS)
+    caps = sc.get("capabilities") or {}
+    drop = {_cap(c) for c in caps.get("drop") or []}
+    result = [] if "CAP_ALL" in drop else [c for c in DEFAULT_CAPS if c not in drop]
+    for c in caps.get("add") or []:
+        name = _cap(c)
+        added = ALL_CAPS if name == "CAP_ALL" else [name]
+        result += [a for a in added if a not in result]
+    return result
+
+
+def _cap(name: str) -> str:
+    name = str(name).upper()
+    return name if name.startswith("CAP_") else "CAP_" + name
+
+
+def _mounts(privileged: bool) -> list[dict[str, Any]]:
+    ro = [] if privileged else ["ro"]
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", *ro],
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", *ro],
+        },
+    ]
+
+
+def volume_mounts(container: Mapping[str, Any], volumes: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Bind mounts for ``volumeMounts`` whose volume has a host directory in ``volumes``."""
+    mounts = []
+    for vm in container.get("volumeMounts") or []:
+        source = volumes.get(vm.get("name", ""))
+        if source is None:
+            raise SpecError(f"volume {vm.get('name')!r} is not defined in the pod")
+        opts = ["rbind", "ro" if vm.get("readOnly") else "rw"]
+        mounts.append(
+            {"destination": vm["mountPath"], "type": "bind", "source": source, "options": opts}
+        )
+    return mounts
+
+
+def _namespaces(kinds: list[str], join: Mapping[str, str]) -> list[dict[str, str]]:
+    result = []
+    for kind in kinds:
+        entry = {"type": kind}
+        if kind in join:
+            entry["path"] = join[kind]
+        result.append(entry)
+    return result
+
+
+def _linux(
+    namespaces: list[dict[str, str]],
+    privileged: bool,
+    cgroups_path: str,
+    host_devices: list[dict[str, Any]],
+) -> dict[str, Any]:
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "cgroupsPath": cgroups_path,
+        "resources": {"devices": [{"allow": privileged, "access": "rwm"}]},
+    }
+    if privileged:
+        linux["devices"] = list(host_devices)
+    else:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+    return linux
+
+
+def _process(
+    args: list[str], env: list[str], cwd: str, uid: int, gid: int, caps: list[str], nnp: bool
+) -> dict[str, Any]:
+    return {
+        "terminal": False,
+        "user": {"uid": uid, "gid": gid},
+        "args": args,
+        "env": env,
+        "cwd": cwd or "/",
+        "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
+        "noNewPrivileges": nnp,
+    }
+
+
+def sandbox_spec(pod: Mapping[str, Any], *, rootfs: str, cgroups_path: str) -> dict[str, Any]:
+    """The pod's sandbox: holds the network, IPC and UTS namespaces, sleeps forever."""
+    host = pod_namespaces(pod)
+    kinds = ["pid", "mount"]
+    kinds += [] if host["network"] else ["network", "uts"]
+    kinds += [] if host["ipc"] else ["ipc"]
+    spec: dict[str, Any] = {
+        "ociVersion": "1.0.2-dev",
+        "process": _process(SANDBOX_COMMAND, [f"PATH={DEFAULT_PATH}"], "/", 65534, 65534, [], True),
+        "root": {"path": rootfs, "readonly": True},
+        "mounts": _mounts(False),
+        "linux": _linux(_namespaces(kinds, {}), False, cgroups_path, []),
+        "annotations": _annotations(pod, "POD"),
+    }
+    if not host["network"]:
+        spec["hostname"] = hostname_of(pod)
+    return spec
+
+
+def container_spec(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    rootfs: str,
+    image_entrypoint: list[str] | None = None,
+    image_cmd: list[str] | None = None,
+    image_env: list[str] | None = None,
+    image_workdir: str = "",
+    image_user: str = "",
+    users: Mapping[str, tuple[int, int]] | None = None,
+    sandbox_pid: int | None = None,
+    cgroups_path: str = "",
+    host_devices: list[dict[str, Any]] | None = None,
+    volumes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The OCI config for one app container of ``pod``.
+
+    ``sandbox_pid``: the sandbox's host PID, whose network/IPC/UTS namespaces are joined
+    (not needed when all three are the host's). ``users``: name → (uid, gid) from the
+    image's /etc/passwd. ``host_devices``: linux.devices entries for privileged containers.
+    ``volumes``: volume name → host directory for ``volumeMounts``.
+    """
+    sc = container.get("securityContext") or {}
+    privileged = bool(sc.get("privileged"))
+    host = pod_namespaces(pod)
+    hostname = hostname_of(pod)
+    env = merge_env(image_env or [], container, hostname)
+    args = command_line(container, image_entrypoint or [], image_cmd or [], env)
+    uid, gid = resolve_user(pod, container, image_user, users or {})
+    join: dict[str, str] = {}
+    shared = [k for k in ("network", "ipc") if not host[k]]
+    if not host["network"]:
+        shared.append("uts")
+    if shared and sandbox_pid is None:
+        raise SpecError("a sandbox PID is needed to join the pod's namespaces")
+    ns_file = {"network": "net", "ipc": "ipc", "uts": "uts"}
+    for kind in shared:
+        join[kind] = f"/proc/{sandbox_pid}/ns/{ns_file[kind]}"
+    kinds = ["mount", *shared] + ([] if host["pid"] else ["pid"])
+    nnp = sc.get("allowPrivilegeEscalation") is False and not privileged
+    process = _process(
+        args,
+        env,
+        str(container.get("workingDir") or image_workdir or "/"),
+        uid,
+        gid,
+        capabilities(container),
+        nnp,
+    )
+    groups = ((pod.get("spec") or {}).get("securityContext") or {}).get("supplementalGroups")
+    if groups:
+        process["user"]["additionalGids"] = [int(g) for g in groups]
+    return {
+        "ociVersion": "1.0.2-dev",
+        "process": process,
+        "root": {"path": rootfs, "readonly": bool(sc.get("readOnlyRootFilesystem"))},
+        "mounts": _mounts(privileged) + volume_mounts(container, volumes or {}),
+        "linux": _linux(_namespaces(kinds, join), privileged, cgroups_path, host_devices or []),
+        "annotations": _annotations(pod, "CONTAINER", str(container.get("name") or "")),
+    }
+
+
+def _annotations(pod: Mapping[str, Any], kind: str, name: str = "") -> dict[str, str]:
+    meta = pod.get("metadata") or {}
+    notes = {
+        "io.hatchway.kind": kind,
+        "io.hatchway.pod.namespace": str(meta.get("namespace") or "default"),
+        "io.hatchway.pod.name": str(meta.get("name") or ""),
+        "io.hatchway.pod.uid": str(meta.get("uid") or ""),
+    }
+    if name:
+        notes["io.hatchway.container.name"] = name
+    return notes
