@@ -1,0 +1,269 @@
+"""The node agent's HTTPS endpoint: exec, attach and container logs, for the API server only.
+
+Routes (GET and POST alike, spec 2.4)::
+
+    /exec/{ns}/{pod}/{container}        /exec/{ns}/{pod}/{uid}/{container}
+    /attach/{ns}/{pod}/{container}      /attach/{ns}/{pod}/{uid}/{container}
+    /containerLogs/{ns}/{pod}/{container}?follow=true
+    /healthz
+
+Only a client certificate of an allowed identity (the API server's) gets through: no
+certificate is 401, any other identity 403. The action comes from the path, never from
+the HTTP method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from hatchway.errors import HatchwayError
+from hatchway.protocol import channel, handshake
+from hatchway.session.runner import Process
+from hatchway.session.server import ServerSession
+from hatchway.transport import tls
+from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.http import Request, Response
+from hatchway.transport.spdy import SpdyConnection
+from hatchway.transport.websocket import WebSocketConnection
+from hatchway.types import ExecOptions
+
+log = logging.getLogger(__name__)
+
+SPDY_PROTOCOLS = (
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+)
+WEBSOCKET_PROTOCOLS = (
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+    "channel.k8s.io",
+    "",
+)
+#: The kubelet's SPDY choice for kubectl is v4 (spec 3.1); we stay with that.
+SPDY_PREFERENCE = SPDY_PROTOCOLS[1:]
+
+
+def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    body = text.encode() + b"\n"
+    return Response(
+        status,
+        [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("x-content-type-options", "nosniff"),
+            *headers,
+        ],
+        body,
+    )
+
+
+def _kubelet_bool(query: dict[str, list[str]], name: str) -> bool:
+    values = query.get(name)
+    return bool(values) and values[0] == "1"
+
+
+def _apiserver_bool(query: dict[str, list[str]], name: str) -> bool:
+    values = query.get(name)
+    if not values:
+        return False
+    return values[0].lower() not in {"0", "false"}
+
+
+def parse_options(action: str, container: str, query: dict[str, list[str]]) -> ExecOptions:
+    """Options from either spelling: the kubelet's (input=1) or the apiserver's (stdin=true)."""
+    kubelet = any(k in query for k in ("input", "output", "error"))
+    if kubelet:
+        stdin, stdout, stderr = (_kubelet_bool(query, k) for k in ("input", "output", "error"))
+        tty = _kubelet_bool(query, "tty")
+    else:
+        stdin, stdout, stderr, tty = (
+            _apiserver_bool(query, k) for k in ("stdin", "stdout", "stderr", "tty")
+        )
+    return ExecOptions(
+        command=tuple(query.get("command", [])),
+        container=container,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr and not tty,
+        tty=tty,
+        action=action,
+    ).normalised()
+
+
+@dataclass
+class Target:
+    action: str
+    namespace: str
+    pod: str
+    container: str
+
+
+def parse_path(path: str) -> Target | None:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) in (4, 5) and parts[0] in {"exec", "attach"}:
+        return Target(parts[0], parts[1], parts[2], parts[-1])
+    if len(parts) == 4 and parts[0] == "containerLogs":
+        return Target("logs", parts[1], parts[2], parts[3])
+    return None
+
+
+class NodeEndpoint:
+    """The HTTP application of the node agent.
+
+    ``lookup(namespace, pod, container)`` returns a :class:`ContainerRef`-like answer:
+    ``None`` when the pod is unknown, else ``(container_id or None, running)``.
+    ``start(container_id, options)`` starts a process in the container.
+    ``logs(namespace, pod, container, follow)`` iterates over log bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_users: Sequence[str],
+        lookup: Callable[[str, str, str], tuple[str | None, bool] | None],
+        start: Callable[[str, ExecOptions], object],
+        logs: Callable[[str, str, str, bool], AsyncIterator[bytes]] | None = None,
+    ) -> None:
+        self.allowed_users = set(allowed_users)
+        self.lookup = lookup
+        self.start = start
+        self.logs = logs
+        self.sessions = 0
+
+    async def __call__(self, request: Request) -> Response:
+        identity = tls.peer_identity(request.peercert)
+        if identity is None:
+            return text_response(401, "Unauthorized")
+        if identity[0] not in self.allowed_users:
+            return text_response(
+                403,
+                f"Forbidden (user={identity[0]}, verb=create, resource=nodes, subresource=proxy)",
+            )
+        if request.path == "/healthz":
+            return text_response(200, "ok")
+        target = parse_path(request.path)
+        if target is None:
+            return text_response(404, "404 page not found")
+        if target.action == "logs":
+            return await self._logs(request, target)
+        return await self._exec(request, target)
+
+    async def _logs(self, request: Request, target: Target) -> Response:
+        found = self.lookup(target.namespace, target.pod, target.container)
+        if found is None:
+            return text_response(404, "pod does not exist")
+        if self.logs is None:
+            return text_response(404, "logs are not served here")
+        follow = _apiserver_bool(request.query, "follow")
+        body = self.logs(target.namespace, target.pod, target.container, follow)
+        return Response(200, [("content-type", "text/plain")], body_iter=body)
+
+    async def _exec(self, request: Request, target: Target) -> Response:
+        options = parse_options(target.action, target.container, request.query)
+        if not options.any_stream:
+            return text_response(400, "you must specify at least 1 of stdin, stdout, stderr")
+        if options.action == "exec" and not options.command:
+            return text_response(400, "you must specify at least one command for the container")
+        found = self.lookup(target.namespace, target.pod, target.container)
+        if found is None:
+            return text_response(404, "pod does not exist")
+        container_id, running = found
+        if container_id is None or not running:
+            return text_response(500, f'container not found ("{target.container}")')
+        if not handshake.is_upgrade_request(request.headers):
+            return text_response(400, "Upgrade request required")
+        upgrade = (request.header("upgrade") or "").lower()
+        if "websocket" in upgrade:
+            return self._websocket(request, container_id, options)
+        if "spdy/3.1" in upgrade:
+            return self._spdy(request, container_id, options)
+        return text_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
+
+    def _runner(self, container_id: str) -> _BoundRunner:
+        return _BoundRunner(self.start, container_id)
+
+    def _spdy(self, request: Request, container_id: str, options: ExecOptions) -> Response:
+        try:
+            protocol = channel.negotiate_spdy(
+                request.header_values("x-stream-protocol-version"), SPDY_PREFERENCE
+            )
+        except channel.NegotiationError as exc:
+            return text_response(
+                exc.status,
+                str(exc),
+                [("x-accepted-stream-protocol-versions", p) for p in SPDY_PREFERENCE],
+            )
+
+        async def run(stream: ByteStream) -> None:
+            conn = SpdyConnection(stream, client=False, protocol=protocol)
+            async with conn:
+                await self._session(conn, options, container_id, websocket=False)
+
+        headers = [
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", protocol),
+        ]
+        return Response(101, headers, upgrade=run)
+
+    def _websocket(self, request: Request, container_id: str, options: ExecOptions) -> Response:
+        try:
+            key = handshake.check_websocket_request(request.method, request.headers)
+        except handshake.HandshakeRefusedError as exc:
+            return text_response(exc.status, str(exc))
+        offered = request.header("sec-websocket-protocol")
+        try:
+            protocol = channel.negotiate_websocket(offered, WEBSOCKET_PROTOCOLS)
+        except channel.NegotiationError:
+            return Response(403, [], b"")
+
+        async def run(stream: ByteStream) -> None:
+            conn = WebSocketConnection(stream, client=False, protocol=protocol)
+            async with conn:
+                await self._session(conn, options, container_id, websocket=True)
+
+        headers = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", handshake.websocket_accept(key)),
+        ]
+        if protocol:
+            headers.append(("sec-websocket-protocol", protocol))
+        return Response(101, headers, upgrade=run)
+
+    async def _session(self, conn, options, container_id, *, websocket: bool) -> None:  # type: ignore[no-untyped-def]
+        self.sessions += 1
+        try:
+            session = ServerSession(conn, options, self._runner(container_id), websocket=websocket)
+            outcome = await session.run()
+            log.info(
+                "%s in %s ended: exit=%s error=%r in=%d out=%d",
+                options.action,
+                container_id,
+                outcome.exit_code,
+                outcome.error,
+                outcome.bytes_in,
+                outcome.bytes_out,
+            )
+        finally:
+            self.sessions -= 1
+
+
+class _BoundRunner:
+    def __init__(self, start: Callable[[str, ExecOptions], object], container_id: str) -> None:
+        self._start = start
+        self._container_id = container_id
+
+    async def start(self, options: ExecOptions) -> Process:
+        try:
+            return await self._start(self._container_id, options)  # type: ignore[misc,no-any-return]
+        except HatchwayError:
+            raise
+        except OSError as exc:
+            raise HatchwayError(f"error executing command in container: {exc}") from exc

@@ -1,0 +1,187 @@
+"""A small REST client for the Kubernetes-shaped API, shared by client/ and node/.
+
+JSON in, JSON out; a non-2xx answer raises :class:`~hatchway.errors.ApiError` carrying
+the server's Status (or one made up from the status line when the body is not a
+Status). Watches and log follows are async iterators.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from hatchway.errors import ApiError
+from hatchway.transport import http
+from hatchway.transport.bytestream import ByteStream
+
+Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]] | None
+
+#: Largest JSON line a watch may send.
+MAX_WATCH_LINE = 16 * 1024 * 1024
+
+
+def status_from_response(status: int, reason: str, body: bytes) -> dict[str, Any]:
+    """The Status a failed response carries, or one built from its status line."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        decoded.setdefault("code", status)
+        return decoded
+    text = body.decode("utf-8", "replace").strip() if body else reason
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": text or f"HTTP {status}",
+        "reason": reason.replace(" ", "") if reason else "",
+        "code": status,
+    }
+
+
+def encode_query(params: Params) -> str:
+    if not params:
+        return ""
+    return urllib.parse.urlencode(params, doseq=True)
+
+
+class RestClient:
+    """Talks to one API server with one set of credentials."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        token: str | None = None,
+        user_agent: str = "hatchway",
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.ssl_context = ssl_context
+        self._token = token
+        self.user_agent = user_agent
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"RestClient({self.server!r})"
+
+    def url(self, path: str, params: Params = None) -> str:
+        query = encode_query(params)
+        return f"{self.server}{path}" + (f"?{query}" if query else "")
+
+    def headers(self, extra: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        headers = [("user-agent", self.user_agent), ("accept", "application/json")]
+        if self._token:
+            headers.append(("authorization", f"Bearer {self._token}"))
+        if extra:
+            lowered = {k.lower() for k in extra}
+            headers = [h for h in headers if h[0] not in lowered]
+            headers.extend((k.lower(), v) for k, v in extra.items())
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        payload = b""
+        extra = dict(headers or {})
+        if body is not None:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+            extra["content-type"] = content_type
+        response = await http.request(
+            method,
+            self.url(path, params),
+            headers=self.headers(extra),
+            body=payload,
+            ssl=self.ssl_context,
+            timeout=self.timeout,
+        )
+        if not 200 <= response.status < 300:
+            raise ApiError(status_from_response(response.status, response.reason, response.body))
+        if not response.body:
+            return None
+        return json.loads(response.body)
+
+    async def get(self, path: str, params: Params = None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: Any) -> Any:
+        return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: Any) -> Any:
+        return await self.request("PUT", path, body=body)
+
+    async def patch(
+        self, path: str, body: Any, content_type: str = "application/merge-patch+json"
+    ) -> Any:
+        return await self.request("PATCH", path, body=body, content_type=content_type)
+
+    async def delete(self, path: str, params: Params = None, body: Any = None) -> Any:
+        return await self.request("DELETE", path, params=params, body=body)
+
+    async def stream(self, path: str, params: Params = None) -> AsyncIterator[bytes]:
+        """The raw body of a long-running GET (log follow), chunk by chunk."""
+        response = await http.stream_request(
+            "GET",
+            self.url(path, params),
+            headers=self.headers({"accept": "*/*"}),
+            ssl=self.ssl_context,
+            timeout=self.timeout,
+        )
+        try:
+            if not 200 <= response.status < 300:
+                body = b""
+                async for chunk in response.iter_body():
+                    body += chunk
+                    if len(body) > 65536:
+                        break
+                raise ApiError(status_from_response(response.status, response.reason, body))
+            async for chunk in response.iter_body():
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def watch(self, path: str, params: Params = None) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``{"type": ..., "object": ...}``) one by one."""
+        query = dict(params or {})  # type: ignore[arg-type]
+        query["watch"] = "true"
+        buffer = b""
+        async for chunk in self.stream(path, query):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+            if len(buffer) > MAX_WATCH_LINE:
+                raise ApiError(status_from_response(500, "watch line too long", b""))
+
+    async def upgrade(
+        self,
+        method: str,
+        path: str,
+        params: Params,
+        headers: Mapping[str, str],
+        *,
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> tuple[http.ClientResponse, ByteStream | None]:
+        """An HTTP upgrade (exec/attach): the response and, on 101, the raw stream.
+        ``extra_headers`` may repeat a name (one X-Stream-Protocol-Version per line)."""
+        return await http.upgrade(
+            method,
+            self.url(path, params),
+            headers=[*self.headers(headers), *extra_headers],
+            ssl=self.ssl_context,
+            timeout=self.timeout,
+        )

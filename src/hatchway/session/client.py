@@ -1,0 +1,87 @@
+"""The client side of one exec/attach session over an upgraded Connection.
+
+Streams are created one at a time in the order client-go uses (error, stdin, stdout,
+stderr, resize), each waiting for its SYN_REPLY over SPDY (spec 3.5). The status is read
+from the error stream to EOF and decoded by the rules of the negotiated version
+(spec 4.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from hatchway.errors import ConnectionClosedError, RemoteCommandError
+from hatchway.protocol import channel
+from hatchway.session.server import expected_streams
+from hatchway.transport.base import Connection, Stream
+from hatchway.types import ExecOptions
+
+#: The status is small; anything bigger than this on the error stream is hostile.
+MAX_STATUS = 64 * 1024
+
+
+class ClientSession:
+    """Streams of one session, and its status once it ends."""
+
+    def __init__(self, conn: Connection, options: ExecOptions) -> None:
+        self.conn = conn
+        self.options = options.normalised()
+        self.version = conn.protocol
+        self.streams: dict[str, Stream] = {}
+        self._status: asyncio.Task[int] | None = None
+
+    async def start(self) -> None:
+        for name in expected_streams(self.options, self.version):
+            self.streams[name] = await self.conn.open_stream({"streamtype": name})
+        self._status = asyncio.get_running_loop().create_task(self._read_status())
+
+    @property
+    def stdin(self) -> Stream | None:
+        return self.streams.get("stdin")
+
+    @property
+    def stdout(self) -> Stream | None:
+        return self.streams.get("stdout")
+
+    @property
+    def stderr(self) -> Stream | None:
+        return self.streams.get("stderr")
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self.stdin is None:
+            raise ConnectionClosedError("stdin was not requested")
+        await self.stdin.write(data)
+
+    async def close_stdin(self) -> None:
+        if self.stdin is not None:
+            with contextlib.suppress(ConnectionClosedError):
+                await self.stdin.write_eof()
+
+    async def resize(self, width: int, height: int) -> None:
+        stream = self.streams.get("resize")
+        if stream is not None:
+            with contextlib.suppress(ConnectionClosedError):
+                await stream.write(channel.encode_resize(width, height))
+
+    async def _read_status(self) -> int:
+        raw = await self.streams["error"].read_all(MAX_STATUS)
+        outcome = channel.parse_status(self.version, raw)
+        if outcome.exit_code is None:
+            raise RemoteCommandError(outcome.message or "unknown error")
+        return outcome.exit_code
+
+    async def wait(self) -> int:
+        """The remote exit code; raises RemoteCommandError for a failure without one."""
+        assert self._status is not None, "start() first"
+        return await asyncio.shield(self._status)
+
+    async def close(self) -> None:
+        if self._status is not None and not self._status.done():
+            self._status.cancel()
+            with contextlib.suppress(BaseException):
+                await self._status
+        await self.conn.close()
+
+
+__all__ = ["ClientSession", "RemoteCommandError"]

@@ -1,0 +1,216 @@
+"""The server side of one exec/attach session over an upgraded Connection.
+
+Choreography (spec 4.5 and 5.2): collect the streams the options call for (SPDY: accept
+the client's SYN_STREAMs, each replied to on arrival; WebSocket: the channels exist at
+once and the server sends one empty message on the lowest channel it writes to), start
+the process, pump bytes both ways with backpressure, apply resizes, pass stdin EOF on,
+and when the process exits: drain its output, write the status on the error stream,
+close. If the client goes away first, the process tree is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.protocol import channel
+from hatchway.session.runner import Process, Runner
+from hatchway.transport.base import Connection, Stream
+from hatchway.types import ExecOptions
+
+log = logging.getLogger(__name__)
+
+#: How long the client has to create its streams (the kubelet's 30 s).
+STREAM_CREATION_TIMEOUT = 30.0
+READ_SIZE = 256 * 1024
+
+
+@dataclass
+class SessionOutcome:
+    """What a finished session did, for the audit log."""
+
+    exit_code: int | None = None
+    error: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    client_gone: bool = False
+
+
+def expected_streams(options: ExecOptions, version: str) -> list[str]:
+    """The stream types a session needs, in the order clients create them."""
+    names = ["error"]
+    if options.stdin:
+        names.append("stdin")
+    if options.stdout:
+        names.append("stdout")
+    if options.stderr and not options.tty:
+        names.append("stderr")
+    if options.tty and channel.capabilities(version).resize:
+        names.append("resize")
+    return names
+
+
+async def collect_streams(
+    conn: Connection, names: list[str], *, websocket: bool, timeout: float
+) -> dict[str, Stream]:
+    """The session's streams by type. Over SPDY, waits for the client to open them."""
+    streams: dict[str, Stream] = {}
+    if websocket:
+        for name in names:
+            streams[name] = await conn.open_stream({"streamtype": name})
+        return streams
+    async with asyncio.timeout(timeout):
+        while not all(name in streams for name in names):
+            stream = await conn.accept_stream()
+            if stream.name in names and stream.name not in streams:
+                streams[stream.name] = stream
+            else:
+                log.debug("ignoring unexpected stream %r", stream.name)
+    return streams
+
+
+class ServerSession:
+    """Runs one command for one client connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        options: ExecOptions,
+        runner: Runner,
+        *,
+        websocket: bool,
+        stream_timeout: float = STREAM_CREATION_TIMEOUT,
+    ) -> None:
+        self.conn = conn
+        self.options = options.normalised()
+        self.runner = runner
+        self.websocket = websocket
+        self.version = conn.protocol
+        self.stream_timeout = stream_timeout
+        self.outcome = SessionOutcome()
+
+    async def run(self) -> SessionOutcome:
+        names = expected_streams(self.options, self.version)
+        try:
+            streams = await collect_streams(
+                self.conn, names, websocket=self.websocket, timeout=self.stream_timeout
+            )
+        except (TimeoutError, ConnectionClosedError) as exc:
+            log.info("client did not create its streams: %s", exc or "timeout")
+            self.outcome.error = "timed out waiting for client to create streams"
+            self.conn.abort()
+            return self.outcome
+        if self.websocket:
+            first = next(n for n in ("stdout", "stderr", "error") if n in streams)
+            await streams[first].write(b"")
+        try:
+            process = await self.runner.start(self.options)
+        except HatchwayError as exc:
+            self.outcome.error = str(exc)
+            await self._finish(streams, None, str(exc))
+            return self.outcome
+        await self._supervise(process, streams)
+        return self.outcome
+
+    async def _supervise(self, process: Process, streams: dict[str, Stream]) -> None:
+        async with asyncio.TaskGroup() as group:
+            outputs = [
+                group.create_task(self._pump_out(process.read_stdout, streams["stdout"]))
+                if "stdout" in streams
+                else None,
+                group.create_task(self._pump_out(process.read_stderr, streams["stderr"]))
+                if "stderr" in streams
+                else None,
+            ]
+            inputs = []
+            if "stdin" in streams:
+                inputs.append(group.create_task(self._pump_in(process, streams["stdin"])))
+            if "resize" in streams:
+                inputs.append(group.create_task(self._pump_resize(process, streams["resize"])))
+            waiter = group.create_task(process.wait())
+            gone = group.create_task(self.conn.wait_closed())
+            await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                # The client went away: no orphans.
+                self.outcome.client_gone = True
+                await process.kill()
+                code = await waiter
+            else:
+                code = waiter.result()
+                await asyncio.gather(*(t for t in outputs if t is not None))
+            for task in (*inputs, gone):
+                task.cancel()
+        self.outcome.exit_code = code
+        if not self.outcome.client_gone:
+            await self._finish(streams, code, process.error_message)
+
+    async def _pump_out(self, read, stream: Stream) -> None:  # type: ignore[no-untyped-def]
+        with contextlib.suppress(ConnectionClosedError):
+            while chunk := await read(READ_SIZE):
+                self.outcome.bytes_out += len(chunk)
+                await stream.write(chunk)
+
+    async def _pump_in(self, process: Process, stream: Stream) -> None:
+        try:
+            while chunk := await stream.read(READ_SIZE):
+                self.outcome.bytes_in += len(chunk)
+                await process.write_stdin(chunk)
+        except (ConnectionClosedError, OSError):
+            pass
+        with contextlib.suppress(OSError, ConnectionClosedError):
+            await process.close_stdin()
+
+    async def _pump_resize(self, process: Process, stream: Stream) -> None:
+        decoder = channel.ResizeDecoder()
+        with contextlib.suppress(ConnectionClosedError):
+            while chunk := await stream.read(4096):
+                try:
+                    sizes = decoder.feed(chunk)
+                except HatchwayError as exc:
+                    log.info("bad resize message: %s", exc)
+                    return
+                for width, height in sizes:
+                    with contextlib.suppress(OSError):
+                        process.resize(width, height)
+
+    async def _finish(
+        self, streams: dict[str, Stream], code: int | None, start_error: str | None
+    ) -> None:
+        """Write the status and end the connection cleanly (spec 4.5 step 5)."""
+        status = self._status(code, start_error)
+        try:
+            if start_error and code is not None and "stderr" in streams:
+                await streams["stderr"].write(start_error.encode() + b"\n")
+            if status:
+                await streams["error"].write(status)
+            if not self.websocket:
+                for name in ("stdout", "stderr", "error"):
+                    if name in streams:
+                        await streams[name].write_eof()
+        except ConnectionClosedError:
+            pass
+        await self.conn.close()
+
+    def _status(self, code: int | None, start_error: str | None) -> bytes:
+        argv = " ".join(self.options.command)
+        if code is None:
+            text = start_error or "unknown error"
+            if channel.capabilities(self.version).status_json:
+                return channel.status_internal_error(text)
+            return text.encode()
+        json_status = channel.capabilities(self.version).status_json
+        if code == 0:
+            return channel.status_success() if json_status else b""
+        if self.options.action == "attach":
+            message = f"error attaching to container: exit code {code}"
+        else:
+            message = (
+                "command terminated with non-zero exit code: "
+                f"error executing command [{argv}], exit code {code}"
+            )
+        if json_status:
+            return channel.status_exit_code(code, message)
+        return message.encode()
