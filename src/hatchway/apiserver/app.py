@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hatchway.api import resources, status
+from hatchway.apiserver import openapi
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator, UserInfo
 from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
@@ -200,7 +201,10 @@ class ApiApp:
             return json_response(resources.version_info())
         if path in HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             return Response(200, [("Content-Type", "text/plain; charset=utf-8")], b"ok")
-        doc = _discovery(path, self.server_address)
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            doc = openapi.document(path)
+        else:
+            doc = _discovery(path, self.server_address)
         if doc is None:
             return status_response(status.not_found_path())
         return json_response(doc)
