@@ -206,3 +206,11 @@ def test_volume_mounts_become_bind_mounts():
 
 def test_expand_escapes_and_unknowns():
     assert rs.expand("$(A)-$$(A)-$(B)-$", {"A": "1"}) == "1-$(A)-$(B)-$"
+
+
+def test_privileged_caps_are_limited_to_what_the_host_holds():
+    c = {"name": "c", "command": ["x"], "securityContext": {"privileged": True}}
+    held = rs.caps_from_mask(0x1FFFEFFFFFF)  # everything but CAP_SYS_RESOURCE (bit 24)
+    assert "CAP_SYS_RESOURCE" not in held and len(held) == 40
+    caps = build(c, host_caps=held)["process"]["capabilities"]["bounding"]
+    assert caps == held

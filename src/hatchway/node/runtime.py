@@ -242,6 +242,7 @@ class RuncRuntime:
             sandbox_pid = sb.pid
         privileged = bool((container.get("securityContext") or {}).get("privileged"))
         devices = await asyncio.to_thread(host_devices) if privileged else []
+        caps = host_capabilities() if privileged else None
 
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
             return runtime_spec.container_spec(
@@ -258,6 +259,7 @@ class RuncRuntime:
                 cgroups_path=cgroups,
                 host_devices=devices,
                 volumes=volumes,
+                host_caps=caps,
             )
 
         name = str(container.get("name") or "")
@@ -477,6 +479,15 @@ def _runc_error(path: str) -> str:
                 if entry.get("level") in ("error", "fatal"):
                     message = str(entry.get("msg") or "")
     return message
+
+
+def host_capabilities() -> list[str]:
+    """The capabilities in our bounding set (what a privileged container can get)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return runtime_spec.caps_from_mask(int(line.split()[1], 16))
+    return list(runtime_spec.ALL_CAPS)
 
 
 def host_devices() -> list[dict[str, Any]]:

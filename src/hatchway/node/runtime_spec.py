@@ -154,10 +154,12 @@ def resolve_user(
     return uid, gid
 
 
-def capabilities(container: Mapping[str, Any]) -> list[str]:
+def capabilities(container: Mapping[str, Any], host_caps: list[str] | None = None) -> list[str]:
+    """The container's capability set; privileged means every one the host holds (as
+    containerd does: asking for one outside our bounding set makes runc fail)."""
     sc = container.get("securityContext") or {}
     if sc.get("privileged"):
-        return list(ALL_CAPS)
+        return [c for c in ALL_CAPS if host_caps is None or c in host_caps]
     caps = sc.get("capabilities") or {}
     drop = {_cap(c) for c in caps.get("drop") or []}
     result = [] if "CAP_ALL" in drop else [c for c in DEFAULT_CAPS if c not in drop]
@@ -307,13 +309,15 @@ def container_spec(
     cgroups_path: str = "",
     host_devices: list[dict[str, Any]] | None = None,
     volumes: Mapping[str, str] | None = None,
+    host_caps: list[str] | None = None,
 ) -> dict[str, Any]:
     """The OCI config for one app container of ``pod``.
 
     ``sandbox_pid``: the sandbox's host PID, whose network/IPC/UTS namespaces are joined
     (not needed when all three are the host's). ``users``: name → (uid, gid) from the
     image's /etc/passwd. ``host_devices``: linux.devices entries for privileged containers.
-    ``volumes``: volume name → host directory for ``volumeMounts``.
+    ``volumes``: volume name → host directory for ``volumeMounts``. ``host_caps``: the
+    capabilities the node holds (privileged containers get those; default: all).
     """
     sc = container.get("securityContext") or {}
     privileged = bool(sc.get("privileged"))
@@ -339,7 +343,7 @@ def container_spec(
         str(container.get("workingDir") or image_workdir or "/"),
         uid,
         gid,
-        capabilities(container),
+        capabilities(container, host_caps),
         nnp,
     )
     groups = ((pod.get("spec") or {}).get("securityContext") or {}).get("supplementalGroups")
@@ -366,3 +370,8 @@ def _annotations(pod: Mapping[str, Any], kind: str, name: str = "") -> dict[str,
     if name:
         notes["io.hatchway.container.name"] = name
     return notes
+
+
+def caps_from_mask(mask: int) -> list[str]:
+    """Capability names of a /proc/<pid>/status ``CapBnd`` bit mask."""
+    return [name for bit, name in enumerate(ALL_CAPS) if mask >> bit & 1]
