@@ -47,6 +47,7 @@ __all__ = [
     "Authenticator",
     "TokenEntry",
     "UserInfo",
+    "bearer_token",
     "parse_token_file",
     "user_from_peercert",
 ]
