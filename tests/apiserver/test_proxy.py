@@ -54,6 +54,8 @@ class FakeNode:
     async def app(self, request: http.Request) -> http.Response:
         self.requests.append(request)
         self.peers.append(tls.peer_identity(request.peercert))
+        if request.path.startswith("/containerLogs/"):
+            return http.Response(200, [("Content-Type", "text/plain")], body_iter=self._logs())
         if self.mode == "refuse":
             return http.Response(
                 403, [("Content-Type", "text/plain"), ("X-Node", "1")], b"node says no\n"
@@ -75,6 +77,11 @@ class FakeNode:
             ],
             upgrade=self._bulk if self.mode == "bulk" else self._echo,
         )
+
+    async def _logs(self):
+        for i in range(3):
+            yield f"line {i}\n".encode()
+            await asyncio.sleep(0.05)
 
     async def _echo(self, stream: ByteStream) -> None:
         while data := await stream.read():
@@ -543,3 +550,16 @@ async def test_bulk_transfer_through_the_proxy(api, node: FakeNode) -> None:
     assert got == down and digest.hexdigest() == expected.hexdigest()
     assert node.up_digest == sent_digest.hexdigest()
     print(f"\nproxy bulk: {(up + down) / elapsed / 1e6:.0f} MB/s ({elapsed:.1f} s)")
+
+
+async def test_logs_are_proxied_to_the_node(api, node: FakeNode) -> None:
+    admin = Client(api, "admin", ["system:masters"])
+    url = f"{admin.base}{PODS}/web/log?follow=true&tailLines=10"
+    async with await http.stream("GET", url, ssl=admin.ctx) as resp:
+        assert resp.status == 200
+        body = b"".join([chunk async for chunk in resp])
+    assert body == b"line 0\nline 1\nline 2\n"
+    assert node.requests[-1].target == "/containerLogs/default/web/main?follow=true&tailLines=10"
+    resp = await http.request("GET", f"{admin.base}{PODS}/web/log?container=nope", ssl=admin.ctx)
+    assert resp.status == 400
+    assert json.loads(resp.body)["message"] == "container nope is not valid for pod web"

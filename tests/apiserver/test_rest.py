@@ -250,3 +250,37 @@ async def test_namespaces_and_rbac_crud(admin: Api) -> None:
     assert {"cluster-admin", "admin", "edit", "view"} <= {
         r["metadata"]["name"] for r in crs["items"]
     }
+
+
+async def test_node_agents_write_only_their_own_objects(server: ApiServer, admin: Api) -> None:
+    from hatchway import pki
+
+    ca = server.paths.client_ca.parent  # type: ignore[union-attr]
+    cert, key = pki.mint_user_cert(ca, "system:node:n1", ["system:nodes"])
+    n1 = Api(server, cert_data=cert, key_data=key)
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
+    await n1.ok("POST", "/api/v1/nodes", node)
+    other = await n1.fail("POST", "/api/v1/nodes", {**node, "metadata": {"name": "n2"}})
+    assert other["code"] == 403
+    await admin.ok("POST", "/api/v1/nodes", {**node, "metadata": {"name": "n2"}})
+    beat = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    patched = await n1.ok(
+        "PATCH", "/api/v1/nodes/n1/status", beat, ctype="application/merge-patch+json"
+    )
+    assert patched["status"]["conditions"][0]["status"] == "True"
+    assert (
+        await n1.fail(
+            "PATCH", "/api/v1/nodes/n2/status", beat, ctype="application/merge-patch+json"
+        )
+    )["code"] == 403
+    await admin.ok("POST", PODS, pod("mine", nodeName="n1"))
+    await admin.ok("POST", PODS, pod("theirs", nodeName="n2"))
+    mine = {"metadata": {"name": "mine"}, "status": {"phase": "Running"}}
+    assert (await n1.ok("PUT", f"{PODS}/mine/status", mine))["status"]["phase"] == "Running"
+    theirs = {"metadata": {"name": "theirs"}, "status": {"phase": "Running"}}
+    assert (await n1.fail("PUT", f"{PODS}/theirs/status", theirs))["code"] == 403
+    assert (await n1.fail("DELETE", f"{PODS}/theirs?gracePeriodSeconds=0"))["code"] == 403
+    await n1.ok("DELETE", f"{PODS}/mine?gracePeriodSeconds=0")
+    assert (await n1.fail("PUT", f"{PODS}/theirs", pod("theirs")))["code"] == 403
+    listed = await n1.ok("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1")
+    assert listed["items"] == []

@@ -34,6 +34,7 @@ from hatchway.api.status import StatusError
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.transport import http
 from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.httpclient import HeaderInjectionError, check_headers
 
 READ_CHUNK = 256 * 1024
 #: Request headers that never go to the node.
@@ -142,7 +143,17 @@ class ExecProxy:
         node: ByteStream,
         on_end: Callable[[SpliceStats], Awaitable[None]],
     ) -> http.Response:
-        """The 101 for the client; its upgrade callback splices until either side ends."""
+        """The 101 for the client; its upgrade callback splices until either side ends.
+
+        A 101 whose headers could not be written to the client is refused here
+        (StatusError 500), so the HTTP layer always calls the callback, which owns the
+        node stream and calls ``on_end``."""
+        headers = _upgrade_headers(answer.headers)
+        try:
+            check_headers(headers)
+        except HeaderInjectionError:
+            node.abort()
+            raise StatusError(status.internal_error("invalid upgrade response headers")) from None
 
         async def upgrade(client: ByteStream) -> None:
             stats = SpliceStats()
@@ -152,7 +163,7 @@ class ExecProxy:
                 stats.ended = time.monotonic()
                 await on_end(stats)
 
-        return http.Response(101, _upgrade_headers(answer.headers), upgrade=upgrade)
+        return http.Response(101, headers, upgrade=upgrade)
 
 
 def json_response(body: dict, code: int | None = None) -> http.Response:

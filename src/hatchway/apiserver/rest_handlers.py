@@ -29,7 +29,7 @@ from hatchway.api import defaults, resources, status, table, validation
 from hatchway.api.patch import apply_patch
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
-from hatchway.apiserver import pods
+from hatchway.apiserver import node_restriction, pods
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.watch import watch_response
@@ -123,6 +123,11 @@ class ResourceHandler:
 
     async def _route(self, call: Call, res: resources.Resource, namespace: str) -> Response:
         method, name = call.request.method, call.info.name
+        if node_restriction.node_identity(call.user) is not None:
+            body = _body_object(call) if method == "POST" and res.name == "nodes" else None
+            await node_restriction.check(
+                self.store, call.user, method, res.name, namespace, name, body
+            )
         if method in ("GET", "HEAD"):
             if name and not call.info.verb == "watch" and call.info.verb != "list":
                 return await self.get(call, res, namespace, name)

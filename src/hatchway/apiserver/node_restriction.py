@@ -1,0 +1,62 @@
+"""A node agent may write only its own Node and the pods bound to it.
+
+RBAC (``system:node``, bound to ``system:nodes``) says *what* a node agent may do; this
+says *to which objects*, as Kubernetes' Node authorizer and NodeRestriction admission
+do. The identity is the certificate's ``system:node:<name>`` in group ``system:nodes``.
+Refusals are 403 Forbidden with Kubernetes' wording.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hatchway.api import status
+from hatchway.api.status import StatusError
+from hatchway.apiserver.authn import UserInfo
+from hatchway.store.base import Store
+
+NODE_PREFIX = "system:node:"
+NODE_GROUP = "system:nodes"
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def node_identity(user: UserInfo) -> str | None:
+    """The node a user speaks for, or None for any other user."""
+    if NODE_GROUP in user.groups and user.name.startswith(NODE_PREFIX):
+        return user.name[len(NODE_PREFIX) :] or None
+    return None
+
+
+def _forbid(user: UserInfo, resource: str, name: str, why: str) -> StatusError:
+    return StatusError(
+        status.forbidden_message(resource, name, f'node "{user.name[len(NODE_PREFIX) :]}" {why}')
+    )
+
+
+async def check(
+    store: Store,
+    user: UserInfo,
+    method: str,
+    resource: str,
+    namespace: str,
+    name: str,
+    body: dict[str, Any] | None = None,
+) -> None:
+    """Raise 403 if a node agent writes an object that is not its own."""
+    node = node_identity(user)
+    if node is None or method not in WRITES:
+        return
+    if resource == "nodes":
+        target = name or str(((body or {}).get("metadata") or {}).get("name") or "")
+        if target != node:
+            raise _forbid(user, "nodes", target, "is not allowed to modify node " + repr(target))
+        return
+    if resource == "pods" and name:
+        pod = await store.get("pods", namespace, name)
+        bound = (pod.get("spec") or {}).get("nodeName")
+        if bound != node:
+            raise _forbid(
+                user, "pods", name, "can only modify pods bound to it, not one on " + repr(bound)
+            )
+        return
+    raise _forbid(user, resource, name, f"may not {method.lower()} {resource}")
