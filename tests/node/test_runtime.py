@@ -1,5 +1,7 @@
 """Containers in real runc: sandbox, lifecycle, logs, overlay roots, namespaces, restart."""
 
+# ruff: noqa: ASYNC230, ASYNC240 — quick local checks of files the test itself made
+
 from __future__ import annotations
 
 import asyncio
@@ -132,12 +134,13 @@ async def test_the_image_is_not_modified_by_a_container(runtime, make_pod, image
 
 async def test_pod_containers_share_network_ipc_uts_but_not_pid(runtime, make_pod):
     pod = make_pod(containers=[
-        {"name": "server", "image": "busybox", "command": ["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"]},
+        {"name": "server", "image": "busybox",
+         "command": ["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"]},
         {"name": "client", "image": "busybox", "command": ["sleep", "1000"]},
     ])  # fmt: skip
     sandbox, (server, client) = await run_pod(runtime, pod)
     for _ in range(50):
-        code, out = await output(runtime, client, ["sh", "-c", "echo ping | nc 127.0.0.1 8080"])
+        _, out = await output(runtime, client, ["sh", "-c", "echo ping | nc 127.0.0.1 8080"])
         if out:
             break
         await asyncio.sleep(0.1)

@@ -11,9 +11,10 @@ Reading semantics (what the exec endpoint relies on):
 * ``read_stdout``/``read_stderr`` return data as it comes, ``b""`` at EOF. Once the
   process has exited they return what is immediately readable and then ``b""``, even if a
   background child still holds the pipe open (``sh -c 'sleep 100 & echo hi'``).
-* ``wait()`` returns the exit code only after the process exited **and** every output
-  stream has been read to its EOF: read stdout/stderr until ``b""``, or ``wait()`` hangs.
-  Streams not asked for (``stdout=False``) go to /dev/null and do not count.
+* ``wait()`` returns the exit code only after the process exited **and** what it wrote
+  has been read: while a stream still holds unread bytes, ``wait()`` waits for its reader
+  (so read stdout/stderr concurrently, until ``b""``). Streams not asked for
+  (``stdout=False``) go to /dev/null. ``close()`` releases fds and temporary files.
 * A command that cannot be started (not found, not executable) is not an exception: the
   process reports 127 (not found) or 126 (not executable) and ``error_message`` holds
   runc's message, so the endpoint can put it on stderr or in the status. Its output
@@ -53,12 +54,20 @@ class _Reader:
         self.exited = exited
         self.grace = grace
         self.eof = asyncio.Event()
+        self.busy = False
         if fd is None:
             self.eof.set()
         else:
             os.set_blocking(fd, False)
 
     async def read(self, max_bytes: int) -> bytes:
+        self.busy = True
+        try:
+            return await self._read(max_bytes)
+        finally:
+            self.busy = False
+
+    async def _read(self, max_bytes: int) -> bytes:
         while self.fd is not None:
             try:
                 data = os.read(self.fd, max_bytes)
@@ -77,6 +86,16 @@ class _Reader:
                 continue
             self.close()
         return b""
+
+    def pending(self) -> int:
+        """Bytes waiting in the pipe/pty (FIONREAD)."""
+        if self.fd is None:
+            return 0
+        try:
+            buf = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return struct.unpack("i", buf)[0]
 
     def close(self) -> None:
         if self.fd is not None:
@@ -188,10 +207,16 @@ class ExecProcess:
     # --- lifetime ---------------------------------------------------------------------
 
     async def wait(self) -> int:
-        """The exit code, once the process exited and its output was read to EOF."""
+        """The exit code, once the process exited and what it wrote was read: a stream
+        with unread bytes is waited for until its reader took them (or reached EOF)."""
         await self._exited.wait()
-        await self._stdout.eof.wait()
-        await self._stderr.eof.wait()
+        for reader in (self._stdout, self._stderr):
+            while not reader.eof.is_set() and reader.pending():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader.eof.wait()), 0.01)
+        for reader in (self._stdout, self._stderr):
+            if not reader.busy:  # nothing left to read: a later read returns b""
+                reader.close()
         self._release()
         assert self.returncode is not None
         return self.returncode
