@@ -60,6 +60,8 @@ class FakeNode:
             return http.Response(
                 403, [("Content-Type", "text/plain"), ("X-Node", "1")], b"node says no\n"
             )
+        if self.mode == "silent":
+            await asyncio.sleep(3600)
         if self.mode == "redirect":
             return http.Response(302, [("Location", self.redirect_to)], b"")
         if self.mode == "hold":
@@ -563,3 +565,20 @@ async def test_logs_are_proxied_to_the_node(api, node: FakeNode) -> None:
     resp = await http.request("GET", f"{admin.base}{PODS}/web/log?container=nope", ssl=admin.ctx)
     assert resp.status == 400
     assert json.loads(resp.body)["message"] == "container nope is not valid for pod web"
+
+
+async def test_handshake_and_idle_timeouts(api, node: FakeNode) -> None:
+    proxy = api.http.app.exec_handler.proxy
+    proxy.handshake_timeout, proxy.idle_timeout = 0.3, 0.3
+    admin = Client(api, "admin", ["system:masters"])
+    node.mode = "silent"
+    started = time.monotonic()
+    body = await _status(admin, f"{PODS}/web/exec{EXEC_Q}")
+    assert body["code"] == 500 and body["message"] == "error dialing backend: handshake timed out"
+    assert time.monotonic() - started < 3 * SCALE
+    node.mode = "hold"
+    resp, stream = await admin.upgrade(f"{PODS}/web/exec{EXEC_Q}")
+    assert resp.status == 101 and stream is not None
+    async with asyncio.timeout(3 * SCALE):
+        assert await stream.read() == b""  # closed by the API server after 0.3 s idle
+    stream.close()
