@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,3 +583,123 @@ async def test_handshake_and_idle_timeouts(api, node: FakeNode) -> None:
     async with asyncio.timeout(3 * SCALE):
         assert await stream.read() == b""  # closed by the API server after 0.3 s idle
     stream.close()
+
+
+class _EchoProcess:
+    """A stand-in for a container process: prints its argv, upper-cases stdin, and
+    exits 7 when the command is ``fail``."""
+
+    error_message = None
+
+    def __init__(self, options: Any) -> None:
+        self.out = (" ".join(options.command) + "\n").encode()
+        self.code = 7 if "fail" in options.command else 0
+        self.stdin: asyncio.Queue[bytes] = asyncio.Queue()
+        self.reading = options.stdin
+
+    async def write_stdin(self, data: bytes) -> None:
+        await self.stdin.put(data)
+
+    async def close_stdin(self) -> None:
+        await self.stdin.put(b"")
+
+    async def read_stdout(self, max_bytes: int = 65536) -> bytes:
+        if self.out:
+            out, self.out = self.out, b""
+            return out
+        if self.reading and (data := await self.stdin.get()):
+            return data.upper()
+        self.reading = False
+        return b""
+
+    async def read_stderr(self, max_bytes: int = 65536) -> bytes:
+        return b""
+
+    def resize(self, width: int, height: int) -> None:
+        pass
+
+    async def wait(self) -> int:
+        return self.code
+
+    async def kill(self) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Path) -> None:
+    """kubectl -> API server proxy -> the node agent's endpoint (runner faked), over
+    WebSocket v5 and over SPDY."""
+    from hatchway.node.server import NodeEndpoint
+
+    bundle = pki.ensure_pki(data_dir, node_name="n1")
+
+    async def start(container_id: str, options: Any) -> _EchoProcess:
+        return _EchoProcess(options)
+
+    endpoint = NodeEndpoint(
+        allowed_users=[pki.APISERVER_CLIENT_CN],
+        lookup=lambda ns, pod, container: ("cid", True),
+        start=start,
+    )
+    node_server = http.HttpServer(endpoint)
+    ctx = tls.server_context(
+        bundle.node.cert, bundle.node.key, client_ca=bundle.ca.cert, require_client_cert=True
+    )
+    await node_server.start("127.0.0.1", 0, ssl=ctx)
+    server = ApiServer(ApiServerConfig(data_dir=data_dir, port=0, scheduler_interval=0.1))
+    await server.start()
+    try:
+        admin = Client(server, "admin", ["system:masters"])
+        node = _node(node_server.port)
+        node["spec"] = {}
+        await admin.ok("POST", "/api/v1/nodes", node)
+        await admin.ok("POST", PODS, _pod("web", [{"name": "main", "image": "busybox"}], node=""))
+        async with asyncio.timeout(5 * SCALE):  # the scheduler binds it to n1
+            while not (await admin.ok("GET", f"{PODS}/web"))["spec"].get("nodeName"):
+                await asyncio.sleep(0.05)
+        home = tmp_path / "home"
+        home.mkdir()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {"server": admin.base, "certificate-authority": str(bundle.ca.cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "u",
+                    "user": {
+                        "client-certificate": str(bundle.admin.cert),
+                        "client-key": str(bundle.admin.key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        }
+        (home / "config").write_text(json.dumps(config))
+        env = dict(os.environ, HOME=str(home), KUBECONFIG=str(home / "config"))
+        for spdy in (False, True):
+            if spdy:
+                env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
+            for args, stdin, code, out in (
+                (["exec", "web", "--", "echo", "hi"], b"", 0, b"echo hi\n"),
+                (["exec", "web", "--", "fail"], b"", 7, b"fail\n"),
+                (["exec", "-i", "web", "--", "cat"], b"abc\n", 0, b"cat\nABC\n"),
+            ):
+                proc = await asyncio.create_subprocess_exec(
+                    "kubectl",
+                    *args,
+                    env=env,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                got, err = await asyncio.wait_for(proc.communicate(stdin), 60 * SCALE)
+                assert (proc.returncode, got) == (code, out), (spdy, args, err)
+    finally:
+        await server.close()
+        await node_server.close()
