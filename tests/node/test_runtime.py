@@ -133,11 +133,16 @@ async def test_the_image_is_not_modified_by_a_container(runtime, make_pod, image
 
 
 async def test_pod_containers_share_network_ipc_uts_but_not_pid(runtime, make_pod):
-    pod = make_pod(containers=[
-        {"name": "server", "image": "busybox",
-         "command": ["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"]},
-        {"name": "client", "image": "busybox", "command": ["sleep", "1000"]},
-    ])  # fmt: skip
+    pod = make_pod(
+        containers=[
+            {
+                "name": "server",
+                "image": "busybox",
+                "command": ["sh", "-c", "while true; do echo pong | nc -l -p 8080; done"],
+            },
+            {"name": "client", "image": "busybox", "command": ["sleep", "1000"]},
+        ]
+    )
     sandbox, (server, client) = await run_pod(runtime, pod)
     for _ in range(50):
         _, out = await output(runtime, client, ["sh", "-c", "echo ping | nc 127.0.0.1 8080"])
@@ -166,12 +171,26 @@ async def test_host_network(runtime, make_pod):
 
 
 async def test_security_context_user_readonly_and_privileged(runtime, make_pod):
-    pod = make_pod(containers=[
-        {"name": "ro", "image": "busybox", "command": ["sleep", "1000"],
-         "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 1234, "runAsGroup": 99}},
-        {"name": "priv", "image": "busybox", "command": ["sleep", "1000"],
-         "securityContext": {"privileged": True}},
-    ])  # fmt: skip
+    pod = make_pod(
+        containers=[
+            {
+                "name": "ro",
+                "image": "busybox",
+                "command": ["sleep", "1000"],
+                "securityContext": {
+                    "readOnlyRootFilesystem": True,
+                    "runAsUser": 1234,
+                    "runAsGroup": 99,
+                },
+            },
+            {
+                "name": "priv",
+                "image": "busybox",
+                "command": ["sleep", "1000"],
+                "securityContext": {"privileged": True},
+            },
+        ]
+    )
     _, (ro, priv) = await run_pod(runtime, pod)
     assert (await output(runtime, ro, ["id", "-u"]))[1] == b"1234\n"
     assert (await output(runtime, ro, ["id", "-g"]))[1] == b"99\n"
@@ -187,10 +206,12 @@ async def test_security_context_user_readonly_and_privileged(runtime, make_pod):
 async def test_a_new_runtime_instance_sees_running_and_exited_containers(
     runtime, make_pod, data_dir, images
 ):
-    pod = make_pod(containers=[
-        {"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
-        {"name": "b", "image": "busybox", "command": ["sh", "-c", "exit 5"]},
-    ])  # fmt: skip
+    pod = make_pod(
+        containers=[
+            {"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
+            {"name": "b", "image": "busybox", "command": ["sh", "-c", "exit 5"]},
+        ]
+    )
     sandbox, (a, b) = await run_pod(runtime, pod)
     await runtime.wait_exit(b, timeout=10 * SCALE)
     again = RuncRuntime(data_dir, images=images)

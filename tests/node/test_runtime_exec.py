@@ -170,9 +170,11 @@ async def test_tty_resize_while_running_sends_sigwinch(runtime, cid):
 
 async def test_kill_leaves_no_process_of_the_exec(runtime, cid):
     proc = await runtime.exec(
-        cid, ["sh", "-c", "sleep 1000 & sleep 1000 & (sleep 1000 &); sleep 1000"],
-        stdin=True, tty=False,
-    )  # fmt: skip
+        cid,
+        ["sh", "-c", "sleep 1000 & sleep 1000 & (sleep 1000 &); sleep 1000"],
+        stdin=True,
+        tty=False,
+    )
     for _ in range(100):
         tree = process_tree(proc.pid)
         if len(tree) >= 4:
