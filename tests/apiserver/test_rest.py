@@ -224,7 +224,11 @@ async def test_graceful_pod_deletion(admin: Api) -> None:
     assert marked["metadata"]["deletionGracePeriodSeconds"] == 30
     still = await admin.ok("GET", f"{PODS}/bound")
     assert still["metadata"]["deletionTimestamp"] == marked["metadata"]["deletionTimestamp"]
-    await admin.ok("DELETE", f"{PODS}/bound?gracePeriodSeconds=0")
+    wrong_uid = {"gracePeriodSeconds": 0, "preconditions": {"uid": "not-it"}}
+    precondition = await admin.fail("DELETE", f"{PODS}/bound", wrong_uid)
+    assert precondition["reason"] == "Conflict" and "Precondition failed" in precondition["message"]
+    right_uid = {"gracePeriodSeconds": 0, "preconditions": {"uid": still["metadata"]["uid"]}}
+    await admin.ok("DELETE", f"{PODS}/bound", right_uid)
     assert (await admin.fail("GET", f"{PODS}/bound"))["code"] == 404
 
 

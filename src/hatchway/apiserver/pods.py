@@ -22,6 +22,7 @@ from hatchway.api.status import StatusError
 from hatchway.store.base import Store
 
 DEFAULT_GRACE = 30
+RETRIES = 5
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -56,7 +57,20 @@ async def _node_exists(store: Store, name: str) -> bool:
 async def delete_pod(
     store: Store, namespace: str, name: str, grace_seconds: Any, expect_rv: str | None
 ) -> dict[str, Any]:
-    """Delete or mark for deletion; returns the pod as it now is (or was)."""
+    """Delete or mark for deletion; returns the pod as it now is (or was). Without a
+    resourceVersion precondition, a concurrent write (a status update) is retried."""
+    for _ in range(RETRIES):
+        try:
+            return await _delete_pod_once(store, namespace, name, grace_seconds, expect_rv)
+        except StatusError as exc:
+            if exc.reason != "Conflict" or expect_rv is not None:
+                raise
+    return await _delete_pod_once(store, namespace, name, grace_seconds, expect_rv)
+
+
+async def _delete_pod_once(
+    store: Store, namespace: str, name: str, grace_seconds: Any, expect_rv: str | None
+) -> dict[str, Any]:
     pod = await store.get("pods", namespace, name)
     grace = _grace(pod, grace_seconds)
     node = str((pod.get("spec") or {}).get("nodeName") or "")

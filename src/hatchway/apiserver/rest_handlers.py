@@ -297,6 +297,15 @@ class ResourceHandler:
             return json_response(await self._delete_namespace(name))
         preconditions = options.get("preconditions") or {}
         expect_rv = preconditions.get("resourceVersion") or None
+        if preconditions.get("uid"):
+            current = await self.store.get(res.name, namespace, name)
+            uid = (current.get("metadata") or {}).get("uid")
+            if uid != preconditions["uid"]:
+                detail = (
+                    f"Precondition failed: UID in precondition: {preconditions['uid']},"
+                    f" UID in object meta: {uid}"
+                )
+                raise StatusError(status.conflict(res.name, name, res.group, detail))
         if res.name == "pods":
             obj = await pods.delete_pod(
                 self.store, namespace, name, options.get("gracePeriodSeconds"), expect_rv
