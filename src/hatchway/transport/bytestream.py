@@ -72,7 +72,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
-        return True  # keep the transport open for writing (half-close)
+        # Keep the transport open for writing (half-close); TLS cannot half-close.
+        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
