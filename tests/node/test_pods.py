@@ -312,3 +312,18 @@ async def test_orphan_containers_are_removed_on_start(runtime, images, make_pod)
     await pm.start()
     assert await runtime.list() == []
     await pm.close()
+
+
+@runc_test
+async def test_dead_sandbox_restarts_the_pod(manager, make_pod, runtime):
+    await manager.reconcile([make_pod()])
+    await until(manager, "p1", lambda s: s["phase"] == "Running")
+    old = manager.find_container("default", "p1", "main")
+    sandbox = (await runtime.state(old)).sandbox_id
+    await runtime.kill(sandbox, "KILL")
+    status = await until(
+        manager, "p1", lambda s: cstatus(s)["restartCount"] == 1 and s["phase"] == "Running"
+    )
+    new = manager.find_container("default", "p1", "main")
+    assert new != old and cstatus(status)["containerID"] == f"runc://{new}"
+    assert (await runtime.state(new)).sandbox_id != sandbox

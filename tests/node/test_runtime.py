@@ -219,3 +219,17 @@ async def test_a_new_runtime_instance_sees_running_and_exited_containers(
     assert states[a].status == "running" and states[sandbox].status == "running"
     assert states[b].status == "exited" and states[b].exit_code == 5
     assert (await output(again, a, ["echo", "still here"]))[1] == b"still here\n"
+
+
+async def test_copy_fallback_without_overlay(runtime, make_pod, data_dir, images):
+    copying = RuncRuntime(data_dir, images=images, overlay=False)
+    pod = make_pod()
+    sandbox, (cid,) = await run_pod(copying, pod)
+    st = await copying.state(cid)
+    assert st.rootfs_mode == "copy" and st.running
+    code, _ = await output(copying, cid, ["sh", "-c", "echo x > /bin/written"])
+    assert code == 0
+    assert not os.path.exists(os.path.join(images.get("busybox").rootfs, "bin/written"))
+    await copying.delete(cid, force=True)
+    await copying.delete(sandbox, force=True)
+    assert not os.path.exists(os.path.join(copying.containers_dir, cid))

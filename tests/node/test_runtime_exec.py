@@ -260,3 +260,37 @@ async def test_many_execs_leave_no_fds_or_files(runtime, cid):
     proc: ExecProcess = await runtime.exec(cid, ["cat"], stdin=True, tty=True)
     await proc.close()
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+@needs_runc
+def test_exec_under_uvloop(tmp_path):
+    """The node agent runs on uvloop: pipes, pty and kill must work there too."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list:
+        rt = RuncRuntime(str(tmp_path / "data"))
+        pod = {"metadata": {"name": "u", "uid": "u"}, "spec": {"containers": []}}
+        results = []
+        try:
+            sandbox = await rt.create_sandbox(pod)
+            c = {"name": "c", "image": "busybox", "command": ["sleep", "1000"]}
+            cid = await rt.create_container(pod, c, sandbox_id=sandbox)
+            await rt.start(cid)
+            for tty in (False, True):
+                proc = await rt.exec(cid, ["sh", "-c", "read x; echo got $x"], stdin=True, tty=tty)
+                await proc.write_stdin(b"it\n")
+                results.append((await drain(proc.read_stdout)).splitlines()[-1])
+                results.append(await proc.wait())
+            proc = await rt.exec(cid, ["sleep", "100"], stdin=False, tty=False)
+            await proc.kill()
+            results.append(await proc.wait())
+        finally:
+            for st in await rt.list():
+                await rt.delete(st.id, force=True)
+        return results
+
+    async def bounded() -> list:
+        async with asyncio.timeout(30 * SCALE):
+            return await scenario()
+
+    assert uvloop.run(bounded()) == [b"got it", 0, b"got it", 0, 137]

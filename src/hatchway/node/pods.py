@@ -163,9 +163,8 @@ class PodManager:
                     self._spawn(p)
                 else:
                     p.pod = pod
-            for key in list(self._pods):
-                if key not in desired:
-                    await self._remove(self._pods[key], _grace(self._pods[key].pod))
+            gone = [p for key, p in self._pods.items() if key not in desired]
+            await asyncio.gather(*(self._remove(p, _grace(p.pod)) for p in gone))
 
     async def delete_pod(
         self, namespace: str, name: str, grace_period: float | None = None
@@ -240,7 +239,14 @@ class PodManager:
             with contextlib.suppress(ContainerNotFoundError):
                 if (await self.runtime.state(p.sandbox_id)).running:
                     return True
+            # The pod's namespaces are gone: like the kubelet, start the pod over (the
+            # containers are recreated, each counted as a restart).
             await self._stop_sandbox(p)
+            for c in p.containers.values():
+                if c.id:
+                    with contextlib.suppress(HatchwayError):
+                        await self.runtime.delete(c.id, force=True)
+                    c.id, c.restart_count, c.next_start = "", c.restart_count + 1, 0.0
         try:
             p.sandbox_id = await self.runtime.create_sandbox(p.pod)
         except HatchwayError as e:

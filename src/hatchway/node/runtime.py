@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -35,6 +36,8 @@ from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.runtime_exec import ExecProcess, start_exec
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
+
+log = logging.getLogger(__name__)
 
 _SHIM = r"""
 "$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
@@ -90,6 +93,7 @@ class RuncRuntime:
         *,
         images: ImageStore | None = None,
         poll_interval: float = 0.02,
+        overlay: bool = True,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
         self.runc = shutil.which(runc) or runc
@@ -98,6 +102,7 @@ class RuncRuntime:
         self.logs_dir = os.path.join(self.root_dir, "logs")
         self.images = images or ImageStore(self.root_dir)
         self.poll_interval = poll_interval
+        self.overlay = overlay
         for d in (self.state_root, self.containers_dir, self.logs_dir):
             os.makedirs(d, exist_ok=True)
 
@@ -155,9 +160,15 @@ class RuncRuntime:
         for d in ("rootfs", "upper", "work"):
             os.makedirs(os.path.join(bundle, d), exist_ok=True)
         opts = f"lowerdir={lower},upperdir={bundle}/upper,workdir={bundle}/work"
-        rc, _, _ = await self._run("mount", "-t", "overlay", "overlay", "-o", opts, rootfs)
-        if rc == 0:
-            return "overlay"
+        if self.overlay:
+            rc, _, err = await self._run("mount", "-t", "overlay", "overlay", "-o", opts, rootfs)
+            if rc == 0:
+                return "overlay"
+            log.warning(
+                "overlay mount failed (%s); copying the image for %s instead",
+                err.decode(errors="replace").strip(),
+                os.path.basename(bundle),
+            )
         # No overlayfs here (or the data dir is on overlayfs): a private copy keeps the
         # image unmodified at the price of disk and time.
         await asyncio.to_thread(shutil.copytree, lower, rootfs, symlinks=True, dirs_exist_ok=True)
@@ -286,9 +297,17 @@ class RuncRuntime:
         meta["started_at"] = time.time()
         self._save_meta(container_id, meta)
         argv = [self.runc, self.state_root, bundle, container_id, meta["log_path"]]
-        rc, _, err = await self._run("/bin/sh", "-c", _LAUNCH, "hatchway-launch", _SHIM, *argv)
-        if rc:
-            raise ContainerRuntimeError(f"cannot launch the shim: {err.decode().strip()}")
+        # No pipes to the launcher: the shim outlives it and would inherit them (uvloop
+        # leaks the child's stdio socket as an extra fd), so EOF would never come.
+        launcher = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", _LAUNCH, "hatchway-launch", _SHIM, *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        if await launcher.wait():
+            raise ContainerRuntimeError(f"cannot launch the shim for {container_id}")
         async with asyncio.timeout(timeout):
             while True:
                 if _read_exit(bundle) is not None:
