@@ -3,17 +3,102 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+
+USAGE = """\
+usage: hatchway <command> [options]
+
+Run commands inside containers on remote machines.
+
+Cluster:
+  up          start a local cluster (API server, node agent, kubeconfig context)
+  down        stop the local cluster and remove its containers
+  apiserver   run the API server
+  node        run the node agent
+
+Workloads:
+  exec        execute a command in a container
+  run         create a pod running one container
+  get         display resources
+  create      create resources from a file (-f)
+  apply       create or update resources from a file (-f)
+  delete      delete resources
+  logs        print the logs of a container
+  auth        inspect authorisation (auth can-i)
+  config      kubeconfig: view, use-context
+  image       node images: import
+  kubeconfig  mint a user's client certificate and kubeconfig (kubeconfig user)
+  version     print the version
+
+Run 'hatchway <command> --help' for the options of a command.
+"""
 
 
-def main(argv: list[str] | None = None) -> None:
+def _version(argv: Sequence[str]) -> int:
+    from hatchway import __version__
+
+    print(f"hatchway {__version__}")
+    return 0
+
+
+def _exec(argv: Sequence[str]) -> int:
+    from hatchway.cli import exec_cmd
+
+    return exec_cmd.main(argv)
+
+
+def _daemons(name: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from hatchway.cli import daemons
+
+        return int(getattr(daemons, f"{name}_main")(argv))
+
+    return run
+
+
+def _commands(name: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from hatchway.cli import commands
+
+        return int(commands.main(name, argv))
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "version": _version,
+    "--version": _version,
+    "exec": _exec,
+    "up": _daemons("up"),
+    "down": _daemons("down"),
+    "apiserver": _daemons("apiserver"),
+    "node": _daemons("node"),
+    **{
+        name: _commands(name)
+        for name in (
+            "run",
+            "get",
+            "create",
+            "apply",
+            "delete",
+            "logs",
+            "auth",
+            "config",
+            "image",
+            "kubeconfig",
+        )
+    },
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help"}:
-        print("usage: hatchway <command> [options]\n\ncommands: version")
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE, end="")
         sys.exit(0 if args else 2)
-    if args[0] in {"version", "--version"}:
-        from hatchway import __version__
-
-        print(f"hatchway {__version__}")
-        sys.exit(0)
-    print(f"hatchway: unknown command {args[0]!r}", file=sys.stderr)
-    sys.exit(2)
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"hatchway: unknown command {args[0]!r}\n", file=sys.stderr)
+        print(USAGE, end="", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(command(args[1:]))

@@ -15,7 +15,7 @@ the HTTP method.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from hatchway.errors import HatchwayError
@@ -126,7 +126,7 @@ class NodeEndpoint:
         self,
         *,
         allowed_users: Sequence[str],
-        lookup: Callable[[str, str, str], tuple[str | None, bool] | None],
+        lookup: Callable[[str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
         logs: Callable[[str, str, str, bool], AsyncIterator[bytes]] | None = None,
     ) -> None:
@@ -155,7 +155,7 @@ class NodeEndpoint:
         return await self._exec(request, target)
 
     async def _logs(self, request: Request, target: Target) -> Response:
-        found = self.lookup(target.namespace, target.pod, target.container)
+        found = await self.lookup(target.namespace, target.pod, target.container)
         if found is None:
             return text_response(404, "pod does not exist")
         if self.logs is None:
@@ -170,7 +170,7 @@ class NodeEndpoint:
             return text_response(400, "you must specify at least 1 of stdin, stdout, stderr")
         if options.action == "exec" and not options.command:
             return text_response(400, "you must specify at least one command for the container")
-        found = self.lookup(target.namespace, target.pod, target.container)
+        found = await self.lookup(target.namespace, target.pod, target.container)
         if found is None:
             return text_response(404, "pod does not exist")
         container_id, running = found

@@ -1,0 +1,165 @@
+"""``hatchway apiserver``, ``hatchway node``, ``hatchway up`` and ``hatchway down``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import pathlib
+import signal
+import socket
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from hatchway.cli.errors import report
+from hatchway.errors import HatchwayError
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> int:
+    """Run a server until SIGTERM or SIGINT, then close it cleanly."""
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        _run_loop(main(), uvloop=uvloop)
+    except HatchwayError as exc:
+        return report(exc)
+    return 0
+
+
+def _run_loop(coro: Coroutine[Any, Any, None], *, uvloop: bool) -> None:
+    if uvloop:
+        try:
+            import uvloop as uvloop_module
+        except ImportError:
+            pass
+        else:
+            uvloop_module.run(coro)
+            return
+    asyncio.run(coro)
+
+
+def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    from hatchway.cli.up import default_data_dir
+
+    parser.add_argument(
+        "--data-dir",
+        type=pathlib.Path,
+        default=default_data_dir(),
+        help="state, PKI, logs (default: %(default)s; env HATCHWAY_DATA_DIR)",
+    )
+
+
+def apiserver_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
+    _data_dir_arg(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (%(default)s)")
+    parser.add_argument("--port", type=int, default=6443, help="HTTPS port (%(default)s)")
+    parser.add_argument("--token-file", help='static bearer tokens (token,user,uid,"groups")')
+    parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _logging(args.verbose)
+    from hatchway.apiserver.server import ApiServerConfig, run_apiserver
+
+    config = ApiServerConfig(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        token_file=args.token_file,
+        audit_log=args.audit_log,
+    )
+    return _serve(run_apiserver(config))
+
+
+def node_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hatchway node", description="Run the node agent.")
+    _data_dir_arg(parser)
+    parser.add_argument("--apiserver", default="https://127.0.0.1:6443", help="(%(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (%(default)s)")
+    parser.add_argument("--port", type=int, default=10250, help="HTTPS port (%(default)s)")
+    parser.add_argument("--address", default="127.0.0.1", help="address the API server dials")
+    parser.add_argument("--node-name", default=socket.gethostname().lower())
+    parser.add_argument(
+        "--cleanup", action="store_true", help="delete every container of this node and exit"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _logging(args.verbose)
+    from hatchway.node.agent import NodeConfig, cleanup, run_node
+
+    if args.cleanup:
+        count = asyncio.run(cleanup(str(args.data_dir)))
+        print(f"hatchway: removed {count} container(s)")
+        return 0
+    if os.geteuid() != 0:
+        print("error: the node agent runs containers with runc and needs root", file=sys.stderr)
+        return 1
+    config = NodeConfig(
+        data_dir=str(args.data_dir),
+        apiserver=args.apiserver,
+        node_name=args.node_name,
+        host=args.host,
+        port=args.port,
+        address=args.address,
+    )
+    # The runtime's child processes and fd readers hang under uvloop: plain asyncio.
+    return _serve(run_node(config), uvloop=False)
+
+
+def up_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hatchway up",
+        description="Start a one-machine cluster: PKI, API server on SQLite, one node agent, "
+        "and a 'hatchway' context in your kubeconfig.",
+    )
+    _data_dir_arg(parser)
+    parser.add_argument("--apiserver-port", type=int, default=6443, help="0 picks a free port")
+    parser.add_argument("--node-port", type=int, default=10250, help="0 picks a free port")
+    parser.add_argument(
+        "--detach", action="store_true", help="return once Ready, leaving the cluster running"
+    )
+    parser.add_argument(
+        "--no-merge", action="store_true", help="do not touch the user's kubeconfig"
+    )
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    args = parser.parse_args(argv)
+    from hatchway.cli.up import up
+
+    try:
+        return up(
+            args.data_dir,
+            apiserver_port=args.apiserver_port,
+            node_port=args.node_port,
+            detach=args.detach,
+            merge=not args.no_merge,
+            timeout=args.timeout,
+        )
+    except HatchwayError as exc:
+        return report(exc)
+
+
+def down_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hatchway down", description="Stop the local cluster.")
+    _data_dir_arg(parser)
+    args = parser.parse_args(argv)
+    from hatchway.cli.up import down
+
+    return down(args.data_dir)

@@ -1,0 +1,54 @@
+"""How the CLI reports a failure: kubectl's wording, control characters escaped,
+exit status 1."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+
+from hatchway.cli.terminal import escape_control
+from hatchway.errors import (
+    ApiError,
+    ConfigError,
+    ConnectionClosedError,
+    HandshakeError,
+    HatchwayError,
+    RemoteCommandError,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """The one line a user sees for ``exc`` (without the ``error: `` prefix where
+    kubectl has none)."""
+    if isinstance(exc, ApiError):
+        if exc.code == 401:
+            return (
+                "error: You must be logged in to the server "
+                "(the server has asked for the client to provide credentials)"
+            )
+        if exc.reason:
+            return f"Error from server ({exc.reason}): {exc.message}"
+        return f"Error from server: {exc.message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"error: Unable to connect to the server: TLS failure: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            "error: The connection to the server was refused - "
+            "did you specify the right host or port?"
+        )
+    if isinstance(exc, TimeoutError):
+        return "error: Unable to connect to the server: timed out"
+    if isinstance(exc, OSError):
+        return f"error: Unable to connect to the server: {exc.strerror or exc}"
+    if isinstance(exc, (ConfigError, HandshakeError, RemoteCommandError)):
+        return f"error: {exc}"
+    if isinstance(exc, ConnectionClosedError):
+        return f"error: connection lost: {exc}"
+    if isinstance(exc, HatchwayError):
+        return f"error: {exc}"
+    return f"error: {type(exc).__name__}: {exc}"
+
+
+def report(exc: BaseException) -> int:
+    print(escape_control(describe(exc)), file=sys.stderr)
+    return 1

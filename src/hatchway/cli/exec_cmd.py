@@ -1,0 +1,141 @@
+"""``hatchway exec``: kubectl's semantics, the remote command's exit status.
+
+Imports only what an exec needs, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+from hatchway.cli import exec_args
+from hatchway.cli.errors import report
+from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
+
+STDIN_CHUNK = 64 * 1024
+
+
+def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes]) -> None:
+    """Read fd 0 in a thread (it may be a file, a pipe or a terminal): blocking reads
+    are the portable way, and ``queue`` bounds what is buffered."""
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            chunk = os.read(fd, STDIN_CHUNK)
+        except OSError:
+            chunk = b""
+        try:
+            asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+        except (RuntimeError, asyncio.CancelledError, Exception):
+            return
+        if not chunk:
+            return
+
+
+def _write_out(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
+
+
+async def _copy_out(reader, fd: int) -> None:  # type: ignore[no-untyped-def]
+    while chunk := await reader.read(256 * 1024):
+        _write_out(fd, chunk)
+
+
+async def _copy_in(process, queue: asyncio.Queue[bytes]) -> None:  # type: ignore[no-untyped-def]
+    while chunk := await queue.get():
+        await process.stdin.write(chunk)
+    await process.stdin.write_eof()
+
+
+async def _resizes(process) -> None:  # type: ignore[no-untyped-def]
+    async for width, height in watch_resizes(sys.stdin.fileno()):
+        await process.resize(width, height)
+
+
+async def _exec(args: exec_args.ExecArgs) -> int:
+    from hatchway.client.api import Client
+
+    client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
+    namespace = args.namespace or client.namespace
+    pod = await client.get_pod(args.pod, namespace)
+    exec_args.check_pod_active(pod)
+    container, notice = exec_args.default_container(pod, args.container or None)
+    if notice and not args.quiet:
+        print(notice, file=sys.stderr)
+    stdin_tty = is_terminal(sys.stdin.fileno())
+    tty, warning = exec_args.resolve_tty(args, stdin_tty)
+    if warning and not args.quiet:
+        print(warning, file=sys.stderr)
+    process = await client.create_process(
+        args.pod,
+        args.command,
+        container=container,
+        namespace=namespace,
+        stdin=args.stdin,
+        stdout=True,
+        stderr=not tty,
+        tty=tty,
+    )
+    loop = asyncio.get_running_loop()
+    raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
+    async with process:
+        with raw:
+            tasks = []
+            if tty:
+                size = terminal_size(sys.stdin.fileno())
+                if size:
+                    await process.resize(*size)
+                tasks.append(asyncio.ensure_future(_resizes(process)))
+            if args.stdin:
+                queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+                threading.Thread(target=_stdin_reader, args=(loop, queue), daemon=True).start()
+                tasks.append(asyncio.ensure_future(_copy_in(process, queue)))
+            try:
+                await asyncio.gather(
+                    _copy_out(process.stdout, sys.stdout.fileno()),
+                    _copy_out(process.stderr, sys.stderr.fileno()),
+                )
+                code = await process.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+    if code != 0:
+        print(f"command terminated with exit code {code}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        args = exec_args.parse_exec_args(argv)
+    except exec_args.ExecUsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        return 1
+    if args.help:
+        print(exec_args.EXEC_HELP, end="")
+        return 0
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: exec_args.ExecArgs) -> int:
+    try:
+        return asyncio.run(_exec(args))
+    except Exception as exc:  # every failure is reported, none is a traceback
+        return report(exc)

@@ -1,0 +1,356 @@
+"""``hatchway node``: the node agent (the kubelet's role).
+
+It registers its Node with the API server and heartbeats it, watches the pods bound to
+it and runs them in runc containers through :class:`~hatchway.node.pods.PodManager`,
+reports their status, finishes graceful deletions, and serves exec/attach/logs to the
+API server alone (mutual TLS, :mod:`hatchway.node.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hatchway import pki as pki_module
+from hatchway.errors import ApiError, HatchwayError
+from hatchway.node.pods import PodManager
+from hatchway.node.runtime import RuncRuntime
+from hatchway.node.server import NodeEndpoint
+from hatchway.rest import RestClient
+from hatchway.transport import tls
+from hatchway.transport.http import HttpServer
+from hatchway.types import ExecOptions
+
+log = logging.getLogger(__name__)
+
+KUBELET_VERSION = "v1.32.4-hatchway"
+
+
+@dataclass
+class NodeConfig:
+    data_dir: str
+    apiserver: str
+    node_name: str
+    host: str = "127.0.0.1"
+    port: int = 10250
+    #: The address the API server dials (InternalIP).
+    address: str = "127.0.0.1"
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    allowed_users: tuple[str, ...] = (pki_module.APISERVER_CLIENT_CN,)
+    heartbeat_interval: float = 10.0
+    resync_interval: float = 30.0
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class NodeAgent:
+    """One node: runtime, pod manager, HTTPS endpoint and the API server loops."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        root = os.path.join(config.data_dir, "node")
+        self.runtime = RuncRuntime(root)
+        self.images = self.runtime.images
+        self.manager = PodManager(
+            self.runtime,
+            self.images,
+            on_status=self._report_status,
+            backoff_initial=config.backoff_initial,
+            backoff_max=config.backoff_max,
+            host_ip=config.address,
+        )
+        self.server: HttpServer | None = None
+        self.rest: RestClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._dirty = asyncio.Event()
+        self._finishing: set[str] = set()
+        self._started = time.time()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
+        cert = cfg.cert or str(paths.node.cert)
+        key = cfg.key or str(paths.node.key)
+        ca = cfg.ca or str(paths.ca.cert)
+        self.images.ensure_busybox()
+        await self.manager.start()
+        endpoint = NodeEndpoint(
+            allowed_users=cfg.allowed_users,
+            lookup=self._lookup,
+            start=self._start_process,
+            logs=self._logs,
+        )
+        self.server = HttpServer(endpoint)
+        await self.server.start(cfg.host, cfg.port, ssl=tls.server_context(cert, key, client_ca=ca))
+        self.rest = RestClient(
+            cfg.apiserver,
+            ssl_context=tls.client_context(ca_file=ca, cert_file=cert, key_file=key),
+            user_agent=f"hatchway-node/{KUBELET_VERSION}",
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self._watch_loop()),
+            loop.create_task(self._reconcile_loop()),
+        ]
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.close()
+        await self.manager.close()
+
+    async def __aenter__(self) -> NodeAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- endpoint callbacks ---------------------------------------------------------------
+    async def _lookup(
+        self, namespace: str, pod: str, container: str
+    ) -> tuple[str | None, bool] | None:
+        if self.manager.pod_status(namespace, pod) is None and (namespace, pod) not in self._pods:
+            return None
+        cid = self.manager.find_container(namespace, pod, container)
+        if cid is None:
+            return (None, False)
+        return (cid, await self.manager.container_running(namespace, pod, container))
+
+    async def _start_process(self, container_id: str, options: ExecOptions) -> Any:
+        if options.action != "exec":
+            raise HatchwayError("error attaching to container: attach is not supported yet")
+        return await self.runtime.exec(
+            container_id,
+            list(options.command),
+            stdin=options.stdin,
+            tty=options.tty,
+            stdout=options.stdout,
+            stderr=options.stderr,
+        )
+
+    async def _logs(
+        self, namespace: str, pod: str, container: str, follow: bool
+    ) -> AsyncIterator[bytes]:
+        cid = self.manager.find_container(namespace, pod, container)
+        if cid is None:
+            return
+        async for chunk in self.runtime.read_logs(cid, follow=follow):
+            yield chunk
+
+    # -- API server loops -----------------------------------------------------------------
+    def _node_object(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": cfg.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": cfg.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": platform.machine(),
+                    **cfg.labels,
+                },
+            },
+            "spec": {},
+            "status": self._node_status(),
+        }
+
+    def _node_status(self) -> dict[str, Any]:
+        cfg = self.config
+        now = _now()
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._started))
+        return {
+            "addresses": [
+                {"type": "InternalIP", "address": cfg.address},
+                {"type": "Hostname", "address": cfg.node_name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "hatchway node agent is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": started,
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": KUBELET_VERSION,
+                "containerRuntimeVersion": "runc",
+                "operatingSystem": "linux",
+                "architecture": platform.machine(),
+                "osImage": platform.platform(),
+                "kernelVersion": platform.release(),
+            },
+            "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
+            "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
+        }
+
+    async def _register(self) -> None:
+        assert self.rest is not None
+        name = self.config.node_name
+        try:
+            await self.rest.create("/api/v1/nodes", self._node_object())
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+        await self._post_heartbeat()
+        log.info("node %s registered", name)
+
+    async def _post_heartbeat(self) -> None:
+        assert self.rest is not None
+        name = self.config.node_name
+        await self.rest.patch(f"/api/v1/nodes/{name}/status", {"status": self._node_status()})
+
+    async def _heartbeat_loop(self) -> None:
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    await self._register()
+                    registered = True
+                else:
+                    await self._post_heartbeat()
+            except (HatchwayError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+                registered = False
+            await asyncio.sleep(self.config.heartbeat_interval if registered else 1.0)
+
+    async def _watch_loop(self) -> None:
+        assert self.rest is not None
+        selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
+        while True:
+            try:
+                listing = await self.rest.get("/api/v1/pods", selector)
+                self._pods = {_key(p): p for p in listing.get("items", [])}
+                self._dirty.set()
+                rv = listing.get("metadata", {}).get("resourceVersion", "")
+                params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "false"}
+                async for event in self.rest.watch("/api/v1/pods", params):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        break
+                    if kind == "DELETED":
+                        self._pods.pop(_key(obj), None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self._pods[_key(obj)] = obj
+                    self._dirty.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pod watch failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.config.resync_interval)
+            self._dirty.clear()
+            pods = list(self._pods.values())
+            try:
+                await self.manager.reconcile(pods)
+            except Exception:
+                log.exception("reconcile failed")
+            for pod in pods:
+                meta = pod.get("metadata", {})
+                if meta.get("deletionTimestamp") and meta.get("uid") not in self._finishing:
+                    self._finishing.add(meta.get("uid", ""))
+                    asyncio.get_running_loop().create_task(self._finish_delete(pod))
+
+    async def _finish_delete(self, pod: dict[str, Any]) -> None:
+        """The containers are gone: remove the pod object for good."""
+        assert self.rest is not None
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta.get('namespace', 'default')}/pods/{meta['name']}"
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": meta.get("uid")},
+        }
+        try:
+            await self.rest.delete(path, {"gracePeriodSeconds": "0"}, body)
+        except ApiError as exc:
+            if exc.code not in (404, 409):
+                log.warning("final delete of %s failed: %s", path, exc)
+        finally:
+            self._finishing.discard(meta.get("uid", ""))
+
+    async def _report_status(self, pod: dict[str, Any]) -> None:
+        if self.rest is None:
+            return
+        meta = pod.get("metadata", {})
+        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        current = self._pods.get(key)
+        if current is None or current.get("metadata", {}).get("uid") != meta.get("uid"):
+            return
+        path = f"/api/v1/namespaces/{key[0]}/pods/{key[1]}/status"
+        body = {"metadata": {"name": key[1], "namespace": key[0]}, "status": pod["status"]}
+        try:
+            await self.rest.replace(path, body)
+        except ApiError as exc:
+            if exc.code != 404:
+                log.warning("status update of %s/%s failed: %s", *key, exc)
+        except (HatchwayError, OSError) as exc:
+            log.warning("status update of %s/%s failed: %s", *key, exc)
+
+
+def _key(pod: dict[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata", {})
+    return (meta.get("namespace", "default"), meta.get("name", ""))
+
+
+async def cleanup(data_dir: str) -> int:
+    """Delete every container of the node in ``data_dir`` (``hatchway down``)."""
+    runtime = RuncRuntime(os.path.join(data_dir, "node"))
+    count = 0
+    for state in await runtime.list():
+        with contextlib.suppress(HatchwayError):
+            await runtime.delete(state.id, force=True)
+            count += 1
+    pods_dir = os.path.join(data_dir, "node", "pods")
+    if os.path.isdir(pods_dir):
+        for name in os.listdir(pods_dir):
+            if name.endswith(".json"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(pods_dir, name))
+    return count
+
+
+async def run_node(config: NodeConfig, ready: asyncio.Event | None = None) -> None:
+    agent = NodeAgent(config)
+    await agent.start()
+    log.info("node agent %s serving on %s:%d", config.node_name, config.host, agent.port)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await agent.close()
