@@ -335,13 +335,16 @@ async def cleanup(data_dir: str) -> int:
         with contextlib.suppress(HatchwayError):
             await runtime.delete(state.id, force=True)
             count += 1
-    pods_dir = os.path.join(data_dir, "node", "pods")
+    _forget_pods(os.path.join(data_dir, "node", "pods"))
+    return count
+
+
+def _forget_pods(pods_dir: str) -> None:
     if os.path.isdir(pods_dir):
         for name in os.listdir(pods_dir):
             if name.endswith(".json"):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(pods_dir, name))
-    return count
 
 
 async def run_node(config: NodeConfig, ready: asyncio.Event | None = None) -> None:
