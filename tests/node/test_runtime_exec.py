@@ -294,3 +294,12 @@ def test_exec_under_uvloop(tmp_path):
             return await scenario()
 
     assert uvloop.run(bounded()) == [b"got it", 0, b"got it", 0, 137]
+
+
+async def test_wait_after_kill_does_not_wait_for_unread_output(runtime, cid):
+    # What the endpoint does when the client went away: nobody reads any more.
+    proc = await runtime.exec(cid, ["dd", "if=/dev/zero", "bs=64k"], stdin=False, tty=False)
+    await asyncio.sleep(0.2)  # the pipe is full by now
+    await proc.kill()
+    async with asyncio.timeout(5 * SCALE):
+        assert await proc.wait() == 137

@@ -152,6 +152,7 @@ class ExecProcess:
         self._watcher: asyncio.Task[None] | None = None
         self._started: asyncio.Future[int] | None = None
         self._cleanup: list[str] = []
+        self._killed = False
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class ExecProcess:
         with unread bytes is waited for until its reader took them (or reached EOF)."""
         await self._exited.wait()
         for reader in (self._stdout, self._stderr):
-            while not reader.eof.is_set() and reader.pending():
+            while not self._killed and not reader.eof.is_set() and reader.pending():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(reader.eof.wait()), 0.01)
         for reader in (self._stdout, self._stderr):
@@ -222,7 +223,9 @@ class ExecProcess:
         return self.returncode
 
     async def kill(self) -> None:
-        """SIGKILL the exec'd process and everything it started, and runc/helper."""
+        """SIGKILL the exec'd process and everything it started, and runc/helper.
+        Unread output is then dropped: ``wait()`` does not wait for a reader."""
+        self._killed = True
         for _ in range(50):
             victims = process_tree(self.pid) if self.pid else []
             if not victims:
