@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import shutil
-import stat
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.runtime_exec import ExecProcess, start_exec
+from hatchway.node.runtime_host import host_capabilities, host_devices, runc_error
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ class RuncRuntime:
         st.pid = 0
         with contextlib.suppress(OSError):
             st.finished_at = os.stat(os.path.join(bundle, "exit")).st_mtime
-        st.error = st.error or _runc_error(os.path.join(bundle, "runc.log"))
+        st.error = st.error or runc_error(os.path.join(bundle, "runc.log"))
         return st
 
     async def wait_exit(self, container_id: str, timeout: float | None = None) -> int:
@@ -486,52 +486,3 @@ def _read_exit(bundle: str) -> int | None:
         return None
     except ValueError:
         return 255
-
-
-def _runc_error(path: str) -> str:
-    """The last error runc logged (e.g. ``exec: "x": executable file not found``)."""
-    message = ""
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("level") in ("error", "fatal"):
-                    message = str(entry.get("msg") or "")
-    return message
-
-
-def host_capabilities() -> list[str]:
-    """The capabilities in our bounding set (what a privileged container can get)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return runtime_spec.caps_from_mask(int(line.split()[1], 16))
-    return list(runtime_spec.ALL_CAPS)
-
-
-def host_devices() -> list[dict[str, Any]]:
-    """The host's /dev device nodes as OCI linux.devices entries (privileged containers)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk("/dev"):
-        dirnames[:] = [d for d in dirnames if d not in ("pts", "shm", "mqueue", "fd")]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
-            if not kind or path in ("/dev/console", "/dev/ptmx"):
-                continue
-            found.append(
-                {
-                    "path": path,
-                    "type": kind,
-                    "major": os.major(st.st_rdev),
-                    "minor": os.minor(st.st_rdev),
-                    "fileMode": stat.S_IMODE(st.st_mode),
-                    "uid": st.st_uid,
-                    "gid": st.st_gid,
-                }
-            )
-    return found

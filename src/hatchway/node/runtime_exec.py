@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hatchway.errors import ContainerRuntimeError
+from hatchway.node.runtime_host import runc_error
 
 CHUNK = 256 * 1024
 TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
@@ -303,17 +304,6 @@ def process_tree(root: int) -> list[int]:
     return sorted(found)
 
 
-def _runc_error(path: str) -> str:
-    message = ""
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("level") in ("error", "fatal"):
-                    message = str(entry.get("msg") or "")
-    return message
-
-
 async def start_exec(
     runc: list[str],
     container_id: str,
@@ -442,7 +432,7 @@ async def _await_start(proc: ExecProcess, tmp: str) -> None:
         proc.pid = pid
         return
     proc.returncode = None
-    proc._fail(_runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
+    proc._fail(runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
 
 
 async def _take_console(proc: ExecProcess, server: socket.socket) -> None:
