@@ -303,3 +303,13 @@ async def test_wait_after_kill_does_not_wait_for_unread_output(runtime, cid):
     await proc.kill()
     async with asyncio.timeout(5 * SCALE):
         assert await proc.wait() == 137
+
+
+def test_process_tree_leaves_older_processes_alone():
+    from hatchway.node.runtime_exec import _stat
+
+    me = os.getpid()
+    started = _stat(me)[3]
+    assert me in process_tree(me) and me in process_tree(me, started)
+    # A PID recycled by an older process must not be taken for the exec'd one.
+    assert process_tree(me, started + 1) == []

@@ -154,6 +154,7 @@ class ExecProcess:
         self._started: asyncio.Future[int] | None = None
         self._cleanup: list[str] = []
         self._killed = False
+        self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class ExecProcess:
         Unread output is then dropped: ``wait()`` does not wait for a reader."""
         self._killed = True
         for _ in range(50):
-            victims = process_tree(self.pid) if self.pid else []
+            victims = process_tree(self.pid, self._start_time) if self.pid else []
             if not victims:
                 break
             for pid in victims:
@@ -280,20 +281,21 @@ class ExecProcess:
         self._exited.set()
 
 
-def process_tree(root: int) -> list[int]:
+def process_tree(root: int, since: int = 0) -> list[int]:
     """``root`` and every live descendant, by parent links and by session (children that
-    were re-parented to the container's init keep the session runc gave ``root``)."""
+    were re-parented to the container's init keep the session runc gave ``root``).
+
+    ``since``: ``root``'s start time (clock ticks after boot, /proc/PID/stat field 22);
+    processes started earlier are left alone, so a recycled PID never points the kill at
+    someone else's processes.
+    """
     procs: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != b"Z":
-            procs[int(entry)] = (int(fields[1]), int(fields[3]))  # ppid, session
+        info = _stat(int(entry))
+        if info is not None and info[0] != "Z" and info[3] >= since:
+            procs[int(entry)] = (info[1], info[2])  # ppid, session
     found = {root} if root in procs else set()
     found |= {p for p, (_, sid) in procs.items() if sid == root}
     changed = True
@@ -302,6 +304,16 @@ def process_tree(root: int) -> list[int]:
         found |= extra
         changed = bool(extra)
     return sorted(found)
+
+
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, session, start time) of a process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 async def start_exec(
@@ -430,6 +442,8 @@ async def _await_start(proc: ExecProcess, tmp: str) -> None:
     pid = await proc._started
     if pid:
         proc.pid = pid
+        info = _stat(pid)
+        proc._start_time = info[3] if info is not None else 0
         return
     proc.returncode = None
     proc._fail(runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
