@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import ssl as ssl_module
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,11 +32,21 @@ SEND_HIGH = 1024 * 1024
 SEND_LOW = 256 * 1024
 
 
+class _SharedBuffer(threading.local):
+    """One receive buffer per thread, shared by every connection of its event loop:
+    the loop fills it and ``buffer_updated`` copies the bytes out before returning, so
+    an idle connection costs no buffer at all (hundreds of idle exec sessions)."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(READ_CHUNK))
+
+
+_shared = _SharedBuffer()
+
+
 class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, recv_high: int = RECV_HIGH) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buf = bytearray(READ_CHUNK)
-        self._view = memoryview(self._buf)
         self.chunks: collections.deque[bytes] = collections.deque()
         self.size = 0
         self.eof = False
@@ -59,10 +70,10 @@ class _Protocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        return _shared.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.chunks.append(bytes(self._view[:nbytes]))
+        self.chunks.append(bytes(_shared.view[:nbytes]))
         self.size += nbytes
         self._wake_reader()
         if self.size >= self.recv_high and not self._paused_reading and self.transport:
