@@ -233,3 +233,29 @@ async def test_copy_fallback_without_overlay(runtime, make_pod, data_dir, images
     await copying.delete(cid, force=True)
     await copying.delete(sandbox, force=True)
     assert not os.path.exists(os.path.join(copying.containers_dir, cid))
+
+
+async def test_an_imported_image_runs_with_its_config(runtime, make_pod, images, tmp_path):
+    from .test_runtime_image import docker_save, layer
+
+    with open("/bin/busybox", "rb") as f:
+        busybox = f.read()
+    entries = [("bin", "dir", None), ("bin/busybox", "exec", busybox), ("work", "dir", None)]
+    entries += [(f"bin/{a}", "symlink", "busybox") for a in ("sh", "echo", "id", "pwd", "sleep")]
+    config = {
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo $GREETING from $(pwd) as $(id -u); sleep 1000"],
+        "Env": ["PATH=/bin", "GREETING=hello"],
+        "WorkingDir": "/work",
+        "User": "1000",
+    }
+    path = docker_save(str(tmp_path / "app.tar"), [layer(entries, gz=True)], config=config)
+    images.import_archive("example.com/app:2", path)
+    pod = make_pod(containers=[{"name": "app", "image": "example.com/app:2"}])
+    _, (cid,) = await run_pod(runtime, pod)
+    for _ in range(50):
+        logs = b"".join([c async for c in runtime.read_logs(cid)])
+        if logs:
+            break
+        await asyncio.sleep(0.05)
+    assert logs == b"hello from /work as 1000\n"

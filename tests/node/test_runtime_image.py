@@ -25,15 +25,15 @@ from hatchway.node.runtime_image import (
 
 
 def layer(entries: list[tuple], *, gz: bool = False) -> bytes:
-    """A layer tar from (name, kind, payload) with kind in file/dir/symlink/link."""
+    """A layer tar from (name, kind, payload) with kind in file/exec/dir/symlink/link."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, kind, payload in entries:
             info = tarfile.TarInfo(name)
             info.mtime = 1_700_000_000
-            if kind == "file":
+            if kind in ("file", "exec"):
                 info.size = len(payload)
-                info.mode = 0o644
+                info.mode = 0o755 if kind == "exec" else 0o644
                 tar.addfile(info, io.BytesIO(payload))
                 continue
             if kind == "dir":
@@ -88,8 +88,9 @@ LAYER2 = [
 ]
 
 
-def docker_save(path: str, layers: list[bytes]) -> str:
-    files = {"cfg.json": json.dumps(CONFIG).encode()}
+def docker_save(path: str, layers: list[bytes], config: dict | None = None) -> str:
+    image_config = {**CONFIG, "config": config} if config else CONFIG
+    files = {"cfg.json": json.dumps(image_config).encode()}
     names = []
     for i, data in enumerate(layers):
         files[f"l{i}/layer.tar"] = data
