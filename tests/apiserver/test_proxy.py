@@ -626,6 +626,10 @@ class _EchoProcess:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+async def _found(namespace: str, pod: str, container: str) -> tuple[str, bool]:
+    return ("cid", True)
+
+
 async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Path) -> None:
     """kubectl -> API server proxy -> the node agent's endpoint (runner faked), over
     WebSocket v5 and over SPDY."""
@@ -638,7 +642,7 @@ async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Pat
 
     endpoint = NodeEndpoint(
         allowed_users=[pki.APISERVER_CLIENT_CN],
-        lookup=lambda ns, pod, container: ("cid", True),
+        lookup=_found,
         start=start,
     )
     node_server = http.HttpServer(endpoint)
