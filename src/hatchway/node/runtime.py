@@ -103,6 +103,9 @@ class RuncRuntime:
         self.images = images or ImageStore(self.root_dir)
         self.poll_interval = poll_interval
         self.overlay = overlay
+        # container id → (init pid, its start time): state() of a running container
+        # without a runc call per poll.
+        self._alive: dict[str, tuple[int, int]] = {}
         for d in (self.state_root, self.containers_dir, self.logs_dir):
             os.makedirs(d, exist_ok=True)
 
@@ -327,11 +330,18 @@ class RuncRuntime:
         for _ in range(25):
             code = _read_exit(bundle)
             if code is not None:
+                self._alive.pop(container_id, None)
                 return self._exited(st, bundle, code)
+            known = self._alive.get(container_id)
+            if known is not None and _start_time(known[0]) == known[1]:
+                st.status, st.pid = "running", known[0]  # same init process: no runc call
+                return st
             runc_state = await self._runc_state(container_id)
             if runc_state and runc_state.get("status") in ("running", "created", "paused"):
                 st.status = "running" if runc_state["status"] != "created" else "created"
                 st.pid = int(runc_state.get("pid") or 0)
+                if st.status == "running" and st.pid:
+                    self._alive[container_id] = (st.pid, _start_time(st.pid))
                 return st
             await asyncio.sleep(0.02)  # the shim is between runc's exit and the exit file
         if time.time() - float(meta["started_at"]) < 30:
@@ -384,6 +394,7 @@ class RuncRuntime:
         bundle = self._bundle(container_id)
         await self._unmount_rootfs(bundle)
         shutil.rmtree(bundle, ignore_errors=True)
+        self._alive.pop(container_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(st.log_path)
 
@@ -476,6 +487,16 @@ def _open_log(path: str) -> Any:
         return open(path, "rb")
     except FileNotFoundError:
         return None
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time (/proc/PID/stat field 22), -1 if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return -1
+    return -1 if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def _read_exit(bundle: str) -> int | None:
