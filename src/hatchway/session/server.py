@@ -116,6 +116,19 @@ class ServerSession:
         return self.outcome
 
     async def _supervise(self, process: Process, streams: dict[str, Stream]) -> None:
+        try:
+            code = await self._pump(process, streams)
+        except BaseException:
+            # Cancelled (server shutting down) or a pump failed: no orphans either way.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(process.kill())
+            raise
+        self.outcome.exit_code = code
+        if not self.outcome.client_gone:
+            await self._finish(streams, code, process.error_message)
+
+    async def _pump(self, process: Process, streams: dict[str, Stream]) -> int:
+        """Copy bytes both ways until the process exits (or the client leaves)."""
         async with asyncio.TaskGroup() as group:
             outputs = [
                 group.create_task(self._pump_out(process.read_stdout, streams["stdout"]))
@@ -143,9 +156,7 @@ class ServerSession:
                 await asyncio.gather(*(t for t in outputs if t is not None))
             for task in (*inputs, gone):
                 task.cancel()
-        self.outcome.exit_code = code
-        if not self.outcome.client_gone:
-            await self._finish(streams, code, process.error_message)
+        return code
 
     async def _pump_out(self, read, stream: Stream) -> None:  # type: ignore[no-untyped-def]
         with contextlib.suppress(ConnectionClosedError):
