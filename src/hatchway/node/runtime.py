@@ -384,6 +384,13 @@ class RuncRuntime:
         """Remove a container, its mount, bundle and log. A running one needs ``force``
         (it is killed with SIGKILL first)."""
         st = await self.state(container_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while st.status == "created" and st.started_at:
+                    # Launched, but runc has not created it yet: removing the bundle now
+                    # would leave runc starting a container on a vanished root.
+                    await asyncio.sleep(0.05)
+                    st = await self.state(container_id)
         if st.status == "running":
             if not force:
                 raise ContainerRuntimeError(f"container {container_id} is running")

@@ -363,6 +363,9 @@ async def start_exec(
     finally:
         if server is not None:
             server.close()
+    # The pid file, runc's log and the console socket have served their purpose.
+    shutil.rmtree(tmp, ignore_errors=True)
+    proc._cleanup.remove(tmp)
     return proc
 
 
