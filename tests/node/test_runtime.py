@@ -259,3 +259,20 @@ async def test_an_imported_image_runs_with_its_config(runtime, make_pod, images,
             break
         await asyncio.sleep(0.05)
     assert logs == b"hello from /work as 1000\n"
+
+
+async def test_delete_copes_with_a_lost_shim(runtime, make_pod):
+    """A shim killed from outside (not our doing) must not leave a container behind."""
+    import time as _time
+
+    _, (cid,) = await run_pod(runtime, make_pod())
+    pid = (await runtime.state(cid)).pid
+    shim_runc = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    shim = int(open(f"/proc/{shim_runc}/stat").read().rsplit(")", 1)[1].split()[1])
+    os.kill(shim, 9)
+    os.kill(shim_runc, 9)
+    start = _time.monotonic()
+    await runtime.delete(cid, force=True)
+    assert _time.monotonic() - start < 5 * SCALE
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/hatchway/{cid}")

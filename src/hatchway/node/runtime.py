@@ -34,14 +34,23 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.runtime_exec import ExecProcess, start_exec
-from hatchway.node.runtime_host import host_capabilities, host_devices, runc_error
+from hatchway.node.runtime_host import (
+    host_capabilities,
+    host_devices,
+    remove_cgroups,
+    runc_error,
+)
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
 
 log = logging.getLogger(__name__)
 
+#: In the bundle of a container with ``stdin: true``: its main process's stdin (attach).
+STDIN_FIFO = "stdin.fifo"
+
 _SHIM = r"""
+in=/dev/null; [ -p "$3/stdin.fifo" ] && in="$3/stdin.fifo"
 "$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
-    </dev/null >>"$5" 2>&1
+    <>"$in" >>"$5" 2>&1
 echo $? >"$3/exit.tmp"
 mv "$3/exit.tmp" "$3/exit"
 """
@@ -281,6 +290,10 @@ class RuncRuntime:
         meta = self._meta(cid)
         meta["sandbox_id"] = sandbox_id or ""
         self._save_meta(cid, meta)
+        if container.get("stdin"):
+            # The main process's stdin for attach; the shim holds it open read-write, so
+            # it never reads EOF between attaches (stdinOnce is not implemented).
+            os.mkfifo(os.path.join(self._bundle(cid), STDIN_FIFO), 0o600)
         return cid
 
     async def _find_sandbox(self, pod: Mapping[str, Any]) -> str:
@@ -395,15 +408,27 @@ class RuncRuntime:
             if not force:
                 raise ContainerRuntimeError(f"container {container_id} is running")
             await self.kill(container_id, "KILL")
-            with contextlib.suppress(TimeoutError):
-                await self.wait_exit(container_id, timeout=10)
+            await self._gone(container_id, timeout=10)
         await self.runc_cmd("delete", "--force", container_id, check=False)
         bundle = self._bundle(container_id)
         await self._unmount_rootfs(bundle)
         shutil.rmtree(bundle, ignore_errors=True)
+        remove_cgroups(f"hatchway/{container_id}")
         self._alive.pop(container_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(st.log_path)
+
+    async def _gone(self, container_id: str, timeout: float) -> None:
+        """Wait until the init process is dead: the shim wrote the exit status, or (shim
+        lost) runc no longer sees it running."""
+        bundle = self._bundle(container_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while _read_exit(bundle) is None:
+                    st = await self._runc_state(container_id)
+                    if st is None or st.get("status") not in ("running", "paused"):
+                        return
+                    await asyncio.sleep(0.05)
 
     async def list(self) -> list[ContainerState]:
         """Every container this runtime has a bundle for (survives agent restarts)."""
@@ -417,6 +442,11 @@ class RuncRuntime:
 
     def log_path(self, container_id: str) -> str:
         return str(self._meta(container_id)["log_path"])
+
+    def stdin_path(self, container_id: str) -> str | None:
+        """The FIFO that is the main process's stdin (``stdin: true``), else None."""
+        path = os.path.join(self._bundle(container_id), STDIN_FIFO)
+        return path if os.path.exists(path) else None
 
     async def read_logs(
         self, container_id: str, *, follow: bool = False, chunk: int = 65536

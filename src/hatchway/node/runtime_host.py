@@ -1,9 +1,10 @@
-"""What the runtime reads from the host: runc's logged errors, our capability bounding
-set, the device nodes a privileged container gets."""
+"""What the runtime reads from (and tidies on) the host: runc's logged errors, our
+capability bounding set, the device nodes a privileged container gets, cgroups."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import stat
@@ -59,3 +60,11 @@ def host_devices() -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def remove_cgroups(relative: str) -> None:
+    """Remove the container's (empty) cgroup directories, v1 and v2, if runc left them
+    (it does when its foreground process was killed instead of seeing the exit)."""
+    for path in [*glob.glob(f"/sys/fs/cgroup/*/{relative}"), f"/sys/fs/cgroup/{relative}"]:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
