@@ -327,3 +327,16 @@ async def test_dead_sandbox_restarts_the_pod(manager, make_pod, runtime):
     new = manager.find_container("default", "p1", "main")
     assert new != old and cstatus(status)["containerID"] == f"runc://{new}"
     assert (await runtime.state(new)).sandbox_id != sandbox
+
+
+def test_qos_class():
+    from hatchway.node.pods import qos_class
+
+    both = {"cpu": "1", "memory": "1Gi"}
+    assert qos_class([{"name": "a"}]) == "BestEffort"
+    assert qos_class([{"name": "a", "resources": {"limits": both}}]) == "Guaranteed"
+    assert (
+        qos_class([{"name": "a", "resources": {"limits": both, "requests": both}}]) == "Guaranteed"
+    )
+    assert qos_class([{"name": "a", "resources": {"requests": {"cpu": "1"}}}]) == "Burstable"
+    assert qos_class([{"name": "a", "resources": {"limits": both}}, {"name": "b"}]) == "Burstable"

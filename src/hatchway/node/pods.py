@@ -365,7 +365,7 @@ class PodManager:
             "conditions": conditions,
             "startTime": rfc3339(p.start_time),
             "containerStatuses": statuses,
-            "qosClass": "BestEffort",
+            "qosClass": qos_class(p.specs),
         }
         if self.host_ip:
             status["hostIP"] = self.host_ip
@@ -517,6 +517,20 @@ def _terminated(st: ContainerState) -> dict[str, Any]:
 
 def _crash_message(c: _Container, spec: Mapping[str, Any]) -> str:
     return f"back-off restarting failed container {spec.get('name')}"
+
+
+def qos_class(containers: list[dict[str, Any]]) -> str:
+    """Guaranteed (every container: cpu and memory limits, requests equal), BestEffort
+    (no requests or limits anywhere) or Burstable."""
+    guaranteed, empty = True, True
+    for c in containers:
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        empty = empty and not limits and not requests
+        for kind in ("cpu", "memory"):
+            if kind not in limits or requests.get(kind, limits[kind]) != limits[kind]:
+                guaranteed = False
+    return "BestEffort" if empty else "Guaranteed" if guaranteed else "Burstable"
 
 
 def _phase(statuses: list[dict[str, Any]], policy: str) -> str:
