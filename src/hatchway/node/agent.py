@@ -20,6 +20,7 @@ from typing import Any
 
 from hatchway import pki as pki_module
 from hatchway.errors import ApiError, HatchwayError
+from hatchway.node.attach import attach
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import RuncRuntime
 from hatchway.node.server import NodeEndpoint
@@ -83,21 +84,11 @@ class NodeAgent:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        """Runtime, endpoint, then the API server loops (registration, watch, status)."""
         cfg = self.config
-        paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
-        cert = cfg.cert or str(paths.node.cert)
-        key = cfg.key or str(paths.node.key)
-        ca = cfg.ca or str(paths.ca.cert)
-        self.images.ensure_busybox()
-        await self.manager.start()
-        endpoint = NodeEndpoint(
-            allowed_users=cfg.allowed_users,
-            lookup=self._lookup,
-            start=self._start_process,
-            logs=self._logs,
-        )
-        self.server = HttpServer(endpoint)
-        await self.server.start(cfg.host, cfg.port, ssl=tls.server_context(cert, key, client_ca=ca))
+        cert, key, ca = self._credentials()
+        await self.start_runtime()
+        await self.start_server()
         self.rest = RestClient(
             cfg.apiserver,
             ssl_context=tls.client_context(ca_file=ca, cert_file=cert, key_file=key),
@@ -109,6 +100,35 @@ class NodeAgent:
             loop.create_task(self._watch_loop()),
             loop.create_task(self._reconcile_loop()),
         ]
+
+    def _credentials(self) -> tuple[str, str, str]:
+        cfg = self.config
+        paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
+        cert = cfg.cert or str(paths.node.cert)
+        key = cfg.key or str(paths.node.key)
+        ca = cfg.ca or str(paths.ca.cert)
+        return cert, key, ca
+
+    async def start_runtime(self) -> None:
+        """The built-in image and the pod manager (re-adopts the pods of a previous run)."""
+        self.images.ensure_busybox()
+        await self.manager.start()
+
+    def endpoint(self) -> NodeEndpoint:
+        """The HTTPS application: exec, attach and logs for the API server's identity."""
+        return NodeEndpoint(
+            allowed_users=self.config.allowed_users,
+            lookup=self._lookup,
+            start=self._start_process,
+            logs=self._logs,
+        )
+
+    async def start_server(self) -> None:
+        """Serve :meth:`endpoint` with mutual TLS on the configured address."""
+        cert, key, ca = self._credentials()
+        self.server = HttpServer(self.endpoint())
+        ssl = tls.server_context(cert, key, client_ca=ca)
+        await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
     @property
     def port(self) -> int:
@@ -142,8 +162,8 @@ class NodeAgent:
         return (cid, await self.manager.container_running(namespace, pod, container))
 
     async def _start_process(self, container_id: str, options: ExecOptions) -> Any:
-        if options.action != "exec":
-            raise HatchwayError("error attaching to container: attach is not supported yet")
+        if options.action == "attach":
+            return await attach(self.runtime, container_id, options)
         return await self.runtime.exec(
             container_id,
             list(options.command),

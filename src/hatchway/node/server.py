@@ -46,8 +46,17 @@ WEBSOCKET_PROTOCOLS = (
     "channel.k8s.io",
     "",
 )
-#: The kubelet's SPDY choice for kubectl is v4 (spec 3.1); we stay with that.
+#: The kubelet's SPDY choice for kubectl is v4 (spec 3.1); we stay with that whenever
+#: v4 is offered, and take v5 (which behaves as v4 over SPDY) only from a client that
+#: offers no v4.
 SPDY_PREFERENCE = SPDY_PROTOCOLS[1:]
+
+
+def negotiate_spdy(values: list[str]) -> str:
+    """The client's first supported version, v4 over v5 (see SPDY_PREFERENCE)."""
+    offered = {p.strip() for v in values for p in v.split(",")}
+    supported = SPDY_PREFERENCE if "v4.channel.k8s.io" in offered else SPDY_PROTOCOLS
+    return channel.negotiate_spdy(values, supported)
 
 
 def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
@@ -190,15 +199,9 @@ class NodeEndpoint:
 
     def _spdy(self, request: Request, container_id: str, options: ExecOptions) -> Response:
         try:
-            protocol = channel.negotiate_spdy(
-                request.header_values("x-stream-protocol-version"), SPDY_PREFERENCE
-            )
+            protocol = negotiate_spdy(request.header_values("x-stream-protocol-version"))
         except channel.NegotiationError as exc:
-            return text_response(
-                exc.status,
-                str(exc),
-                [("x-accepted-stream-protocol-versions", p) for p in SPDY_PREFERENCE],
-            )
+            return Response(exc.status, list(exc.headers), exc.body)
 
         async def run(stream: ByteStream) -> None:
             conn = SpdyConnection(stream, client=False, protocol=protocol)
@@ -215,8 +218,8 @@ class NodeEndpoint:
     def _websocket(self, request: Request, container_id: str, options: ExecOptions) -> Response:
         try:
             key = handshake.check_websocket_request(request.method, request.headers)
-        except handshake.HandshakeRefusedError as exc:
-            return text_response(exc.status, str(exc))
+        except handshake.HandshakeRefused as exc:
+            return Response(exc.status, list(exc.headers), exc.body)
         offered = request.header("sec-websocket-protocol")
         try:
             protocol = channel.negotiate_websocket(offered, WEBSOCKET_PROTOCOLS)
