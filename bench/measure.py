@@ -1,0 +1,265 @@
+"""The measurements, each on one :class:`~bench.peers.Peer`. Every one has a deadline and
+kills the process group it started when the deadline passes; a failure raises
+:class:`MeasureError` with what went wrong, and the caller marks that cell n/a.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import re
+import selectors
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+
+from bench.memory import Sampler
+from bench.peers import Peer
+
+BLOCK = 64 * 1024
+CHUNK = 1024 * 1024
+F_SETPIPE_SZ = 1031
+RECORDS = re.compile(rb"(\d+)\+(\d+) records (in|out)")
+
+
+class MeasureError(Exception):
+    pass
+
+
+def _spawn(peer: Peer, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=peer.env, start_new_session=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the process group this benchmark started for one session."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def _big_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
+
+
+def _records(stderr: bytes, kind: bytes) -> tuple[int, int]:
+    for full, partial, k in RECORDS.findall(stderr):
+        if k == kind:
+            return int(full), int(partial)
+    raise MeasureError(f"no dd record count in: {stderr[-300:]!r}")
+
+
+def _dd_out(count: int) -> list[str]:
+    return ["dd", "if=/dev/zero", f"bs={BLOCK // 1024}k", f"count={count}"]
+
+
+def _rate(nbytes: int, seconds: float) -> dict[str, float]:
+    return {"bytes": nbytes, "seconds": round(seconds, 4), "gib_s": nbytes / seconds / 2**30}
+
+
+def stdout_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
+    """``dd`` writes ``size`` bytes of zeros in the container; we read and count them.
+    Rate from the first byte to EOF (start-up is the latency figure's)."""
+    with tempfile.TemporaryFile() as err:
+        t_start = time.perf_counter()
+        proc = _spawn(
+            peer, peer.argv(_dd_out(size // BLOCK)), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=err,
+        )  # fmt: skip
+        timer = threading.Timer(timeout, _kill, (proc,))
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            _big_pipe(fd)
+            buf = bytearray(CHUNK)
+            total = os.readv(fd, [buf])
+            t0 = time.perf_counter()
+            while n := os.readv(fd, [buf]):
+                total += n
+            t1 = time.perf_counter()
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            _kill(proc)
+        err.seek(0)
+        if rc != 0 or total != size:
+            raise MeasureError(f"rc={rc}, {total} of {size} bytes: {err.read()[-300:]!r}")
+    return {**_rate(total, t1 - t0), "wall_seconds": round(t1 - t_start, 4)}
+
+
+def stdin_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
+    """We write ``size`` bytes of zeros to the client; ``dd`` counts them in the
+    container. Rate from the moment the client is draining its stdin to the exit."""
+    cmd = ["dd", "of=/dev/null", f"bs={BLOCK // 1024}k", "iflag=fullblock"]
+    with tempfile.TemporaryFile() as err:
+        t_start = time.perf_counter()
+        proc = _spawn(
+            peer, peer.argv(cmd, stdin=True), stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        timer = threading.Timer(timeout, _kill, (proc,))
+        timer.start()
+        try:
+            assert proc.stdin is not None
+            t0 = _feed(proc.stdin.fileno(), size)
+            proc.stdin.close()
+            rc = proc.wait()
+            t1 = time.perf_counter()
+        except BrokenPipeError:
+            rc = proc.wait()
+            raise MeasureError(f"client closed its stdin early (rc={rc})") from None
+        finally:
+            timer.cancel()
+            _kill(proc)
+        err.seek(0)
+        stderr = err.read()
+    full, partial = _records(stderr, b"in")
+    if rc != 0 or full * BLOCK != size or partial:
+        raise MeasureError(f"rc={rc}, dd counted {full}+{partial} blocks: {stderr[-300:]!r}")
+    return {**_rate(size, t1 - t0), "wall_seconds": round(t1 - t_start, 4)}
+
+
+def _feed(fd: int, size: int) -> float:
+    """Write ``size`` zero bytes; returns when the consumer began draining (the second
+    chunk went in: the first only filled the pipe)."""
+    _big_pipe(fd)
+    view = memoryview(bytes(CHUNK))
+    sent, t0 = 0, 0.0
+    while sent < size:
+        chunk = view[: min(CHUNK, size - sent)]
+        while chunk:
+            chunk = chunk[os.write(fd, chunk) :]
+        sent += CHUNK
+        if not t0 and sent >= 2 * CHUNK:
+            t0 = time.perf_counter()
+    return t0 or time.perf_counter()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def latency(peer: Peer, runs: int, timeout: float, warmup: int = 2) -> dict[str, float]:
+    """``exec … true`` end to end, as a user would run it: a new client process each time."""
+    times: list[float] = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        result = subprocess.run(
+            peer.argv(["true"]), env=peer.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t0
+        if result.returncode != 0:
+            raise MeasureError(f"rc={result.returncode}: {result.stderr[-300:]!r}")
+        if i >= warmup:
+            times.append(elapsed)
+    return _summary(times)
+
+
+def _summary(times: Sequence[float]) -> dict[str, float]:
+    return {
+        "runs": len(times),
+        "p50_ms": percentile(times, 50) * 1000,
+        "p99_ms": percentile(times, 99) * 1000,
+        "mean_ms": sum(times) / len(times) * 1000,
+    }
+
+
+def concurrent(peer: Peer, sessions: int, per_session: int, timeout: float) -> dict[str, object]:
+    """``sessions`` sessions are opened and each waits (idle, stdin open) until all are
+    up; server memory is read then. Then all stream ``per_session`` bytes of stdout at
+    once; aggregate rate from the go signal to the last exit, and peak server memory."""
+    ready = b"bench-ready"
+    count = per_session // BLOCK
+    script = f"echo {ready.decode()} >&2; read go; exec {' '.join(_dd_out(count))}"
+    sampler = Sampler(peer.servers())
+    sampler.baseline()
+    procs: list[subprocess.Popen[bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for i in range(sessions):
+            argv = peer.argv(["sh", "-c", script], stdin=True, session=i)
+            procs.append(
+                _spawn(peer, argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+            )  # fmt: skip
+        errs = _wait_ready(procs, ready, deadline)
+        time.sleep(1.0)  # let the servers settle with every session idle and open
+        idle = sampler.sample()
+        sampler.start()
+        t0 = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        _drain(procs, errs, deadline)
+        t1 = time.perf_counter()
+        peak = sampler.stop()
+    finally:
+        for proc in procs:
+            _kill(proc)
+    done = sum(_records(errs[i], b"out")[0] * BLOCK for i in range(sessions))
+    failed = [p.returncode for p in procs if p.returncode != 0]
+    if failed or done != sessions * per_session:
+        raise MeasureError(
+            f"{len(failed)} sessions failed; {done} bytes of {sessions * per_session}"
+        )
+    return {
+        "sessions": sessions,
+        **_rate(done, t1 - t0),
+        "idle_kib_per_session": sampler.per_session(idle, sessions),
+        "streaming_kib_per_session": sampler.per_session(peak, sessions),
+    }
+
+
+def _wait_ready(
+    procs: list[subprocess.Popen[bytes]], marker: bytes, deadline: float
+) -> list[bytes]:
+    """Read every session's stderr until it says ``marker``; returns what was read."""
+    errs = [b""] * len(procs)
+    with selectors.DefaultSelector() as sel:
+        for i, proc in enumerate(procs):
+            assert proc.stderr is not None
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, i)
+        pending = len(procs)
+        while pending:
+            if time.monotonic() > deadline:
+                raise MeasureError(f"{pending} of {len(procs)} sessions not up in time")
+            for key, _ in sel.select(1.0):
+                i = key.data
+                data = os.read(key.fd, 65536)
+                errs[i] += data
+                if marker in errs[i] or not data:
+                    sel.unregister(key.fd)
+                    pending -= 1
+                    if not data:
+                        raise MeasureError(f"session {i} ended early: {errs[i][-300:]!r}")
+    return errs
+
+
+def _drain(procs: list[subprocess.Popen[bytes]], errs: list[bytes], deadline: float) -> None:
+    """Collect the rest of every session's stderr and wait for it to exit."""
+    with selectors.DefaultSelector() as sel:
+        for i, proc in enumerate(procs):
+            assert proc.stderr is not None
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, i)
+        while sel.get_map():
+            if time.monotonic() > deadline:
+                raise MeasureError("sessions did not finish in time")
+            for key, _ in sel.select(1.0):
+                data = os.read(key.fd, 65536)
+                errs[key.data] += data
+                if not data:
+                    sel.unregister(key.fd)
+    for proc in procs:
+        proc.wait(max(1.0, deadline - time.monotonic()))

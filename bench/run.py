@@ -1,0 +1,172 @@
+"""Hatchway side by side with runc, podman, OpenSSH and kubectl, in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--only FIGURE ...] [--peers PEER ...]
+
+Starts its own Hatchway cluster in a temporary data directory (one busybox pod), a
+podman container from the same rootfs and an sshd on a free loopback port, measures,
+removes all of it, prints a Markdown table and writes bench/results/latest.{json,md}.
+Figures: stdout, stdin, latency, concurrent, echo. Peers: see bench/peers.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from bench import env as benv
+from bench import measure, report
+from bench.echo import echo
+from bench.peers import ORDER, Peer, make_peers
+
+FIGURES = ("stdout", "stdin", "latency", "concurrent", "echo")
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs (~2 min)")
+    p.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES))
+    p.add_argument("--peers", nargs="+", choices=ORDER, default=list(ORDER))
+    p.add_argument("--size-mib", type=int, help="bytes per single stream (1024; quick 256)")
+    p.add_argument("--runs", type=int, help="exec true runs (100; quick 20)")
+    p.add_argument("--sessions", type=int, help="concurrent sessions (200)")
+    p.add_argument("--per-session-kib", type=int, help="bytes each streams (8192; quick 1024)")
+    p.add_argument("--echo-runs", type=int, help="keystrokes (100; quick 30)")
+    p.add_argument("--timeout-scale", type=float, default=1.0)
+    p.add_argument("--no-install", action="store_true", help="do not apt-get missing tools")
+    p.add_argument("--out", type=pathlib.Path, default=RESULTS, help="results directory")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.size_mib = args.size_mib or (256 if quick else 1024)
+    args.runs = args.runs or (20 if quick else 100)
+    args.sessions = args.sessions or 200
+    args.per_session_kib = args.per_session_kib or (1024 if quick else 8192)
+    args.echo_runs = args.echo_runs or (30 if quick else 100)
+    return args
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    def version(*argv: str) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(argv, capture_output=True, timeout=20).stdout.decode()
+            return out.strip().splitlines()[0] if out.strip() else ""
+        return ""
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "mode": "quick" if args.quick else "full",
+        "size_mib": args.size_mib,
+        "runs": args.runs,
+        "sessions": args.sessions,
+        "per_session_kib": args.per_session_kib,
+        "echo_runs": args.echo_runs,
+        "versions": {
+            "runc": version("runc", "--version"),
+            "podman": version("podman", "--version"),
+            "ssh": subprocess.run(["ssh", "-V"], capture_output=True).stderr.decode().strip()
+            if benv._which("ssh")
+            else "",
+            "kubectl": version("kubectl", "version", "--client"),
+            "python": platform.python_version(),
+        },
+        "cipher": "aes128-gcm@openssh.com, no compression",
+        "ssh_far_end": "runc exec into the Hatchway pod's container",
+    }
+
+
+def _figure_jobs(args: argparse.Namespace) -> dict[str, Callable[[Peer], dict[str, Any]]]:
+    s = args.timeout_scale
+    size = args.size_mib * 2**20
+    per = args.per_session_kib * 1024
+    return {
+        "stdout": lambda p: measure.stdout_throughput(p, size, 120 * s),
+        "stdin": lambda p: measure.stdin_throughput(p, size, 120 * s),
+        "latency": lambda p: measure.latency(p, args.runs, 30 * s),
+        "concurrent": lambda p: measure.concurrent(p, args.sessions, per, 240 * s),
+        "echo": lambda p: echo(p, args.echo_runs, 60 * s),
+    }
+
+
+def _start(stack: contextlib.ExitStack, args: argparse.Namespace) -> benv.Peers:
+    base = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hw-bench-")))
+    peers = benv.Peers()
+    users = -(-args.sessions // benv.SESSIONS_PER_USER)
+    benv.log("starting a Hatchway cluster")
+    peers.cluster = benv.start_cluster(stack, base, users)
+    if "podman" in args.peers:
+        try:
+            benv.log("starting a podman container from the same rootfs")
+            peers.podman_container = benv.start_podman(stack, peers.cluster)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            peers.unavailable["podman"] = str(exc)
+    if "ssh" in args.peers:
+        try:
+            benv.log("starting sshd on loopback")
+            peers.ssh = benv.start_sshd(stack, base)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            peers.unavailable["ssh"] = str(exc)
+    return peers
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"meta": _meta(args), "figures": {}}
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        peers = _start(stack, args)
+        columns = {n: p for n, p in make_peers(peers, dict(os.environ)).items() if n in args.peers}
+        results["peers"] = list(columns)
+        results["unavailable"] = peers.unavailable
+        jobs = _figure_jobs(args)
+        for figure in args.only:
+            cells = results["figures"].setdefault(figure, {})
+            for name, peer in columns.items():
+                benv.log(f"{figure}: {name}")
+                t0 = time.monotonic()
+                try:
+                    cells[name] = jobs[figure](peer)
+                except (measure.MeasureError, OSError, subprocess.SubprocessError) as exc:
+                    cells[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                except Exception as exc:  # keep the other columns; say what broke
+                    traceback.print_exc()
+                    cells[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                benv.log(f"  {json.dumps(cells[name])[:300]} ({time.monotonic() - t0:.1f}s)")
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    results["peers"] = {n: n not in results["unavailable"] for n in ORDER if n in args.peers}
+    results["targets"] = report.targets(results)
+    return results
+
+
+def main() -> int:
+    args = parse(sys.argv[1:])
+    if os.geteuid() != 0:
+        print("bench/run.py needs root (runc, podman, the node agent)", file=sys.stderr)
+        return 2
+    benv.ensure_tools(install=not args.no_install)
+    results = run(args)
+    text = report.markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "latest.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
