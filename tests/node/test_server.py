@@ -9,7 +9,9 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from hatchway.node.server import parse_options
+from hatchway.node.server import NodeEndpoint, parse_options
+from hatchway.transport import tls
+from hatchway.transport.http import HttpServer
 
 from .conftest import SCALE, needs_runc
 from .endpoint_harness import SPDY_ALL, Node, pod, running_node
@@ -281,3 +283,80 @@ def test_parse_options(query, stdin, stdout, stderr, tty):
         tty,
     )
     assert options.command == ("ls",)
+
+
+# --- bugs pinned in the session layer --------------------------------------------------
+
+
+class RecordingProcess:
+    """Records the order in which the session hands resizes and stdin to the process."""
+
+    error_message = None
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.done = asyncio.Event()
+
+    async def write_stdin(self, data: bytes) -> None:
+        self.calls.append(f"stdin {data!r}")
+        self.done.set()
+
+    async def close_stdin(self) -> None:
+        self.done.set()
+
+    async def read_stdout(self, max_bytes: int = 65536) -> bytes:
+        await self.done.wait()
+        return b""
+
+    async def read_stderr(self, max_bytes: int = 65536) -> bytes:
+        return b""
+
+    def resize(self, width: int, height: int) -> None:
+        self.calls.append(f"resize {width}x{height}")
+
+    async def wait(self) -> int:
+        await self.done.wait()
+        return 0
+
+    async def kill(self) -> None:
+        self.done.set()
+
+
+@module_loop
+@pytest.mark.xfail(
+    strict=True,
+    reason="session/server.py _pump starts the stdin pump before the resize pump",
+)
+async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
+    """kubectl sends the terminal size before any stdin (spec 4.4): a process that reads
+    its size right after its first input must see it. Both arrive while the process is
+    being started, and the session must hand them over in the order they were sent."""
+    process = RecordingProcess()
+
+    async def slow_start(container_id, options):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.2)  # runc exec takes about this long
+        return process
+
+    async def lookup(namespace, pod, container):  # type: ignore[no-untyped-def]
+        return ("cid", True)
+
+    endpoint = NodeEndpoint(allowed_users=["hatchway-apiserver"], lookup=lookup, start=slow_start)
+    server = HttpServer(endpoint)
+    paths = node.paths
+    await server.start(
+        "127.0.0.1",
+        0,
+        ssl=tls.server_context(paths.node.cert, paths.node.key, client_ca=paths.ca.cert),
+    )
+    try:
+        fake = Node(node.agent, paths, node.data_dir)
+        fake.agent = type("A", (), {"port": server.port})()  # type: ignore[assignment]
+        session = await fake.open(["sh"], stdin=True, tty=True, protocols=("v4.channel.k8s.io",))
+        await session.resize(100, 30)
+        await session.write_stdin(b"x")
+        async with asyncio.timeout(5 * SCALE):
+            await process.done.wait()
+        await session.close()
+    finally:
+        await server.close()
+    assert process.calls[:2] == ["resize 100x30", "stdin b'x'"]
