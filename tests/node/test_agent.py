@@ -246,7 +246,7 @@ async def test_not_executable_is_126(node: Node):
     assert b"permission denied" in result.stderr.lower()
 
 
-@pytest.mark.xfail(strict=True, reason="session/server.py drops the start error with a TTY")
+
 async def test_missing_binary_with_a_tty_shows_the_message(node: Node):
     result = await node.run(["no-such-binary"], tty=True, **V5)
     assert result.code == 127

@@ -323,10 +323,6 @@ class RecordingProcess:
 
 
 @module_loop
-@pytest.mark.xfail(
-    strict=True,
-    reason="session/server.py _pump starts the stdin pump before the resize pump",
-)
 async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
     """kubectl sends the terminal size before any stdin (spec 4.4): a process that reads
     its size right after its first input must see it. Both arrive while the process is

@@ -139,10 +139,12 @@ class ServerSession:
                 else None,
             ]
             inputs = []
-            if "stdin" in streams:
-                inputs.append(group.create_task(self._pump_in(process, streams["stdin"])))
+            # Resize first: kubectl sends the terminal size before any stdin (spec 4.4),
+            # and what is already buffered must reach the process in that order.
             if "resize" in streams:
                 inputs.append(group.create_task(self._pump_resize(process, streams["resize"])))
+            if "stdin" in streams:
+                inputs.append(group.create_task(self._pump_in(process, streams["stdin"])))
             waiter = group.create_task(process.wait())
             gone = group.create_task(self.conn.wait_closed())
             await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,8 +195,11 @@ class ServerSession:
         """Write the status and end the connection cleanly (spec 4.5 step 5)."""
         status = self._status(code, start_error)
         try:
-            if start_error and code is not None and "stderr" in streams:
-                await streams["stderr"].write(start_error.encode() + b"\n")
+            # The runtime's message goes where the user looks: stderr, or the terminal.
+            target = streams.get("stderr") or (streams.get("stdout") if self.options.tty else None)
+            if start_error and code is not None and target is not None:
+                newline = b"\r\n" if self.options.tty else b"\n"
+                await target.write(start_error.encode() + newline)
             if status:
                 await streams["error"].write(status)
             if not self.websocket:
