@@ -7,8 +7,9 @@ Layout under ``root_dir`` (the node's data directory):
   belongs to), ``rootfs/`` (an overlay of the image: ``upper/``, ``work/``; a plain copy
   when overlayfs is unavailable), ``runc.log`` (runc's own JSON log), ``exit`` (the exit
   status once the container is gone).
-* ``logs/<id>.log`` — the container's stdout and stderr, **raw bytes, interleaved** (the
-  same file is both streams, opened O_APPEND), no CRI timestamps.
+* ``logs/<id>.log`` — the container's stdout and stderr, **raw bytes, interleaved** (one
+  O_APPEND file for both; runc copies each stream from its own pipe, so the order between
+  stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 
 Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 STDIN_FIFO = "stdin.fifo"
 
 _SHIM = r"""
+echo $$ >"$3/shim.pid"
 in=/dev/null; [ -p "$3/stdin.fifo" ] && in="$3/stdin.fifo"
 "$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
     <>"$in" >>"$5" 2>&1
@@ -425,10 +427,11 @@ class RuncRuntime:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while _read_exit(bundle) is None:
-                    st = await self._runc_state(container_id)
-                    if st is None or st.get("status") not in ("running", "paused"):
-                        return
-                    await asyncio.sleep(0.05)
+                    if not _shim_alive(bundle, container_id):
+                        st = await self._runc_state(container_id)
+                        if st is None or st.get("status") not in ("running", "paused"):
+                            return
+                    await asyncio.sleep(0.02)
 
     async def list(self) -> list[ContainerState]:
         """Every container this runtime has a bundle for (survives agent restarts)."""
@@ -524,6 +527,17 @@ def _open_log(path: str) -> Any:
         return open(path, "rb")
     except FileNotFoundError:
         return None
+
+
+def _shim_alive(bundle: str, container_id: str) -> bool:
+    """Whether the container's shim still runs (then it will write the exit status)."""
+    try:
+        with open(os.path.join(bundle, "shim.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return container_id.encode() in f.read() and _start_time(pid) >= 0
+    except (OSError, ValueError):
+        return False
 
 
 def _start_time(pid: int) -> int:
