@@ -149,21 +149,37 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def latency(peer: Peer, runs: int, timeout: float, warmup: int = 2) -> dict[str, float]:
-    """``exec … true`` end to end, as a user would run it: a new client process each time."""
-    times: list[float] = []
+def latency(
+    peers: dict[str, Peer], runs: int, timeout: float, warmup: int = 2
+) -> dict[str, dict[str, object]]:
+    """``exec … true`` end to end, as a user runs it (a new client process each time).
+    The peers take turns, run by run, so a noisy neighbour hits every column alike."""
+    times: dict[str, list[float]] = {name: [] for name in peers}
+    errors: dict[str, str] = {}
     for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        result = subprocess.run(
-            peer.argv(["true"]), env=peer.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-        )  # fmt: skip
-        elapsed = time.perf_counter() - t0
-        if result.returncode != 0:
-            raise MeasureError(f"rc={result.returncode}: {result.stderr[-300:]!r}")
-        if i >= warmup:
-            times.append(elapsed)
-    return _summary(times)
+        for name, peer in peers.items():
+            if name in errors:
+                continue
+            try:
+                elapsed = _one_true(peer, timeout)
+            except (MeasureError, OSError, subprocess.SubprocessError) as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            if i >= warmup:
+                times[name].append(elapsed)
+    return {n: {"error": errors[n]} if n in errors else _summary(times[n]) for n in peers}
+
+
+def _one_true(peer: Peer, timeout: float) -> float:
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        peer.argv(["true"]), env=peer.env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if result.returncode != 0:
+        raise MeasureError(f"rc={result.returncode}: {result.stderr[-300:]!r}")
+    return elapsed
 
 
 def _summary(times: Sequence[float]) -> dict[str, float]:

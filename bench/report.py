@@ -163,7 +163,8 @@ def markdown(results: Results) -> str:
         f"Hatchway benchmark — {meta['date']}, {meta['host']}, {meta['cpus']} CPUs, "
         f"{meta['mode']} run ({meta['size_mib']} MiB per stream, {meta['runs']} latency runs, "
         f"{meta['sessions']} sessions x {meta['per_session_kib']} KiB, "
-        f"{meta['echo_runs']} keystrokes)",
+        f"{meta['echo_runs']} keystrokes; load average before {meta['loadavg_before']}, "
+        f"after {meta.get('loadavg_after', '?')}; {meta.get('seconds', '?')} s)",
         "",
         table(results),
         "",
