@@ -166,6 +166,7 @@ class Client:
         namespace: str | None = None,
         input: bytes | None = None,
         check: bool = False,
+        tty: bool = False,
         transport: str = "auto",
     ) -> ExecResult:
         return await exec_module.run(
@@ -176,6 +177,7 @@ class Client:
             container=container,
             input=input,
             check=check,
+            tty=tty,
             transport=transport,
         )
 
@@ -190,8 +192,14 @@ class SyncClient:
         self._thread.start()
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> SyncClient:
-        return cls(Client.from_kubeconfig(path, context=context))
+    def from_kubeconfig(
+        cls, path: str | None = None, *, context: str | None = None, **kwargs: Any
+    ) -> SyncClient:
+        return cls(Client.from_kubeconfig(path, context=context, **kwargs))
+
+    @property
+    def namespace(self) -> str:
+        return self._client.namespace
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -199,6 +207,18 @@ class SyncClient:
 
     def run(self, pod: str, command: Sequence[str], **kwargs: Any) -> ExecResult:
         return self._call(self._client.run(pod, command, **kwargs))
+
+    def create_process(self, pod: str, command: Sequence[str], **kwargs: Any) -> SyncProcess:
+        process = self._call(self._client.create_process(pod, command, **kwargs))
+        return SyncProcess(process, self._call)
+
+    def logs(self, pod: str, **kwargs: Any) -> bytes:
+        """The whole log (``follow`` is for the asyncio client)."""
+
+        async def collect() -> bytes:
+            return b"".join([chunk async for chunk in self._client.logs(pod, **kwargs)])
+
+        return self._call(collect())
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> Any:
         return self._call(self._client.get(resource, name, namespace))
@@ -224,3 +244,53 @@ class SyncClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyncProcess:
+    """A :class:`~hatchway.client.exec.RemoteProcess` driven from synchronous code (any
+    thread): the same methods, blocking."""
+
+    def __init__(self, process: exec_module.RemoteProcess, call: Any) -> None:
+        self._process = process
+        self._call = call
+        self.command = process.command
+        self.protocol = process.protocol
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    def write(self, data: bytes) -> None:
+        self._call(self._process.stdin.write(data))
+
+    def write_eof(self) -> None:
+        self._call(self._process.write_eof())
+
+    def read_stdout(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes of stdout; ``b""`` at EOF."""
+        return self._call(self._process.stdout.read(n))
+
+    def read_stderr(self, n: int = 65536) -> bytes:
+        return self._call(self._process.stderr.read(n))
+
+    def resize(self, width: int, height: int) -> None:
+        self._call(self._process.resize(width, height))
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._call(self._process.wait(), timeout)
+
+    def terminate(self) -> None:
+        self._call(_terminate(self._process))
+
+    def close(self) -> None:
+        self._call(self._process.close())
+
+    def __enter__(self) -> SyncProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _terminate(process: exec_module.RemoteProcess) -> None:
+    process.terminate()

@@ -66,6 +66,11 @@ class ClientSession:
 
     async def _read_status(self) -> int:
         raw = await self.streams["error"].read_all(MAX_STATUS)
+        if not raw and channel.capabilities(self.version).status_json:
+            # v4/v5 servers always write a Status, Success included (spec 4.2), so an
+            # empty error stream means the session was cut: reporting exit 0 (as
+            # client-go does) would turn a lost connection into a success.
+            raise ConnectionClosedError("the session ended before the server sent its status")
         outcome = channel.parse_status(self.version, raw)
         if outcome.exit_code is None:
             raise RemoteCommandError(outcome.message or "unknown error")

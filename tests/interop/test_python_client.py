@@ -1,0 +1,135 @@
+"""The official Python client (``kubernetes`` from PyPI) against a Hatchway cluster.
+
+It speaks WebSocket only, offers ``v5.channel.k8s.io,v4.channel.k8s.io``, never GETs the
+pod first (the server defaults the container), and reads the exit code from channel 3
+(spec 5.1, 7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import pytest
+
+from cluster import Cluster
+from interop.support import Pods, Users
+
+kubernetes = pytest.importorskip("kubernetes")
+from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes.stream import stream  # noqa: E402
+
+
+def core_api(kubeconfig: Any) -> Any:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Any:
+    return core_api(cluster.kubeconfig)
+
+
+def exec_stream(api: Any, pod: str, command: list[str], **kwargs: Any) -> Any:
+    options = {"stderr": True, "stdin": False, "stdout": True, "tty": False, **kwargs}
+    return stream(api.connect_get_namespaced_pod_exec, pod, "default", command=command, **options)
+
+
+def test_exec_preloaded_output(api: Any, pods: Pods) -> None:
+    output = exec_stream(api, pods.simple, ["sh", "-c", "echo out; sleep 0.1; echo err >&2"])
+    assert output == "out\nerr\n"
+
+
+@pytest.mark.parametrize("code", [0, 3, 42])
+def test_exec_stdout_stderr_and_returncode(api: Any, pods: Pods, code: int) -> None:
+    command = ["sh", "-c", f"echo out; echo err >&2; exit {code}"]
+    response = exec_stream(api, pods.simple, command, _preload_content=False)
+    try:
+        response.run_forever(timeout=30)
+        assert response.read_stdout() == "out\n"
+        assert response.read_stderr() == "err\n"
+        assert response.returncode == code
+    finally:
+        response.close()
+
+
+def test_exec_binary_stdin_with_close_signal(api: Any, pods: Pods) -> None:
+    data = os.urandom(3 << 20)
+    response = exec_stream(
+        api,
+        pods.simple,
+        ["sh", "-c", "sha256sum; exit 4"],
+        stdin=True,
+        _preload_content=False,
+        binary=True,
+    )
+    try:
+        assert response.is_open()
+        for start in range(0, len(data), 1 << 16):
+            response.write_stdin(data[start : start + (1 << 16)])
+        response.close_channel(0)  # the v5 close signal: stdin EOF
+        response.run_forever(timeout=30)
+        assert response.read_stdout().split()[0].decode() == hashlib.sha256(data).hexdigest()
+        assert response.returncode == 4
+    finally:
+        response.close()
+
+
+def test_exec_named_container(api: Any, pods: Pods) -> None:
+    output = exec_stream(api, pods.multi, ["sh", "-c", "echo $WHO"], container="sidecar")
+    assert output == "sidecar\n"
+
+
+def test_exec_tty(api: Any, pods: Pods) -> None:
+    response = exec_stream(
+        api,
+        pods.simple,
+        ["sh", "-c", "tty >/dev/null && echo tty; exit 2"],
+        stderr=False,
+        tty=True,
+        _preload_content=False,
+    )
+    try:
+        response.run_forever(timeout=30)
+        assert response.read_stdout() == "tty\r\n"
+        assert response.returncode == 2
+    finally:
+        response.close()
+
+
+def handshake_error(call: Any) -> ApiException:
+    with pytest.raises(ApiException) as info:
+        call()
+    return info.value
+
+
+def test_errors_are_handshake_failures(
+    api: Any, pods: Pods, cluster: Cluster, users: Users
+) -> None:
+    # The Python client never falls back and reports the refused upgrade (spec 7).
+    missing = handshake_error(lambda: exec_stream(api, "nope", ["true"]))
+    assert "404" in str(missing.reason)
+    multi = handshake_error(lambda: exec_stream(api, pods.multi, ["true"]))
+    assert "400" in str(multi.reason)
+    viewer = core_api(users.viewer)
+    forbidden = handshake_error(lambda: exec_stream(viewer, pods.simple, ["true"]))
+    assert "403" in str(forbidden.reason)
+    editor = core_api(users.editor)
+    privileged = handshake_error(lambda: exec_stream(editor, pods.privileged, ["true"]))
+    assert "403" in str(privileged.reason)
+
+
+def test_rest_reads_and_writes(api: Any, pods: Pods) -> None:
+    pod = api.read_namespaced_pod(pods.simple, "default")
+    assert pod.status.phase == "Running"
+    names = [p.metadata.name for p in api.list_namespaced_pod("default").items]
+    assert pods.simple in names
+    logs = api.read_namespaced_pod_log(pods.multi, "default", container="app")
+    assert logs == "line1\nline2\n"
+    with pytest.raises(ApiException) as info:
+        api.read_namespaced_pod("nope", "default")
+    assert info.value.status == 404
