@@ -1,0 +1,104 @@
+"""Hatchway's own client -- the library over both transports and the ``hatchway exec``
+CLI -- against the same server, users and pods as kubectl, with kubectl's texts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from cluster import SCALE, Cluster
+from hatchway.client.api import Client
+from hatchway.errors import ApiError
+from interop.support import Pods, Users
+
+TRANSPORTS = ["websocket", "spdy", "auto"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def hatchway_exec(cluster: Cluster, *args: str, kubeconfig: Any = None, input: bytes = b"") -> Any:
+    config = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
+    return subprocess.run(
+        [sys.executable, "-m", "hatchway", "exec", *config, *args],
+        input=input,
+        capture_output=True,
+        env=cluster.env,
+        timeout=60 * SCALE,
+    )
+
+
+async def test_library_exec(cluster: Cluster, pods: Pods, transport: str) -> None:
+    client = Client.from_kubeconfig(str(cluster.kubeconfig))
+    data = os.urandom(5 << 20)
+    result = await client.run(
+        pods.simple, ["sh", "-c", "sha256sum; exit 42"], input=data, transport=transport
+    )
+    assert result.returncode == 42
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    result = await client.run(pods.multi, ["sh", "-c", "echo $WHO"], container="sidecar")
+    assert result.stdout == b"sidecar\n"
+
+
+async def test_library_forbidden_texts(pods: Pods, users: Users, transport: str) -> None:
+    viewer = Client.from_kubeconfig(str(users.viewer))
+    with pytest.raises(ApiError) as info:
+        await viewer.run(pods.simple, ["true"], transport=transport)
+    assert (info.value.code, info.value.reason) == (403, "Forbidden")
+    assert info.value.message == (
+        f'pods "{pods.simple}" is forbidden: User "{users.names["viewer"]}" cannot create '
+        'resource "pods/exec" in API group "" in the namespace "default"'
+    )
+    editor = Client.from_kubeconfig(str(users.editor))
+    with pytest.raises(ApiError) as info:
+        await editor.run(pods.privileged, ["true"], transport=transport)
+    assert info.value.message == (
+        f'pods "{pods.privileged}" is forbidden: cannot exec into or attach to a privileged '
+        "container"
+    )
+    assert (await editor.run(pods.simple, ["true"], transport=transport)).returncode == 0
+
+
+def test_cli_default_container_and_exit_code(cluster: Cluster, pods: Pods) -> None:
+    result = hatchway_exec(cluster, pods.multi, "--", "sh", "-c", "echo $WHO; exit 3")
+    assert (result.returncode, result.stdout) == (3, b"app\n")
+    assert result.stderr.decode().startswith(
+        'Defaulted container "app" out of: app, sidecar, init (init)\n'
+    )
+    result = hatchway_exec(cluster, pods.annotated, "--", "sh", "-c", "echo $WHO")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"sidecar\n", b"")
+
+
+def test_cli_stdin_and_errors(cluster: Cluster, pods: Pods, users: Users) -> None:
+    data = os.urandom(3 << 20)
+    result = hatchway_exec(cluster, "-i", pods.simple, "--", "sha256sum", input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+    result = hatchway_exec(cluster, "nope", "--", "true")
+    assert result.returncode == 1
+    assert b'pods "nope" not found' in result.stderr
+    result = hatchway_exec(cluster, pods.host_pid, "--", "true", kubeconfig=users.editor)
+    assert result.returncode == 1
+    assert b"cannot exec into or attach to a container using host pid" in result.stderr
+
+
+def test_files_copied_by_kubectl_read_by_hatchway(
+    cluster: Cluster, pods: Pods, tmp_path: Any
+) -> None:
+    data = os.urandom(1 << 20)
+    local = tmp_path / "f.bin"
+    local.write_bytes(data)
+    remote = f"/tmp/x-{uuid.uuid4().hex}"
+    copied = cluster.kubectl("cp", str(local), f"{pods.simple}:{remote}")
+    assert copied.returncode == 0, copied.stderr
+    result = hatchway_exec(cluster, pods.simple, "--", "cat", remote)
+    assert result.stdout == data
