@@ -168,6 +168,19 @@ class Node:
         return await finish(session, input)
 
 
+async def close_quietly(session: ClientSession) -> None:
+    """Close a session whose status may have failed unread (an aborted connection).
+
+    ClientSession.close() leaves a failed status task unretrieved; its "exception was
+    never retrieved" log, written by a finalizer during another ast.parse, trips
+    CPython 3.11's AST recursion-depth check (SystemError at the end of the run).
+    """
+    status = session._status
+    if status is not None and status.done() and not status.cancelled():
+        status.exception()
+    await session.close()
+
+
 def exec_target(options: ExecOptions, pod_name: str, spelling: str) -> str:
     """``/exec/default/POD/CONTAINER?...`` in the kubelet's (input=1) or the API server's
     (stdin=true) query spelling."""
@@ -251,7 +264,7 @@ async def running_node(data_dir: str, pods: Sequence[dict[str, Any]]) -> AsyncIt
     finally:
         for session in node.sessions:
             with contextlib.suppress(Exception):
-                await session.close()
+                await close_quietly(session)
         with contextlib.suppress(Exception):
             await agent.manager.reconcile([])
         await agent.close()

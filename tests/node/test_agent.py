@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from .conftest import SCALE, needs_runc
-from .endpoint_harness import Node, finish, pod, running_node
+from .endpoint_harness import Node, close_quietly, finish, pod, running_node
 
 pytestmark = [needs_runc, pytest.mark.runc, pytest.mark.asyncio(loop_scope="module")]
 
@@ -138,15 +138,11 @@ async def test_64_mib_into_stdin_counted_inside_with_eof(node: Node, kw):
 
 @pytest.mark.parametrize("kw", [V4, V5], ids=["spdy", "websocket"])
 async def test_tty_size_after_a_resize(node: Node, kw):
-    session = await node.open(["sh", "-c", "read x; read y; stty size"], stdin=True, tty=True, **kw)
+    session = await node.open(["sh", "-c", "read x; stty size"], stdin=True, tty=True, **kw)
     assert session.stderr is None
+    # Sent back to back, as kubectl does: the size must reach the pty before the input.
     await session.resize(100, 30)
-    # The server applies the resize after the first stdin write (see
-    # test_server.py::test_a_resize_sent_before_stdin_is_applied_first); the echo of a
-    # first line proves both have been handled.
-    await session.write_stdin(b"a\r")
-    await read_until(session.stdout, b"a\r\n")
-    await session.write_stdin(b"b\r")
+    await session.write_stdin(b"go\r")
     out = await read_until(session.stdout, b"30 100\r\n")
     await session.resize(132, 43)
     await session.write_stdin(b"")
@@ -164,10 +160,13 @@ async def test_tty_exit_code_and_stdin_eof_as_ctrl_d(node: Node):
     assert result.code == 5
 
 
+@pytest.mark.parametrize("tty", [False, True], ids=["pipes", "tty"])
 @pytest.mark.parametrize("kw", [V4, V5], ids=["spdy", "websocket"])
-async def test_client_disconnect_kills_the_process_tree(node: Node, kw):
+async def test_client_disconnect_kills_the_process_tree(node: Node, kw, tty):
     a, b = (str(random.randrange(10**6, 10**7)) for _ in range(2))
-    session = await node.open(["sh", "-c", f"sleep {a} & sleep {b}; echo never"], **kw)
+    session = await node.open(
+        ["sh", "-c", f"sleep {a} & sleep {b}; echo never"], stdin=tty, tty=tty, **kw
+    )
     markers = [b"sleep\0" + a.encode(), b"sleep\0" + b.encode()]
     async with asyncio.timeout(10 * SCALE):
         while not all(host_processes(m) for m in markers):
@@ -180,6 +179,7 @@ async def test_client_disconnect_kills_the_process_tree(node: Node, kw):
         await asyncio.sleep(0.02)
     assert [host_processes(m) for m in markers] == [[], []]
     assert host_processes(b"sh\0-c\0sleep " + a.encode()) == []
+    await close_quietly(session)
     # The container itself is untouched.
     assert (await node.run(["true"])).code == 0
 
@@ -244,7 +244,6 @@ async def test_not_executable_is_126(node: Node):
     result = await node.run(["/tmp/notexec"])
     assert result.code == 126
     assert b"permission denied" in result.stderr.lower()
-
 
 
 async def test_missing_binary_with_a_tty_shows_the_message(node: Node):

@@ -12,7 +12,7 @@ import pytest_asyncio
 from hatchway.transport import httpclient
 
 from .conftest import SCALE, needs_runc
-from .endpoint_harness import Node, finish, pod, running_node
+from .endpoint_harness import Node, close_quietly, finish, pod, running_node
 from .test_agent import read_until
 
 pytestmark = [needs_runc, pytest.mark.runc, pytest.mark.asyncio(loop_scope="module")]
@@ -90,7 +90,7 @@ async def test_client_disconnect_only_detaches(node: Node):
     for kw in (V4, V5):
         session = await attach(node, "reader", **kw)
         session.conn.abort()
-        await session.close()
+        await close_quietly(session)
     await asyncio.sleep(0.3)
     assert await node.agent.manager.container_running("default", "reader", "main")
     result = await node.run(["true"], pod_name="reader")
