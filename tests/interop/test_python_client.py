@@ -133,3 +133,24 @@ def test_rest_reads_and_writes(api: Any, pods: Pods) -> None:
     with pytest.raises(ApiException) as info:
         api.read_namespaced_pod("nope", "default")
     assert info.value.status == 404
+
+
+def test_v4_only_offer_of_older_clients(api: Any, pods: Pods) -> None:
+    # Python client releases up to 35.x offer only v4 (spec 5.1): no close signal, so
+    # the command reads just what it needs; text frames carry the stdin.
+    response = exec_stream(
+        api,
+        pods.simple,
+        ["sh", "-c", "head -c 5; echo; echo err >&2; exit 3"],
+        stdin=True,
+        _preload_content=False,
+        _headers={"sec-websocket-protocol": "v4.channel.k8s.io"},
+    )
+    try:
+        assert response.subprotocol == "v4.channel.k8s.io"
+        response.write_stdin("hello world")
+        response.run_forever(timeout=30)
+        assert (response.read_stdout(), response.read_stderr()) == ("hello\n", "err\n")
+        assert response.returncode == 3
+    finally:
+        response.close()
