@@ -20,6 +20,7 @@ from hatchway.client import exec as client_exec
 from hatchway.client.api import Client
 from hatchway.errors import ApiError, ConnectionClosedError, ExecError
 from hatchway.rest import RestClient
+from hatchway.types import ExecOptions
 
 TRANSPORTS = ["websocket", "spdy"]
 PROTOCOL = {
@@ -259,3 +260,11 @@ async def test_many_sessions_at_once(rest: RestClient, pod: str) -> None:
         assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
 
     await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(20))), timeout(60))
+
+
+def test_websocket_offer_is_v5_only_with_stdin() -> None:
+    # v4 over WebSocket cannot carry stdin EOF; kubectl offers v5 alone (spec 5.1).
+    with_stdin = ExecOptions(("cat",), stdin=True)
+    assert client_exec.websocket_offer(with_stdin) == ("v5.channel.k8s.io",)
+    without = ExecOptions(("ls",))
+    assert client_exec.websocket_offer(without) == ("v5.channel.k8s.io", "v4.channel.k8s.io")

@@ -25,6 +25,11 @@ from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions, ExecResult
 
 WEBSOCKET_OFFER = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+#: With stdin only v5 is offered, as kubectl does (spec 5.1): a pre-1.30 API server
+#: passes other WebSocket offers through to the kubelet, which would pick v4 -- and v4
+#: over WebSocket cannot signal stdin EOF, so ``write_eof()`` could never reach the
+#: command. Refusing v5 there makes the kubelet answer 403, and we fall back to SPDY.
+WEBSOCKET_OFFER_STDIN = ("v5.channel.k8s.io",)
 SPDY_OFFER = (
     "v5.channel.k8s.io",
     "v4.channel.k8s.io",
@@ -63,8 +68,12 @@ def _upgrade_failure(response) -> Exception:  # type: ignore[no-untyped-def]
     )
 
 
+def websocket_offer(options: ExecOptions) -> tuple[str, ...]:
+    return WEBSOCKET_OFFER_STDIN if options.stdin else WEBSOCKET_OFFER
+
+
 async def _connect_websocket(
-    rest: RestClient, path: str, query: list[tuple[str, str]]
+    rest: RestClient, path: str, query: list[tuple[str, str]], offer: tuple[str, ...]
 ) -> Connection:
     key = base64.b64encode(os.urandom(16)).decode()
     headers = {
@@ -72,15 +81,13 @@ async def _connect_websocket(
         "upgrade": "websocket",
         "sec-websocket-key": key,
         "sec-websocket-version": "13",
-        "sec-websocket-protocol": ", ".join(WEBSOCKET_OFFER),
+        "sec-websocket-protocol": ", ".join(offer),
     }
     response, stream = await rest.upgrade("GET", path, query, headers)
     if stream is None:
         raise _upgrade_failure(response)
     try:
-        protocol = handshake.check_websocket_response(
-            response.status, response.headers, key, WEBSOCKET_OFFER
-        )
+        protocol = handshake.check_websocket_response(response.status, response.headers, key, offer)
     except HatchwayErrors as exc:
         stream.abort()
         raise HandshakeError(str(exc), status=response.status) from exc
@@ -127,7 +134,7 @@ async def open_session(
         conn = await _connect_spdy(rest, path, query)
     else:
         try:
-            conn = await _connect_websocket(rest, path, query)
+            conn = await _connect_websocket(rest, path, query, websocket_offer(options))
         except (ApiError, HandshakeError):
             if transport == "websocket":
                 raise
