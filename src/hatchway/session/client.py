@@ -82,10 +82,14 @@ class ClientSession:
         return await asyncio.shield(self._status)
 
     async def close(self) -> None:
-        if self._status is not None and not self._status.done():
-            self._status.cancel()
+        status = self._status
+        if status is not None:
+            if not status.done():
+                status.cancel()
+            # Retrieve the outcome either way: a failure nobody asked for is not an error
+            # of close(), and must not be logged from a finaliser later.
             with contextlib.suppress(BaseException):
-                await self._status
+                await status
         await self.conn.close()
 
 
