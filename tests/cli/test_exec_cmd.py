@@ -1,0 +1,289 @@
+"""``hatchway exec`` end to end: pipes, stdin with EOF, a real pty with a resize and
+raw mode restored, exit codes, every error path with a clear message, and what it
+imports."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pathlib
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+import uuid
+
+import pytest
+import yaml
+
+from cluster import SCALE, Cluster
+
+
+@pytest.fixture(scope="module")
+def pod(cluster: Cluster) -> str:
+    return cluster.pod()
+
+
+def _fails(result: subprocess.CompletedProcess[bytes], fragment: str) -> None:
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.stdout, err)
+    assert fragment in err, err
+    assert "Traceback" not in err
+
+
+def test_exit_status_and_streams(cluster: Cluster, pod: str) -> None:
+    result = cluster.hatchway("exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 42")
+    assert result.returncode == 42
+    assert result.stdout == b"out\n"
+    assert result.stderr == b"err\ncommand terminated with exit code 42\n"
+    assert cluster.hatchway("exec", pod, "--", "true").returncode == 0
+
+
+def test_stdin_with_eof(cluster: Cluster, pod: str) -> None:
+    data = os.urandom(3 << 20)
+    result = cluster.hatchway("exec", "-i", pod, "--", "sh", "-c", "md5sum; echo done", input=data)
+    assert result.returncode == 0, result.stderr
+    digest, _, rest = result.stdout.decode().partition(" ")
+    assert digest == hashlib.md5(data).hexdigest() and rest.endswith("done\n")
+    # -it without a terminal: kubectl's warning, then no tty
+    result = cluster.hatchway("exec", "-it", pod, "--", "sh", "-c", "cat; tty", input=b"abc")
+    assert result.stdout.startswith(b"abc") and b"not a tty" in result.stdout
+    assert b"Unable to use a TTY" in result.stderr
+
+
+def test_seed_form_without_dashes(cluster: Cluster, pod: str) -> None:
+    result = cluster.hatchway("exec", pod, "-c", "main", "sh", "-c", "echo $0-$1", "a", "-n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"a--n\n"
+    result = cluster.hatchway("exec", f"pod/{pod}", "--", "echo", "ok")
+    assert result.stdout == b"ok\n"
+
+
+def test_defaulted_container_notice(cluster: Cluster) -> None:
+    containers = [
+        {"name": "app", "image": "busybox", "command": ["sleep", "3600"]},
+        {"name": "side", "image": "busybox", "command": ["sleep", "3600"]},
+    ]
+    name = cluster.pod(containers=containers)
+    result = cluster.hatchway("exec", name, "--", "true")
+    assert result.stderr == b'Defaulted container "app" out of: app, side\n'
+    assert cluster.hatchway("exec", "-q", name, "--", "true").stderr == b""
+    result = cluster.hatchway("exec", "-c", "side", name, "--", "true")
+    assert result.returncode == 0 and result.stderr == b""
+
+
+def _kubeconfig_variant(cluster: Cluster, tmp_path: pathlib.Path, **cluster_fields: str) -> str:
+    doc = yaml.safe_load(cluster.kubeconfig.read_text())
+    doc["clusters"][0]["cluster"].update(cluster_fields)
+    path = tmp_path / f"{uuid.uuid4().hex}.kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_error_paths(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -> None:
+    _fails(
+        cluster.hatchway("exec", "ghost", "--", "true"),
+        'Error from server (NotFound): pods "ghost" not found',
+    )
+    _fails(
+        cluster.hatchway("exec", pod, "-c", "bogus", "--", "true"),
+        f"Error from server (BadRequest): container bogus is not valid for pod {pod}",
+    )
+    _fails(cluster.hatchway("exec", pod), "you must specify at least one command")
+    done = cluster.pod(command=("true",), restartPolicy="Never", wait=False)
+    cluster.wait_phase(done, ("Succeeded",))
+    _fails(
+        cluster.hatchway("exec", done, "--", "true"),
+        "error: cannot exec into a container in a completed pod; current phase is Succeeded",
+    )
+    waiting = cluster.pod(containers=[{"name": "w", "image": "no-such-image:1"}], wait=False)
+    deadline = time.monotonic() + 30 * SCALE
+    while time.monotonic() < deadline:
+        result = cluster.hatchway("exec", waiting, "--", "true")
+        if b"waiting to start" in result.stderr or b"not running" in result.stderr:
+            break
+        time.sleep(0.3)
+    _fails(result, f'container "w" in pod "{waiting}"')
+
+
+def test_connection_errors(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the with ends: nobody listens
+    refused = _kubeconfig_variant(cluster, tmp_path, server=f"https://127.0.0.1:{port}")
+    _fails(
+        cluster.hatchway("exec", "--kubeconfig", refused, pod, "--", "true"),
+        "connection to the server was refused",
+    )
+    from hatchway import pki
+
+    other = pki.create_ca(tmp_path / "other-ca")
+    import base64
+
+    wrong_ca = _kubeconfig_variant(
+        cluster,
+        tmp_path,
+        **{"certificate-authority-data": base64.b64encode(other.cert.read_bytes()).decode()},
+    )
+    _fails(cluster.hatchway("exec", "--kubeconfig", wrong_ca, pod, "--", "true"), "TLS failure")
+    _fails(
+        cluster.hatchway("exec", "--context", "nope", pod, "--", "true"), 'context "nope" not found'
+    )
+
+
+# ------------------------------------------------------------------------------ tty
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout * SCALE
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen in {seen!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"EOF before {needle!r}; got {seen!r}")
+            seen += chunk
+    return seen
+
+
+def _spawn_in_pty(cluster: Cluster, *args: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    master, slave = os.openpty()
+    _set_size(slave, 33, 101)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hatchway", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=cluster.env,
+        close_fds=True,
+    )
+    return proc, master, slave
+
+
+def _poke_until(master: int, needle: bytes) -> bytes:
+    """Send Enter until ``needle`` shows up (the remote prints its size per line)."""
+    deadline = time.monotonic() + 30 * SCALE
+    while True:
+        os.write(master, b"\r")
+        try:
+            return _read_until(master, needle, 0.5)
+        except AssertionError:
+            assert time.monotonic() < deadline, f"{needle!r} never came"
+
+
+def test_tty_resize_and_raw_mode_restored(cluster: Cluster, pod: str) -> None:
+    # The initial size may reach the remote pty just after the command starts (as with
+    # the kubelet), and busybox stty wants the tty as its stdout: print it on each line.
+    script = "while :; do stty size; read x || exit 3; done"
+    proc, master, slave = _spawn_in_pty(cluster, "exec", "-it", pod, "--", "sh", "-c", script)
+    before = termios.tcgetattr(slave)
+    try:
+        _poke_until(master, b"33 101")
+        assert termios.tcgetattr(slave)[3] & termios.ECHO == 0  # raw while running
+        _set_size(slave, 40, 120)
+        proc.send_signal(signal.SIGWINCH)
+        out = _poke_until(master, b"40 120")
+        os.write(master, b"\x04")  # ^D: the remote pty's EOF ends the loop
+        assert proc.wait(30 * SCALE) == 3
+        assert b"\r\n" in out  # the remote pty's output processing, passed through raw
+        assert termios.tcgetattr(slave) == before
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_tty_restored_when_killed(cluster: Cluster, pod: str) -> None:
+    proc, master, slave = _spawn_in_pty(
+        cluster, "exec", "-it", pod, "--", "sh", "-c", "echo ready; sleep 60"
+    )
+    before = termios.tcgetattr(slave)
+    try:
+        _read_until(master, b"ready", 30)
+        assert termios.tcgetattr(slave) != before
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30 * SCALE)
+        assert termios.tcgetattr(slave) == before
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_tty_stdin_reaches_remote(cluster: Cluster, pod: str) -> None:
+    proc, master, slave = _spawn_in_pty(
+        cluster, "exec", "-it", pod, "--", "sh", "-c", "echo go; read line; echo got:$line"
+    )
+    try:
+        _read_until(master, b"go", 30)
+        os.write(master, b"hello\r")
+        _read_until(master, b"got:hello", 30)
+        assert proc.wait(30 * SCALE) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+# -------------------------------------------------------------------------- imports
+
+HEAVY = (
+    "hatchway.apiserver",
+    "hatchway.node",
+    "hatchway.store",
+    "hatchway.pki",
+    "cryptography",
+    "sqlite3",
+    "uvloop",
+)
+
+
+def test_exec_help_imports_little() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hatchway", "exec", "--help"],
+        capture_output=True,
+        timeout=60 * SCALE,
+    )
+    assert result.returncode == 0 and b"hatchway exec" in result.stdout
+    modules = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()}
+    loaded = {m for m in modules if m.startswith((*HEAVY, "yaml", "hatchway.client", "h11"))}
+    assert not loaded, loaded
+
+
+def test_exec_imports_only_what_it_needs(
+    cluster: Cluster, pod: str, tmp_path: pathlib.Path
+) -> None:
+    dump = tmp_path / "modules.txt"
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(dump)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+        "from hatchway.cli.main import main\n"
+        f"main(['exec', {pod!r}, '--', 'true'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=cluster.env, capture_output=True, timeout=60 * SCALE
+    )
+    assert result.returncode == 0, result.stderr
+    modules = dump.read_text().split()
+    assert "hatchway.client.exec" in modules
+    assert not [m for m in modules if m.startswith(HEAVY)], modules
