@@ -1,0 +1,116 @@
+"""``hatchway up`` / ``up`` again / ``down`` on a private cluster: free ports, the
+kubeconfig merged next to an unrelated context, reuse with the same pids, and down
+leaving no process and no container behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from cluster import SCALE, can_run_containers
+
+pytestmark = pytest.mark.skipif(bool(can_run_containers()), reason="needs root and runc")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = pathlib.Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _hatchway(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "hatchway", *args],
+        env=env,
+        capture_output=True,
+        timeout=timeout * SCALE,
+    )
+
+
+UNRELATED = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "prod", "cluster": {"server": "https://prod.example:6443"}}],
+    "users": [{"name": "me", "user": {"token": "secret"}}],
+    "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "me"}}],
+    "current-context": "prod",
+}
+
+
+def test_up_reuse_down(tmp_path: pathlib.Path) -> None:
+    home, data = tmp_path / "home", tmp_path / "data"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text(yaml.safe_dump(UNRELATED))
+    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for key in ("KUBECONFIG", "HATCHWAY_DATA_DIR"):
+        env.pop(key, None)
+    flags = ("--data-dir", str(data))
+    try:
+        first = _hatchway(
+            env, "up", *flags, "--apiserver-port", "0", "--node-port", "0", "--detach"
+        )
+        assert first.returncode == 0, first.stderr.decode() + _logs(data)
+        assert b"cluster ready" in first.stdout
+        state = json.loads((data / "cluster.json").read_text())
+        assert state["apiserver_port"] not in (0, 6443) and state["node_port"] not in (0, 10250)
+        assert _alive(state["apiserver_pid"]) and _alive(state["node_pid"])
+        config = yaml.safe_load((home / ".kube" / "config").read_text())
+        assert {c["name"] for c in config["contexts"]} == {"prod", "hatchway"}
+        assert config["current-context"] == "hatchway"
+        assert next(u for u in config["users"] if u["name"] == "me")["user"]["token"] == "secret"
+        # the merged context works without KUBECONFIG: a pod runs and can be exec'd into
+        run = _hatchway(env, "run", "demo", "--image", "busybox", "--", "sleep", "3600")
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 60 * SCALE
+        while time.monotonic() < deadline:
+            got = _hatchway(env, "exec", "demo", "--", "echo", "hi")
+            if got.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert got.stdout == b"hi\n", got.stderr
+        again = _hatchway(
+            env, "up", *flags, "--apiserver-port", "0", "--node-port", "0", "--detach"
+        )
+        assert again.returncode == 0 and b"reusing the running cluster" in again.stderr
+        assert json.loads((data / "cluster.json").read_text()) == state
+    finally:
+        down = _hatchway(env, "down", *flags)
+    assert down.returncode == 0, down.stderr
+    for pid in (state["apiserver_pid"], state["node_pid"]):
+        assert not _alive(pid)
+    assert not (data / "cluster.json").exists()
+    listing = subprocess.run(
+        ["runc", "--root", str(data / "node" / "runc"), "list", "-q"], capture_output=True
+    )
+    assert listing.stdout.strip() == b""
+    leftover = subprocess.run(["pgrep", "-f", str(data)], capture_output=True)
+    assert leftover.stdout.strip() == b"", leftover.stdout
+    config = yaml.safe_load((home / ".kube" / "config").read_text())
+    assert "prod" in {c["name"] for c in config["contexts"]}
+
+
+def _logs(data: pathlib.Path) -> str:
+    return "".join(
+        f"\n--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+        for p in sorted((data / "logs").glob("*.log"))
+    )
+
+
+def test_down_without_cluster_and_help(tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = _hatchway(env, "down", "--data-dir", str(tmp_path / "none"))
+    assert result.returncode == 0 and b"no cluster" in result.stderr
+    result = _hatchway(env, "up", "--help")
+    assert result.returncode == 0 and b"--apiserver-port" in result.stdout
