@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: How long the client has to create its streams (the kubelet's 30 s).
 STREAM_CREATION_TIMEOUT = 30.0
 READ_SIZE = 256 * 1024
+#: How long a TTY session waits for the client's first terminal size before starting.
+FIRST_RESIZE_WAIT = 0.5
 
 
 @dataclass
@@ -91,6 +93,7 @@ class ServerSession:
         self.version = conn.protocol
         self.stream_timeout = stream_timeout
         self.outcome = SessionOutcome()
+        self._resizes = channel.ResizeDecoder()
 
     async def run(self) -> SessionOutcome:
         names = expected_streams(self.options, self.version)
@@ -106,14 +109,36 @@ class ServerSession:
         if self.websocket:
             first = next(n for n in ("stdout", "stderr", "error") if n in streams)
             await streams[first].write(b"")
+        first_size = await self._first_resize(streams.get("resize"))
         try:
             process = await self.runner.start(self.options)
         except HatchwayError as exc:
             self.outcome.error = str(exc)
             await self._finish(streams, None, str(exc))
             return self.outcome
+        if first_size is not None:
+            with contextlib.suppress(OSError):
+                process.resize(*first_size)
         await self._supervise(process, streams)
         return self.outcome
+
+    async def _first_resize(self, stream: Stream | None) -> tuple[int, int] | None:
+        """kubectl sends the terminal size right after creating its streams: wait a
+        moment for it, so a TTY command does not start at 0x0 (it is applied the moment
+        the process exists; the rest of the resize stream is pumped as usual)."""
+        if stream is None:
+            return None
+        sizes: list[tuple[int, int]] = []
+        try:
+            async with asyncio.timeout(FIRST_RESIZE_WAIT):
+                while not sizes:
+                    chunk = await stream.read(4096)
+                    if not chunk:
+                        break
+                    sizes = self._resizes.feed(chunk)
+        except (TimeoutError, ConnectionClosedError, HatchwayError):
+            pass
+        return sizes[-1] if sizes else None
 
     async def _supervise(self, process: Process, streams: dict[str, Stream]) -> None:
         try:
@@ -177,7 +202,7 @@ class ServerSession:
             await process.close_stdin()
 
     async def _pump_resize(self, process: Process, stream: Stream) -> None:
-        decoder = channel.ResizeDecoder()
+        decoder = self._resizes
         with contextlib.suppress(ConnectionClosedError):
             while chunk := await stream.read(4096):
                 try:
