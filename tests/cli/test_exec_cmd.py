@@ -119,7 +119,7 @@ def test_connection_errors(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -
     refused = _kubeconfig_variant(cluster, tmp_path, server=f"https://127.0.0.1:{port}")
     _fails(
         cluster.hatchway("exec", "--kubeconfig", refused, pod, "--", "true"),
-        "connection to the server was refused",
+        f"The connection to the server 127.0.0.1:{port} was refused",
     )
     from hatchway import pki
 
@@ -131,7 +131,11 @@ def test_connection_errors(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -
         tmp_path,
         **{"certificate-authority-data": base64.b64encode(other.cert.read_bytes()).decode()},
     )
-    _fails(cluster.hatchway("exec", "--kubeconfig", wrong_ca, pod, "--", "true"), "TLS failure")
+    _fails(
+        cluster.hatchway("exec", "--kubeconfig", wrong_ca, pod, "--", "true"),
+        "Unable to connect to the server: tls: failed to verify certificate: x509: "
+        "certificate signed by unknown authority",
+    )
     _fails(
         cluster.hatchway("exec", "--context", "nope", pod, "--", "true"), 'context "nope" not found'
     )

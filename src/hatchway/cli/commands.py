@@ -15,7 +15,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
-from hatchway.cli.errors import report
+from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import escape_control
 from hatchway.errors import ConfigError
 
@@ -81,6 +81,7 @@ def connect(args: argparse.Namespace) -> tuple[Any, str]:
     from hatchway.client.api import Client
 
     client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
+    set_server(client.config.server)
     return client, args.namespace or client.namespace
 
 

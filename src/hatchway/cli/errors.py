@@ -16,6 +16,27 @@ from hatchway.errors import (
     RemoteCommandError,
 )
 
+#: The API server the command talks to (``host:port``), for kubectl's wording.
+_server = ""
+
+
+def set_server(url: str) -> None:
+    global _server
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    _server = parts.netloc or url
+
+
+def _tls_text(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in (2, 19, 20, 21):
+            return (
+                "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+            )
+        return f"tls: failed to verify certificate: x509: {exc.verify_message}"
+    return f"tls: {exc.reason or exc}"
+
 
 def describe(exc: BaseException) -> str:
     """The one line a user sees for ``exc`` (without the ``error: `` prefix where
@@ -30,10 +51,11 @@ def describe(exc: BaseException) -> str:
             return f"Error from server ({exc.reason}): {exc.message}"
         return f"Error from server: {exc.message}"
     if isinstance(exc, ssl.SSLError):
-        return f"error: Unable to connect to the server: TLS failure: {exc.reason or exc}"
+        return f"Unable to connect to the server: {_tls_text(exc)}"
     if isinstance(exc, ConnectionRefusedError):
+        server = f"{_server} " if _server else ""
         return (
-            "error: The connection to the server was refused - "
+            f"The connection to the server {server}was refused - "
             "did you specify the right host or port?"
         )
     if isinstance(exc, TimeoutError):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from hatchway.cli import exec_args
-from hatchway.cli.errors import report
+from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
 
 STDIN_CHUNK = 64 * 1024
@@ -69,6 +69,7 @@ async def _exec(args: exec_args.ExecArgs) -> int:
     from hatchway.client.api import Client
 
     client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
+    set_server(client.config.server)
     namespace = args.namespace or client.namespace
     pod = await client.get_pod(args.pod, namespace)
     exec_args.check_pod_active(pod)
