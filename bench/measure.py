@@ -17,8 +17,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from bench.memory import Sampler
+from bench.memory import Sample, Sampler
 from bench.peers import Peer
 
 BLOCK = 64 * 1024
@@ -192,12 +193,38 @@ def _summary(times: Sequence[float]) -> dict[str, float]:
 
 
 def concurrent(peer: Peer, sessions: int, per_session: int, timeout: float) -> dict[str, object]:
-    """``sessions`` sessions are opened and each waits (idle, stdin open) until all are
-    up; server memory is read then. Then all stream ``per_session`` bytes of stdout at
-    once; aggregate rate from the go signal to the last exit, and peak server memory."""
+    """``sessions`` sessions are opened and each waits (stdin open) until all are up.
+    Then all stream ``per_session`` bytes of stdout at once: aggregate rate from the go
+    signal to the last exit, and the peak server memory meanwhile."""
+    run = _sessions(peer, sessions, per_session, timeout)
+    return {
+        "sessions": sessions,
+        **_rate(run.done, run.seconds),
+        "streaming_kib_per_session": run.sampler.per_session(run.peak, sessions),
+    }
+
+
+def idle(peer: Peer, sessions: int, timeout: float) -> dict[str, object]:
+    """Server memory with ``sessions`` idle sessions open (stdin open, nothing flowing)."""
+    run = _sessions(peer, sessions, 0, timeout)
+    return {
+        "sessions": sessions,
+        "idle_kib_per_session": run.sampler.per_session(run.idle, sessions),
+    }
+
+
+@dataclass
+class _Run:
+    sampler: Sampler
+    idle: Sample
+    peak: Sample
+    done: int
+    seconds: float
+
+
+def _sessions(peer: Peer, sessions: int, per_session: int, timeout: float) -> _Run:
     ready = b"bench-ready"
-    count = per_session // BLOCK
-    script = f"echo {ready.decode()} >&2; read go; exec {' '.join(_dd_out(count))}"
+    script = f"echo {ready.decode()} >&2; read go; exec {' '.join(_dd_out(per_session // BLOCK))}"
     sampler = Sampler(peer.servers())
     sampler.baseline()
     procs: list[subprocess.Popen[bytes]] = []
@@ -211,7 +238,7 @@ def concurrent(peer: Peer, sessions: int, per_session: int, timeout: float) -> d
             )  # fmt: skip
         errs = _wait_ready(procs, ready, deadline)
         time.sleep(1.0)  # let the servers settle with every session idle and open
-        idle = sampler.sample()
+        idle_sample = sampler.sample()
         sampler.start()
         t0 = time.perf_counter()
         for proc in procs:
@@ -224,18 +251,24 @@ def concurrent(peer: Peer, sessions: int, per_session: int, timeout: float) -> d
     finally:
         for proc in procs:
             _kill(proc)
-    done = sum(_records(errs[i], b"out")[0] * BLOCK for i in range(sessions))
-    failed = [p.returncode for p in procs if p.returncode != 0]
-    if failed or done != sessions * per_session:
-        raise MeasureError(
-            f"{len(failed)} sessions failed; {done} bytes of {sessions * per_session}"
-        )
-    return {
-        "sessions": sessions,
-        **_rate(done, t1 - t0),
-        "idle_kib_per_session": sampler.per_session(idle, sessions),
-        "streaming_kib_per_session": sampler.per_session(peak, sessions),
-    }
+    done = _check_sessions(procs, errs, per_session)
+    return _Run(sampler, idle_sample, peak, done, t1 - t0)
+
+
+def _check_sessions(procs: list[subprocess.Popen[bytes]], errs: list[bytes], size: int) -> int:
+    """Bytes every session's ``dd`` wrote; raises if any failed or lost its report."""
+    done, bad = 0, []
+    for proc, err in zip(procs, errs, strict=True):
+        try:
+            full = _records(err, b"out")[0]
+        except MeasureError:
+            full = -1
+        if proc.returncode != 0 or full * BLOCK != size:
+            bad.append(f"rc={proc.returncode} stderr={err[-120:]!r}")
+        done += max(full, 0) * BLOCK
+    if bad:
+        raise MeasureError(f"{len(bad)} of {len(procs)} sessions failed, e.g. {bad[0]}")
+    return done
 
 
 def _wait_ready(

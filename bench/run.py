@@ -32,7 +32,9 @@ from bench import measure, report
 from bench.echo import echo
 from bench.peers import ORDER, Peer, make_peers
 
-FIGURES = ("stdout", "stdin", "latency", "concurrent", "echo")
+# Idle before streaming: a server that has streamed keeps its grown heap, which would
+# hide the per-session cost of the next idle measurement.
+FIGURES = ("stdout", "stdin", "latency", "idle", "concurrent", "echo")
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
@@ -106,6 +108,7 @@ def _figure_jobs(args: argparse.Namespace) -> dict[str, Callable[[Peer], dict[st
     return {
         "stdout": lambda p: measure.stdout_throughput(p, size, 120 * s),
         "stdin": lambda p: measure.stdin_throughput(p, size, 120 * s),
+        "idle": lambda p: measure.idle(p, args.sessions, 240 * s),
         "concurrent": lambda p: measure.concurrent(p, args.sessions, per, 240 * s),
         "echo": lambda p: echo(p, args.echo_runs, 60 * s),
     }
@@ -144,6 +147,8 @@ def _figure(
             benv.log(f"  {name}: {json.dumps(cell)[:240]}")
         return cells
     job = _figure_jobs(args)[figure]
+    if figure == "idle":  # server memory: only where a server serves the sessions
+        columns = {name: peer for name, peer in columns.items() if peer.servers()}
     rounds = args.rounds if figure in ("stdout", "stdin") else 1
     tries: dict[str, list[dict[str, Any]]] = {name: [] for name in columns}
     for _ in range(rounds):  # peers take turns, round by round
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         columns = {n: p for n, p in make_peers(peers, dict(os.environ)).items() if n in args.peers}
         results["peers"] = list(columns)
         results["unavailable"] = peers.unavailable
-        for figure in args.only:
+        for figure in (f for f in FIGURES if f in args.only):
             results["figures"][figure] = _figure(figure, columns, args)
     results["meta"]["loadavg_after"] = _loadavg()
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
