@@ -24,5 +24,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
   | grep -v -e '^WARNING: Location' || true
-.venv/bin/python -c 'import hatchway, h11, websockets, cryptography, yaml' 
+.venv/bin/python -c 'import hatchway, h11, websockets, cryptography, yaml'
+# Byte-compile ahead of time: the CLI starts faster, even where PYTHONDONTWRITEBYTECODE
+# keeps Python from writing the caches itself.
+.venv/bin/python -m compileall -q src .venv/lib/python3*/site-packages >/dev/null 2>&1 || true
 echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1))" >&2

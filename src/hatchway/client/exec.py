@@ -20,8 +20,6 @@ from hatchway.protocol import handshake
 from hatchway.rest import RestClient, status_from_response
 from hatchway.session.client import ClientSession
 from hatchway.transport.base import Connection, Stream
-from hatchway.transport.spdy import SpdyConnection
-from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions, ExecResult
 
 WEBSOCKET_OFFER = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -91,6 +89,8 @@ async def _connect_websocket(
     except HatchwayErrors as exc:
         stream.abort()
         raise HandshakeError(str(exc), status=response.status) from exc
+    from hatchway.transport.websocket import WebSocketConnection
+
     conn = WebSocketConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
     return conn
@@ -107,6 +107,9 @@ async def _connect_spdy(rest: RestClient, path: str, query: list[tuple[str, str]
     except HatchwayErrors as exc:
         stream.abort()
         raise HandshakeError(str(exc), status=response.status) from exc
+    # Imported here: SPDY is only the fallback, and exec should start fast.
+    from hatchway.transport.spdy import SpdyConnection
+
     conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
     return conn
