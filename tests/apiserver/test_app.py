@@ -83,7 +83,10 @@ async def test_discovery_and_version(server: ApiServer) -> None:
     patch = doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]
     assert patch["x-kubernetes-group-version-kind"] == {"group": "", "version": "v1", "kind": "Pod"}
     assert patch["parameters"][0]["name"] == "fieldValidation"
-    for path in ("/openapi/v2", "/openapi/v3/apis/apps/v1", "/apis/apps/v1", "/nothing"):
+    v2 = await get(server, "/openapi/v2", creds=creds)
+    assert (v2.status, v2.header("content-type")) == (200, "application/json")
+    assert json.loads(v2.body)["swagger"] == "2.0"
+    for path in ("/openapi/v3/apis/apps/v1", "/apis/apps/v1", "/nothing"):
         resp = await get(server, path, creds=creds)
         assert resp.status == 404 and json.loads(resp.body)["reason"] == "NotFound"
 

@@ -271,23 +271,13 @@ def _manifest(name: str, labels: dict[str, str] | None = None) -> bytes:
     return yaml.safe_dump(manifest).encode()
 
 
-def validation_flags(kubectl: Kubectl) -> tuple[str, ...]:
-    """kubectl <= 1.28 validates manifests against /openapi/v2, which the server does not
-    serve (test_create_and_apply_with_default_validation); without it they work."""
-    return ("--validate=false",) if kubectl.version in OPENAPI_V2_CLIENTS else ()
-
-
-OPENAPI_V2_CLIENTS = {"1.27", "1.28"}
-
-
 def test_create_get_delete(kubectl: Kubectl, tmp_path: Any) -> None:
     name = f"crud-{kubectl.version.replace('.', '')}-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "pod.yaml"
     path.write_bytes(_manifest(name))
-    flags = validation_flags(kubectl)
-    result = kubectl("create", *flags, "-f", str(path))
+    result = kubectl("create", "-f", str(path))
     assert (result.returncode, out(result)) == (0, f"pod/{name} created\n"), err(result)
-    again = kubectl("create", *flags, "-f", str(path))
+    again = kubectl("create", "-f", str(path))
     assert again.returncode == 1
     assert f'pods "{name}" already exists' in err(again)
     got = kubectl("get", "-f", str(path), "-o", "name")
@@ -302,11 +292,10 @@ def test_apply(kubectl: Kubectl, tmp_path: Any) -> None:
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_bytes(_manifest(name))
     second.write_bytes(_manifest(name, {"tier": "x"}))
-    flags = validation_flags(kubectl)
     try:
         steps = [(first, "created"), (first, "unchanged"), (second, "configured")]
         for path, verb in steps:
-            result = kubectl("apply", *flags, "-f", str(path))
+            result = kubectl("apply", "-f", str(path))
             assert (result.returncode, out(result)) == (0, f"pod/{name} {verb}\n"), err(result)
         labels = kubectl("get", "pod", name, "-o", "jsonpath={.metadata.labels}")
         assert json.loads(out(labels)) == {"tier": "x"}
@@ -314,20 +303,12 @@ def test_apply(kubectl: Kubectl, tmp_path: Any) -> None:
         kubectl("delete", "pod", name, "--wait=false")
 
 
-NO_OPENAPI_V2 = pytest.mark.xfail(
-    strict=True,
-    reason="apiserver/openapi.py: /openapi/v2 and /swagger-2.0.0.pb-v1 answer 404; kubectl "
-    "<= 1.28 reads the v2 document (protobuf) to validate manifests and fails with "
-    "'the server could not find the requested resource' (--validate=false works)",
-)
-
-
 @pytest.mark.parametrize("verb", ["create", "apply"])
 @pytest.mark.parametrize(
     "kubectl",
     [
-        pytest.param(("1.27", "spdy"), id="1.27", marks=NO_OPENAPI_V2),
-        pytest.param(("1.28", "spdy"), id="1.28", marks=NO_OPENAPI_V2),
+        pytest.param(("1.27", "spdy"), id="1.27"),
+        pytest.param(("1.28", "spdy"), id="1.28"),
         pytest.param(("1.29", "spdy"), id="1.29"),
     ],
     indirect=True,
@@ -343,6 +324,22 @@ def test_create_and_apply_with_default_validation(
         assert (result.returncode, out(result)) == (0, f"pod/{name} created\n"), err(result)
     finally:
         kubectl("delete", "pod", name, "--wait=false")
+
+
+def test_create_reports_unknown_fields(kubectl: Kubectl, tmp_path: Any) -> None:
+    """Default validation (Strict): kubectl sends fieldValidation=Strict, the server
+    refuses a field the schema does not name and kubectl prints the server's reason."""
+    name = f"unknown-{kubectl.version.replace('.', '')}-{uuid.uuid4().hex[:6]}"
+    manifest = yaml.safe_load(_manifest(name))
+    manifest["spec"]["containers"][0]["foo"] = "bar"
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    try:
+        result = kubectl("create", "-f", str(path))
+        assert result.returncode == 1, out(result)
+        assert 'strict decoding error: unknown field "spec.containers[0].foo"' in err(result)
+    finally:
+        kubectl("delete", "pod", name, "--wait=false", "--ignore-not-found")
 
 
 @pytest.mark.xfail(

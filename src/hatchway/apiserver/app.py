@@ -7,7 +7,8 @@ and attach are always ``create`` on ``pods/exec``/``pods/attach``), then served:
 
 * non-resource paths: ``/version``, ``/healthz``, ``/livez``, ``/readyz``, legacy
   discovery ``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>[/<version>]`` (also for
-  kubectl's aggregated-discovery ``Accept``, which falls back to it), ``/openapi/*`` 404;
+  kubectl's aggregated-discovery ``Accept``, which falls back to it), ``/openapi/v3``
+  (:mod:`.openapi`), ``/openapi/v2`` and ``/swagger-2.0.0.pb-v1`` (:mod:`.openapi_v2`);
 * ``pods/exec``, ``pods/attach`` and the legacy ``/proxy/minions/...`` path:
   :mod:`.exec_handler`;
 * ``pods/log``: :mod:`.logs`;
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hatchway.api import resources, status
-from hatchway.apiserver import openapi
+from hatchway.apiserver import openapi, openapi_v2
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator, UserInfo
 from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+#: Where client-go looks for the v2 document when ``/openapi/v2`` is 404 (servers < 1.10).
+SWAGGER_PB_PATH = "/swagger-2.0.0.pb-v1"
 
 
 @dataclass
@@ -201,6 +204,8 @@ class ApiApp:
             return json_response(resources.version_info())
         if path in HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             return Response(200, [("Content-Type", "text/plain; charset=utf-8")], b"ok")
+        if path in ("/openapi/v2", SWAGGER_PB_PATH):
+            return _openapi_v2(call.request, path)
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
             doc = openapi.document(path)
         else:
@@ -208,6 +213,16 @@ class ApiApp:
         if doc is None:
             return status_response(status.not_found_path())
         return json_response(doc)
+
+
+def _openapi_v2(request: Request, path: str) -> Response:
+    """Protobuf when asked for (client-go always asks) or on the legacy path, else JSON."""
+    accept = (request.header("accept") or "").lower()
+    if path == SWAGGER_PB_PATH or "protobuf" in accept:
+        body, media = openapi_v2.document_protobuf(), openapi_v2.PROTOBUF_MEDIA_TYPE
+    else:
+        body, media = openapi_v2.document_json(), JSON
+    return Response(200, [("Content-Type", media)], body)
 
 
 def _discovery(path: str, server_address: str) -> dict[str, Any] | None:

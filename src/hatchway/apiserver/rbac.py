@@ -430,6 +430,7 @@ _DISCOVERY_URLS = [
     "/openapi",
     "/openapi/*",
     "/readyz",
+    "/swagger-2.0.0.pb-v1",
     "/version",
     "/version/",
 ]

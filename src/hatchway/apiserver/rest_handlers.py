@@ -29,7 +29,7 @@ from hatchway.api import defaults, resources, status, table, validation
 from hatchway.api.patch import apply_patch
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
-from hatchway.apiserver import node_restriction, pods
+from hatchway.apiserver import field_validation, node_restriction, pods
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.watch import watch_response
@@ -204,6 +204,7 @@ class ResourceHandler:
         if call.info.subresource:
             raise StatusError(status.method_not_allowed(res.name, "create", res.group))
         obj = _body_object(call)
+        warnings = field_validation.check(call.request.query, res, obj)
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -228,7 +229,7 @@ class ResourceHandler:
         await self._check_namespace(res, namespace)
         created = await self.store.create(res.name, obj)
         await self._changed(res.name, created)
-        return json_response(created, 201)
+        return json_response(created, 201, warnings)
 
     async def _write(
         self,
@@ -248,6 +249,7 @@ class ResourceHandler:
         self, call: Call, res: resources.Resource, namespace: str, name: str
     ) -> Response:
         obj = _body_object(call)
+        warnings = field_validation.check(call.request.query, res, obj)
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if meta.get("name") and meta.get("name") != name:
             raise StatusError(
@@ -266,7 +268,7 @@ class ResourceHandler:
         old = await self.store.get(res.name, namespace, name)
         rv = str(meta.get("resourceVersion") or "") or None
         stored = await self._write(res, old, obj, call.info.subresource, rv)
-        return json_response(stored)
+        return json_response(stored, headers=warnings)
 
     async def patch(
         self, call: Call, res: resources.Resource, namespace: str, name: str
@@ -276,6 +278,7 @@ class ResourceHandler:
         for _ in range(PATCH_RETRIES):
             old = await self.store.get(res.name, namespace, name)
             patched = apply_patch(content_type, old, patch_doc)
+            warnings = field_validation.check(call.request.query, res, patched)
             wanted = str((patched.get("metadata") or {}).get("resourceVersion") or "")
             old_rv = str(old["metadata"].get("resourceVersion") or "")
             if wanted and wanted != old_rv:
@@ -286,7 +289,7 @@ class ResourceHandler:
                 if exc.reason == "Conflict" and not wanted:
                     continue  # someone wrote in between: patch the new version
                 raise
-            return json_response(stored)
+            return json_response(stored, headers=warnings)
         raise StatusError(status.conflict(res.name, name, res.group))
 
     async def delete(
