@@ -254,14 +254,13 @@ def test_logs(kubectl: Kubectl, pods: Pods) -> None:
     assert (result.returncode, out(result)) == (0, "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node/server.py _logs passes only `follow` to the log source; tailLines, "
-    "sinceSeconds, limitBytes and timestamps that apiserver/logs.py forwards are ignored",
-)
 def test_logs_tail(kubectl: Kubectl, pods: Pods) -> None:
     result = kubectl("logs", pods.multi, "-c", "app", "--tail=1")
     assert (result.returncode, out(result)) == (0, "line2\n")
+    result = kubectl("logs", pods.multi, "-c", "app", "--limit-bytes=8")
+    assert (result.returncode, out(result)) == (0, "line1\nli")
+    result = kubectl("logs", pods.multi, "-c", "app", "--since=1h", "--tail=5")
+    assert (result.returncode, out(result)) == (0, "line1\nline2\n")
 
 
 def _manifest(name: str, labels: dict[str, str] | None = None) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 from hatchway import pki as pki_module
 from hatchway.errors import ApiError, HatchwayError
 from hatchway.node.attach import attach
+from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import RuncRuntime
 from hatchway.node.server import NodeEndpoint
@@ -174,12 +175,19 @@ class NodeAgent:
         )
 
     async def _logs(
-        self, namespace: str, pod: str, container: str, follow: bool
+        self, namespace: str, pod: str, container: str, options: LogOptions
     ) -> AsyncIterator[bytes]:
         cid = self.manager.find_container(namespace, pod, container)
         if cid is None:
             return
-        async for chunk in self.runtime.read_logs(cid, follow=follow):
+        chunks = self.runtime.read_logs(
+            cid,
+            follow=options.follow,
+            tail_lines=options.tail_lines,
+            limit_bytes=options.limit_bytes,
+            since=options.since,
+        )
+        async for chunk in chunks:
             yield chunk
 
     # -- API server loops -----------------------------------------------------------------

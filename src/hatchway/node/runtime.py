@@ -34,6 +34,7 @@ from typing import Any
 
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
+from hatchway.node.logs import tail_offset
 from hatchway.node.runtime_exec import ExecProcess, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
@@ -452,24 +453,39 @@ class RuncRuntime:
         return path if os.path.exists(path) else None
 
     async def read_logs(
-        self, container_id: str, *, follow: bool = False, chunk: int = 65536
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        limit_bytes: int | None = None,
+        since: float | None = None,
+        chunk: int = 65536,
     ) -> AsyncIterator[bytes]:
-        """The container's output from the start; with ``follow``, until it exits."""
+        """The container's output from the start (or its last ``tail_lines`` lines, and
+        at most ``limit_bytes``); with ``follow``, until it exits. The raw log has no
+        per-line times, so ``since`` (epoch seconds) skips the log only when it was last
+        written before then (with ``follow``, what comes later is still sent)."""
         bundle = self._bundle(container_id)
-        path = self.log_path(container_id)
-        f = _open_log(path)
+        f = _open_log(self.log_path(container_id))
         if f is None:
             return
+        left = limit_bytes if limit_bytes is not None else -1
         with f:
-            while True:
-                data = f.read(chunk)
+            if since is not None and os.fstat(f.fileno()).st_mtime < since:
+                if not follow:
+                    return
+                f.seek(0, os.SEEK_END)
+            elif tail_lines is not None:
+                f.seek(tail_offset(f, tail_lines))
+            while left != 0:
+                data = f.read(chunk if left < 0 else min(chunk, left))
                 if data:
+                    left -= len(data) if left > 0 else 0
                     yield data
                     continue
-                if not follow or not _is_dir(bundle):
-                    return
-                if _read_exit(bundle) is not None:
-                    rest = f.read()
+                if not follow or not _is_dir(bundle) or _read_exit(bundle) is not None:
+                    rest = f.read(left) if follow and left != 0 else b""
                     if rest:
                         yield rest
                     return

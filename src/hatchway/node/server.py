@@ -4,7 +4,7 @@ Routes (GET and POST alike, spec 2.4)::
 
     /exec/{ns}/{pod}/{container}        /exec/{ns}/{pod}/{uid}/{container}
     /attach/{ns}/{pod}/{container}      /attach/{ns}/{pod}/{uid}/{container}
-    /containerLogs/{ns}/{pod}/{container}?follow=true
+    /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&limitBytes=&sinceSeconds=&sinceTime=
     /healthz
 
 Only a client certificate of an allowed identity (the API server's) gets through: no
@@ -15,10 +15,12 @@ the HTTP method.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from hatchway.errors import HatchwayError
+from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.protocol import channel, handshake
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
@@ -128,7 +130,8 @@ class NodeEndpoint:
     ``lookup(namespace, pod, container)`` returns a :class:`ContainerRef`-like answer:
     ``None`` when the pod is unknown, else ``(container_id or None, running)``.
     ``start(container_id, options)`` starts a process in the container.
-    ``logs(namespace, pod, container, follow)`` iterates over log bytes.
+    ``logs(namespace, pod, container, options)`` iterates over log bytes
+    (:class:`~hatchway.node.logs.LogOptions`).
     """
 
     def __init__(
@@ -137,7 +140,7 @@ class NodeEndpoint:
         allowed_users: Sequence[str],
         lookup: Callable[[str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
-        logs: Callable[[str, str, str, bool], AsyncIterator[bytes]] | None = None,
+        logs: Callable[[str, str, str, LogOptions], AsyncIterator[bytes]] | None = None,
     ) -> None:
         self.allowed_users = set(allowed_users)
         self.lookup = lookup
@@ -169,8 +172,11 @@ class NodeEndpoint:
             return text_response(404, "pod does not exist")
         if self.logs is None:
             return text_response(404, "logs are not served here")
-        follow = _apiserver_bool(request.query, "follow")
-        body = self.logs(target.namespace, target.pod, target.container, follow)
+        try:
+            options = parse_log_options(request.query, time.time())
+        except LogOptionsError as exc:
+            return text_response(400, str(exc))
+        body = self.logs(target.namespace, target.pod, target.container, options)
         return Response(200, [("content-type", "text/plain")], body_iter=body)
 
     async def _exec(self, request: Request, target: Target) -> Response:

@@ -1,0 +1,165 @@
+"""Container log options: parsing the kubelet query, tailing a raw log, and the node
+endpoint's ``/containerLogs`` with tailLines, limitBytes, since*, follow in real runc."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from datetime import UTC, datetime
+
+import pytest
+import pytest_asyncio
+
+from hatchway.node import logs
+from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options, tail_offset
+
+from .conftest import SCALE, needs_runc
+from .endpoint_harness import Node, pod, running_node
+
+NOW = 1_700_000_000.0
+
+
+def q(**kw: str) -> dict[str, list[str]]:
+    return {k: [v] for k, v in kw.items()}
+
+
+def test_parse_options() -> None:
+    assert parse_log_options({}, NOW) == LogOptions()
+    got = parse_log_options(q(follow="true", tailLines="3", limitBytes="10"), NOW)
+    assert got == LogOptions(follow=True, tail_lines=3, limit_bytes=10)
+    assert parse_log_options(q(sinceSeconds="30"), NOW).since == NOW - 30
+    stamp = datetime.fromtimestamp(NOW, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert parse_log_options(q(sinceTime=stamp), NOW).since == NOW
+    assert parse_log_options(q(follow="false", tailLines="0"), NOW).tail_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "text"),
+    [
+        (q(tailLines="-1"), "tailLines: must be greater than or equal to 0"),
+        (q(limitBytes="0"), "limitBytes: must be greater than or equal to 1"),
+        (q(sinceSeconds="x"), "sinceSeconds: invalid integer 'x'"),
+        (q(sinceTime="yesterday"), "sinceTime: invalid RFC 3339 time 'yesterday'"),
+        (q(sinceTime="2024-01-01T00:00:00Z", sinceSeconds="5"), "at most one of"),
+        (q(timestamps="true"), "timestamps are not available"),
+    ],
+)
+def test_parse_errors(query: dict[str, list[str]], text: str) -> None:
+    with pytest.raises(LogOptionsError, match=text.replace("(", r"\(")):
+        parse_log_options(query, NOW)
+
+
+def _tail(data: bytes, lines: int) -> bytes:
+    f = io.BytesIO(data)
+    f.seek(tail_offset(f, lines))
+    return f.read()
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "expected"),
+    [
+        (b"a\nb\nc\n", 1, b"c\n"),
+        (b"a\nb\nc\n", 2, b"b\nc\n"),
+        (b"a\nb\nc\n", 3, b"a\nb\nc\n"),
+        (b"a\nb\nc\n", 9, b"a\nb\nc\n"),
+        (b"a\nb\nc", 1, b"c"),
+        (b"a\nb\nc", 2, b"b\nc"),
+        (b"a\n\n\n", 2, b"\n\n"),
+        (b"", 3, b""),
+        (b"a\nb\n", 0, b""),
+    ],
+)
+def test_tail_offset(data: bytes, lines: int, expected: bytes) -> None:
+    assert _tail(data, lines) == expected
+
+
+def test_tail_offset_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_BLOCK", 7)
+    data = b"".join(b"line%d\n" % i for i in range(100))
+    for n in (1, 2, 5, 33, 100, 150):
+        assert _tail(data, n) == b"".join(b"line%d\n" % i for i in range(max(0, 100 - n), 100))
+    long = b"x" * 50 + b"\n" + b"y" * 50 + b"\n"
+    assert _tail(long, 1) == b"y" * 50 + b"\n"
+
+
+# -- the endpoint, real runc ------------------------------------------------------------
+LINES = [f"line{i}" for i in range(1, 6)]
+STATIC = pod(
+    "static",
+    [
+        {
+            "name": "c",
+            "image": "busybox",
+            "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; exec sleep 1000"],
+        }
+    ],
+)
+TICKER = pod(
+    "ticker",
+    [
+        {
+            "name": "c",
+            "image": "busybox",
+            "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo t$i; sleep 0.2; done"],
+        }
+    ],
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def node(tmp_path_factory: pytest.TempPathFactory):
+    async with running_node(str(tmp_path_factory.mktemp("node")), [STATIC, TICKER]) as n:
+        yield n
+
+
+async def _get(node: Node, name: str, query: str = "") -> tuple[int, bytes]:
+    resp = await node.request("GET", f"/containerLogs/default/{name}/c{query}")
+    return resp.status, resp.body
+
+
+async def _static_log(node: Node) -> bytes:
+    async with asyncio.timeout(10 * SCALE):
+        while True:
+            _, body = await _get(node, "static")
+            if body.count(b"\n") == 5:
+                return body
+            await asyncio.sleep(0.05)
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_tail_limit_since(node: Node) -> None:
+    full = await _static_log(node)
+    assert full == "".join(f"{line}\n" for line in LINES).encode()
+    assert await _get(node, "static", "?tailLines=2") == (200, b"line4\nline5\n")
+    assert await _get(node, "static", "?tailLines=0") == (200, b"")
+    assert await _get(node, "static", "?limitBytes=8") == (200, b"line1\nli")
+    assert await _get(node, "static", "?tailLines=2&limitBytes=3") == (200, b"lin")
+    assert await _get(node, "static", "?sinceSeconds=3600") == (200, full)
+    # The log was last written before now + 1 s: nothing is newer.
+    future = datetime.fromtimestamp(time.time() + 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert await _get(node, "static", f"?sinceTime={future}") == (200, b"")
+    status, body = await _get(node, "static", "?timestamps=true")
+    assert status == 400 and b"timestamps are not available" in body
+    status, body = await _get(node, "static", "?tailLines=x")
+    assert (status, body) == (400, b"tailLines: invalid integer 'x'\n")
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_follow_with_tail_and_limit(node: Node) -> None:
+    async with asyncio.timeout(10 * SCALE):
+        while (await _get(node, "ticker"))[1].count(b"\n") < 3:
+            await asyncio.sleep(0.1)
+        # follow from the last line on, cut by limitBytes after a few more lines
+        status, body = await _get(node, "ticker", "?follow=true&tailLines=1&limitBytes=12")
+    assert status == 200 and len(body) == 12
+    *whole, _partial = body.split(b"\n")
+    numbers = [int(line.removeprefix(b"t")) for line in whole]
+    assert numbers[0] >= 3 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    async with asyncio.timeout(10 * SCALE):
+        status, body = await _get(node, "ticker", "?follow=true&limitBytes=6")
+    assert (status, body) == (200, b"t1\nt2\n")
