@@ -17,10 +17,11 @@ def test_api_group_list():
     doc = r.api_group_list()
     assert list(doc) == ["kind", "apiVersion", "groups"]
     assert [g["name"] for g in doc["groups"]] == [
+        "authentication.k8s.io",
         "authorization.k8s.io",
         "rbac.authorization.k8s.io",
     ]
-    rbac = doc["groups"][1]
+    rbac = doc["groups"][2]
     assert rbac == {
         "name": "rbac.authorization.k8s.io",
         "versions": [{"groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1"}],

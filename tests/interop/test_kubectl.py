@@ -373,3 +373,44 @@ def test_auth_can_i(kubectl: Kubectl, users: Users) -> None:
         result = kubectl("auth", "can-i", *args, kubeconfig=config)
         assert out(result) == f"{answer}\n", (config, args, err(result))
         assert result.returncode == (0 if answer == "yes" else 1), (config, args)
+
+
+def test_auth_whoami(kubectl: Kubectl, users: Users) -> None:
+    result = kubectl("auth", "whoami")
+    assert result.returncode == 0, err(result)
+    assert out(result).split("\n")[:3] == [
+        "ATTRIBUTE   VALUE",
+        "Username    admin",
+        "Groups      [system:masters system:authenticated]",
+    ]
+    result = kubectl("auth", "whoami", "-o", "json", kubeconfig=users.viewer)
+    assert result.returncode == 0, err(result)
+    info = json.loads(result.stdout)["status"]["userInfo"]
+    assert (info["username"], info["groups"]) == (users.names["viewer"], ["system:authenticated"])
+
+
+def _can_i_list(kubectl: Kubectl, config: Any) -> dict[str, list[str]]:
+    """Resource -> verbs from ``auth can-i --list`` (resource-name column ignored)."""
+    result = kubectl("auth", "can-i", "--list", kubeconfig=config)
+    assert result.returncode == 0, err(result)
+    header, *rows = out(result).splitlines()
+    assert header.split() == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"]
+    table: dict[str, list[str]] = {}
+    for row in rows:
+        resource = row.split()[0] if not row.startswith(" ") else ""
+        verbs = row[row.rindex("[") + 1 : row.rindex("]")].split()
+        table.setdefault(resource, []).extend(verbs)
+    return table
+
+
+def test_auth_can_i_list(kubectl: Kubectl, users: Users) -> None:
+    assert _can_i_list(kubectl, None)["*.*"] == ["*"]
+    viewer = _can_i_list(kubectl, users.viewer)
+    assert set(viewer["pods"]) == {"get", "list", "watch"}
+    assert set(viewer["pods/log"]) >= {"get"}
+    assert "pods/exec" not in viewer
+    editor = _can_i_list(kubectl, users.editor)
+    assert "create" in editor["pods/exec"]
+    nobody = _can_i_list(kubectl, users.nobody)
+    assert "pods" not in nobody
+    assert nobody["selfsubjectrulesreviews.authorization.k8s.io"] == ["create"]

@@ -13,6 +13,7 @@ from typing import Any
 CORE = ""
 RBAC = "rbac.authorization.k8s.io"
 AUTHZ = "authorization.k8s.io"
+AUTHN = "authentication.k8s.io"
 
 _RW = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -112,6 +113,24 @@ RESOURCES: tuple[Resource, ...] = (
         ("create",),
     ),
     Resource(
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        AUTHZ,
+        "v1",
+        False,
+        ("create",),
+    ),
+    Resource(
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        AUTHN,
+        "v1",
+        False,
+        ("create",),
+    ),
+    Resource(
         "subjectaccessreviews",
         "subjectaccessreview",
         "SubjectAccessReview",
@@ -160,7 +179,7 @@ def resolve(token: str) -> Resource | None:
     return None
 
 
-_GROUP_ORDER = (CORE, AUTHZ, RBAC)  # the order a Kubernetes server lists them in
+_GROUP_ORDER = (CORE, AUTHN, AUTHZ, RBAC)  # the order a Kubernetes server lists them in
 
 
 def group_versions() -> list[tuple[str, str]]:

@@ -185,7 +185,7 @@ class ApiApp:
             return await self.exec_handler(call)
         if info.resource == "pods" and info.subresource == "log":
             return await self.log_handler(call)
-        if info.api_group == resources.AUTHZ:
+        if info.api_group in (resources.AUTHZ, resources.AUTHN):
             return await self.review_handler(call)
         return await self.resource_handler(call)
 

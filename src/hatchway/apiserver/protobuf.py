@@ -1,4 +1,4 @@
-"""Just enough of Kubernetes' protobuf encoding to read access reviews.
+"""Just enough of Kubernetes' protobuf encoding to read access and rules reviews.
 
 ``kubectl auth can-i`` posts its SelfSubjectAccessReview as
 ``application/vnd.kubernetes.protobuf`` with no JSON fallback, so the API server must
@@ -112,5 +112,17 @@ def decode_review(body: bytes) -> dict[str, Any]:
     review: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": {}}
     for number, value in fields(raw):
         if number == 2 and isinstance(value, bytes):
-            review["spec"] = _spec(value)
+            review["spec"] = _SPECS.get(kind, _spec)(value)
     return review
+
+
+def _rules_spec(data: bytes) -> dict[str, Any]:
+    """SelfSubjectRulesReviewSpec {namespace=1}."""
+    return _strings(data, {1: "namespace"})
+
+
+def _no_spec(data: bytes) -> dict[str, Any]:
+    return {}
+
+
+_SPECS = {"SelfSubjectRulesReview": _rules_spec, "SelfSubjectReview": _no_spec}

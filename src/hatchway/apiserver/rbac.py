@@ -343,6 +343,56 @@ class RbacAuthorizer:
             status["reason"] = decision.reason
         return status
 
+    async def rules_review(self, user: UserInfo, namespace: str) -> dict[str, Any]:
+        """The ``status`` of a SelfSubjectRulesReview: every rule bound to ``user`` at
+        cluster scope and in ``namespace``; ``incomplete`` when a binding points at a
+        role that does not exist (as Kubernetes words it, in ``evaluationError``)."""
+        rules, errors = user_rules(await self.policy(), user, namespace)
+        status: dict[str, Any] = {
+            "resourceRules": [_resource_rule(r) for r in rules if r.get("resources")],
+            "nonResourceRules": [
+                {"verbs": list(r.get("verbs") or []), "nonResourceURLs": list(r["nonResourceURLs"])}
+                for r in rules
+                if r.get("nonResourceURLs")
+            ],
+            "incomplete": bool(errors),
+        }
+        if errors:
+            status["evaluationError"] = ", ".join(dict.fromkeys(errors))
+        return status
+
+
+def _resource_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    out = {key: list(rule.get(key) or []) for key in ("verbs", "apiGroups", "resources")}
+    if rule.get("resourceNames"):
+        out["resourceNames"] = list(rule["resourceNames"])
+    return out
+
+
+def user_rules(
+    policy: RbacPolicy, user: UserInfo, namespace: str
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The rules of every binding that applies to ``user`` (cluster-wide, then in
+    ``namespace``), and the errors of bindings whose role is missing."""
+    rules: list[Mapping[str, Any]] = []
+    errors: list[str] = []
+    scopes: list[tuple[str, Iterable[Mapping[str, Any]]]] = [("", policy.cluster_role_bindings)]
+    if namespace:
+        scopes.append((namespace, policy.bindings_in(namespace)))
+    for ns, bindings in scopes:
+        for binding in bindings:
+            subjects = binding.get("subjects") or ()
+            ref = binding.get("roleRef") or {}
+            if not any(_subject_applies(s, user, ns) for s in subjects):
+                continue
+            if not ns and ref.get("kind") != "ClusterRole":
+                continue
+            found, error = policy.role_rules(ref, ns)
+            if error:
+                errors.append(error)
+            rules.extend(found)
+    return rules, errors
+
 
 _EXACTLY_ONE = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
 
@@ -501,6 +551,7 @@ def default_cluster_roles() -> list[dict[str, Any]]:
                     ["authorization.k8s.io"],
                     ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                 ),
+                _rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"]),
             ],
         ),
         _cluster_role("system:discovery", [{"verbs": ["get"], "nonResourceURLs": _DISCOVERY_URLS}]),
