@@ -189,6 +189,7 @@ def _user_kubeconfigs(data_dir: pathlib.Path, users: int) -> list[str]:
 def start_podman(stack: contextlib.ExitStack, cluster: Cluster) -> str:
     if _which("podman") is None:
         raise RuntimeError("podman is not installed (apt-get install -y podman)")
+    stack.callback(_run, ["podman", "rmi", "-f", PODMAN_IMAGE])  # after the container
     tar = subprocess.Popen(["tar", "-C", str(cluster.rootfs), "-c", "."], stdout=subprocess.PIPE)
     result = _run(["podman", "import", "-", PODMAN_IMAGE], stdin=tar.stdout)
     tar.wait()

@@ -91,7 +91,8 @@ def _cell(results: Results, row: Row, peer: str) -> str:
     for ref, tag in ((FLOOR, "runc"), (SSH, "ssh")):
         r = value(results, row, ref)
         if ref != peer and r:
-            ratios.append(f"{v / r:.2f}x {tag}")
+            ratio = v / r
+            ratios.append(f"{ratio:.2f}x {tag}" if ratio >= 0.1 else f"{ratio:.2g}x {tag}")
     return _fmt(v) + (f" ({', '.join(ratios)})" if ratios else "")
 
 
