@@ -341,18 +341,28 @@ def test_create_reports_unknown_fields(kubectl: Kubectl, tmp_path: Any) -> None:
         kubectl("delete", "pod", name, "--wait=false", "--ignore-not-found")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apiserver: no server-side apply (PATCH application/apply-patch+yaml): 415 for "
-    "an existing object, 404 for a new one instead of creating it",
-)
 def test_server_side_apply(kubectl: Kubectl, tmp_path: Any) -> None:
     name = f"ssa-{kubectl.version.replace('.', '')}-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "pod.yaml"
     path.write_bytes(_manifest(name))
     try:
         result = kubectl("apply", "--server-side", "-f", str(path))
-        assert (result.returncode, out(result)) == (0, f"pod/{name} serverside-applied\n")
+        assert (result.returncode, out(result)) == (0, f"pod/{name} serverside-applied\n"), err(
+            result
+        )
+        manifest = yaml.safe_load(_manifest(name, {"tier": "web"}))
+        manifest["spec"]["containers"][0]["image"] = "busybox:latest"
+        path.write_text(yaml.safe_dump(manifest))
+        result = kubectl("apply", "--server-side", "-f", str(path))
+        assert (result.returncode, out(result)) == (0, f"pod/{name} serverside-applied\n"), err(
+            result
+        )
+        got = kubectl("get", "pod", name, "-o", "json", "--show-managed-fields")
+        pod = json.loads(got.stdout)
+        assert pod["metadata"]["labels"] == {"tier": "web"}
+        assert pod["spec"]["containers"][0]["image"] == "busybox:latest"
+        managers = [(e["manager"], e["operation"]) for e in pod["metadata"]["managedFields"]]
+        assert managers == [("kubectl", "Apply")]
     finally:
         kubectl("delete", "pod", name, "--wait=false")
 

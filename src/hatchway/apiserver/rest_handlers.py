@@ -13,7 +13,8 @@ Kubernetes behaviour kept here:
   deleted;
 * PUT of a pod or node keeps the stored ``status``; PUT/PATCH of ``.../status`` changes
   only ``status``;
-* patches: merge, strategic merge and JSON patch (``apply-patch+yaml`` is 415);
+* patches: merge, strategic merge and JSON patch; server-side apply
+  (``apply-patch+yaml``) in :mod:`.apply`;
 * pod deletion is graceful (:mod:`.pods`).
 """
 
@@ -26,10 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hatchway.api import defaults, resources, status, table, validation
+from hatchway.api.meta import format_time
 from hatchway.api.patch import apply_patch
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
-from hatchway.apiserver import field_validation, node_restriction, pods
+from hatchway.apiserver import apply, field_validation, node_restriction, pods
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.watch import watch_response
@@ -205,6 +207,12 @@ class ResourceHandler:
             raise StatusError(status.method_not_allowed(res.name, "create", res.group))
         obj = _body_object(call)
         warnings = field_validation.check(call.request.query, res, obj)
+        created = await self._create(res, namespace, obj)
+        return json_response(created, 201, warnings)
+
+    async def _create(
+        self, res: resources.Resource, namespace: str, obj: dict[str, Any]
+    ) -> dict[str, Any]:
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -229,7 +237,7 @@ class ResourceHandler:
         await self._check_namespace(res, namespace)
         created = await self.store.create(res.name, obj)
         await self._changed(res.name, created)
-        return json_response(created, 201, warnings)
+        return created
 
     async def _write(
         self,
@@ -274,6 +282,8 @@ class ResourceHandler:
         self, call: Call, res: resources.Resource, namespace: str, name: str
     ) -> Response:
         content_type = call.request.header("content-type") or ""
+        if apply.is_apply(content_type):
+            return await self.server_side_apply(call, res, namespace, name)
         patch_doc = decode_body(call)
         for _ in range(PATCH_RETRIES):
             old = await self.store.get(res.name, namespace, name)
@@ -288,6 +298,38 @@ class ResourceHandler:
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue  # someone wrote in between: patch the new version
+                raise
+            return json_response(stored, headers=warnings)
+        raise StatusError(status.conflict(res.name, name, res.group))
+
+    async def server_side_apply(
+        self, call: Call, res: resources.Resource, namespace: str, name: str
+    ) -> Response:
+        """PATCH application/apply-patch+yaml: see :mod:`.apply` (and its limits)."""
+        if call.info.subresource:
+            raise StatusError(status.unsupported_media_type("apply to a subresource"))
+        manager = apply.field_manager(call.request.query)
+        config = apply.check_config(res, decode_body(call), name)
+        warnings = field_validation.check(call.request.query, res, config, default="Strict")
+        now = format_time(_now())
+        for _ in range(PATCH_RETRIES):
+            try:
+                old = await self.store.get(res.name, namespace, name)
+            except StatusError as exc:
+                if exc.code != 404:
+                    raise
+                obj = apply.record(json.loads(json.dumps(config)), res, config, manager, now)
+                return json_response(await self._create(res, namespace, obj), 201, warnings)
+            merged = apply.record(apply.merge(old, config), res, config, manager, now)
+            old_rv = str(old["metadata"].get("resourceVersion") or "")
+            wanted = str((config.get("metadata") or {}).get("resourceVersion") or "")
+            if wanted and wanted != old_rv:
+                raise StatusError(status.conflict(res.name, name, res.group))
+            try:
+                stored = await self._write(res, old, merged, "", old_rv)
+            except StatusError as exc:
+                if exc.reason == "Conflict" and not wanted:
+                    continue
                 raise
             return json_response(stored, headers=warnings)
         raise StatusError(status.conflict(res.name, name, res.group))
