@@ -6,7 +6,12 @@ import pathlib
 import sys
 from collections.abc import Iterator
 
+import hypothesis  # noqa: F401  (imported early: see below)
 import pytest
+
+# hypothesis's pytest plugin imports the package in its terminal summary when no test did;
+# pytest then rewrites it at a deep stack, which CPython 3.11.7 fails with "AST
+# constructor recursion depth mismatch". Importing it here, at collection, avoids that.
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 

@@ -141,6 +141,7 @@ async def test_exit_code_and_separate_streams(transport: str, version: str) -> N
                 with pytest.raises(RemoteCommandError, match="exit code 42"):
                     await session.wait()
         assert (out, err) == (b"out\n", b"err\n")
+        await session.close()  # the client hangs up first, as kubectl does
         assert (await done).exit_code == 42
     finally:
         await session.close()
@@ -166,6 +167,7 @@ async def test_stdin_round_trip_with_eof(transport: str, version: str) -> None:
             _, out = await asyncio.gather(feed(), session.stdout.read_all(1 << 30))
             assert out == payload
             assert await session.wait() == 0
+        await session.close()
         outcome = await done
         assert outcome.bytes_in == len(payload) == outcome.bytes_out
     finally:

@@ -35,6 +35,10 @@ class ClientSession:
         for name in expected_streams(self.options, self.version):
             self.streams[name] = await self.conn.open_stream({"streamtype": name})
         self._status = asyncio.get_running_loop().create_task(self._read_status())
+        # A session dropped without wait() must not log "exception never retrieved".
+        self._status.add_done_callback(
+            lambda task: task.cancelled() or task.exception()  # type: ignore[func-returns-value]
+        )
 
     @property
     def stdin(self) -> Stream | None:

@@ -28,6 +28,8 @@ STREAM_CREATION_TIMEOUT = 30.0
 READ_SIZE = 256 * 1024
 #: How long a TTY session waits for the client's first terminal size before starting.
 FIRST_RESIZE_WAIT = 0.5
+#: How long a finished SPDY session waits for the client to hang up first.
+CLIENT_CLOSE_WAIT = 5.0
 
 
 @dataclass
@@ -231,6 +233,12 @@ class ServerSession:
                 for name in ("stdout", "stderr", "error"):
                     if name in streams:
                         await streams[name].write_eof()
+                # spdystream hands DATA frames to per-stream worker queues but acts on a
+                # GOAWAY at once (spec 3.5, 3.6): closing first can drop the last output.
+                # The client closes as soon as it has read every stream to EOF.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLIENT_CLOSE_WAIT):
+                        await self.conn.wait_closed()
         except ConnectionClosedError:
             pass
         await self.conn.close()
