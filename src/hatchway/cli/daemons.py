@@ -67,6 +67,30 @@ def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _session_limit_args(parser: argparse.ArgumentParser) -> None:
+    from hatchway.apiserver.exec_handler import SessionLimits
+
+    parser.add_argument(
+        "--max-sessions-per-user",
+        type=_positive,
+        default=SessionLimits.per_user,
+        help="concurrent exec/attach sessions per user (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive,
+        default=SessionLimits.total,
+        help="concurrent exec/attach sessions in total (%(default)s)",
+    )
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -74,9 +98,11 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, default=6443, help="HTTPS port (%(default)s)")
     parser.add_argument("--token-file", help='static bearer tokens (token,user,uid,"groups")')
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
+    _session_limit_args(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _logging(args.verbose)
+    from hatchway.apiserver.exec_handler import SessionLimits
     from hatchway.apiserver.server import ApiServerConfig, run_apiserver
 
     config = ApiServerConfig(
@@ -85,6 +111,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
         port=args.port,
         token_file=args.token_file,
         audit_log=args.audit_log,
+        exec_limits=SessionLimits(per_user=args.max_sessions_per_user, total=args.max_sessions),
     )
     return _serve(run_apiserver(config))
 
@@ -140,6 +167,7 @@ def up_main(argv: Sequence[str]) -> int:
         "--no-merge", action="store_true", help="do not touch the user's kubeconfig"
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    _session_limit_args(parser)
     args = parser.parse_args(argv)
     from hatchway.cli.up import up
 
@@ -151,6 +179,12 @@ def up_main(argv: Sequence[str]) -> int:
             detach=args.detach,
             merge=not args.no_merge,
             timeout=args.timeout,
+            apiserver_args=[
+                "--max-sessions-per-user",
+                str(args.max_sessions_per_user),
+                "--max-sessions",
+                str(args.max_sessions),
+            ],
         )
     except HatchwayError as exc:
         return report(exc)

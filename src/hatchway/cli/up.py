@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from hatchway.errors import ConfigError
@@ -164,8 +165,12 @@ def up(
     detach: bool = True,
     merge: bool = True,
     timeout: float = 60.0,
+    apiserver_args: Sequence[str] = (),
 ) -> int:
-    """Start (or reuse) the cluster; returns the process exit status."""
+    """Start (or reuse) the cluster; returns the process exit status.
+
+    ``apiserver_args`` are extra ``hatchway apiserver`` flags (not applied to a reused
+    cluster)."""
     from hatchway import pki as pki_module
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,7 +186,7 @@ def up(
         kubelet_port = node_port or free_port()
         logs = data_dir / "logs"
         api_pid = _spawn(
-            ["apiserver", "--data-dir", str(data_dir), "--port", str(api_port)],
+            ["apiserver", "--data-dir", str(data_dir), "--port", str(api_port), *apiserver_args],
             logs / "apiserver.log",
         )
         node_pid = _spawn(
