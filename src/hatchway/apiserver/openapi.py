@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from hatchway.api import resources
+from hatchway.apiserver import openapi_schema
 
 _FIELD_VALIDATION = {
     "name": "fieldValidation",
@@ -39,11 +40,7 @@ def _operation(res: resources.Resource, action: str) -> dict[str, Any]:
         "parameters": [_FIELD_VALIDATION] if action in ("create", "patch", "replace") else [],
         "responses": {"200": {"description": "OK"}},
         "x-kubernetes-action": action,
-        "x-kubernetes-group-version-kind": {
-            "group": res.group,
-            "version": res.version,
-            "kind": res.kind,
-        },
+        "x-kubernetes-group-version-kind": openapi_schema.gvk_of(res),
     }
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from hatchway.api import resources
+
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 CORE = "io.k8s.api.core.v1."
 RBAC = "io.k8s.api.rbac.v1."
@@ -29,6 +31,11 @@ INT = {"type": "integer", "format": "int64"}
 INT32 = {"type": "integer", "format": "int32"}
 STRINGS = {"type": "array", "items": STRING}
 STRING_MAP = {"type": "object", "additionalProperties": STRING}
+
+
+def gvk_of(res: resources.Resource) -> dict[str, str]:
+    """The ``x-kubernetes-group-version-kind`` value of one operation on ``res``."""
+    return {"group": res.group, "version": res.version, "kind": res.kind}
 
 
 def ref(name: str) -> dict[str, Any]:

@@ -41,11 +41,7 @@ def _operation(res: resources.Resource, method: str, collection: bool) -> dict[s
         "operationId": f"{action}{res.kind}",
         "responses": {"200": {"description": "OK"}},
         "x-kubernetes-action": action,
-        "x-kubernetes-group-version-kind": {
-            "group": res.group,
-            "version": res.version,
-            "kind": res.kind,
-        },
+        "x-kubernetes-group-version-kind": openapi_schema.gvk_of(res),
     }
     if method in ("post", "put", "patch"):
         op["parameters"] = [_FIELD_VALIDATION]
