@@ -1,10 +1,10 @@
 """``runc exec`` as an asyncio process: pipes or a pty, backpressure, exit codes, kill.
 
-Without a TTY, ``runc exec`` runs in the foreground and passes its stdio straight to the
-process: our pipes are the process's pipes, and runc's exit status is the process's
-(128+N when killed by signal N). With a TTY, runc must detach to hand out the pty master
-over ``--console-socket``; :mod:`hatchway.node.runtime_ttyshim` (a child subreaper) waits
-for the process instead. The master arrives here by SCM_RIGHTS.
+``runc exec -d`` passes its stdio straight to the process (our pipes are the process's
+pipes) or, with a TTY, hands out the pty master over ``--console-socket`` (it arrives here
+by SCM_RIGHTS). runc is started by the node's long-lived exec helper
+(:mod:`hatchway.node.runtime_execshim`, a child subreaper), which collects the process's
+exit status (128+N when killed by signal N).
 
 Reading semantics (what the exec endpoint relies on):
 
@@ -27,19 +27,18 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
 import socket
 import struct
-import sys
 import tempfile
 import termios
 from collections.abc import Mapping
 from typing import Any
 
 from hatchway.errors import ContainerRuntimeError
+from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
 from hatchway.node.runtime_host import runc_error
 
 CHUNK = 256 * 1024
@@ -149,7 +148,6 @@ class ExecProcess:
         self._stderr = _Reader(None, self._exited)
         self._stdin_fd: int | None = None
         self._master: int | None = None
-        self._helper: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._started: asyncio.Future[int] | None = None
         self._cleanup: list[str] = []
@@ -236,12 +234,12 @@ class ExecProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             await asyncio.sleep(0.01)
-        if self._helper is not None and self._helper.returncode is None:
+        if self._watcher is not None and not self._exited.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited.wait()), 0.5)
-            if not self._exited.is_set():
-                with contextlib.suppress(ProcessLookupError):
-                    self._helper.kill()
+            if not self._exited.is_set():  # the helper is stuck or gone: stop listening
+                self._watcher.cancel()
+                self._set_exit(137)
         await self._exited.wait()
 
     async def close(self) -> None:
@@ -399,45 +397,42 @@ def _pipes(proc: ExecProcess, stdin: bool, stdout: bool, stderr: bool) -> list[i
     return theirs
 
 
+_HELPER = ExecHelper()
+
+
 async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) -> list[int]:
-    environ = dict(os.environ)
-    job = {"pid_file": os.path.join(tmp, "pid"), "stdio": stdio, "argv": cmd}
-    environ["HATCHWAY_EXECSHIM"] = json.dumps(job)
+    """Hand ``cmd`` (``runc exec -d``) to the node's exec helper, which reports the
+    process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""
     try:
-        helper = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hatchway.node.runtime_execshim",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            env=environ,
-            pass_fds=[fd for fd in stdio if fd >= 0],
-            start_new_session=True,
-        )
+        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio)
+    except ExecHelperError as e:
+        raise ContainerRuntimeError(str(e)) from e
     finally:
         for fd in stdio:
             if fd >= 0:
                 os.close(fd)
-    proc._helper = helper
     proc._started = asyncio.get_running_loop().create_future()
-    proc._watcher = asyncio.ensure_future(_watch(proc, helper))
+    proc._watcher = asyncio.ensure_future(_watch(proc, report))
     return stdio
 
 
-async def _watch(proc: ExecProcess, helper: asyncio.subprocess.Process) -> None:
+async def _watch(proc: ExecProcess, report: socket.socket) -> None:
     """Follow the helper's report: ``started PID`` then ``exit CODE``."""
     started = proc._started
-    assert helper.stdout is not None and started is not None
-    async for line in helper.stdout:
-        word, _, value = line.decode().partition(" ")
-        if word == "started" and not started.done():
-            started.set_result(int(value))
-        elif word == "exit":
-            proc._set_exit(int(value))
-    rc = await helper.wait()
-    if not started.done():
-        started.set_result(0)
-    proc._set_exit(128 - rc if rc < 0 else rc)
+    assert started is not None
+    reader, writer = await asyncio.open_connection(sock=report)
+    try:
+        async for line in reader:
+            word, _, value = line.decode().partition(" ")
+            if word == "started" and not started.done():
+                started.set_result(int(value))
+            elif word == "exit":
+                proc._set_exit(int(value))
+    finally:
+        writer.close()
+        if not started.done():
+            started.set_result(0)
+        proc._set_exit(255)  # the helper died: the status is unknown
 
 
 async def _await_start(proc: ExecProcess, tmp: str) -> None:
