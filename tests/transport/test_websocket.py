@@ -258,7 +258,7 @@ async def test_slow_reader_makes_writer_wait(tls):
         assert not task.done()
         assert written == plateau, "writer kept going while the reader was stalled"
         # Receiver-side buffering stays bounded: channel bound plus one socket read.
-        assert c_out._size <= bound + 1024 * 1024 + len(block) + 1
+        assert c_out.buffered <= bound + 1024 * 1024 + len(block) + 1
         assert written < 24 << 20
         got = 0
         async with asyncio.timeout(30 * SCALE):

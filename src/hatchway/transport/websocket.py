@@ -27,10 +27,9 @@ Choices a caller should know:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 
 from websockets.exceptions import InvalidState
@@ -39,8 +38,10 @@ from websockets.protocol import Protocol, Side, State
 
 from hatchway.errors import ConnectionClosedError, ProtocolError
 from hatchway.protocol import channel as ch
+from hatchway.protocol.websocket_frame import FastMessage, FrameSplitter, data_frame
 from hatchway.transport.base import Connection, Stream
 from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.chunks import Buffer, ChunkQueue
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ class WebSocketStream(Stream):
         self._conn = conn
         self.number = number
         self._headers: dict[str, str] = {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")}
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._offset = 0  # consumed bytes of self._chunks[0]
-        self._size = 0
+        self._chunks = ChunkQueue()
         self._over = False
         self._eof = False
         self._reset = False
@@ -74,13 +73,20 @@ class WebSocketStream(Stream):
     def headers(self) -> Mapping[str, str]:
         return self._headers
 
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet read."""
+        return self._chunks.size
+
     # -- receiving (driven by the connection's reader task) --------------------------------
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: Buffer) -> None:
+        self._feed_parts((data,), len(data))
+
+    def _feed_parts(self, parts: Iterable[Buffer], size: int) -> None:
         if self._eof:
             return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > self._conn._channel_high and not self._over:
+        self._chunks.extend(parts, size)
+        if self._chunks.size > self._conn._channel_high and not self._over:
             self._over = True
             self._conn._over_changed(+1)
         self._wake()
@@ -91,12 +97,11 @@ class WebSocketStream(Stream):
 
     def _discard(self) -> None:
         self._chunks.clear()
-        self._offset = self._size = 0
         self._set_eof()
         self._under()
 
     def _under(self) -> None:
-        if self._over and self._size <= self._conn._channel_low:
+        if self._over and self._chunks.size <= self._conn._channel_low:
             self._over = False
             self._conn._over_changed(-1)
 
@@ -113,19 +118,7 @@ class WebSocketStream(Stream):
                 await self._waiter
             finally:
                 self._waiter = None
-        head = self._chunks[0]
-        off = self._offset
-        if off == 0 and len(head) <= max_bytes:
-            self._chunks.popleft()
-            data = head
-        else:
-            data = head[off : off + max_bytes]
-            if off + len(data) >= len(head):
-                self._chunks.popleft()
-                self._offset = 0
-            else:
-                self._offset = off + len(data)
-        self._size -= len(data)
+        data = self._chunks.take(max_bytes)
         self._under()
         return data
 
@@ -174,6 +167,7 @@ class WebSocketConnection(Connection):
         self.client = client
         self.protocol = protocol
         self.capabilities = ch.capabilities(protocol)
+        self._base64 = self.capabilities.base64
         self._ws = Protocol(
             Side.CLIENT if client else Side.SERVER,
             state=State.OPEN,
@@ -190,6 +184,7 @@ class WebSocketConnection(Connection):
         self._resume = asyncio.Event()
         self._resume.set()
         self._fragments: list[bytes] | None = None
+        self._splitter = FrameSplitter(server=not client, max_size=max_message)
         self._tasks: list[asyncio.Task[None]] = []
         self._done = asyncio.Event()
         self._started = False
@@ -259,27 +254,39 @@ class WebSocketConnection(Connection):
 
     # -- sending --------------------------------------------------------------------------
     async def _send(self, number: int, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if not isinstance(data, bytes) and not view.readonly:
+            view = bytes(view)  # the transport may keep what it is given: never a mutable one
         total = len(view)
-        base64 = self.capabilities.base64
-        prefix = bytes((number,))
         off = 0
         while True:
-            piece = view[off : off + WRITE_CHUNK]
-            try:
-                if base64:
-                    msg = ch.encode_message(self.capabilities, number, bytes(piece))
-                    assert isinstance(msg, str)
-                    self._ws.send_text(msg.encode("ascii"))
-                else:
-                    self._ws.send_binary(prefix + piece)
-            except InvalidState:
-                raise ConnectionClosedError("WebSocket connection is closing") from None
-            self._flush()
+            piece = view[off : off + WRITE_CHUNK] if total > WRITE_CHUNK else view
+            if self.capabilities.base64:
+                self._send_text(number, bytes(piece))
+            else:
+                self._send_binary(number, piece)
             await self._drain()
             off += WRITE_CHUNK
             if off >= total:
                 return
+
+    def _send_binary(self, number: int, piece: Buffer) -> None:
+        """Frame ``number + piece`` ourselves (websocket_frame.data_frame): the same bytes
+        as ``Protocol.send_binary`` without its copies of the payload."""
+        if self._ws.state is not State.OPEN:
+            raise ConnectionClosedError("WebSocket connection is closing")
+        if self._stream.is_closing:
+            return
+        self._stream.writelines(data_frame(number, piece, mask=self.client))
+
+    def _send_text(self, number: int, piece: bytes) -> None:
+        msg = ch.encode_message(self.capabilities, number, piece)
+        assert isinstance(msg, str)
+        try:
+            self._ws.send_text(msg.encode("ascii"))
+        except InvalidState:
+            raise ConnectionClosedError("WebSocket connection is closing") from None
+        self._flush()
 
     async def _send_raw(self, payload: bytes) -> None:
         try:
@@ -326,19 +333,48 @@ class WebSocketConnection(Connection):
                 else:
                     data = await self._stream.read(READ_SIZE)
                 if not data:
+                    # Whatever is left is an incomplete frame: the Protocol judges it.
+                    ws.receive_data(self._splitter.take_all())
                     ws.receive_eof()
                     self._flush()
                     break
-                ws.receive_data(data)
-                self._flush()
-                for frame in ws.events_received():
-                    self._on_frame(frame)
+                self._receive(data)
         except TimeoutError:
             log.debug("peer did not end the connection after the close frame")
         except ConnectionClosedError:
             pass
         finally:
             self._finish()
+
+    def _receive(self, data: bytes) -> None:
+        """Deliver the frames ``data`` completes: fast data messages straight to their
+        channel, everything else through the Protocol (websocket_frame.FrameSplitter)."""
+        ws, splitter = self._ws, self._splitter
+        splitter.feed(data)
+        while True:
+            open_ = ws.state is State.OPEN
+            if not open_:
+                splitter.passthrough = True
+            item = splitter.next(open_ and ws.current_size is None and not self._base64)
+            if item is None:
+                return
+            if isinstance(item, FastMessage):
+                self._on_fast_message(item)
+                continue
+            ws.receive_data(item)
+            self._flush()
+            for frame in ws.events_received():
+                self._on_frame(frame)
+
+    def _on_fast_message(self, msg: FastMessage) -> None:
+        number = msg.channel
+        if number == ch.CLOSE_SIGNAL:
+            self._on_message(bytes((number,)) + b"".join(msg.data))
+        elif number < ch.NUM_CHANNELS:
+            if msg.size:
+                self.channel(number)._feed_parts(msg.data, msg.size)
+        else:
+            log.debug("discarding message for unknown channel %d", number)
 
     def _on_frame(self, frame: Frame) -> None:
         op = frame.opcode

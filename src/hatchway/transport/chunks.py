@@ -1,0 +1,82 @@
+"""A stream's receive buffer: received buffers queued as they came, read out as bytes.
+
+The drivers queue payloads as views of the chunks the socket delivered (no copy on
+receipt); :meth:`ChunkQueue.take` makes the one copy a reader's ``bytes`` needs, and
+joins small buffers so that one read returns up to what was asked for.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+
+Buffer = bytes | memoryview
+
+
+class ChunkQueue:
+    """Buffers in order; :attr:`size` counts the bytes not yet taken."""
+
+    __slots__ = ("_chunks", "_offset", "size")
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[Buffer] = collections.deque()
+        self._offset = 0  # consumed bytes of self._chunks[0]
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def append(self, data: Buffer) -> None:
+        if data:
+            self._chunks.append(data)
+            self.size += len(data)
+
+    def extend(self, parts: Iterable[Buffer], size: int) -> None:
+        """Queue ``parts`` (non-empty buffers) totalling ``size`` bytes."""
+        self._chunks.extend(parts)
+        self.size += size
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._offset = self.size = 0
+
+    def take(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` (at least 1) of the queued bytes; ``b""`` when empty."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        head, off = chunks[0], self._offset
+        avail = len(head) - off
+        if avail >= max_bytes or len(chunks) == 1:
+            if off == 0 and avail <= max_bytes and isinstance(head, bytes):
+                chunks.popleft()
+                data = head
+            else:
+                end = off + min(avail, max_bytes)
+                data = bytes(head[off:end])
+                if end == len(head):
+                    chunks.popleft()
+                    end = 0
+                self._offset = end
+        else:
+            data = self._gather(max_bytes)
+        self.size -= len(data)
+        return data
+
+    def _gather(self, want: int) -> bytes:
+        chunks, off = self._chunks, self._offset
+        parts: list[Buffer] = []
+        while chunks and want:
+            head = chunks[0]
+            avail = len(head) - off
+            if avail <= want:
+                parts.append(memoryview(head)[off:] if off else head)
+                chunks.popleft()
+                off = 0
+                want -= avail
+            else:
+                parts.append(memoryview(head)[off : off + want])
+                off += want
+                want = 0
+        self._offset = off
+        return b"".join(parts)
