@@ -241,3 +241,21 @@ def test_syn_stream_priority_and_flags_decode():
     raw = frame.serialize()
     assert raw[16] == 5 << 5
     assert fr.parse_frames(raw) == [frame]
+
+
+def test_data_payloads_are_views_of_the_chunk_or_joined_once():
+    one = fr.DataFrame(1, b"a" * 1000).serialize()
+    two = fr.DataFrame(3, b"b" * 1000, fin=True).serialize()
+    parser = fr.FrameParser()
+    [first] = parser.feed(one + two[:500])
+    assert isinstance(first.data, memoryview) and first.data == b"a" * 1000
+    [second] = parser.feed(two[500:])
+    assert isinstance(second.data, bytes) and second.data == b"b" * 1000 and second.fin
+    assert parser.buffered == 0
+
+
+def test_fed_buffer_may_be_reused_by_the_caller():
+    buf = bytearray(fr.DataFrame(1, b"xyz").serialize())
+    [frame] = fr.FrameParser().feed(buf)
+    buf[8:] = b"???"
+    assert frame.data == b"xyz"

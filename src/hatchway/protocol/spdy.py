@@ -76,7 +76,7 @@ class StreamReplied:
 @dataclass(frozen=True, slots=True)
 class DataReceived:
     stream_id: int
-    data: bytes
+    data: bytes | memoryview
     fin: bool = False
 
 
@@ -390,7 +390,7 @@ class SpdyProtocol:
             self._on_headers(frame, events)
         # SETTINGS and WINDOW_UPDATE: parsed, then dropped (section 3.6).
 
-    def _on_data(self, sid: int, data: bytes, fin: bool, events: list[Event]) -> None:
+    def _on_data(self, sid: int, data: bytes | memoryview, fin: bool, events: list[Event]) -> None:
         if sid not in self._streams:
             return  # unknown or already forgotten: ignored, as spdystream does
         if data and self._remote_transition(sid, I.RECV_DATA, events) in (None, DISCARD):

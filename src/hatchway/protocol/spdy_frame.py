@@ -75,7 +75,7 @@ def data_header(stream_id: int, length: int, fin: bool = False) -> bytes:
 @dataclass(frozen=True, slots=True)
 class DataFrame:
     stream_id: int
-    data: bytes = b""
+    data: bytes | memoryview = b""  # received payloads may be views of the chunk
     fin: bool = False
 
     def serialize(self) -> bytes:
@@ -275,54 +275,104 @@ class FrameParser:
     ``max_data_length`` and ``max_control_length`` bound a frame's payload; the bound is
     checked on the header, so an oversize frame never gets buffered. The version field is
     not checked (spdystream never checks it either).
+
+    Received chunks are kept as they came; a DATA payload within one chunk comes out as
+    a view of it (no copy), one spanning chunks is joined once.
     """
 
     def __init__(self, max_data_length: int = MAX_LENGTH, max_control_length: int = MAX_LENGTH):
         self.max_data_length = max_data_length
         self.max_control_length = max_control_length
-        self._buf = bytearray()
+        self._pending: list[memoryview] = []
+        self._size = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._size
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        buf = self._buf
-        buf += data
+        if data:
+            # Views of it are handed out: never of a buffer the caller may reuse.
+            chunk = data if isinstance(data, bytes) else bytes(data)
+            self._pending.append(memoryview(chunk))
+            self._size += len(chunk)
         frames: list[Frame] = []
-        pos, end = 0, len(buf)
-        while end - pos >= HEADER_SIZE:
-            word, length = _U32x2.unpack_from(buf, pos)
+        while self._size >= HEADER_SIZE:
+            word, length = _U32x2.unpack_from(self._head())
             flags, length = length >> 24, length & MAX_LENGTH
             control = word & 0x80000000
             self._check_length(control, word, length)
-            if end - pos - HEADER_SIZE < length:
+            if self._size - HEADER_SIZE < length:
                 break
-            start = pos + HEADER_SIZE
-            payload = bytes(buf[start : start + length])
-            pos = start + length
+            self._skip(HEADER_SIZE)
             if control:
+                payload = bytes(self._payload(length))
                 frames.append(_CONTROL_PARSERS[word & 0xFFFF](flags, payload))
             else:
                 sid = _need_stream(word, "DATA")
-                frames.append(DataFrame(sid, payload, bool(flags & FLAG_FIN)))
-        if pos:
-            del buf[:pos]
+                frames.append(DataFrame(sid, self._payload(length), bool(flags & FLAG_FIN)))
         return frames
+
+    def _head(self) -> memoryview:
+        """A view holding at least the next frame's 8-byte header."""
+        pending = self._pending
+        if len(pending[0]) < HEADER_SIZE:
+            size = self._size
+            parts = self._take(HEADER_SIZE)
+            pending.insert(0, memoryview(b"".join(parts)))
+            self._size = size
+        return pending[0]
+
+    def _skip(self, n: int) -> None:
+        head = self._pending[0]
+        self._size -= n
+        if len(head) == n:
+            del self._pending[0]
+        else:
+            self._pending[0] = head[n:]
+
+    def _payload(self, n: int) -> bytes | memoryview:
+        if not n:
+            return b""
+        if len(self._pending[0]) >= n:
+            view = self._pending[0][:n]
+            self._skip(n)
+            return view
+        return b"".join(self._take(n))
+
+    def _take(self, n: int) -> list[memoryview]:
+        out: list[memoryview] = []
+        pending = self._pending
+        self._size -= n
+        while n:
+            view = pending[0]
+            if len(view) <= n:
+                out.append(view)
+                del pending[0]
+                n -= len(view)
+            else:
+                out.append(view[:n])
+                pending[0] = view[n:]
+                n = 0
+        return out
+
+    def _clear(self) -> None:
+        self._pending.clear()
+        self._size = 0
 
     def _check_length(self, control: int, word: int, length: int) -> None:
         if control:
             if (word & 0xFFFF) not in _CONTROL_PARSERS:
-                self._buf.clear()
+                self._clear()
                 raise _fail(f"unknown control frame type {word & 0xFFFF}")
             if length > self.max_control_length:
-                self._buf.clear()
+                self._clear()
                 raise LimitExceededError(
                     f"control frame of {length} bytes exceeds {self.max_control_length}",
                     code=_PROTO,
                 )
         elif length > self.max_data_length:
-            self._buf.clear()
+            self._clear()
             raise LimitExceededError(
                 f"DATA frame of {length} bytes exceeds {self.max_data_length}", code=_PROTO
             )

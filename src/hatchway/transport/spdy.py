@@ -35,6 +35,7 @@ from hatchway.protocol.spdy import (
 )
 from hatchway.transport.base import Connection, Stream
 from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.chunks import Buffer, ChunkQueue
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ class SpdyStream(Stream):
         self._conn = conn
         self.stream_id = stream_id
         self._headers = dict(headers)
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._offset = 0  # consumed bytes of _chunks[0]
-        self._size = 0
+        self._chunks = ChunkQueue()
         self._eof = False
         self._fin_sent = False
         self.reset_code: int | None = None
@@ -69,7 +68,7 @@ class SpdyStream(Stream):
     @property
     def buffered(self) -> int:
         """Received bytes not yet read."""
-        return self._size
+        return self._chunks.size
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         while not self._chunks:
@@ -80,18 +79,7 @@ class SpdyStream(Stream):
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk, off = self._chunks[0], self._offset
-        if off == 0 and len(chunk) <= max_bytes:
-            self._chunks.popleft()
-        else:
-            end = min(len(chunk), off + max_bytes)
-            chunk = chunk[off:end]
-            if end == len(self._chunks[0]):
-                self._chunks.popleft()
-                self._offset = 0
-            else:
-                self._offset = end
-        self._size -= len(chunk)
+        chunk = self._chunks.take(max_bytes)
         self._conn._consumed(self)
         return chunk
 
@@ -117,16 +105,14 @@ class SpdyStream(Stream):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: Buffer) -> None:
         self._chunks.append(data)
-        self._size += len(data)
         self._wake()
 
     def _end(self, drop: bool = False) -> None:
         self._eof = True
         if drop:
             self._chunks.clear()
-            self._offset = self._size = 0
         self._wake()
 
 
@@ -318,7 +304,7 @@ class SpdyConnection(Connection):
         self._drop(stream)
 
     def _consumed(self, stream: SpdyStream) -> None:
-        if stream in self._blocked and stream._size <= self._low:
+        if stream in self._blocked and stream.buffered <= self._low:
             self._blocked.discard(stream)
             if not self._blocked:
                 self._unblocked.set()
@@ -333,7 +319,6 @@ class SpdyConnection(Connection):
         self._streams.pop(stream.stream_id, None)
         stream._end(drop=True)
         if stream in self._blocked:
-            stream._size = 0
             self._consumed(stream)
 
     def _forget_if_done(self, sid: int) -> None:
@@ -403,7 +388,7 @@ class SpdyConnection(Connection):
             return
         if event.data:
             stream._feed(event.data)
-            if stream._size >= self._high:
+            if stream.buffered >= self._high:
                 self._blocked.add(stream)
         if event.fin:
             stream._end()
