@@ -27,12 +27,15 @@ def test_views_come_back_as_bytes_and_split():
     assert q.take(4) == b""
 
 
-def test_small_buffers_are_joined_up_to_the_limit():
+def test_small_views_are_joined_up_to_the_limit_bytes_are_not_copied():
     q = ChunkQueue()
-    q.extend([b"ab", memoryview(b"cd"), b"ef"], 6)
-    assert q.take(5) == b"abcde"
-    assert q.size == 1
-    assert q.take(5) == b"f"
+    ef = b"ef"
+    q.extend([memoryview(b"ab"), memoryview(b"cd"), memoryview(b"xy"), ef, b"gh"], 10)
+    assert q.take(5) == b"abcdx"
+    assert q.size == 5
+    assert q.take(5) == b"y"
+    assert q.take(5) is ef
+    assert q.take(5) == b"gh"
 
 
 def test_clear():

@@ -2,7 +2,8 @@
 
 The drivers queue payloads as views of the chunks the socket delivered (no copy on
 receipt); :meth:`ChunkQueue.take` makes the one copy a reader's ``bytes`` needs, and
-joins small buffers so that one read returns up to what was asked for.
+joins consecutive views so that one read returns up to what was asked for. Queued
+``bytes`` are already copies of their own and come back without another.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ChunkQueue:
             return b""
         head, off = chunks[0], self._offset
         avail = len(head) - off
-        if avail >= max_bytes or len(chunks) == 1:
+        if avail >= max_bytes or len(chunks) == 1 or isinstance(head, bytes):
             if off == 0 and avail <= max_bytes and isinstance(head, bytes):
                 chunks.popleft()
                 data = head
@@ -68,6 +69,8 @@ class ChunkQueue:
         parts: list[Buffer] = []
         while chunks and want:
             head = chunks[0]
+            if parts and isinstance(head, bytes):
+                break  # already a copy of its own: the next read returns it as it is
             avail = len(head) - off
             if avail <= want:
                 parts.append(memoryview(head)[off:] if off else head)
