@@ -7,6 +7,7 @@ Status). Watches and log follows are async iterators.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import urllib.parse
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ApiError
-from hatchway.transport import http
+from hatchway.transport import httpclient as http  # not the server half: starts faster
 from hatchway.transport.bytestream import ByteStream
 
 Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]] | None
@@ -61,15 +62,38 @@ class RestClient:
         token: str | None = None,
         user_agent: str = "hatchway",
         timeout: float = 30.0,
+        pool: bool = False,
     ) -> None:
+        """``pool``: keep connections alive between requests, and upgrade (exec) on a
+        kept-alive one, which saves a TLS handshake per call. Connections belong to the
+        event loop that opened them; :meth:`aclose` closes them."""
         self.server = server.rstrip("/")
         self.ssl_context = ssl_context
         self._token = token
         self.user_agent = user_agent
         self.timeout = timeout
+        self._pool = pool
+        self._http: http.HttpClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"RestClient({self.server!r})"
+
+    def _client(self) -> http.HttpClient:
+        """A pooled client for the running loop, or a one-connection-per-call one."""
+        if not self._pool:
+            return http.HttpClient(pool=False)
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            self._http = http.HttpClient()
+            self._http_loop = loop
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close pooled connections (of the running loop's client)."""
+        client, self._http = self._http, None
+        if client is not None and self._http_loop is asyncio.get_running_loop():
+            await client.close()
 
     def url(self, path: str, params: Params = None) -> str:
         query = encode_query(params)
@@ -100,7 +124,7 @@ class RestClient:
         if body is not None:
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             extra["content-type"] = content_type
-        response = await http.request(
+        response = await self._client().request(
             method,
             self.url(path, params),
             headers=self.headers(extra),
@@ -133,7 +157,7 @@ class RestClient:
 
     async def stream(self, path: str, params: Params = None) -> AsyncIterator[bytes]:
         """The raw body of a long-running GET (log follow), chunk by chunk."""
-        response = await http.stream_request(
+        response = await self._client().stream(
             "GET",
             self.url(path, params),
             headers=self.headers({"accept": "*/*"}),
@@ -178,7 +202,7 @@ class RestClient:
     ) -> tuple[http.ClientResponse, ByteStream | None]:
         """An HTTP upgrade (exec/attach): the response and, on 101, the raw stream.
         ``extra_headers`` may repeat a name (one X-Stream-Protocol-Version per line)."""
-        return await http.upgrade(
+        return await self._client().upgrade(
             method,
             self.url(path, params),
             headers=[*self.headers(headers), *extra_headers],

@@ -291,3 +291,7 @@ def test_exec_imports_only_what_it_needs(
     modules = dump.read_text().split()
     assert "hatchway.client.exec" in modules
     assert not [m for m in modules if m.startswith(HEAVY)], modules
+    # A kubeconfig as Hatchway writes it is read without PyYAML; no HTTP server code,
+    # no kubeconfig writer.
+    unneeded = ("yaml", "hatchway.transport.http", "hatchway.client.kubeconfig_write")
+    assert not [m for m in modules if m in unneeded], modules

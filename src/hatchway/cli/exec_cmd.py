@@ -84,6 +84,13 @@ async def _exec(args: exec_args.ExecArgs) -> int:
 
     client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
     set_server(client.config.server)
+    try:
+        return await _exec_with(client, args)
+    finally:
+        await client.close()
+
+
+async def _exec_with(client, args: exec_args.ExecArgs) -> int:  # type: ignore[no-untyped-def]
     namespace = args.namespace or client.namespace
     pod = await client.get_pod(args.pod, namespace)
     exec_args.check_pod_active(pod)

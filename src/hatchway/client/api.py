@@ -54,7 +54,9 @@ def rest_client(config: ClientConfig, user_agent: str = "hatchway") -> RestClien
             key_data=config.client_key_data,
             insecure=config.insecure_skip_tls_verify,
         )
-    return RestClient(config.server, ssl_context=context, token=config.token, user_agent=user_agent)
+    return RestClient(
+        config.server, ssl_context=context, token=config.token, user_agent=user_agent, pool=True
+    )
 
 
 class Client:
@@ -78,7 +80,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Nothing is held between requests beyond pooled connections."""
+        """Close the pooled connections (nothing else is held between requests)."""
+        await self.rest.aclose()
 
     # -- REST ---------------------------------------------------------------------------
     async def get(self, resource: str, name: str, namespace: str | None = None) -> Any:

@@ -22,7 +22,7 @@ import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hatchway.client.kubeconfig_file import (
@@ -35,13 +35,27 @@ from hatchway.client.kubeconfig_file import (
     read_document,
     to_document,
 )
-from hatchway.client.kubeconfig_write import (
-    default_write_path,
-    merge_context,
-    remove_context,
-    use_context,
-)
 from hatchway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hatchway.client.kubeconfig_write import (
+        default_write_path,
+        merge_context,
+        remove_context,
+        use_context,
+    )
+
+#: Re-exported from kubeconfig_write on first use: reading (every exec) needs none of it.
+_WRITERS = frozenset({"default_write_path", "merge_context", "remove_context", "use_context"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WRITERS:
+        from hatchway.client import kubeconfig_write
+
+        return getattr(kubeconfig_write, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DATA_OMITTED = "DATA+OMITTED"
 REDACTED = "REDACTED"

@@ -155,13 +155,18 @@ class _Conn:
         )
 
     async def next_event(self) -> h11.Event:
+        eof = False
         while True:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
+                if eof:  # closed mid-message (h11 calls that a protocol error)
+                    raise ConnectionClosedError("server closed the connection") from exc
                 raise ProtocolError(f"bad HTTP response: {exc}") from exc
             if event is h11.NEED_DATA:
-                self.h11.receive_data(await self.stream.read())
+                data = await self.stream.read()
+                eof = not data
+                self.h11.receive_data(data)
                 continue
             if isinstance(event, h11.ConnectionClosed):
                 raise ConnectionClosedError("server closed the connection")
@@ -190,6 +195,10 @@ class _Conn:
                         raise _Truncated(b"".join(parts))
                     raise ProtocolError(f"response body larger than {limit} bytes")
                 parts.append(bytes(event.data))
+
+
+class _Stale(Exception):
+    """A kept-alive connection was found closed before any answer to a request."""
 
 
 class _Truncated(Exception):
@@ -429,7 +438,8 @@ class HttpClient:
         timeout: float | None = 30.0,
         early_data: bytes = b"",
     ) -> tuple[ClientResponse, ByteStream | None]:
-        """Send an upgrade request on a new connection.
+        """Send an upgrade request, on a kept-alive pooled connection when there is one
+        (one TLS handshake fewer), else on a new connection.
 
         On 101 returns the response and the raw connection, with any bytes read past the
         101 pushed back into it. Otherwise reads at most 64 KiB of body, closes, and
@@ -439,23 +449,44 @@ class HttpClient:
         origin = parse_url(url)
         request, _ = self._events(origin, method.upper(), headers, b"")
         async with asyncio.timeout(timeout):
+            conn = self._checkout(origin, ssl) if self._pool_enabled else None
+            if conn is not None:
+                try:
+                    return await self._upgrade_on(conn, request, early_data)
+                except _Stale:
+                    pass  # the server closed it while idle, before any answer: retry
             conn = await self._connect(origin, ssl, timeout)
+            return await self._upgrade_on(conn, request, early_data)
+
+    async def _upgrade_on(
+        self, conn: _Conn, request: h11.Request, early_data: bytes
+    ) -> tuple[ClientResponse, ByteStream | None]:
+        answered = False
+        try:
             try:
                 self._write_request(conn, request, b"", early_data)
                 head = await conn.read_head()
-                if head.status_code == 101:
-                    trailing, _ = conn.h11.trailing_data
-                    conn.stream.unread(bytes(trailing))
-                    return _response(head), conn.stream
-                try:
-                    body = await conn.read_body(MAX_REFUSAL_BODY, truncate=True)
-                except _Truncated as cut:
-                    body = cut.body
-                except (ConnectionClosedError, ProtocolError):
-                    body = b""
-            finally:
-                if conn.h11.their_state is not h11.SWITCHED_PROTOCOL:
+            except (ConnectionClosedError, OSError) as exc:
+                if conn.reused:
+                    raise _Stale() from exc
+                raise
+            answered = True
+            if head.status_code == 101:
+                trailing, _ = conn.h11.trailing_data
+                conn.stream.unread(bytes(trailing))
+                return _response(head), conn.stream
+            try:
+                body = await conn.read_body(MAX_REFUSAL_BODY, truncate=True)
+            except _Truncated as cut:
+                body = cut.body
+            except (ConnectionClosedError, ProtocolError):
+                body = b""
+        finally:
+            if conn.h11.their_state is not h11.SWITCHED_PROTOCOL:
+                if answered:
                     conn.stream.close()
+                else:
+                    conn.stream.abort()
         return _response(head, body), None
 
 
