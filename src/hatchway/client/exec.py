@@ -13,14 +13,18 @@ import asyncio
 import base64
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from hatchway.errors import ApiError, ExecError, HandshakeError, ProtocolError
-from hatchway.protocol import handshake
 from hatchway.rest import RestClient, status_from_response
-from hatchway.session.client import ClientSession
-from hatchway.transport.base import Connection, Stream
 from hatchway.types import ExecOptions, ExecResult
+
+if TYPE_CHECKING:
+    from hatchway.session.client import ClientSession
+    from hatchway.transport.base import Connection, Stream
+
+T = TypeVar("T")
 
 WEBSOCKET_OFFER = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 #: With stdin only v5 is offered, as kubectl does (spec 5.1): a pre-1.30 API server
@@ -81,15 +85,19 @@ async def _connect_websocket(
         "sec-websocket-version": "13",
         "sec-websocket-protocol": ", ".join(offer),
     }
-    response, stream = await rest.upgrade("GET", path, query, headers)
+    response, stream = await _while_waiting(
+        rest.upgrade("GET", path, query, headers), _import_websocket_session
+    )
     if stream is None:
         raise _upgrade_failure(response)
+    from hatchway.protocol import handshake
+    from hatchway.transport.websocket import WebSocketConnection
+
     try:
         protocol = handshake.check_websocket_response(response.status, response.headers, key, offer)
     except HatchwayErrors as exc:
         stream.abort()
         raise HandshakeError(str(exc), status=response.status) from exc
-    from hatchway.transport.websocket import WebSocketConnection
 
     conn = WebSocketConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
@@ -102,6 +110,8 @@ async def _connect_spdy(rest: RestClient, path: str, query: list[tuple[str, str]
     response, stream = await rest.upgrade("POST", path, query, headers, extra_headers=extra)
     if stream is None:
         raise _upgrade_failure(response)
+    from hatchway.protocol import handshake
+
     try:
         protocol = handshake.check_spdy_response(response.status, response.headers)
     except HatchwayErrors as exc:
@@ -116,6 +126,29 @@ async def _connect_spdy(rest: RestClient, path: str, query: list[tuple[str, str]
 
 
 HatchwayErrors = (ProtocolError, HandshakeError, ValueError)
+
+
+async def _while_waiting(request: Awaitable[T], work: Callable[[], object]) -> T:
+    """Start ``request`` (its bytes go out at its first wait), do ``work`` while the
+    server answers, then return the answer."""
+    pending = asyncio.ensure_future(request)
+    await asyncio.sleep(0)
+    if not pending.done():
+        try:
+            work()
+        except BaseException:
+            pending.cancel()
+            raise
+    return await pending
+
+
+def _import_websocket_session() -> None:
+    """What an exec needs once the 101 is in (tens of milliseconds of imports at
+    start-up): imported while the API server and the node work on the upgrade and start
+    the command, instead of before the request goes out."""
+    import hatchway.protocol.handshake
+    import hatchway.session.client
+    import hatchway.transport.websocket  # noqa: F401
 
 
 async def open_session(
@@ -142,6 +175,8 @@ async def open_session(
             if transport == "websocket":
                 raise
             conn = await _connect_spdy(rest, path, query)
+    from hatchway.session.client import ClientSession
+
     session = ClientSession(conn, options)
     try:
         await session.start()
