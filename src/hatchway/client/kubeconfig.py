@@ -21,8 +21,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from hatchway.client.kubeconfig_file import (
@@ -61,9 +60,10 @@ DATA_OMITTED = "DATA+OMITTED"
 REDACTED = "REDACTED"
 
 
-@dataclass(frozen=True, repr=False)
-class ClientConfig:
-    """Everything a client needs to reach one API server as one user."""
+class ClientConfig(NamedTuple):
+    """Everything a client needs to reach one API server as one user (immutable; a
+    NamedTuple rather than a frozen dataclass, which costs ~1 ms more to build at import,
+    on every ``hatchway exec``)."""
 
     server: str
     namespace: str = "default"
@@ -97,7 +97,8 @@ class ClientConfig:
             f"username={self.username!r}, password={shown(self.password)})"
         )
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 # ------------------------------------------------------------------ client config

@@ -16,8 +16,7 @@ import re
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import h11
@@ -81,18 +80,41 @@ def decode_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, st
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
 
 
-@dataclass
+# Plain classes rather than dataclasses: building a dataclass costs about a millisecond
+# at import, and every ``hatchway exec`` imports this module.
 class ClientResponse(HeadersMixin):
     """A whole response: status, reason, headers (lower-case names), body."""
 
-    status: int
-    reason: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = [] if headers is None else headers
+        self.body = body
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.status, self.reason, self.headers, self.body)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClientResponse):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientResponse(status={self.status!r}, reason={self.reason!r}, "
+            f"headers={self.headers!r}, body={self.body!r})"
+        )
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     scheme: str
     host: str
     port: int
