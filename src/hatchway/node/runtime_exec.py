@@ -400,6 +400,15 @@ def _pipes(proc: ExecProcess, stdin: bool, stdout: bool, stderr: bool) -> list[i
 _HELPER = ExecHelper()
 
 
+def start_exec_helper() -> None:
+    """Start the node's exec helper ahead of the first exec (the node agent may call this
+    at start-up; otherwise the first exec starts it)."""
+    try:
+        _HELPER.start()
+    except ExecHelperError as e:
+        raise ContainerRuntimeError(str(e)) from e
+
+
 async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) -> list[int]:
     """Hand ``cmd`` (``runc exec -d``) to the node's exec helper, which reports the
     process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""

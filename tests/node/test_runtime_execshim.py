@@ -1,0 +1,66 @@
+"""The node's long-lived exec helper: one process for every exec, restarted when it died,
+and an exec whose helper died ends (status unknown, 255) instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from hatchway.node import runtime_exec
+from hatchway.node.runtime import RuncRuntime
+
+from .conftest import SCALE, needs_runc
+
+pytestmark = [needs_runc, pytest.mark.runc]
+
+
+@pytest.fixture
+async def cid(runtime: RuncRuntime, make_pod) -> str:
+    pod = make_pod()
+    sandbox = await runtime.create_sandbox(pod)
+    cid = await runtime.create_container(pod, pod["spec"]["containers"][0], sandbox_id=sandbox)
+    await runtime.start(cid)
+    return cid
+
+
+def _helper_pid() -> int:
+    proc = runtime_exec._HELPER._proc
+    assert proc is not None and proc.poll() is None
+    return proc.pid
+
+
+async def _true(runtime: RuncRuntime, cid: str) -> int:
+    proc = await runtime.exec(cid, ["sh", "-c", "exit 7"], stdin=False, tty=False)
+    async with asyncio.timeout(10 * SCALE):
+        while await proc.read_stdout():
+            pass
+        return await proc.wait()
+
+
+async def test_one_helper_serves_every_exec(runtime, cid):
+    runtime_exec.start_exec_helper()
+    pid = _helper_pid()
+    for _ in range(5):
+        assert await _true(runtime, cid) == 7
+    assert _helper_pid() == pid
+
+
+async def test_a_dead_helper_is_replaced_on_the_next_exec(runtime, cid):
+    runtime_exec.start_exec_helper()
+    pid = _helper_pid()
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.05)
+    assert await _true(runtime, cid) == 7
+    assert _helper_pid() != pid
+
+
+async def test_an_exec_whose_helper_died_ends_with_255(runtime, cid):
+    proc = await runtime.exec(cid, ["sleep", "1000"], stdin=False, tty=False)
+    os.kill(_helper_pid(), signal.SIGKILL)
+    async with asyncio.timeout(5 * SCALE):
+        assert await proc.wait() == 255
+    await proc.kill()  # the process itself outlived the helper: kill() still finds it
+    assert runtime_exec.process_tree(proc.pid, proc._start_time) == []
