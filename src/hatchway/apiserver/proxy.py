@@ -13,15 +13,16 @@ The rules (exec-protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go
   closed: no later client byte can reach the node (CVE-2018-1002105). Anything else --
   a redirect among them -- is a 500 ``invalid upgrade response`` and nothing is
   followed (CVE-2020-8559).
-* The splice copies bytes both ways, at most 256 KiB per read, awaiting ``drain()``
-  after each write, and closes both sides as soon as either direction ends or nothing
-  moved for ``idle_timeout``. It never parses the stream.
+* The splice (:class:`~hatchway.transport.bytestream.Splice`) writes what one
+  connection receives to the other from the event loop's callback, pausing reading on
+  one side while the other's send buffer is above 256 KiB. It closes both sides as soon
+  as either ends (TLS cannot half-close) or nothing moved for ``idle_timeout``. It
+  never parses the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import ssl
@@ -31,12 +32,11 @@ from dataclasses import dataclass, field
 
 from hatchway.api import status
 from hatchway.api.status import StatusError
-from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.errors import HatchwayError
 from hatchway.transport import http
-from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.bytestream import ByteStream, Splice
 from hatchway.transport.httpclient import HeaderInjectionError, check_headers
 
-READ_CHUNK = 256 * 1024
 #: Request headers that never go to the node.
 DROPPED_REQUEST_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "host", "content-length", "transfer-encoding"}
@@ -175,54 +175,28 @@ def json_response(body: dict, code: int | None = None) -> http.Response:
     )
 
 
-async def _pump(
-    src: ByteStream, dst: ByteStream, stats: SpliceStats, to_node: bool, activity: list[float]
-) -> None:
-    read, write, drain = src.read, dst.write, dst.drain
-    while True:
-        data = await read(READ_CHUNK)
-        if not data:
-            return
-        write(data)
-        if to_node:
-            stats.bytes_to_node += len(data)
-        else:
-            stats.bytes_to_client += len(data)
-        activity[0] = time.monotonic()
-        await drain()
-
-
-async def _idle_watch(activity: list[float], idle: float) -> None:
-    while True:
-        remaining = activity[0] + idle - time.monotonic()
-        if remaining <= 0:
-            return
-        await asyncio.sleep(remaining)
-
-
 async def splice(
     client: ByteStream, node: ByteStream, stats: SpliceStats, idle_timeout: float
 ) -> str:
-    """Copy both ways until either side ends or the session idles; close both.
+    """Join both ways until either side ends or the session idles; close both.
 
     Returns why it ended: ``client``, ``node`` (that side finished or failed first) or
-    ``idle``."""
-    activity = [time.monotonic()]
-    tasks = {
-        asyncio.ensure_future(_pump(client, node, stats, True, activity)): "client",
-        asyncio.ensure_future(_pump(node, client, stats, False, activity)): "node",
-        asyncio.ensure_future(_idle_watch(activity, idle_timeout)): "idle",
-    }
+    ``idle``. ``stats`` gets the byte counts."""
+    joined = Splice(client, node)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        first = next(iter(done))
-        return tasks[first]
+        joined.start()
+        return await _until_end(joined, idle_timeout)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosedError, OSError, ssl.SSLError
-            ):
-                await task
+        stats.bytes_to_node, stats.bytes_to_client = joined.sent
         await asyncio.gather(client.aclose(), node.aclose(), return_exceptions=True)
+
+
+async def _until_end(joined: Splice, idle_timeout: float) -> str:
+    """One timer for the idle check: the callbacks only touch ``last_activity``."""
+    while True:
+        remaining = joined.last_activity + idle_timeout - time.monotonic()
+        if remaining <= 0:
+            return "idle"
+        done, _ = await asyncio.wait({joined.ended}, timeout=remaining)
+        if done:
+            return ("client", "node")[joined.ended.result()]

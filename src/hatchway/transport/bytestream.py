@@ -5,6 +5,10 @@ preallocated buffer (large reads, no StreamReader machinery). Everything above t
 socket -- the HTTP layer, the SPDY and WebSocket drivers, the proxy splice -- reads and
 writes through a :class:`ByteStream`. ``unread()`` pushes bytes back, which is how an
 HTTP upgrade hands over what was read past the head.
+
+:class:`Splice` joins two streams below that: what one transport delivers is written to
+the other from the event loop's callback, with no task, queue or copy in between (the
+API server's exec proxy).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import socket
 import ssl as ssl_module
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +35,9 @@ RECV_LOW = 256 * 1024
 #: Send buffer watermarks for the transport: ``drain()`` waits above HIGH.
 SEND_HIGH = 1024 * 1024
 SEND_LOW = 256 * 1024
+#: Send watermarks of a spliced transport: above HIGH the other side stops reading.
+SPLICE_SEND_HIGH = 256 * 1024
+SPLICE_SEND_LOW = 64 * 1024
 
 
 class _SharedBuffer(threading.local):
@@ -58,6 +66,9 @@ class _Protocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Set by :meth:`Splice.start`: received bytes go to the other side at once.
+        self.splice: Splice | None = None
+        self.side = 0
 
     # -- asyncio callbacks --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +84,9 @@ class _Protocol(asyncio.BufferedProtocol):
         return _shared.view
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.splice is not None:
+            self.splice.forward(self.side, nbytes)
+            return
         self.chunks.append(bytes(_shared.view[:nbytes]))
         self.size += nbytes
         self._wake_reader()
@@ -83,6 +97,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
+        if self.splice is not None:
+            self.splice.eof(self.side)
         # Keep the transport open for writing (half-close); TLS cannot half-close.
         return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
@@ -97,12 +113,18 @@ class _Protocol(asyncio.BufferedProtocol):
         self._drain_waiters.clear()
         if not self.closed.done():
             self.closed.set_result(None)
+        if self.splice is not None:
+            self.splice.end(self.side)
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self.splice is not None:
+            self.splice.throttle(1 - self.side, True)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.splice is not None:
+            self.splice.throttle(1 - self.side, False)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -262,6 +284,89 @@ class ByteStream:
     def set_recv_limit(self, high: int) -> None:
         self._protocol.recv_high = high
         self._protocol.recv_low = max(high // 4, 1)
+
+
+class Splice:
+    """Two streams joined at the protocol level, side 0 and side 1.
+
+    Bytes a transport delivers are written to the other transport from the protocol
+    callback (TLS transports encrypt them before ``write`` returns, so they get a view
+    of the shared receive buffer; plain sockets get a copy). A full send buffer on one
+    side pauses reading on the other until it drains. EOF is passed on as a half-close
+    where both transports can carry one (plain TCP); otherwise, or when a connection is
+    lost, the splice ends. The owner awaits :attr:`ended` (the side whose EOF or loss ended it)
+    and closes both streams; ``sent[i]`` counts the bytes received from side ``i``."""
+
+    def __init__(self, a: ByteStream, b: ByteStream) -> None:
+        self._protocols = (a._protocol, b._protocol)
+        self._transports = (a._transport, b._transport)
+        self._copy = tuple(t.get_extra_info("ssl_object") is None for t in self._transports)
+        self._eof = [False, False]
+        self._paused = [False, False]
+        self.sent = [0, 0]
+        self.last_activity = time.monotonic()
+        self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def start(self) -> None:
+        """Hand over what the streams already buffered, then splice from the callbacks."""
+        for transport in self._transports:
+            transport.set_write_buffer_limits(high=SPLICE_SEND_HIGH, low=SPLICE_SEND_LOW)
+        for side, protocol in enumerate(self._protocols):
+            protocol.splice, protocol.side = self, side
+            pending, protocol.chunks, protocol.size = protocol.chunks, collections.deque(), 0
+            for chunk in pending:
+                self._write(1 - side, chunk)
+                self.sent[side] += len(chunk)
+            if protocol._paused_reading:
+                protocol._paused_reading = False
+                self._resume(side)
+        for side, protocol in enumerate(self._protocols):
+            if protocol.closed.done():
+                self.end(side)
+            elif protocol.eof:
+                self.eof(side)
+
+    def _write(self, side: int, data: bytes | memoryview) -> None:
+        transport = self._transports[side]
+        if not transport.is_closing():
+            transport.write(data)
+
+    def _resume(self, side: int) -> None:
+        if not self._transports[side].is_closing():
+            self._transports[side].resume_reading()
+
+    # -- called by the protocols ----------------------------------------------------------
+    def forward(self, side: int, nbytes: int) -> None:
+        self.sent[side] += nbytes
+        self.last_activity = time.monotonic()
+        other = 1 - side
+        view = _shared.view[:nbytes]
+        self._write(other, bytes(view) if self._copy[other] else view)
+
+    def eof(self, side: int) -> None:
+        self._eof[side] = True
+        other = self._transports[1 - side]
+        # A TLS transport closes itself after EOF: no half-close through it.
+        half_close = self._copy[side] and other.can_write_eof() and not other.is_closing()
+        if half_close:
+            other.write_eof()
+        if not half_close or self._eof[1 - side]:
+            self.end(side)
+
+    def end(self, side: int) -> None:
+        if not self.ended.done():
+            self.ended.set_result(side)
+
+    def throttle(self, side: int, pause: bool) -> None:
+        """Pause or resume reading ``side`` because the other side's buffer is full."""
+        if pause == self._paused[side]:
+            return
+        self._paused[side] = pause
+        if pause:
+            if not self._transports[side].is_closing():
+                self._transports[side].pause_reading()
+        else:
+            self._resume(side)
 
 
 Handler = Callable[[ByteStream], Awaitable[None]]
