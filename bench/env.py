@@ -27,9 +27,10 @@ HATCHWAY = str(ROOT / ".venv" / "bin" / "hatchway")
 PODMAN_IMAGE = "localhost/hatchway-bench-busybox:latest"
 # Debian package of each tool the peers need.
 PACKAGES = {"podman": "podman", "sshd": "openssh-server", "ssh": "openssh-client"}
-# Sessions per user stay under the API server's default per-user bound (32): the
-# concurrent runs spread over this many client identities.
-SESSIONS_PER_USER = 30
+# The bench cluster allows this many exec sessions per user and in total
+# (``hatchway up --max-sessions-per-user/--max-sessions``; the default is 32 per user),
+# so every concurrent session runs as the one admin identity.
+SESSIONS_PER_USER = 1000
 
 
 def log(msg: str) -> None:
@@ -115,6 +116,8 @@ def start_cluster(stack: contextlib.ExitStack, base: pathlib.Path, users: int) -
     env.pop("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", None)
     up = [PYTHON, "-m", "hatchway", "up", "--data-dir", str(data_dir)]
     up += ["--apiserver-port", "0", "--node-port", "0", "--detach", "--no-merge"]
+    up += ["--max-sessions-per-user", str(SESSIONS_PER_USER)]
+    up += ["--max-sessions", str(SESSIONS_PER_USER)]
     stack.callback(_stop_cluster, data_dir, env)
     result = _run(up, env=env)
     if result.returncode != 0:
