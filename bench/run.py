@@ -203,6 +203,13 @@ def main() -> int:
         print("bench/run.py needs root (runc, podman, the node agent)", file=sys.stderr)
         return 2
     benv.ensure_tools(install=not args.no_install)
+    # Measure the code as installed, not a recompile per run: with PYTHONDONTWRITEBYTECODE
+    # set, an edited module would otherwise be compiled again by every CLI start.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(pathlib.Path(__file__).parents[1] / "src")],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
     results = run(args)
     text = report.markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from hatchway.node.attach import attach
 from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import RuncRuntime
+from hatchway.node.runtime_exec import start_exec_helper
 from hatchway.node.server import NodeEndpoint
 from hatchway.rest import RestClient
 from hatchway.transport import tls
@@ -113,6 +114,8 @@ class NodeAgent:
     async def start_runtime(self) -> None:
         """The built-in image and the pod manager (re-adopts the pods of a previous run)."""
         self.images.ensure_busybox()
+        # The first exec should not pay for starting the exec helper (~50 ms).
+        start_exec_helper()
         await self.manager.start()
 
     def endpoint(self) -> NodeEndpoint:
