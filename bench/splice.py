@@ -146,6 +146,7 @@ async def relay(client, node) -> None:
 
 
 def proxy_main(args: argparse.Namespace) -> None:
+    (loop,), (impl,) = args.loop, args.impl  # one of each in this role
     from hatchway.apiserver.proxy import SpliceStats, splice
     from hatchway.transport import bytestream
     from hatchway.transport.bytestream import ByteStream, Server
@@ -158,7 +159,7 @@ def proxy_main(args: argparse.Namespace) -> None:
 
     async def handler(client: ByteStream) -> None:
         node = await ByteStream.connect("127.0.0.1", args.node_port, ssl=client_ctx(certs))
-        if args.impl == "relay":
+        if impl == "relay":
             await relay(client, node)
         else:
             await splice(client, node, SpliceStats(), 3600.0)
@@ -170,7 +171,7 @@ def proxy_main(args: argparse.Namespace) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.close()
 
-    if args.loop == "uvloop":
+    if loop == "uvloop":
         import uvloop
 
         uvloop.run(main())

@@ -10,6 +10,8 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,3 +207,18 @@ def test_a_slow_reader_keeps_the_proxy_bounded(loop: str, certs: Path) -> None:
         assert max(proxy_side) <= BOUND, proxy_side
 
     run(loop, through_proxy(certs, 3600.0, body))
+
+
+def test_mmap_threshold_is_fixed_in_a_glibc_process() -> None:
+    """Idle sessions' 256 KiB TLS read buffers stay untouched mappings (server.py)."""
+    code = (
+        "from hatchway.apiserver.server import fix_mmap_threshold as f;print(f(0), f(128 * 1024))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    expected = "False True" if libc and libc.startswith("glibc") else "False False"
+    assert out.stdout.strip() == expected, out.stderr
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # glibc's own setting wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False False", out.stderr

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import ssl
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,9 @@ class ApiServerConfig:
     exec_limits: SessionLimits = field(default_factory=SessionLimits)
     exec_handshake_timeout: float = 30.0
     exec_idle_timeout: float = 4 * 3600.0
+    #: glibc's mmap threshold for the serving process, fixed (see
+    #: :func:`fix_mmap_threshold`); 0 leaves glibc's dynamic default.
+    mmap_threshold: int = 128 * 1024
     #: A node whose heartbeat did not change for this long becomes NotReady (Unknown).
     node_monitor_grace: float = 40.0
     node_monitor_interval: float = 5.0
@@ -219,8 +225,35 @@ class ApiServer:
         await self.close()
 
 
+def fix_mmap_threshold(threshold: int) -> bool:
+    """Fix glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``); True if applied.
+
+    Each TLS connection of the event loop mallocs a 256 KiB read buffer (uvloop's
+    SSLProtocol; asyncio's is a bytearray). With glibc's dynamic threshold the first
+    such buffer freed raises the threshold, later ones come from the heap, often from
+    chunks an earlier session already touched, and an idle connection then keeps the
+    whole buffer resident. Fixed, each is its own mapping: only the pages a session
+    really used are resident, and all of it goes back to the system when it ends.
+    Measured with 200 idle exec sessions: 106 -> 97 KiB of API server RSS per session.
+    ``MALLOC_MMAP_THRESHOLD_`` in the environment wins (glibc reads it itself)."""
+    if threshold <= 0 or not sys.platform.startswith("linux"):
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_mmap_threshold = -3
+    return bool(mallopt(m_mmap_threshold, threshold))
+
+
 async def run_apiserver(config: ApiServerConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled; ``ready`` is set once the server listens."""
+    fix_mmap_threshold(config.mmap_threshold)
     server = ApiServer(config)
     await server.start()
     try:
