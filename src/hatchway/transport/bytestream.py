@@ -55,6 +55,7 @@ _shared = _SharedBuffer()
 class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, recv_high: int = RECV_HIGH) -> None:
         self.transport: asyncio.Transport | None = None
+        self.tls = False
         self.chunks: collections.deque[bytes] = collections.deque()
         self.size = 0
         self.eof = False
@@ -74,6 +75,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TLS transport is not an asyncio.Transport subclass: duck-type it.
         self.transport = transport  # type: ignore[assignment]
+        # Decided now: at EOF a TLS transport may already have let go of its extras.
+        self.tls = transport.get_extra_info("sslcontext") is not None
         transport.set_write_buffer_limits(high=SEND_HIGH, low=SEND_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -100,7 +103,7 @@ class _Protocol(asyncio.BufferedProtocol):
         if self.splice is not None:
             self.splice.eof(self.side)
         # Keep the transport open for writing (half-close); TLS cannot half-close.
-        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
+        return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
