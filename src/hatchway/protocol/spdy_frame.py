@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from hatchway.errors import LimitExceededError, ProtocolError
+from hatchway.protocol.views import take_views
 
 VERSION = 3
 HEADER_SIZE = 8
@@ -341,20 +342,8 @@ class FrameParser:
         return b"".join(self._take(n))
 
     def _take(self, n: int) -> list[memoryview]:
-        out: list[memoryview] = []
-        pending = self._pending
         self._size -= n
-        while n:
-            view = pending[0]
-            if len(view) <= n:
-                out.append(view)
-                del pending[0]
-                n -= len(view)
-            else:
-                out.append(view[:n])
-                pending[0] = view[n:]
-                n = 0
-        return out
+        return take_views(self._pending, n)
 
     def _clear(self) -> None:
         self._pending.clear()

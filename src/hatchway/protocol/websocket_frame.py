@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from websockets.frames import Opcode
 
+from hatchway.protocol.views import take_views
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets built without its C extension
@@ -164,20 +166,8 @@ class FrameSplitter:
 
     def _take(self, n: int) -> list[memoryview]:
         """The first ``n`` buffered bytes, as views."""
-        out: list[memoryview] = []
-        pending = self._pending
         self._size -= n
-        while n:
-            view = pending[0]
-            if len(view) <= n:
-                out.append(view)
-                del pending[0]
-                n -= len(view)
-            else:
-                out.append(view[:n])
-                pending[0] = view[n:]
-                n = 0
-        return out
+        return take_views(self._pending, n)
 
 
 def _split(parts: list[Buffer], n: int) -> tuple[bytes, list[Buffer]]:
