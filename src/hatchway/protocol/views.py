@@ -3,11 +3,15 @@ frame's bytes slices the views instead of copying them into one buffer."""
 
 from __future__ import annotations
 
+from typing import TypeVar
 
-def take_views(pending: list[memoryview], n: int) -> list[memoryview]:
+B = TypeVar("B", bytes, memoryview, bytes | memoryview)
+
+
+def take_views(pending: list[B], n: int) -> list[B]:
     """Remove and return the first ``n`` bytes of ``pending`` (which must hold at least
     ``n``), as views; a view that straddles the cut is split."""
-    out: list[memoryview] = []
+    out: list[B] = []
     while n:
         view = pending[0]
         if len(view) <= n:

@@ -172,18 +172,8 @@ class FrameSplitter:
 
 def _split(parts: list[Buffer], n: int) -> tuple[bytes, list[Buffer]]:
     """The first ``n`` bytes of ``parts`` (joined) and the rest of the views."""
-    head: list[Buffer] = []
     rest = list(parts)
-    while n:
-        view = rest[0]
-        if len(view) <= n:
-            head.append(view)
-            del rest[0]
-            n -= len(view)
-        else:
-            head.append(view[:n])
-            rest[0] = view[n:]
-            n = 0
+    head = take_views(rest, n)
     return b"".join(head), [v for v in rest if len(v)]
 
 
