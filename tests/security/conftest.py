@@ -33,13 +33,18 @@ class Attacker:
     kubeconfig: pathlib.Path
 
     def kubectl(
-        self, *args: str, input: bytes | None = None, timeout: float = 60, binary: str = "kubectl"
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = 60,
+        binary: str = "kubectl",
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [binary, "--kubeconfig", str(self.kubeconfig), "-n", self.namespace, *args],
             input=input,
             capture_output=True,
-            env=self.cluster.env,
+            env={**self.cluster.env, **(env or {})},
             timeout=timeout,
         )
 
