@@ -186,7 +186,7 @@ WORDS = st.lists(st.sampled_from(["ls", "-l", "/tmp", "x=1", "--verbose", "a b"]
 CONTEXTS = {
     "flag": (SECRET, lambda s: ["--password", s]),
     "flag-token": (SECRET, lambda s: ["--token", s]),
-    "flag-p": (SECRET, lambda s: ["-p", s]),
+    "flag-p": (SECRET, lambda s: ["mysql", "-p", s]),
     "flag-eq": (SECRET, lambda s: [f"--password={s}"]),
     "env": (SECRET, lambda s: [f"DB_PASSWORD={s}"]),
     "env-key": (SECRET, lambda s: [f"OPENAI_API_KEY={s}"]),
