@@ -141,6 +141,8 @@ class _Context:
 
 
 def _redact_user(value: str) -> str:
+    if "://" in value:  # redis-cli -u redis://user:pw@host: a URL, not user:password
+        return redact_text(value)
     user, sep, _ = value.partition(":")
     return f"{redact_text(user)}:{REDACTED}" if sep else redact_text(value)
 
