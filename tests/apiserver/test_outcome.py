@@ -70,11 +70,14 @@ class Node:
     def __init__(self) -> None:
         self.audit_ids: list[list[str]] = []
         self.hold: asyncio.Event | None = None
+        self.pod_known = True
+        self.started = 0
 
         async def lookup(namespace: str, pod: str, container: str):  # type: ignore[no-untyped-def]
-            return ("cid", True)
+            return ("cid", True) if self.pod_known else None
 
         async def start(container_id: str, options: ExecOptions) -> ExitingProcess:
+            self.started += 1
             return ExitingProcess(int(options.command[-1]), self.hold)
 
         self.endpoint = NodeEndpoint(
@@ -133,7 +136,9 @@ def _node(port: int) -> dict[str, Any]:
     }
 
 
-async def open_exec(base: str, client: Any, code: int, forged: str = "") -> ClientSession:
+async def upgrade_exec(
+    base: str, client: Any, code: int, forged: str = ""
+) -> tuple[http.ClientResponse, Any]:
     headers = [
         ("Connection", "Upgrade"),
         ("Upgrade", "SPDY/3.1"),
@@ -142,9 +147,13 @@ async def open_exec(base: str, client: Any, code: int, forged: str = "") -> Clie
     if forged:
         headers.append(("Audit-ID", forged))
     query = f"?command=exit&command={code}&container=main&stdout=true"
-    resp, stream = await http.upgrade(
+    return await http.upgrade(
         "POST", f"{base}{PODS}/web/exec{query}", headers=headers, ssl=client, timeout=10 * SCALE
     )
+
+
+async def open_exec(base: str, client: Any, code: int, forged: str = "") -> ClientSession:
+    resp, stream = await upgrade_exec(base, client, code, forged)
     assert stream is not None, (resp.status, resp.body)
     protocol = handshake.check_spdy_response(resp.status, resp.headers)
     conn = SpdyConnection(stream, client=True, protocol=protocol)
@@ -199,6 +208,40 @@ async def test_the_end_line_says_why_when_the_node_cannot_be_reached(cluster) ->
     (end,) = [x for x in await audit_lines(api, 1) if x["type"] == "session_end"]
     assert end["exit_code"] is None
     assert end["exit_code_error"].startswith("the node could not be asked: ")
+
+
+async def test_a_start_line_for_a_node_refusal_and_an_unreachable_node(cluster) -> None:
+    api, node, base, client = cluster
+    node.pod_known = False
+    resp, stream = await upgrade_exec(base, client, 1)
+    assert stream is None and resp.status == 404
+    await node.server.close()
+    resp, stream = await upgrade_exec(base, client, 2)
+    assert stream is None and resp.status == 500
+    assert api.paths is not None and api.paths.audit is not None
+    lines = [json.loads(x) for x in api.paths.audit.read_text().splitlines()]
+    refused, unreachable = [x for x in lines if x["type"] == "session_start"]
+    assert (refused["code"], refused["command"], "error" in refused) == (404, ["exit", "1"], False)
+    assert unreachable["code"] == 500 and unreachable["command"] == ["exit", "2"]
+    assert unreachable["error"].startswith("error dialing backend:")
+    assert not [x for x in lines if x["type"] == "session_end"]
+
+
+async def test_no_session_runs_when_its_start_cannot_be_written(cluster) -> None:
+    """A log that cannot take the start line (a full disk) must not be a way to exec
+    unaudited: the client gets a 500 and the node's session is cut before it starts."""
+    api, node, base, client = cluster
+    assert api.audit is not None
+    api.audit.close()
+    resp, stream = await upgrade_exec(base, client, 3)
+    assert stream is None and resp.status == 500
+    assert "audit log unavailable" in json.loads(resp.body)["message"]
+    ((audit_id,),) = node.audit_ids
+    record = node.endpoint.outcomes.get(audit_id)
+    assert record is not None
+    async with asyncio.timeout(5 * SCALE):
+        await record.done.wait()  # the node saw its connection go
+    assert record.exit_code is None and node.started == 0
 
 
 async def test_a_silent_node_is_given_up_on(tmp_path: Path) -> None:
