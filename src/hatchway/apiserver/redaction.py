@@ -106,11 +106,14 @@ def _redact_values(
 
 def _short_flag(tool_flags: Collection[str], text: str) -> Callable[[re.Match[str]], bool]:
     """Is the flag a match found in ``text`` a password flag where it stands?"""
-    named = [(m.end(), _tool_flags(m.group(1))) for m in _TOOL_IN_TEXT.finditer(text)]
+    since: dict[str, int] = {}  # flag -> where the first tool that has it is named
+    for m in _TOOL_IN_TEXT.finditer(text):
+        for flag in _tool_flags(m.group(1)):
+            since.setdefault(flag, m.end())
 
     def check(m: re.Match[str]) -> bool:
         flag = m.group(1)
-        return flag in tool_flags or any(at <= m.start() and flag in f for at, f in named)
+        return flag in tool_flags or since.get(flag, len(text) + 1) <= m.start()
 
     return check
 
