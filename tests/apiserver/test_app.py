@@ -287,3 +287,51 @@ async def test_real_kubectl(server: ApiServer, tmp_path: Path) -> None:
     assert (code, out.strip()) == (0, 'pod "x" deleted'), err
     code, out, err = await kubectl(admin, home, "get", "pod", "x")
     assert code == 1 and 'pods "x" not found' in err
+
+
+async def test_admission_refusal_is_audited_as_a_denial(server: ApiServer) -> None:
+    """Exec admission refuses after authorisation allowed: the audit line says deny, with
+    admission's reason (it said allow with code 403 before). Other failures of an
+    authorised request (a missing pod) stay allow."""
+    admin = admin_creds(server)
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "priv"},
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{"name": "main", "image": "x", "securityContext": {"privileged": True}}],
+        },
+    }
+    binding = {
+        "metadata": {"name": "viewer-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "viewer"}],
+    }
+    for path, body in (
+        ("/api/v1/namespaces/default/pods", privileged),
+        ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding),
+    ):
+        created = await get(
+            server, path, creds=admin, method="POST", body=json.dumps(body).encode()
+        )
+        assert created.status == 201, created.body
+    upgrade = [
+        ("Authorization", "Bearer tok-view"),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "SPDY/3.1"),
+        ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+    ]
+    exec_path = "/api/v1/namespaces/default/pods/priv/exec?command=sh&stdout=1"
+    refused = await get(server, exec_path, method="POST", headers=upgrade)
+    assert refused.status == 403
+    missing = "/api/v1/namespaces/default/pods/ghost/exec?command=sh&stdout=1"
+    assert (await get(server, missing, method="POST", headers=upgrade)).status == 404
+    assert server.paths is not None and server.paths.audit is not None
+    lines = [json.loads(x) for x in server.paths.audit.read_text().splitlines()]
+    (denied,) = [x for x in lines if x["name"] == "priv" and x["resource"] == "pods/exec"]
+    reason = 'pods "priv" is forbidden: cannot exec into or attach to a privileged container'
+    assert (denied["user"], denied["decision"], denied["code"]) == ("viewer", "deny", 403)
+    assert denied["reason"] == reason
+    (ghost,) = [x for x in lines if x["name"] == "ghost"]
+    assert (ghost["decision"], ghost["code"]) == ("allow", 404)

@@ -22,6 +22,13 @@ class StatusError(ApiError):
     """An :class:`ApiError` raised by Hatchway itself, carrying the Status to answer with."""
 
 
+class AdmissionDeniedError(StatusError):
+    """A request refused by an admission check (exec admission, Pod Security admission).
+
+    Answered like any StatusError, but audited as decision ``deny`` with the Status
+    message as its reason, not as an allowed request that happened to fail."""
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One validation failure, as k8s.io/apimachinery/pkg/util/validation/field.Error.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hatchway.api import resources, status
+from hatchway.api.status import AdmissionDeniedError
 from hatchway.apiserver import openapi, openapi_v2
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator, UserInfo
@@ -125,6 +126,9 @@ class ApiApp:
         call = Call(request, user, info, request_id)
         try:
             response = await self._dispatch(call)
+        except AdmissionDeniedError as exc:
+            # Refused by policy after authorisation: a denial, with admission's reason.
+            return self._audited(request, user, info, request_id, "deny", exc.status)
         except ApiError as exc:
             return self._audited(request, user, info, request_id, "allow", exc.status)
         except Exception as exc:

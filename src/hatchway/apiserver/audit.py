@@ -1,128 +1,110 @@
-"""The audit log: one JSON line per request, and one per exec/attach session end.
+"""The audit log: one JSON line per request, and per exec/attach session its start and end.
 
     audit = AuditLogger("/var/lib/hatchway/audit.log")     # or any text/binary stream
     audit.log_request(user=user, info=info, decision="deny", code=403,
                       reason=message, source="10.0.0.7:51234", user_agent=ua)
+    audit.log_session_start(user=user, info=info, pod_uid=uid, container="main",
+                            command=argv, tty=True, stdin=True, code=101)
     ...
-    audit.log_session_end(user=user, info=info, container="main", command=argv,
-                          tty=True, stdin=True, duration=12.5, bytes_in=310,
-                          bytes_out=20480, exit_code=0)
+    audit.log_session_end(user=user, info=info, pod_uid=uid, container="main",
+                          command=argv, tty=True, stdin=True, duration=12.5,
+                          bytes_in=310, bytes_out=20480, exit_code=0)
     audit.close()
 
-Request lines carry: ``type`` ("request"), ``timestamp`` (RFC 3339 UTC, microseconds),
-``request_id``, ``user``, ``groups``, ``verb``, ``resource`` (``pods/exec`` form),
-``namespace``, ``name``, ``path``, ``decision`` (allow, deny or error), ``reason``,
-``source``, ``code`` and ``user_agent``. Session-end lines (``type`` "session_end") add
-``container``, ``command`` (redacted), ``tty``, ``stdin``, ``duration`` (seconds),
-``bytes_in`` (client to container), ``bytes_out`` (container to client) and
-``exit_code`` (null when unknown), plus ``error`` when the session failed.
+Every line carries ``type``, ``timestamp`` (RFC 3339 UTC, microseconds), ``request_id``
+(one per request: a session's start and end lines and its request line share it; the
+node is given it as the ``Audit-ID`` header), ``user``, ``groups``, ``verb``,
+``resource`` (``pods/exec`` form), ``namespace``, ``name`` and ``path``. Then by type:
+
+* ``request``: ``decision`` (allow; deny for a refusal by authentication,
+  authorisation or admission; error), ``reason``, ``source``, ``code``, ``user_agent``.
+* ``session_start``, written once the node answered the upgrade (or could not be
+  reached): ``pod_uid``, ``container``, the command fields below, ``tty``, ``stdin``,
+  ``source``, ``code`` (the node's answer: 101 when the session runs, else its refusal,
+  500 when it could not be dialled) and ``error`` when it could not be dialled.
+* ``session_end``: the same session fields, ``duration`` (seconds), ``bytes_in``
+  (client to container), ``bytes_out`` (container to client), ``exit_code`` as the node
+  reported it, or null with ``exit_code_error`` saying why it is not known, and
+  ``error`` when the session failed (idle timeout).
+
+The command is never cut silently. ``command`` holds each argument redacted
+(:mod:`.redaction`) and then cut to ``MAX_ARG_CHARS`` characters with a mark of what
+was cut, ``"aaaa…[+99744 chars]"``, and at most ``MAX_ARGS`` arguments, the last entry
+then ``"…[+N args]"``. ``command_args`` is the number of arguments and
+``command_sha256`` the hex SHA-256 of the exact argv, unredacted and uncut: each
+argument UTF-8 encoded and followed by one NUL byte, the layout of
+``/proc/PID/cmdline``, so ``printf '%s\\0' "$@" | sha256sum`` reproduces it (attach: the
+hash of nothing).
 
 The logger is never given headers, so it cannot write an Authorization header; the
 free-text fields (reason, user agent, error) pass through :func:`redact_text` anyway.
-Command arguments pass through :func:`redact_command`: values after secret-looking flags
-(``--password``, ``--token``, ``-p``, ``--client-secret`` ...) and in ``--flag=value``,
-``KEY=VALUE`` or ``key: value`` where KEY matches password, passwd, secret, token,
-api[-_]key, credential or auth; ``Bearer``/``Basic`` credentials; and the password of
-``scheme://user:pass@host`` URLs are replaced by ``[REDACTED]``.
 
 Writes are serialised by a lock (safe from threads and from the event loop; a write is
 one small ``write`` call on a line-buffered file) and each line is at most
-``max_line_bytes``: long fields are cut and ``truncated: true`` is set. A file path is
-opened for append with mode 0600.
+``max_line_bytes``: then long fields are cut with the same marks, the command to
+shorter prefixes and fewer arguments (``command_args`` and ``command_sha256`` always
+kept), and ``truncated: true`` is set. A file path is opened for append with mode 0600.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from hatchway.apiserver.authn import UserInfo
+from hatchway.apiserver.redaction import REDACTED, redact_command, redact_text
 from hatchway.apiserver.request_info import RequestInfo
 
-__all__ = ["REDACTED", "AuditLogger", "redact_command", "redact_text"]
+__all__ = [
+    "MAX_ARGS",
+    "MAX_ARG_CHARS",
+    "REDACTED",
+    "AuditLogger",
+    "bound_command",
+    "command_sha256",
+    "redact_command",
+    "redact_text",
+]
 
-REDACTED = "[REDACTED]"
 DEFAULT_MAX_LINE = 16 * 1024
-
-# Every pattern here runs on untrusted text, so each is linear: possessive quantifiers,
-# lookbehinds that start a match only at the start of a run, and the "is it a secret
-# name?" test done on the matched name rather than by backtracking through it.
-_WORD = re.compile(r"passw(?:or)?d|pwd|secret|token|api[-_]?key|credential|auth", re.I)
-_SHORT_SECRET_FLAGS = frozenset({"-p"})
-_USER_FLAGS = frozenset({"-u", "--user", "--proxy-user"})
-_FLAG_ARG = re.compile(r"-{1,2}[\w.-]++")
-_ASSIGNMENT = re.compile(r"(-{0,2}[\w.-]++)=")
-_URL_CREDS = re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*+://[^/\s:@]*+:)[^@\s]*+@", re.I)
-_AUTH_SCHEME = re.compile(r"\b(bearer|basic)(\s++)\S++", re.I)
-_INLINE_KV = re.compile(r"(?<![\w.-])([\w.-]++)[\"']?\s*+[=:]\s*+")
-_INLINE_FLAG = re.compile(r"(?<!\S)(-{1,2}[\w.-]++)\s++")
-_VALUE = re.compile(r"\"[^\"]*+\"|'[^']*+'|\S++")
+MAX_ARG_CHARS = 256
+MAX_ARGS = 64
+#: What a session line's command shrinks to, step by step, when the line is too long:
+#: (characters per argument, arguments).
+_COMMAND_STEPS = ((MAX_ARG_CHARS, MAX_ARGS), (64, 32), (16, 16), (16, 4))
+#: Fields that are never cut: identifiers and the command's integrity.
+_EXACT = frozenset({"timestamp", "request_id", "command_sha256", "command_args"})
 
 
-def _secret_name(name: str) -> bool:
-    return bool(_WORD.search(name))
-
-
-def _secret_flag(name: str) -> bool:
-    return name in _SHORT_SECRET_FLAGS or _secret_name(name)
-
-
-def _redact_values(text: str, pattern: re.Pattern[str], is_secret: Callable[[str], bool]) -> str:
-    """Replace the value after each match of ``pattern`` whose group 1 is secret."""
-    out: list[str] = []
-    pos = 0
-    while (m := pattern.search(text, pos)) is not None:
-        out.append(text[pos : m.end()])
-        pos = m.end()
-        if is_secret(m.group(1)):
-            value = _VALUE.match(text, pos)
-            if value is not None:
-                out.append(REDACTED)
-                pos = value.end()
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def redact_text(text: str) -> str:
-    """Redact credentials inside free text (a shell string, a header value)."""
-    text = _URL_CREDS.sub(rf"\1{REDACTED}@", text)
-    text = _AUTH_SCHEME.sub(rf"\1\2{REDACTED}", text)
-    text = _redact_values(text, _INLINE_FLAG, _secret_flag)
-    return _redact_values(text, _INLINE_KV, _secret_name)
-
-
-def redact_command(argv: Sequence[str]) -> list[str]:
-    """A copy of ``argv`` with secret-looking values replaced by ``[REDACTED]``."""
-    out: list[str] = []
-    redact_next = False
-    user_next = False
-    script_next = False
+def command_sha256(argv: Sequence[str]) -> str:
+    """SHA-256 of ``argv``, each argument UTF-8 and NUL-terminated (``/proc/PID/cmdline``)."""
+    digest = hashlib.sha256()
     for arg in argv:
-        arg = str(arg)
-        if redact_next:
-            out.append(REDACTED)
-        elif user_next:
-            user, sep, _ = arg.partition(":")
-            out.append(f"{redact_text(user)}:{REDACTED}" if sep else redact_text(arg))
-        else:
-            # A whole argument KEY=VALUE is redacted to its end (env KEY="a b"), but a
-            # shell script after -c is free text: "KEY=v cmd" keeps "cmd".
-            match = None if script_next else _ASSIGNMENT.match(arg)
-            if match and _secret_name(match.group(1)):
-                out.append(f"{match.group(1)}={REDACTED}")
-            else:
-                out.append(redact_text(arg))
-        # Decided for values too: in ["--password", "--token", "x"] both values go.
-        redact_next = bool(_FLAG_ARG.fullmatch(arg)) and _secret_flag(arg)
-        user_next = arg in _USER_FLAGS
-        script_next = arg == "-c"
+        digest.update(str(arg).encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _mark(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\u2026[+{len(text) - limit} chars]"
+
+
+def bound_command(
+    redacted: Sequence[str], max_arg_chars: int = MAX_ARG_CHARS, max_args: int = MAX_ARGS
+) -> list[str]:
+    """``redacted`` with each argument cut and the list shortened, every cut marked."""
+    out = [_mark(arg, max_arg_chars) for arg in redacted[:max_args]]
+    if len(redacted) > max_args:
+        out.append(f"\u2026[+{len(redacted) - max_args} args]")
     return out
 
 
@@ -181,6 +163,29 @@ class AuditLogger:
         )
         self._write(record)
 
+    def log_session_start(
+        self,
+        *,
+        user: UserInfo | None,
+        info: RequestInfo | None,
+        container: str,
+        command: Sequence[str],
+        tty: bool,
+        stdin: bool,
+        code: int,
+        pod_uid: str = "",
+        error: str = "",
+        source: str = "",
+        request_id: str = "",
+    ) -> None:
+        """The node's answer to one admitted exec/attach (attach: an empty ``command``)."""
+        record = self._base("session_start", user, info, request_id)
+        redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
+        record.update(source=source, code=int(code))
+        if error:
+            record["error"] = redact_text(error)
+        self._write(record, redacted)
+
     def log_session_end(
         self,
         *,
@@ -194,26 +199,51 @@ class AuditLogger:
         bytes_in: int,
         bytes_out: int,
         exit_code: int | None = None,
+        exit_code_error: str = "",
         error: str = "",
+        pod_uid: str = "",
         source: str = "",
         request_id: str = "",
     ) -> None:
         """The end of one exec/attach session (attach has an empty ``command``)."""
         record = self._base("session_end", user, info, request_id)
+        redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
         record.update(
-            container=container,
-            command=redact_command(command),
-            tty=bool(tty),
-            stdin=bool(stdin),
             duration=round(float(duration), 6),
             bytes_in=int(bytes_in),
             bytes_out=int(bytes_out),
             exit_code=exit_code,
             source=source,
         )
+        if exit_code is None:
+            why = exit_code_error or "the node did not report an exit code"
+            record["exit_code_error"] = redact_text(why)
         if error:
             record["error"] = redact_text(error)
-        self._write(record)
+        self._write(record, redacted)
+
+    @staticmethod
+    def _session_fields(
+        record: dict[str, Any],
+        pod_uid: str,
+        container: str,
+        command: Sequence[str],
+        tty: bool,
+        stdin: bool,
+    ) -> list[str]:
+        """Adds the fields both session lines have; the whole redacted command."""
+        argv = [str(arg) for arg in command]
+        redacted = redact_command(argv)
+        record.update(
+            pod_uid=pod_uid,
+            container=container,
+            command=bound_command(redacted),
+            command_args=len(argv),
+            command_sha256=command_sha256(argv),
+            tty=bool(tty),
+            stdin=bool(stdin),
+        )
+        return redacted
 
     def close(self) -> None:
         with self._lock:
@@ -247,8 +277,8 @@ class AuditLogger:
             )
         return record
 
-    def _write(self, record: dict[str, Any]) -> None:
-        line = _fit(record, self._max)
+    def _write(self, record: dict[str, Any], command: Sequence[str] | None = None) -> None:
+        line = _fit(record, self._max, command)
         with self._lock:
             if self._closed:
                 raise ValueError("audit log is closed")
@@ -263,26 +293,36 @@ def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
-def _cut(value: Any, limit: int) -> Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + "..."
+def _cut(key: str, value: Any, limit: int) -> Any:
+    if key in _EXACT:
+        return value
+    if isinstance(value, str):
+        return _mark(value, limit)
+    if isinstance(value, list) and len(value) > 32:
+        return [_cut(key, v, limit) for v in value[:32]] + [f"\u2026[+{len(value) - 32} items]"]
     if isinstance(value, list):
-        return [_cut(v, limit) for v in value[:32]]
+        return [_cut(key, v, limit) for v in value]
     return value
 
 
-def _fit(record: dict[str, Any], max_bytes: int) -> str:
-    """The record as one line of at most ``max_bytes`` bytes, cutting long fields."""
+def _fit(record: dict[str, Any], max_bytes: int, command: Sequence[str] | None = None) -> str:
+    """The record as one line of at most ``max_bytes`` bytes, cutting long fields (the
+    command from its whole redacted form, so each mark counts from the original)."""
     line = _dump(record)
     if len(line) <= max_bytes:
         return line
-    for limit in (1024, 256, 64, 16):
-        cut = {k: _cut(v, limit) for k, v in record.items()}
+    steps = zip((1024, 256, 64, 16), _COMMAND_STEPS, strict=True)
+    for limit, (arg_chars, args) in steps:
+        cut = {k: _cut(k, v, limit) for k, v in record.items() if k != "command"}
+        if command is not None:
+            cut["command"] = bound_command(command, arg_chars, args)
         cut["truncated"] = True
         line = _dump(cut)
         if len(line) <= max_bytes:
             return line
-    keep = ("type", "timestamp", "verb", "decision", "code", "exit_code")
-    small = {k: _cut(record[k], 16) for k in keep if k in record}
+    keep = ("type", "timestamp", "request_id", "verb", "decision", "code", "exit_code")
+    small = {k: _cut(k, record[k], 16) for k in (*keep, *_EXACT) if k in record}
+    if command is not None:
+        small["command"] = bound_command(command, 0, 0)
     small["truncated"] = True
     return _dump(small)

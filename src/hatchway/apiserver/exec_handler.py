@@ -4,25 +4,31 @@ The caller is already authenticated and authorised (``create`` on ``pods/exec`` 
 ``pods/attach``, whatever the method and transport). Here, before any byte goes to a
 node: load the pod (404), validate the options (:mod:`.connect`), require an upgrade
 request (400 ``Upgrade request required``), run exec admission (403 for privileged or
-host-namespace pods unless cluster admin), take a session slot (429 with
-``Retry-After`` beyond the per-user or total bound). Then :class:`~.proxy.ExecProxy`
-dials the pod's node and either relays its refusal or switches protocols and splices;
-the session's end is audited with the byte counts and duration.
+host-namespace pods unless cluster admin, raised as AdmissionDeniedError so that it is
+audited as a denial), take a session slot (429 with ``Retry-After`` beyond the per-user
+or total bound). Then :class:`~.proxy.ExecProxy` dials the pod's node, sending the
+request id as ``Audit-ID``, and either relays its refusal or switches protocols and
+splices. The node's answer is audited at once with the command (``session_start``);
+when the splice ends the node is asked for the exit code (:mod:`.outcome`) and the
+end is audited with it, the byte counts and the duration (``session_end``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hatchway.api import status
-from hatchway.api.status import StatusError
+from hatchway.api.status import AdmissionDeniedError, StatusError
 from hatchway.apiserver import connect
 from hatchway.apiserver.admission import exec_admission, exec_forbidden_status
-from hatchway.apiserver.app import Call, status_response
+from hatchway.apiserver.app import Call
 from hatchway.apiserver.audit import AuditLogger
+from hatchway.apiserver.connect import NodeEndpoint
+from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.store.base import Store
@@ -85,12 +91,14 @@ class ExecHandler:
         proxy: ExecProxy,
         audit: AuditLogger | None,
         limits: SessionLimits | None = None,
+        outcomes: OutcomeClient | None = None,
     ) -> None:
         self.store = store
         self.authz = authorizer
         self.proxy = proxy
         self.audit = audit
         self.slots = SessionSlots(limits or SessionLimits())
+        self.outcomes = outcomes if outcomes is not None else OutcomeClient(proxy.ssl_context)
 
     async def __call__(self, call: Call) -> Response:
         info = call.info
@@ -115,7 +123,7 @@ class ExecHandler:
         is_admin = await self.authz.is_cluster_admin(call.user)
         reason = exec_admission(pod, call.user, is_admin)
         if reason is not None:
-            return status_response(exec_forbidden_status(pod, reason))
+            raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
         self.slots.acquire(call.user.name)
         try:
@@ -141,34 +149,87 @@ class ExecHandler:
         endpoint = connect.node_endpoint(node)
         meta = pod.get("metadata") or {}
         target = connect.kubelet_target(str(meta.get("namespace")), str(meta.get("name")), options)
-        headers = forward_headers(call.request.headers, call.source_address)
-        answer, node_stream = await self.proxy.dial(
-            call.request.method, endpoint.url(target), headers
-        )
+        headers = forward_headers(call.request.headers, call.source_address, call.request_id)
+        session = _Session(call, options, str(meta.get("uid") or ""))
+        try:
+            answer, node_stream = await self.proxy.dial(
+                call.request.method, endpoint.url(target), headers
+            )
+        except StatusError as exc:
+            self._audit_start(session, exc.code, exc.message)
+            raise
+        try:
+            self._audit_start(session, answer.status)
+        except BaseException:
+            if node_stream is not None:
+                node_stream.abort()
+            raise
         if node_stream is None:
             self.slots.release(call.user.name)
             return self.proxy.refusal(answer)
 
         async def on_end(stats: SpliceStats) -> None:
             self.slots.release(call.user.name)
-            self._audit_end(call, options, stats)
+            await self._audit_end(session, endpoint, stats)
 
         return self.proxy.switch(answer, node_stream, on_end)
 
-    def _audit_end(self, call: Call, options: ExecOptions, stats: SpliceStats) -> None:
+    def _audit_start(self, session: _Session, code: int, error: str = "") -> None:
+        """The command, before anything runs; a log that cannot take it refuses the
+        session (500): a full disk must not be a way to exec unaudited."""
         if self.audit is None:
             return
+        try:
+            self.audit.log_session_start(**session.fields(), code=code, error=error)
+        except (OSError, ValueError) as exc:
+            raise StatusError(status.internal_error(f"audit log unavailable: {exc}")) from None
+
+    async def _audit_end(
+        self, session: _Session, endpoint: NodeEndpoint, stats: SpliceStats
+    ) -> None:
+        if self.audit is None:
+            return
+        try:
+            exit_code, why = await self.outcomes.fetch(endpoint, session.call.request_id)
+        except asyncio.CancelledError:
+            # Shutting down: the end is still written, without the exit code.
+            self._write_end(session, stats, None, "the API server shut down before asking")
+            raise
+        self._write_end(session, stats, exit_code, why)
+
+    def _write_end(
+        self, session: _Session, stats: SpliceStats, exit_code: int | None, why: str
+    ) -> None:
+        assert self.audit is not None
         self.audit.log_session_end(
-            user=call.user,
-            info=call.info,
-            container=options.container,
-            command=list(options.command),
-            tty=options.tty,
-            stdin=options.stdin,
+            **session.fields(),
             duration=stats.duration,
             bytes_in=stats.bytes_to_node,
             bytes_out=stats.bytes_to_client,
+            exit_code=exit_code,
+            exit_code_error=why,
             error="" if stats.reason != "idle" else "idle timeout",
-            source=call.source,
-            request_id=call.request_id,
         )
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What both audit lines of one session say about it."""
+
+    call: Call
+    options: ExecOptions
+    pod_uid: str
+
+    def fields(self) -> dict[str, Any]:
+        call, options = self.call, self.options
+        return {
+            "user": call.user,
+            "info": call.info,
+            "pod_uid": self.pod_uid,
+            "container": options.container,
+            "command": list(options.command),
+            "tty": options.tty,
+            "stdin": options.stdin,
+            "source": call.source,
+            "request_id": call.request_id,
+        }

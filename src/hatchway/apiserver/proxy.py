@@ -7,7 +7,8 @@ The rules (exec-protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go
   certificate, the node's certificate verified against the cluster CA. Method and
   headers are kept (``Connection``, ``Upgrade``, ``X-Stream-Protocol-Version``,
   ``Sec-WebSocket-*``), ``Authorization`` and impersonation headers dropped, the
-  caller's address appended to ``X-Forwarded-For``.
+  caller's address appended to ``X-Forwarded-For``, the API server's request id sent
+  as ``Audit-ID`` (the caller's own dropped).
 * Only a 101 from the node makes a 101 to the client, with the node's headers. A node
   answer of 400 or more is relayed (status, headers, body) and both connections are
   closed: no later client byte can reach the node (CVE-2018-1002105). Anything else --
@@ -65,13 +66,21 @@ class SpliceStats:
         return (self.ended or time.monotonic()) - self.started
 
 
-def forward_headers(headers: Sequence[tuple[str, str]], peer_address: str) -> list[tuple[str, str]]:
-    """The client's headers as they go to the node (see module docstring)."""
+def forward_headers(
+    headers: Sequence[tuple[str, str]], peer_address: str, audit_id: str = ""
+) -> list[tuple[str, str]]:
+    """The client's headers as they go to the node (see module docstring).
+
+    ``Audit-ID`` is the API server's request id, never the client's: the node files the
+    session's outcome under it, and a client naming another session's id must not be
+    able to make its audit line carry that session's exit code."""
     out: list[tuple[str, str]] = []
     forwarded: list[str] = []
     for name, value in headers:
         low = name.lower()
         if low in DROPPED_REQUEST_HEADERS or low.startswith(DROPPED_PREFIXES):
+            continue
+        if low == "audit-id":
             continue
         if low == "x-forwarded-for":
             forwarded.append(value)
@@ -81,6 +90,8 @@ def forward_headers(headers: Sequence[tuple[str, str]], peer_address: str) -> li
         forwarded.append(peer_address)
     if forwarded:
         out.append(("X-Forwarded-For", ", ".join(forwarded)))
+    if audit_id:
+        out.append(("Audit-ID", audit_id))
     return out
 
 

@@ -5,6 +5,7 @@ Routes (GET and POST alike, spec 2.4)::
     /exec/{ns}/{pod}/{container}        /exec/{ns}/{pod}/{uid}/{container}
     /attach/{ns}/{pod}/{container}      /attach/{ns}/{pod}/{uid}/{container}
     /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&limitBytes=&sinceSeconds=&sinceTime=
+    /sessions/{audit-id}                (GET: a session's exit code, :mod:`.sessions`)
     /healthz
 
 Only a client certificate of an allowed identity (the API server's) gets through: no
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 from hatchway.errors import HatchwayError
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
+from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
+from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import channel, handshake
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
@@ -141,12 +144,14 @@ class NodeEndpoint:
         lookup: Callable[[str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
         logs: Callable[[str, str, str, LogOptions], AsyncIterator[bytes]] | None = None,
+        outcomes: SessionOutcomes | None = None,
     ) -> None:
         self.allowed_users = set(allowed_users)
         self.lookup = lookup
         self.start = start
         self.logs = logs
         self.sessions = 0
+        self.outcomes = outcomes if outcomes is not None else SessionOutcomes()
 
     async def __call__(self, request: Request) -> Response:
         identity = tls.peer_identity(request.peercert)
@@ -159,12 +164,17 @@ class NodeEndpoint:
             )
         if request.path == "/healthz":
             return text_response(200, "ok")
+        if request.path.startswith(SESSIONS_PREFIX):
+            return await self._session_outcome(request)
         target = parse_path(request.path)
         if target is None:
             return text_response(404, "404 page not found")
         if target.action == "logs":
             return await self._logs(request, target)
         return await self._exec(request, target)
+
+    async def _session_outcome(self, request: Request) -> Response:
+        return await self.outcomes.serve(request)
 
     async def _logs(self, request: Request, target: Target) -> Response:
         found = await self.lookup(target.namespace, target.pod, target.container)
@@ -209,10 +219,12 @@ class NodeEndpoint:
         except channel.NegotiationError as exc:
             return Response(exc.status, list(exc.headers), exc.body)
 
+        audit_id = request.header(AUDIT_ID_HEADER)
+
         async def run(stream: ByteStream) -> None:
             conn = SpdyConnection(stream, client=False, protocol=protocol)
             async with conn:
-                await self._session(conn, options, container_id, websocket=False)
+                await self._session(conn, options, container_id, websocket=False, audit_id=audit_id)
 
         headers = [
             ("connection", "Upgrade"),
@@ -232,10 +244,12 @@ class NodeEndpoint:
         except channel.NegotiationError:
             return Response(403, [], b"")
 
+        audit_id = request.header(AUDIT_ID_HEADER)
+
         async def run(stream: ByteStream) -> None:
             conn = WebSocketConnection(stream, client=False, protocol=protocol)
             async with conn:
-                await self._session(conn, options, container_id, websocket=True)
+                await self._session(conn, options, container_id, websocket=True, audit_id=audit_id)
 
         headers = [
             ("upgrade", "websocket"),
@@ -246,8 +260,13 @@ class NodeEndpoint:
             headers.append(("sec-websocket-protocol", protocol))
         return Response(101, headers, upgrade=run)
 
-    async def _session(self, conn, options, container_id, *, websocket: bool) -> None:  # type: ignore[no-untyped-def]
+    async def _session(  # type: ignore[no-untyped-def]
+        self, conn, options, container_id, *, websocket: bool, audit_id: str | None = None
+    ) -> None:
         self.sessions += 1
+        # The API server's id, for its audit line's exit code only (see .sessions).
+        record = self.outcomes.begin(audit_id)
+        outcome = None
         try:
             session = ServerSession(conn, options, self._runner(container_id), websocket=websocket)
             outcome = await session.run()
@@ -262,6 +281,7 @@ class NodeEndpoint:
             )
         finally:
             self.sessions -= 1
+            self.outcomes.finish(record, outcome)
 
 
 class _BoundRunner:
