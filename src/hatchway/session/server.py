@@ -72,7 +72,11 @@ async def collect_streams(
             if stream.name in names and stream.name not in streams:
                 streams[stream.name] = stream
             else:
-                log.debug("ignoring unexpected stream %r", stream.name)
+                # Reset, not ignored: an unread stream would stay allocated (and could
+                # fill its buffer and stall the connection's reader) until the end.
+                log.debug("resetting unexpected stream %r", stream.name)
+                stream.reset()
+    conn.stop_accepting()
     return streams
 
 

@@ -229,6 +229,16 @@ class ByteStream:
     def buffered(self) -> int:
         return self._protocol.size
 
+    @property
+    def write_blocked(self) -> bool:
+        """The send buffer is above its high watermark (``drain()`` would wait)."""
+        return self._protocol._write_paused and not self._protocol.closed.done()
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes written and not yet handed to the kernel."""
+        return self._transport.get_write_buffer_size()
+
     # -- writing ------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._transport.is_closing():
