@@ -11,12 +11,11 @@ import os
 import pytest
 
 from hatchway.protocol import spdy_frame as fr
-from hatchway.protocol.spdy import StreamReset, StreamReplied
+from hatchway.protocol.spdy import StreamReplied, StreamReset
 from hatchway.session.server import ServerSession
 from hatchway.transport.bytestream import ByteStream, Server
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.types import ExecOptions
-
 from hostile import RawSpdyClient, make_tls
 
 SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
