@@ -51,6 +51,8 @@ class FakeNode:
     redirect_to: str = ""
     down_bytes: int = 0
     up_digest: str = ""
+    #: When set, upgrades wait for it before the 101 (a slow node).
+    gate: asyncio.Event | None = None
 
     async def app(self, request: http.Request) -> http.Response:
         self.requests.append(request)
@@ -65,6 +67,8 @@ class FakeNode:
             await asyncio.sleep(3600)
         if self.mode == "redirect":
             return http.Response(302, [("Location", self.redirect_to)], b"")
+        if self.gate is not None:
+            await self.gate.wait()
         if self.mode == "hold":
             return http.Response(
                 101,

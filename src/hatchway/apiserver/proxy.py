@@ -142,18 +142,26 @@ class ExecProxy:
         answer: http.ClientResponse,
         node: ByteStream,
         on_end: Callable[[SpliceStats], Awaitable[None]],
+        on_abandon: Callable[[], None] | None = None,
     ) -> http.Response:
         """The 101 for the client; its upgrade callback splices until either side ends.
 
         A 101 whose headers could not be written to the client is refused here
-        (StatusError 500), so the HTTP layer always calls the callback, which owns the
-        node stream and calls ``on_end``."""
+        (StatusError 500). When the HTTP layer runs the callback, it owns the node
+        stream and calls ``on_end``; when it never does (the client left before its 101),
+        the response's ``abandon`` aborts the node stream -- the node sees its client go
+        and kills the process -- and calls ``on_abandon``."""
         headers = _upgrade_headers(answer.headers)
         try:
             check_headers(headers)
         except HeaderInjectionError:
             node.abort()
             raise StatusError(status.internal_error("invalid upgrade response headers")) from None
+
+        def abandon() -> None:
+            node.abort()
+            if on_abandon is not None:
+                on_abandon()
 
         async def upgrade(client: ByteStream) -> None:
             stats = SpliceStats()
@@ -163,7 +171,7 @@ class ExecProxy:
                 stats.ended = time.monotonic()
                 await on_end(stats)
 
-        return http.Response(101, headers, upgrade=upgrade)
+        return http.Response(101, headers, upgrade=upgrade, abandon=abandon)
 
 
 def json_response(body: dict, code: int | None = None) -> http.Response:

@@ -121,7 +121,10 @@ class Request(HeadersMixin):
 @dataclass
 class Response:
     """What the application answers. ``body_iter`` streams a chunked body; ``upgrade``
-    (with status 101) takes the connection over."""
+    (with status 101) takes the connection over. ``abandon`` is called, once, when
+    ``upgrade`` was given but will never be called (the client left before its 101
+    could be written, or the 101 was invalid): whatever the application set up for the
+    upgrade -- a session slot, the node's connection -- is let go there."""
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -129,6 +132,7 @@ class Response:
     body_iter: AsyncIterator[bytes] | None = None
     upgrade: Upgrade | None = None
     reason: str | None = None
+    abandon: Callable[[], None] | None = None
 
 
 App = Callable[[Request], Awaitable[Response]]
@@ -184,6 +188,7 @@ class _Exchange:
         self.limits = limits
         self.stream = stream
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self._upgraded = False
 
     async def _event(self) -> h11.Event:
         while True:
@@ -272,6 +277,19 @@ class _Exchange:
 
     async def respond(self, req: Request, resp: Response) -> bool:
         """Send ``resp``; whether the connection may serve another request."""
+        if resp.abandon is None:
+            return await self._respond(req, resp)
+        self._upgraded = False
+        try:
+            return await self._respond(req, resp)
+        finally:
+            if not self._upgraded:
+                try:
+                    resp.abandon()
+                except Exception:
+                    log.exception("abandoning an upgrade failed: %s %s", req.method, req.path)
+
+    async def _respond(self, req: Request, resp: Response) -> bool:
         if resp.status == 101:
             return await self._switch(req, resp)
         try:
@@ -335,7 +353,7 @@ class _Exchange:
     async def _switch(self, req: Request, resp: Response) -> bool:
         if resp.upgrade is None or self.conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
             log.error("101 answered to %s %s, which proposed no upgrade", req.method, req.path)
-            return await self.respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, _plain(500, "Internal Server Error"))
         try:
             headers = check_headers(resp.headers)
             event = h11.InformationalResponse(
@@ -343,10 +361,11 @@ class _Exchange:
             )
         except (HeaderInjectionError, h11.LocalProtocolError):
             log.exception("application produced an invalid 101 head")
-            return await self.respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, _plain(500, "Internal Server Error"))
         self.stream.write(self.conn.send(event) or b"")
         trailing, _ = self.conn.trailing_data
         self.stream.unread(bytes(trailing))
+        self._upgraded = True  # from here the callback owns what it was given
         try:
             await resp.upgrade(self.stream)
         except Exception:
