@@ -160,7 +160,8 @@ class ApiServer:
             cert_file=paths.kubelet_client_cert,
             key_file=paths.kubelet_client_key,
         )
-        self.http = HttpServer(self._build_app(store, kubelet_ctx), limits=config.http_limits)
+        app = self._build_app(store, kubelet_ctx)
+        self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval)
         self.node_monitor = NodeMonitor(

@@ -84,7 +84,11 @@ class _Protocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared.view
+        if self.recv_high >= READ_CHUNK:
+            return _shared.view
+        # A small bound (an HTTP head not yet authenticated): read no more than it at
+        # once either, or each connection could hold a whole READ_CHUNK regardless.
+        return _shared.view[: self.recv_high]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.splice is not None:

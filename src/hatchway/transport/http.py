@@ -9,13 +9,22 @@ of the upgrade request's body is read beyond its Content-Length.
 
 Everything a peer sends is bounded (:class:`HttpLimits`); a peer that breaks the
 protocol gets a 4xx and a closed connection, and an application that raises gets a 500
--- neither takes the server down. The client side lives in :mod:`.httpclient` and is
-re-exported here.
+-- neither takes the server down. Connections are bounded per server (503 beyond) and
+per source address (429 beyond).
+
+A request is read in two phases: its head, which the server's ``check_head`` (the
+API server's authentication) sees first, then -- only if ``check_head`` let it pass --
+its body, bounded by ``max_body``, before the application is called. A refused
+request's body is never held in memory: it is answered, and what the client still
+sends is discarded while lingering, then the connection is closed.
+
+The client side lives in :mod:`.httpclient` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import logging
@@ -29,7 +38,7 @@ from urllib.parse import parse_qs, unquote
 import h11
 
 from hatchway.errors import ConnectionClosedError
-from hatchway.transport.bytestream import ByteStream, Server
+from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
     HeaderInjectionError,
@@ -89,6 +98,9 @@ class HttpLimits:
     #: After refusing a request, how long to swallow what the client still sends so the
     #: refusal is not lost to a TCP reset.
     linger: float = 2.0
+    #: Open connections per server (503 beyond) and per source address (429 beyond).
+    max_connections: int = 4096
+    max_connections_per_source: int = 256
 
 
 @dataclass
@@ -136,6 +148,9 @@ class Response:
 
 
 App = Callable[[Request], Awaitable[Response]]
+#: Sees a request's head before its body is read (``body`` is ``b""``); a Response
+#: answers the request without reading the body, None lets it through.
+CheckHead = Callable[[Request], Awaitable[Response | None]]
 
 
 class _Refused(Exception):
@@ -183,10 +198,13 @@ def _build_request(event: h11.Request, body: bytes, stream: ByteStream) -> Reque
 class _Exchange:
     """One connection: reads requests, calls the application, writes responses."""
 
-    def __init__(self, app: App, limits: HttpLimits, stream: ByteStream) -> None:
+    def __init__(
+        self, app: App, limits: HttpLimits, stream: ByteStream, check_head: CheckHead | None
+    ) -> None:
         self.app = app
         self.limits = limits
         self.stream = stream
+        self.check_head = check_head
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self._upgraded = False
 
@@ -224,7 +242,10 @@ class _Exchange:
         self.conn.receive_data(data)
         return bool(data)
 
-    async def read_request(self, first: bool) -> Request | None:
+    async def read_head(self, first: bool) -> tuple[h11.Request, Request] | None:
+        """The next request's head, and the request without its body."""
+        # Until the head has passed check_head, buffer little of what follows it.
+        self.stream.set_recv_limit(self.limits.max_head)
         if not await self._wait_first_byte(first):
             return None
         try:
@@ -239,14 +260,17 @@ class _Exchange:
         assert isinstance(event, h11.Request), event
         if len(event.headers) > self.limits.max_headers:
             raise _Refused(431, "too many header fields")
+        return event, _build_request(event, b"", self.stream)
+
+    async def read_body(self, event: h11.Request) -> bytes:
+        self.stream.set_recv_limit(RECV_HIGH)
         try:
             async with asyncio.timeout(self.limits.body_timeout * _scale()):
-                body = await self._read_body(event)
+                return await self._read_body(event)
         except TimeoutError:
             raise _Refused(408, "request body timed out") from None
         except h11.RemoteProtocolError as exc:
             raise _Refused(exc.error_status_hint, f"bad request body: {exc}") from None
-        return _build_request(event, body, self.stream)
 
     async def _read_body(self, event: h11.Request) -> bytes:
         for name, value in event.headers:
@@ -376,9 +400,10 @@ class _Exchange:
     async def refuse(self, refused: _Refused) -> None:
         """Answer a request that broke a limit or the protocol, and close."""
         body = (str(refused) + "\n").encode()
+        retry = "Retry-After: 1\r\n" if refused.status in (429, 503) else ""
         head = (
             f"HTTP/1.1 {refused.status} {_reason(refused.status)}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         with contextlib.suppress(ConnectionClosedError, OSError):
@@ -401,35 +426,99 @@ class _Exchange:
                         return
                     budget -= len(data)
 
+    async def _check(self, req: Request) -> Response | None:
+        if self.check_head is None:
+            return None
+        try:
+            return await self.check_head(req)
+        except Exception:
+            log.exception("request head check failed: %s %s", req.method, req.raw_path)
+            return _plain(500, "Internal Server Error")
+
+    async def next_request(self, first: bool) -> tuple[Request, Response | None] | None:
+        """The next request, and ``check_head``'s answer if it refused it (then the
+        request's body, if any, has not been read)."""
+        head = await self.read_head(first)
+        if head is None:
+            return None
+        event, req = head
+        refusal = await self._check(req)
+        if refusal is None or not _has_body(event):
+            req.body = await self.read_body(event)
+        return req, refusal
+
+    async def refuse_unread(self, req: Request, resp: Response) -> None:
+        """Answer a request whose body is still unread, then linger and close: the
+        body is discarded as it comes, never held."""
+        resp.headers = [*resp.headers, ("Connection", "close")]
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            await self.respond(req, resp)
+            await self._linger()
+
     async def run(self) -> None:
         first = True
         while True:
             try:
-                req = await self.read_request(first)
+                got = await self.next_request(first)
             except _Refused as refused:
                 await self.refuse(refused)
                 return
             except ConnectionClosedError:
                 return
-            if req is None:
+            if got is None:
                 return
-            resp = await self.call_app(req)
+            req, resp = got
+            if resp is not None and self.conn.their_state is h11.SEND_BODY:
+                await self.refuse_unread(req, resp)
+                return
+            if resp is None:
+                resp = await self.call_app(req)
             if not await self.respond(req, resp):
                 return
             self.conn.start_next_cycle()
             first = False
 
 
-class HttpServer:
-    """Serves ``app`` over HTTP/1.1 (TLS when given a context), keep-alive, bounded."""
+def _has_body(event: h11.Request) -> bool:
+    for name, value in event.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
-    def __init__(self, app: App, *, limits: HttpLimits | None = None) -> None:
+
+class HttpServer:
+    """Serves ``app`` over HTTP/1.1 (TLS when given a context), keep-alive, bounded.
+    ``check_head`` sees each request before its body is read (module docstring)."""
+
+    def __init__(
+        self, app: App, *, limits: HttpLimits | None = None, check_head: CheckHead | None = None
+    ) -> None:
         self.app = app
         self.limits = limits or HttpLimits()
+        self.check_head = check_head
         self._server = Server(self._handle)
+        #: Open connections, in total and by source address (refused ones not counted).
+        self.connections = 0
+        self.by_source: collections.Counter[str] = collections.Counter()
+
+    def _admit(self, source: str) -> _Refused | None:
+        if self.connections >= self.limits.max_connections:
+            return _Refused(503, "too many connections to this server")
+        if self.by_source[source] >= self.limits.max_connections_per_source:
+            return _Refused(429, f"too many connections from {source}")
+        return None
 
     async def _handle(self, stream: ByteStream) -> None:
-        exchange = _Exchange(self.app, self.limits, stream)
+        peer = stream.peername
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        exchange = _Exchange(self.app, self.limits, stream, self.check_head)
+        refused = self._admit(source)
+        if refused is not None:
+            stream.set_recv_limit(self.limits.max_head)
+            await exchange.refuse(refused)
+            return
+        self.connections += 1
+        self.by_source[source] += 1
         try:
             await exchange.run()
         except (ConnectionClosedError, ConnectionError, ssl_module.SSLError):
@@ -437,6 +526,11 @@ class HttpServer:
         except h11.ProtocolError:
             log.warning("HTTP protocol error", exc_info=True)
             stream.abort()
+        finally:
+            self.connections -= 1
+            self.by_source[source] -= 1
+            if self.by_source[source] <= 0:
+                del self.by_source[source]
 
     async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         await self._server.start(host, port, ssl=ssl)
