@@ -53,12 +53,15 @@ class FakeNode:
     up_digest: str = ""
     #: When set, upgrades wait for it before the 101 (a slow node).
     gate: asyncio.Event | None = None
+    #: When set, log streams wait for it before they end.
+    log_gate: asyncio.Event | None = None
 
     async def app(self, request: http.Request) -> http.Response:
         self.requests.append(request)
         self.peers.append(tls.peer_identity(request.peercert))
         if request.path.startswith("/containerLogs/"):
-            return http.Response(200, [("Content-Type", "text/plain")], body_iter=self._logs())
+            body = self._logs("follow=true" in request.target)
+            return http.Response(200, [("Content-Type", "text/plain")], body_iter=body)
         if self.mode == "refuse":
             return http.Response(
                 403, [("Content-Type", "text/plain"), ("X-Node", "1")], b"node says no\n"
@@ -85,10 +88,12 @@ class FakeNode:
             upgrade=self._bulk if self.mode == "bulk" else self._echo,
         )
 
-    async def _logs(self):
+    async def _logs(self, follow: bool):
         for i in range(3):
             yield f"line {i}\n".encode()
             await asyncio.sleep(0.05)
+        if follow and self.log_gate is not None:  # a follow lasts until the gate opens
+            await self.log_gate.wait()
 
     async def _echo(self, stream: ByteStream) -> None:
         while data := await stream.read():

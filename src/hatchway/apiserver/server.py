@@ -70,6 +70,8 @@ class ApiServerConfig:
     apiserver_hosts: tuple[str, ...] = ()
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     exec_limits: SessionLimits = field(default_factory=SessionLimits)
+    #: Concurrent ``logs -f`` streams per user and in total.
+    log_follow_limits: SessionLimits = field(default_factory=SessionLimits)
     exec_handshake_timeout: float = 30.0
     exec_idle_timeout: float = 4 * 3600.0
     #: glibc's mmap threshold for the serving process, fixed (see
@@ -197,7 +199,7 @@ class ApiServer:
             audit=self.audit,
             resource_handler=ResourceHandler(store, on_change),
             exec_handler=ExecHandler(store, authorizer, proxy, self.audit, config.exec_limits),
-            log_handler=LogHandler(store, kubelet_ctx),
+            log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
             review_handler=ReviewHandler(authorizer),
         )
 

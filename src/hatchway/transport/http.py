@@ -300,18 +300,22 @@ class _Exchange:
             return _plain(500, "Internal Server Error")
 
     async def respond(self, req: Request, resp: Response) -> bool:
-        """Send ``resp``; whether the connection may serve another request."""
-        if resp.abandon is None:
+        """Send ``resp``; whether the connection may serve another request. A streamed
+        body is closed on every path (a HEAD, a client gone before the head), so what
+        it holds -- a node connection, a follow-log slot -- is let go."""
+        if resp.abandon is None and resp.body_iter is None:
             return await self._respond(req, resp)
         self._upgraded = False
         try:
             return await self._respond(req, resp)
         finally:
-            if not self._upgraded:
+            if resp.abandon is not None and not self._upgraded:
                 try:
                     resp.abandon()
                 except Exception:
                     log.exception("abandoning an upgrade failed: %s %s", req.method, req.path)
+            if resp.body_iter is not None:
+                await _aclose(resp.body_iter)
 
     async def _respond(self, req: Request, resp: Response) -> bool:
         if resp.status == 101:
@@ -369,10 +373,7 @@ class _Exchange:
             for task in (pumping, gone):
                 task.cancel()
             await asyncio.gather(pumping, gone, return_exceptions=True)
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await _aclose(body)
 
     async def _switch(self, req: Request, resp: Response) -> bool:
         if resp.upgrade is None or self.conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
@@ -477,6 +478,13 @@ class _Exchange:
                 return
             self.conn.start_next_cycle()
             first = False
+
+
+async def _aclose(body: AsyncIterator[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 def _has_body(event: h11.Request) -> bool:
