@@ -26,14 +26,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import http
 import logging
 import os
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, unquote
+from collections.abc import AsyncIterator
 
 import h11
 
@@ -42,19 +38,31 @@ from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
     HeaderInjectionError,
-    HeadersMixin,
     HttpClient,
     StreamingResponse,
     check_headers,
-    decode_headers,
     parse_url,
     request,
     stream,
     stream_request,
     upgrade,
 )
+from hatchway.transport.httpmessage import (
+    App,
+    CheckHead,
+    HttpLimits,
+    Request,
+    Response,
+    Upgrade,
+    build_request,
+    has_body,
+    plain_response,
+    reason_phrase,
+)
 
 __all__ = [
+    "App",
+    "CheckHead",
     "ClientResponse",
     "HeaderInjectionError",
     "HttpClient",
@@ -63,6 +71,7 @@ __all__ = [
     "Request",
     "Response",
     "StreamingResponse",
+    "Upgrade",
     "parse_url",
     "request",
     "stream",
@@ -75,82 +84,9 @@ log = logging.getLogger(__name__)
 #: Lingering after a refusal ends once the client has been quiet this long.
 LINGER_QUIET = 0.25
 
-Upgrade = Callable[[ByteStream], Awaitable[None]]
-
 
 def _scale() -> float:
     return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """Bounds on what a client may send, and how slowly."""
-
-    max_head: int = 64 * 1024
-    max_headers: int = 128
-    max_body: int = 3 * 1024 * 1024
-    #: From the first byte of a request to the end of its head (slowloris).
-    head_timeout: float = 30.0
-    #: For the body of a request, once its head is in.
-    body_timeout: float = 60.0
-    #: Waiting for the next request on a kept-alive connection.
-    idle_timeout: float = 120.0
-    #: After refusing a request, how long to swallow what the client still sends so the
-    #: refusal is not lost to a TCP reset.
-    linger: float = 2.0
-    #: Open connections per server (503 beyond) and per source address (429 beyond).
-    max_connections: int = 4096
-    max_connections_per_source: int = 256
-
-
-@dataclass
-class Request(HeadersMixin):
-    """One HTTP request. Header names are lower-case; ``query`` keeps blank values and
-    the order of repeated keys."""
-
-    method: str
-    target: str
-    path: str
-    raw_path: str
-    query: dict[str, list[str]]
-    headers: list[tuple[str, str]]
-    body: bytes
-    stream: ByteStream
-    peercert: dict[str, Any] | None = None
-    peer: Any = None
-    http_version: str = "1.1"
-
-    @property
-    def is_upgrade(self) -> bool:
-        """``Connection`` names ``upgrade`` (case-insensitive), as Kubernetes decides."""
-        return any("upgrade" in v.lower() for v in self.header_values("connection"))
-
-    @property
-    def query_string(self) -> str:
-        return self.target.partition("?")[2]
-
-
-@dataclass
-class Response:
-    """What the application answers. ``body_iter`` streams a chunked body; ``upgrade``
-    (with status 101) takes the connection over. ``abandon`` is called, once, when
-    ``upgrade`` was given but will never be called (the client left before its 101
-    could be written, or the 101 was invalid): whatever the application set up for the
-    upgrade -- a session slot, the node's connection -- is let go there."""
-
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    body_iter: AsyncIterator[bytes] | None = None
-    upgrade: Upgrade | None = None
-    reason: str | None = None
-    abandon: Callable[[], None] | None = None
-
-
-App = Callable[[Request], Awaitable[Response]]
-#: Sees a request's head before its body is read (``body`` is ``b""``); a Response
-#: answers the request without reading the body, None lets it through.
-CheckHead = Callable[[Request], Awaitable[Response | None]]
 
 
 class _Refused(Exception):
@@ -159,40 +95,6 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _plain(status: int, text: str) -> Response:
-    return Response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
-        (text + "\n").encode(),
-    )
-
-
-def _build_request(event: h11.Request, body: bytes, stream: ByteStream) -> Request:
-    target = event.target.decode("latin-1")
-    raw_path, _, query = target.partition("?")
-    cert = stream.peercert
-    return Request(
-        method=event.method.decode("ascii"),
-        target=target,
-        path=unquote(raw_path),
-        raw_path=raw_path,
-        query=parse_qs(query, keep_blank_values=True),
-        headers=decode_headers(event.headers),
-        body=body,
-        stream=stream,
-        peercert=cert or None,
-        peer=stream.peername,
-        http_version=event.http_version.decode("ascii"),
-    )
 
 
 class _Exchange:
@@ -260,7 +162,7 @@ class _Exchange:
         assert isinstance(event, h11.Request), event
         if len(event.headers) > self.limits.max_headers:
             raise _Refused(431, "too many header fields")
-        return event, _build_request(event, b"", self.stream)
+        return event, build_request(event, b"", self.stream)
 
     async def read_body(self, event: h11.Request) -> bytes:
         self.stream.set_recv_limit(RECV_HIGH)
@@ -297,7 +199,7 @@ class _Exchange:
             return await self.app(req)
         except Exception:
             log.exception("request handler failed: %s %s", req.method, req.raw_path)
-            return _plain(500, "Internal Server Error")
+            return plain_response(500, "Internal Server Error")
 
     async def respond(self, req: Request, resp: Response) -> bool:
         """Send ``resp``; whether the connection may serve another request. A streamed
@@ -324,7 +226,7 @@ class _Exchange:
             head = self._head(req, resp)
         except (HeaderInjectionError, h11.LocalProtocolError, ValueError):
             log.exception("application produced an invalid response head")
-            resp = _plain(500, "Internal Server Error")
+            resp = plain_response(500, "Internal Server Error")
             head = self._head(req, resp)
         self.stream.write(self.conn.send(head) or b"")
         if req.method != "HEAD":
@@ -349,7 +251,7 @@ class _Exchange:
             # A refused upgrade: the client may already have sent bytes of the next
             # protocol, which must never be parsed as HTTP. Close after the answer.
             headers.append((b"Connection", b"close"))
-        reason = resp.reason if resp.reason is not None else _reason(resp.status)
+        reason = resp.reason if resp.reason is not None else reason_phrase(resp.status)
         return h11.Response(status_code=resp.status, headers=headers, reason=reason.encode())
 
     async def _stream_body(self, body: AsyncIterator[bytes]) -> bool:
@@ -378,7 +280,7 @@ class _Exchange:
     async def _switch(self, req: Request, resp: Response) -> bool:
         if resp.upgrade is None or self.conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
             log.error("101 answered to %s %s, which proposed no upgrade", req.method, req.path)
-            return await self._respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, plain_response(500, "Internal Server Error"))
         try:
             headers = check_headers(resp.headers)
             event = h11.InformationalResponse(
@@ -386,7 +288,7 @@ class _Exchange:
             )
         except (HeaderInjectionError, h11.LocalProtocolError):
             log.exception("application produced an invalid 101 head")
-            return await self._respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, plain_response(500, "Internal Server Error"))
         self.stream.write(self.conn.send(event) or b"")
         trailing, _ = self.conn.trailing_data
         self.stream.unread(bytes(trailing))
@@ -403,7 +305,7 @@ class _Exchange:
         body = (str(refused) + "\n").encode()
         retry = "Retry-After: 1\r\n" if refused.status in (429, 503) else ""
         head = (
-            f"HTTP/1.1 {refused.status} {_reason(refused.status)}\r\n"
+            f"HTTP/1.1 {refused.status} {reason_phrase(refused.status)}\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
@@ -434,7 +336,7 @@ class _Exchange:
             return await self.check_head(req)
         except Exception:
             log.exception("request head check failed: %s %s", req.method, req.raw_path)
-            return _plain(500, "Internal Server Error")
+            return plain_response(500, "Internal Server Error")
 
     async def next_request(self, first: bool) -> tuple[Request, Response | None] | None:
         """The next request, and ``check_head``'s answer if it refused it (then the
@@ -444,7 +346,7 @@ class _Exchange:
             return None
         event, req = head
         refusal = await self._check(req)
-        if refusal is None or not _has_body(event):
+        if refusal is None or not has_body(event):
             req.body = await self.read_body(event)
         return req, refusal
 
@@ -485,13 +387,6 @@ async def _aclose(body: AsyncIterator[bytes]) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
-
-
-def _has_body(event: h11.Request) -> bool:
-    for name, value in event.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
 
 
 class HttpServer:
