@@ -44,10 +44,11 @@ async def test_clients_leaving_before_the_101_give_their_slots_back(api, node: F
         assert slots.total == 8
         for stream in raw:
             stream.abort()  # gone before the 101
-        node.gate.set()
-        while slots.total:
+        while slots.total:  # given back during the dial, not after the node's answer
             await asyncio.sleep(0.02)
-    assert slots.total == 0 and not slots.by_user
+        assert not slots.by_user
+        node.gate.set()
+    assert slots.total == 0
     node.gate = None
     for user in users:  # per user 2: each gets both its sessions again
         held = [await user.upgrade(f"{PODS}/web/exec{EXEC_Q}") for _ in range(2)]
@@ -65,3 +66,34 @@ def test_a_slot_is_released_exactly_once() -> None:
     assert slots.total == 0 and not slots.by_user
     again = slots.acquire("u")  # the one place is free again, and only one
     assert slots.total == 1 and again.user == "u"
+
+
+async def test_a_101_the_client_left_before_is_abandoned(api, node: FakeNode) -> None:
+    """The client goes after the node's 101 reached the handler, before the HTTP layer
+    wrote it: the slot comes back through the response's abandon, once."""
+    slots: SessionSlots = api.http.app.exec_handler.slots
+    handler = api.http.app.exec_handler
+    proxy = handler.proxy
+    dial = proxy.dial
+    raw: list[ByteStream] = []
+
+    async def dial_then_lose_the_client(*args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.pop("client", None)  # no early give-up: the 101 arrives
+        answer = await dial(*args, **kwargs)
+        raw[0].abort()
+        await asyncio.sleep(0.1)  # the server has seen the client go
+        return answer
+
+    proxy.dial = dial_then_lose_the_client
+    user = Client(api, "admin-x", ["system:masters"])
+    async with asyncio.timeout(20 * SCALE):
+        raw.append(await _send_exec_and_hold(user))
+        while not node.requests:
+            await asyncio.sleep(0.01)
+        while slots.total:
+            await asyncio.sleep(0.02)
+    proxy.dial = dial
+    assert not slots.by_user
+    resp, stream = await user.upgrade(f"{PODS}/web/exec{EXEC_Q}")
+    assert resp.status == 101 and stream is not None
+    stream.close()

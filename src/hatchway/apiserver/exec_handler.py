@@ -166,7 +166,7 @@ class ExecHandler:
         target = connect.kubelet_target(str(meta.get("namespace")), str(meta.get("name")), options)
         headers = forward_headers(call.request.headers, call.source_address)
         answer, node_stream = await self.proxy.dial(
-            call.request.method, endpoint.url(target), headers
+            call.request.method, endpoint.url(target), headers, client=call.request.stream
         )
         if node_stream is None:
             slot.release()

@@ -109,12 +109,39 @@ class ExecProxy:
         self.idle_timeout = idle_timeout
 
     async def dial(
-        self, method: str, url: str, headers: list[tuple[str, str]]
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        client: ByteStream | None = None,
     ) -> tuple[http.ClientResponse, ByteStream | None]:
         """Send the upgrade request; the node's answer, and its stream on 101.
 
         Raises StatusError (500, as the Kubernetes error responder words it) when the
-        node cannot be reached or breaks HTTP."""
+        node cannot be reached or breaks HTTP. With ``client``, the dial is given up
+        as soon as that connection closes: nobody is left to get the 101, and what the
+        caller holds for the session (its slot) goes back now, not after the node's
+        answer or the handshake timeout."""
+        dialing = asyncio.ensure_future(self._dial(method, url, headers))
+        if client is None:
+            return await dialing
+        gone = asyncio.ensure_future(client.wait_closed())
+        try:
+            done, _ = await asyncio.wait({dialing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            dialing.cancel()
+            gone.cancel()
+            raise
+        gone.cancel()
+        if dialing in done:
+            return dialing.result()
+        dialing.cancel()
+        await asyncio.gather(dialing, return_exceptions=True)
+        raise StatusError(status.status(500, "", "error dialing backend: the client went away"))
+
+    async def _dial(
+        self, method: str, url: str, headers: list[tuple[str, str]]
+    ) -> tuple[http.ClientResponse, ByteStream | None]:
         try:
             return await http.upgrade(
                 method,
