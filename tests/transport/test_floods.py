@@ -142,3 +142,21 @@ async def test_websocket_continuation_flood_closes_1009(tmp_path, payload: bytes
     assert code == 1009, answer  # ... "message too big", with the reason
     assert b"more than 1000 fragments" in answer
     assert conn._fragments is None  # type: ignore[attr-defined]
+
+
+async def test_websocket_fragmented_message_over_the_size_bound_closes_1009(tmp_path) -> None:
+    def make(bs: ByteStream) -> Connection:
+        return WebSocketConnection(bs, client=False, protocol=ch.V5, max_message=1000)
+
+    start = _masked(0x2, bytes((ch.STDIN,)) + bytes(99), fin=False)
+    cont = _masked(0x0, bytes(100), fin=False)
+    async with flood_target(tmp_path, make) as (client, served):
+        client.write(start + cont * 20)  # 2100 bytes in 21 fragments, none over 1000
+        async with asyncio.timeout(30 * SCALE):
+            answer = b""
+            while chunk := await client.read():
+                answer += chunk
+            _, conn = served[0]
+            await conn.wait_closed()
+    assert answer[:1] == b"\x88" and struct.unpack("!H", answer[2:4])[0] == 1009, answer
+    assert conn.channel(ch.STDIN).buffered == 0  # type: ignore[attr-defined]
