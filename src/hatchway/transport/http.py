@@ -406,9 +406,10 @@ class HttpServer:
 
     def _admit(self, source: str) -> _Refused | None:
         if self.connections >= self.limits.max_connections:
-            return _Refused(503, "too many connections to this server")
+            return _Refused(503, "Too many connections, please try again later.")
         if self.by_source[source] >= self.limits.max_connections_per_source:
-            return _Refused(429, f"too many connections from {source}")
+            # Kubernetes' wording when it sheds load (its max-in-flight filter).
+            return _Refused(429, "Too many requests, please try again later.")
         return None
 
     async def _handle(self, stream: ByteStream) -> None:
