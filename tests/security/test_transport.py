@@ -115,3 +115,39 @@ async def test_a_stream_reset_in_the_read_that_opened_it_then_disconnect_kills(
         while marker in await _ps(attacker, pod):
             await asyncio.sleep(0.2)
     attacker.kubectl("delete", "pod", pod, "--wait=false")
+
+
+async def test_connections_from_one_source_are_capped(cluster: Cluster, attacker: Attacker) -> None:
+    ctx = _context(attacker, anonymous=True)
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def status_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        return await reader.readexactly(12)
+
+    try:
+        async with asyncio.timeout(60 * SCALE):
+            for _ in range(300):  # the default cap is 256 from one address
+                opened.append(
+                    await asyncio.open_connection(
+                        "127.0.0.1", cluster.apiserver_port, ssl=ctx, server_hostname="127.0.0.1"
+                    )
+                )
+            lines = await asyncio.gather(*(status_line(r, w) for r, w in opened))
+    finally:
+        for _, writer in opened:
+            writer.close()
+    refused = [line for line in lines if line == b"HTTP/1.1 429"]
+    # The node agent and other clients of this cluster share the address: at least 44.
+    assert len(refused) >= 300 - 256, set(lines)
+    assert {*lines} == {b"HTTP/1.1 401", b"HTTP/1.1 429"}
+    async with asyncio.timeout(30 * SCALE):
+        while True:  # the server notices the closes; a new connection is served again
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", cluster.apiserver_port, ssl=ctx, server_hostname="127.0.0.1"
+            )
+            line = await status_line(reader, writer)
+            writer.close()
+            if line == b"HTTP/1.1 401":
+                break
+            await asyncio.sleep(0.2)
