@@ -6,7 +6,15 @@ connection owns both and cancels and awaits them on close.
 
 Backpressure (spec section 3.6, SPDY as Kubernetes speaks it has no windows): each stream
 buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
-reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``.
+reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
+the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as
+fast as the peer reads: after a read that made us write, the reader waits for the send
+buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
+
+Streams: a SYN_STREAM the peer reset in the same read is never replied to; beyond
+``SpdyLimits.max_streams`` open peer streams, and after :meth:`SpdyConnection.stop_accepting`,
+new streams get RST_STREAM REFUSED_STREAM. Whatever fails in the reader ends the
+connection, so the session above always sees its end.
 """
 
 from __future__ import annotations

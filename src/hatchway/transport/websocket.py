@@ -21,7 +21,11 @@ Choices a caller should know:
   :attr:`WebSocketConnection.error` holds a protocol fault we detected.
 * Backpressure: each channel buffers up to ``channel_buffer`` bytes; above that the
   reader task stops reading the socket until the consumer catches up, so TCP slows the
-  peer. Writes wait on ``ByteStream.drain()``.
+  peer. Writes wait on ``ByteStream.drain()``. Pongs and close frames the reader writes
+  wait for the send buffer to drain before the next read (a ping flood from a peer that
+  does not read stays bounded).
+* A message is bounded in bytes (``max_message``, by the Protocol) and in frames
+  (``max_fragments``, empty continuation frames counted): beyond, close 1009.
 """
 
 from __future__ import annotations
