@@ -51,6 +51,10 @@ class FakeNode:
     redirect_to: str = ""
     down_bytes: int = 0
     up_digest: str = ""
+    #: When set, upgrades wait for it before the 101 (a slow node).
+    gate: asyncio.Event | None = None
+    #: When set, log streams wait for it before they end.
+    log_gate: asyncio.Event | None = None
 
     async def app(self, request: http.Request) -> http.Response:
         if request.path.startswith("/sessions/"):
@@ -60,7 +64,8 @@ class FakeNode:
         self.requests.append(request)
         self.peers.append(tls.peer_identity(request.peercert))
         if request.path.startswith("/containerLogs/"):
-            return http.Response(200, [("Content-Type", "text/plain")], body_iter=self._logs())
+            body = self._logs("follow=true" in request.target)
+            return http.Response(200, [("Content-Type", "text/plain")], body_iter=body)
         if self.mode == "refuse":
             return http.Response(
                 403, [("Content-Type", "text/plain"), ("X-Node", "1")], b"node says no\n"
@@ -69,6 +74,8 @@ class FakeNode:
             await asyncio.sleep(3600)
         if self.mode == "redirect":
             return http.Response(302, [("Location", self.redirect_to)], b"")
+        if self.gate is not None:
+            await self.gate.wait()
         if self.mode == "hold":
             return http.Response(
                 101,
@@ -85,10 +92,12 @@ class FakeNode:
             upgrade=self._bulk if self.mode == "bulk" else self._echo,
         )
 
-    async def _logs(self):
+    async def _logs(self, follow: bool):
         for i in range(3):
             yield f"line {i}\n".encode()
             await asyncio.sleep(0.05)
+        if follow and self.log_gate is not None:  # a follow lasts until the gate opens
+            await self.log_gate.wait()
 
     async def _echo(self, stream: ByteStream) -> None:
         while data := await stream.read():

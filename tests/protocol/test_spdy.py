@@ -318,9 +318,19 @@ def test_too_many_streams():
     c.reset_stream(1)
     c.open_stream({})
     pump(c, s)  # one was reset: still three open
-    c.open_stream({})
-    with pytest.raises(LimitExceededError):
-        s.receive_data(c.data_to_send())
+    sid = c.open_stream({})
+    # Refused with RST_STREAM REFUSED_STREAM; the connection lives on.
+    assert s.receive_data(c.data_to_send()) == []
+    assert fr.parse_frames(s.data_to_send()) == [
+        fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM)
+    ]
+    assert sid not in s.open_streams and len(s.open_streams) == 3
+    events = c.receive_data(fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM).serialize())
+    assert events == [StreamReset(sid, fr.RstStatus.REFUSED_STREAM)]
+    c.reset_stream(3)
+    pump(c, s)
+    sid = c.open_stream({})
+    assert [type(e) for e in s.receive_data(c.data_to_send())] == [StreamOpened]
 
 
 def test_header_limits_through_the_connection():

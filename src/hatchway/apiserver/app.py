@@ -113,6 +113,16 @@ class ApiApp:
         self.review_handler = review_handler
         self.server_address = server_address
 
+    async def check_head(self, request: Request) -> Response | None:
+        """Authentication on the head alone, before the HTTP server reads the body: an
+        anonymous request (or one whose credentials fail) is answered 401 and its body
+        never held, so unauthenticated clients cannot pin request bodies in memory."""
+        if self.authn.authenticate(request.peercert, request.header("authorization")) is not None:
+            return None
+        info = parse_request_info(request.method, request.raw_path, request.query)
+        body = status.unauthorized()
+        return self._audited(request, None, info, str(uuid.uuid4()), "deny", body)
+
     async def __call__(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         info = parse_request_info(request.method, request.raw_path, request.query)

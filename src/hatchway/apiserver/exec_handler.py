@@ -46,29 +46,47 @@ class SessionLimits:
     total: int = 512
 
 
-class SessionSlots:
-    """Counts open sessions; :meth:`acquire` raises 429 when a bound is reached."""
+class Slot:
+    """One taken place of :class:`SessionSlots`; :meth:`release` gives it back, once,
+    whichever of the paths that may end a session calls it first."""
 
-    def __init__(self, limits: SessionLimits) -> None:
+    def __init__(self, slots: SessionSlots, user: str) -> None:
+        self._slots = slots
+        self.user = user
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._slots.release(self.user)
+
+
+class SessionSlots:
+    """Counts open sessions (or follow-log streams); :meth:`acquire` raises 429 when a
+    bound is reached. ``what`` names them in the message."""
+
+    def __init__(self, limits: SessionLimits, what: str = "exec sessions") -> None:
         self.limits = limits
+        self.what = what
         self.by_user: collections.Counter[str] = collections.Counter()
         self.total = 0
 
-    def acquire(self, user: str) -> None:
+    def acquire(self, user: str) -> Slot:
         if self.total >= self.limits.total:
             raise StatusError(
                 status.too_many_requests(
-                    RETRY_AFTER_SECONDS, "too many exec sessions on this API server"
+                    RETRY_AFTER_SECONDS, f"too many {self.what} on this API server"
                 )
             )
         if self.by_user[user] >= self.limits.per_user:
             raise StatusError(
                 status.too_many_requests(
-                    RETRY_AFTER_SECONDS, f"too many exec sessions for user {user!r}"
+                    RETRY_AFTER_SECONDS, f"too many {self.what} for user {user!r}"
                 )
             )
         self.by_user[user] += 1
         self.total += 1
+        return Slot(self, user)
 
     def release(self, user: str) -> None:
         self.by_user[user] -= 1
@@ -125,11 +143,11 @@ class ExecHandler:
         if reason is not None:
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
-        self.slots.acquire(call.user.name)
+        slot = self.slots.acquire(call.user.name)
         try:
-            return await self._proxy(call, pod, node, options)
+            return await self._proxy(call, pod, node, options, slot)
         except BaseException:
-            self.slots.release(call.user.name)
+            slot.release()
             raise
 
     async def _node(self, pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,7 +162,12 @@ class ExecHandler:
             ) from None
 
     async def _proxy(
-        self, call: Call, pod: Mapping[str, Any], node: Mapping[str, Any], options: ExecOptions
+        self,
+        call: Call,
+        pod: Mapping[str, Any],
+        node: Mapping[str, Any],
+        options: ExecOptions,
+        slot: Slot,
     ) -> Response:
         endpoint = connect.node_endpoint(node)
         meta = pod.get("metadata") or {}
@@ -153,7 +176,7 @@ class ExecHandler:
         session = _Session(call, options, str(meta.get("uid") or ""))
         try:
             answer, node_stream = await self.proxy.dial(
-                call.request.method, endpoint.url(target), headers
+                call.request.method, endpoint.url(target), headers, client=call.request.stream
             )
         except StatusError as exc:
             self._audit_start(session, exc.code, exc.message)
@@ -165,14 +188,16 @@ class ExecHandler:
                 node_stream.abort()
             raise
         if node_stream is None:
-            self.slots.release(call.user.name)
+            slot.release()
             return self.proxy.refusal(answer)
 
         async def on_end(stats: SpliceStats) -> None:
-            self.slots.release(call.user.name)
+            slot.release()
             await self._audit_end(session, endpoint, stats)
 
-        return self.proxy.switch(answer, node_stream, on_end)
+        # The client may be gone before its 101 is written: then the HTTP layer never
+        # runs the splice, and the slot goes back through on_abandon.
+        return self.proxy.switch(answer, node_stream, on_end, on_abandon=slot.release)
 
     def _audit_start(self, session: _Session, code: int, error: str = "") -> None:
         """The command, before anything runs; a log that cannot take it refuses the

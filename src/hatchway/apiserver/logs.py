@@ -6,10 +6,16 @@ parameters the kubelet understands are passed on (``follow``, ``previous``,
 ``tailLines``, ``sinceSeconds``, ``sinceTime``, ``timestamps``, ``limitBytes``); with
 ``follow`` the body streams until the node or the client ends it. A node error becomes
 a Status with the node's code and text. Redirects are never followed.
+
+Follow streams hold a node connection for as long as the client likes, so they are
+bounded per user and in total (:class:`~.exec_handler.SessionSlots`, 429 with
+``Retry-After`` beyond); the slot goes back when the stream ends, whichever side ends
+it, or when it is never streamed at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http as http_status
 import json
 import ssl
@@ -21,6 +27,7 @@ from hatchway.api import status
 from hatchway.api.status import StatusError
 from hatchway.apiserver import connect
 from hatchway.apiserver.app import Call, json_response
+from hatchway.apiserver.exec_handler import SessionLimits, SessionSlots, Slot
 from hatchway.apiserver.request_info import query_bool
 from hatchway.errors import HatchwayError
 from hatchway.store.base import Store
@@ -55,10 +62,17 @@ def log_target(namespace: str, pod: str, container: str, query: dict[str, list[s
 
 
 class LogHandler:
-    def __init__(self, store: Store, ssl_context: ssl.SSLContext, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ssl_context: ssl.SSLContext,
+        timeout: float = 30.0,
+        limits: SessionLimits | None = None,
+    ) -> None:
         self.store = store
         self.ssl_context = ssl_context
         self.timeout = timeout
+        self.follows = SessionSlots(limits or SessionLimits(), "follow-log streams")
 
     async def __call__(self, call: Call) -> Response:
         info = call.info
@@ -72,14 +86,27 @@ class LogHandler:
         node = await self.store.get("nodes", "", node_name)
         endpoint = connect.node_endpoint(node)
         url = endpoint.url(log_target(info.namespace, info.name, container, call.request.query))
+        slot = None
+        if query_bool(call.request.query.get("follow")):
+            slot = self.follows.acquire(call.user.name)
+        try:
+            return await self._stream(url, slot)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+
+    async def _stream(self, url: str, slot: Slot | None) -> Response:
         try:
             upstream = await http.stream("GET", url, ssl=self.ssl_context, timeout=self.timeout)
         except (OSError, TimeoutError, HatchwayError) as exc:
             raise StatusError(status.status(500, "", f"error dialing backend: {exc}")) from None
         if upstream.status != 200:
+            if slot is not None:
+                slot.release()
             return await self._error(upstream)
         content_type = upstream.header("content-type") or "text/plain"
-        return Response(200, [("Content-Type", content_type)], body_iter=_relay(upstream))
+        return Response(200, [("Content-Type", content_type)], body_iter=_Relay(upstream, slot))
 
     async def _error(self, upstream: Any) -> Response:
         try:
@@ -99,9 +126,30 @@ class LogHandler:
         return json_response(status.status(code, _reason(code), text), code)
 
 
-async def _relay(upstream: Any) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream:
-            yield chunk
-    finally:
-        await upstream.aclose()
+class _Relay:
+    """The node's log body for the client. ``aclose`` (the HTTP server calls it on every
+    path, streamed or not) closes the node's stream and gives the slot back, once."""
+
+    def __init__(self, upstream: Any, slot: Slot | None) -> None:
+        self._upstream = upstream
+        self._chunks: AsyncIterator[bytes] = upstream.iter_body()
+        self._slot = slot
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._slot is not None:
+            self._slot.release()
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        await self._upstream.aclose()

@@ -120,12 +120,39 @@ class ExecProxy:
         self.idle_timeout = idle_timeout
 
     async def dial(
-        self, method: str, url: str, headers: list[tuple[str, str]]
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        client: ByteStream | None = None,
     ) -> tuple[http.ClientResponse, ByteStream | None]:
         """Send the upgrade request; the node's answer, and its stream on 101.
 
         Raises StatusError (500, as the Kubernetes error responder words it) when the
-        node cannot be reached or breaks HTTP."""
+        node cannot be reached or breaks HTTP. With ``client``, the dial is given up
+        as soon as that connection closes: nobody is left to get the 101, and what the
+        caller holds for the session (its slot) goes back now, not after the node's
+        answer or the handshake timeout."""
+        dialing = asyncio.ensure_future(self._dial(method, url, headers))
+        if client is None:
+            return await dialing
+        gone = asyncio.ensure_future(client.wait_closed())
+        try:
+            done, _ = await asyncio.wait({dialing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            dialing.cancel()
+            gone.cancel()
+            raise
+        gone.cancel()
+        if dialing in done:
+            return dialing.result()
+        dialing.cancel()
+        await asyncio.gather(dialing, return_exceptions=True)
+        raise StatusError(status.status(500, "", "error dialing backend: the client went away"))
+
+    async def _dial(
+        self, method: str, url: str, headers: list[tuple[str, str]]
+    ) -> tuple[http.ClientResponse, ByteStream | None]:
         try:
             return await http.upgrade(
                 method,
@@ -153,18 +180,26 @@ class ExecProxy:
         answer: http.ClientResponse,
         node: ByteStream,
         on_end: Callable[[SpliceStats], Awaitable[None]],
+        on_abandon: Callable[[], None] | None = None,
     ) -> http.Response:
         """The 101 for the client; its upgrade callback splices until either side ends.
 
         A 101 whose headers could not be written to the client is refused here
-        (StatusError 500), so the HTTP layer always calls the callback, which owns the
-        node stream and calls ``on_end``."""
+        (StatusError 500). When the HTTP layer runs the callback, it owns the node
+        stream and calls ``on_end``; when it never does (the client left before its 101),
+        the response's ``abandon`` aborts the node stream -- the node sees its client go
+        and kills the process -- and calls ``on_abandon``."""
         headers = _upgrade_headers(answer.headers)
         try:
             check_headers(headers)
         except HeaderInjectionError:
             node.abort()
             raise StatusError(status.internal_error("invalid upgrade response headers")) from None
+
+        def abandon() -> None:
+            node.abort()
+            if on_abandon is not None:
+                on_abandon()
 
         async def upgrade(client: ByteStream) -> None:
             stats = SpliceStats()
@@ -174,7 +209,7 @@ class ExecProxy:
                 stats.ended = time.monotonic()
                 await on_end(stats)
 
-        return http.Response(101, headers, upgrade=upgrade)
+        return http.Response(101, headers, upgrade=upgrade, abandon=abandon)
 
 
 def json_response(body: dict, code: int | None = None) -> http.Response:

@@ -34,6 +34,7 @@ from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.nodes import NodeMonitor
+from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.proxy import ExecProxy
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.apiserver.rest_handlers import ResourceHandler
@@ -70,6 +71,8 @@ class ApiServerConfig:
     apiserver_hosts: tuple[str, ...] = ()
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     exec_limits: SessionLimits = field(default_factory=SessionLimits)
+    #: Concurrent ``logs -f`` streams per user and in total.
+    log_follow_limits: SessionLimits = field(default_factory=SessionLimits)
     exec_handshake_timeout: float = 30.0
     exec_idle_timeout: float = 4 * 3600.0
     #: glibc's mmap threshold for the serving process, fixed (see
@@ -135,6 +138,7 @@ class ApiServer:
         self._given_store = store
         self.store: Store | None = store
         self.http: HttpServer | None = None
+        self.outcomes: OutcomeClient | None = None
         self.scheduler: Scheduler | None = None
         self.node_monitor: NodeMonitor | None = None
         self.audit: AuditLogger | None = None
@@ -160,7 +164,8 @@ class ApiServer:
             cert_file=paths.kubelet_client_cert,
             key_file=paths.kubelet_client_key,
         )
-        self.http = HttpServer(self._build_app(store, kubelet_ctx), limits=config.http_limits)
+        app = self._build_app(store, kubelet_ctx)
+        self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval)
         self.node_monitor = NodeMonitor(
@@ -190,13 +195,16 @@ class ApiServer:
             handshake_timeout=config.exec_handshake_timeout,
             idle_timeout=config.exec_idle_timeout,
         )
+        self.outcomes = OutcomeClient(kubelet_ctx)
         return ApiApp(
             authenticator=Authenticator(config.token_file),
             authorizer=authorizer,
             audit=self.audit,
             resource_handler=ResourceHandler(store, on_change),
-            exec_handler=ExecHandler(store, authorizer, proxy, self.audit, config.exec_limits),
-            log_handler=LogHandler(store, kubelet_ctx),
+            exec_handler=ExecHandler(
+                store, authorizer, proxy, self.audit, config.exec_limits, self.outcomes
+            ),
+            log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
             review_handler=ReviewHandler(authorizer),
         )
 
@@ -210,6 +218,9 @@ class ApiServer:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        if self.outcomes is not None:
+            await self.outcomes.aclose()
+            self.outcomes = None
         if self.store is not None and self._given_store is None:
             await self.store.close()
             self.store = None

@@ -91,6 +91,23 @@ def _session_limit_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _connection_limit_args(parser: argparse.ArgumentParser) -> None:
+    from hatchway.apiserver.exec_handler import SessionLimits
+    from hatchway.transport.http import HttpLimits
+
+    for flag, default, what in (
+        ("--max-connections", HttpLimits.max_connections, "open connections (503 beyond)"),
+        (
+            "--max-connections-per-source",
+            HttpLimits.max_connections_per_source,
+            "open connections per source address (429 beyond)",
+        ),
+        ("--max-log-follows-per-user", SessionLimits.per_user, "`logs -f` streams per user"),
+        ("--max-log-follows", SessionLimits.total, "`logs -f` streams in total"),
+    ):
+        parser.add_argument(flag, type=_positive, default=default, help=f"{what} (%(default)s)")
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -99,11 +116,13 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--token-file", help='static bearer tokens (token,user,uid,"groups")')
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
     _session_limit_args(parser)
+    _connection_limit_args(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _logging(args.verbose)
     from hatchway.apiserver.exec_handler import SessionLimits
     from hatchway.apiserver.server import ApiServerConfig, run_apiserver
+    from hatchway.transport.http import HttpLimits
 
     config = ApiServerConfig(
         data_dir=args.data_dir,
@@ -112,6 +131,13 @@ def apiserver_main(argv: Sequence[str]) -> int:
         token_file=args.token_file,
         audit_log=args.audit_log,
         exec_limits=SessionLimits(per_user=args.max_sessions_per_user, total=args.max_sessions),
+        http_limits=HttpLimits(
+            max_connections=args.max_connections,
+            max_connections_per_source=args.max_connections_per_source,
+        ),
+        log_follow_limits=SessionLimits(
+            per_user=args.max_log_follows_per_user, total=args.max_log_follows
+        ),
     )
     return _serve(run_apiserver(config))
 

@@ -28,7 +28,7 @@ from hatchway.node.runtime_exec import start_exec_helper
 from hatchway.node.server import NodeEndpoint
 from hatchway.rest import RestClient
 from hatchway.transport import tls
-from hatchway.transport.http import HttpServer
+from hatchway.transport.http import HttpLimits, HttpServer
 from hatchway.types import ExecOptions
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ class NodeAgent:
     async def start_server(self) -> None:
         """Serve :meth:`endpoint` with mutual TLS on the configured address."""
         cert, key, ca = self._credentials()
-        self.server = HttpServer(self.endpoint())
+        # Every connection comes from the API server: no per-source cap below the total.
+        limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
+        self.server = HttpServer(self.endpoint(), limits=limits)
         ssl = tls.server_context(cert, key, client_ca=ca)
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 

@@ -11,6 +11,8 @@ Choices where spdystream is lax or the draft and spdystream differ:
 * An incoming SYN_STREAM whose id is not above the last one, or has our parity, gets
   RST_STREAM PROTOCOL_ERROR and is dropped; the connection lives on (spdystream checks only
   monotonicity; parity is our addition -- such an id could collide with our own streams).
+  One beyond ``max_streams`` concurrently open peer streams gets RST_STREAM
+  REFUSED_STREAM and is dropped likewise.
 * Stream-level faults (DATA after the peer's FIN, a second SYN_REPLY) get an RST_STREAM and
   a :class:`StreamReset` event with ``remote=False``; connection-level faults raise
   :class:`~hatchway.errors.ProtocolError`, limits :class:`~hatchway.errors.LimitExceededError`.
@@ -25,7 +27,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hatchway.errors import HatchwayError, LimitExceededError, ProtocolError
+from hatchway.errors import HatchwayError, ProtocolError
 from hatchway.protocol import spdy_frame as fr
 from hatchway.protocol.spdy_header import (
     FORBIDDEN_REQUEST,
@@ -38,6 +40,7 @@ from hatchway.protocol.spdy_header import (
 )
 
 CANCEL = fr.RstStatus.CANCEL
+REFUSED_STREAM = fr.RstStatus.REFUSED_STREAM
 
 
 class SpdyUsageError(HatchwayError):
@@ -412,7 +415,9 @@ class SpdyProtocol:
             self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM).serialize())
             return
         if self._peer_open >= self.limits.max_streams:
-            raise _limit(f"peer opened more than {self.limits.max_streams} streams")
+            # Refused, not fatal: the peer may retry once one of its streams has ended.
+            self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM).serialize())
+            return
         fin = bool(frame.flags & fr.FLAG_FIN)
         self._streams[sid] = S.SYN_RECEIVED_FIN if fin else S.SYN_RECEIVED
         self._peer_open += 1
@@ -477,10 +482,6 @@ class SpdyProtocol:
             self._streams[sid] = state
         elif self._streams.pop(sid, None) is not None and not self.is_local(sid):
             self._peer_open -= 1
-
-
-def _limit(message: str) -> ProtocolError:
-    return LimitExceededError(message, code=fr.GoAwayStatus.PROTOCOL_ERROR)
 
 
 def _local_block(headers: Mapping[str, HeaderValue], forbidden: frozenset[str]) -> bytes:

@@ -5,7 +5,9 @@ the client's SYN_STREAMs, each replied to on arrival; WebSocket: the channels ex
 once and the server sends one empty message on the lowest channel it writes to), start
 the process, pump bytes both ways with backpressure, apply resizes, pass stdin EOF on,
 and when the process exits: drain its output, write the status on the error stream,
-close. If the client goes away first, the process tree is killed.
+close. If the client goes away first, the process tree is killed. SPDY streams the
+session has no use for are reset, and once it has its streams the connection refuses
+any more, so a client cannot make the node hold streams nobody reads.
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ async def collect_streams(
             if stream.name in names and stream.name not in streams:
                 streams[stream.name] = stream
             else:
-                log.debug("ignoring unexpected stream %r", stream.name)
+                # Reset, not ignored: an unread stream would stay allocated (and could
+                # fill its buffer and stall the connection's reader) until the end.
+                log.debug("resetting unexpected stream %r", stream.name)
+                stream.reset()
+    conn.stop_accepting()
     return streams
 
 

@@ -83,6 +83,10 @@ class Connection(abc.ABC):
         """The next stream the peer opened (SPDY). Raises ConnectionClosedError when
         the connection ends first."""
 
+    def stop_accepting(self) -> None:  # noqa: B027  (a no-op unless the peer opens streams)
+        """The peer may open no more streams: SPDY resets the ones not yet accepted and
+        refuses later ones (RST_STREAM REFUSED_STREAM). WebSocket has none to refuse."""
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush what is queued, end the connection cleanly (SPDY GOAWAY, WebSocket close

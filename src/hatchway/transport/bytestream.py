@@ -84,7 +84,11 @@ class _Protocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared.view
+        if self.recv_high >= READ_CHUNK:
+            return _shared.view
+        # A small bound (an HTTP head not yet authenticated): read no more than it at
+        # once either, or each connection could hold a whole READ_CHUNK regardless.
+        return _shared.view[: self.recv_high]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.splice is not None:
@@ -228,6 +232,16 @@ class ByteStream:
     @property
     def buffered(self) -> int:
         return self._protocol.size
+
+    @property
+    def write_blocked(self) -> bool:
+        """The send buffer is above its high watermark (``drain()`` would wait)."""
+        return self._protocol._write_paused and not self._protocol.closed.done()
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes written and not yet handed to the kernel."""
+        return self._transport.get_write_buffer_size()
 
     # -- writing ------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:

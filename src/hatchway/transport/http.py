@@ -9,43 +9,60 @@ of the upgrade request's body is read beyond its Content-Length.
 
 Everything a peer sends is bounded (:class:`HttpLimits`); a peer that breaks the
 protocol gets a 4xx and a closed connection, and an application that raises gets a 500
--- neither takes the server down. The client side lives in :mod:`.httpclient` and is
-re-exported here.
+-- neither takes the server down. Connections are bounded per server (503 beyond) and
+per source address (429 beyond).
+
+A request is read in two phases: its head, which the server's ``check_head`` (the
+API server's authentication) sees first, then -- only if ``check_head`` let it pass --
+its body, bounded by ``max_body``, before the application is called. A refused
+request's body is never held in memory: it is answered, and what the client still
+sends is discarded while lingering, then the connection is closed.
+
+The client side lives in :mod:`.httpclient` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import http
 import logging
 import os
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, unquote
+from collections.abc import AsyncIterator
 
 import h11
 
 from hatchway.errors import ConnectionClosedError
-from hatchway.transport.bytestream import ByteStream, Server
+from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
     HeaderInjectionError,
-    HeadersMixin,
     HttpClient,
     StreamingResponse,
     check_headers,
-    decode_headers,
     parse_url,
     request,
     stream,
     stream_request,
     upgrade,
 )
+from hatchway.transport.httpmessage import (
+    App,
+    CheckHead,
+    HttpLimits,
+    Request,
+    Response,
+    Upgrade,
+    build_request,
+    has_body,
+    plain_response,
+    reason_phrase,
+)
 
 __all__ = [
+    "App",
+    "CheckHead",
     "ClientResponse",
     "HeaderInjectionError",
     "HttpClient",
@@ -54,6 +71,7 @@ __all__ = [
     "Request",
     "Response",
     "StreamingResponse",
+    "Upgrade",
     "parse_url",
     "request",
     "stream",
@@ -66,72 +84,9 @@ log = logging.getLogger(__name__)
 #: Lingering after a refusal ends once the client has been quiet this long.
 LINGER_QUIET = 0.25
 
-Upgrade = Callable[[ByteStream], Awaitable[None]]
-
 
 def _scale() -> float:
     return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """Bounds on what a client may send, and how slowly."""
-
-    max_head: int = 64 * 1024
-    max_headers: int = 128
-    max_body: int = 3 * 1024 * 1024
-    #: From the first byte of a request to the end of its head (slowloris).
-    head_timeout: float = 30.0
-    #: For the body of a request, once its head is in.
-    body_timeout: float = 60.0
-    #: Waiting for the next request on a kept-alive connection.
-    idle_timeout: float = 120.0
-    #: After refusing a request, how long to swallow what the client still sends so the
-    #: refusal is not lost to a TCP reset.
-    linger: float = 2.0
-
-
-@dataclass
-class Request(HeadersMixin):
-    """One HTTP request. Header names are lower-case; ``query`` keeps blank values and
-    the order of repeated keys."""
-
-    method: str
-    target: str
-    path: str
-    raw_path: str
-    query: dict[str, list[str]]
-    headers: list[tuple[str, str]]
-    body: bytes
-    stream: ByteStream
-    peercert: dict[str, Any] | None = None
-    peer: Any = None
-    http_version: str = "1.1"
-
-    @property
-    def is_upgrade(self) -> bool:
-        """``Connection`` names ``upgrade`` (case-insensitive), as Kubernetes decides."""
-        return any("upgrade" in v.lower() for v in self.header_values("connection"))
-
-    @property
-    def query_string(self) -> str:
-        return self.target.partition("?")[2]
-
-
-@dataclass
-class Response:
-    """What the application answers. ``body_iter`` streams a chunked body; ``upgrade``
-    (with status 101) takes the connection over."""
-
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    body_iter: AsyncIterator[bytes] | None = None
-    upgrade: Upgrade | None = None
-    reason: str | None = None
-
-
-App = Callable[[Request], Awaitable[Response]]
 
 
 class _Refused(Exception):
@@ -142,48 +97,18 @@ class _Refused(Exception):
         self.status = status
 
 
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _plain(status: int, text: str) -> Response:
-    return Response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
-        (text + "\n").encode(),
-    )
-
-
-def _build_request(event: h11.Request, body: bytes, stream: ByteStream) -> Request:
-    target = event.target.decode("latin-1")
-    raw_path, _, query = target.partition("?")
-    cert = stream.peercert
-    return Request(
-        method=event.method.decode("ascii"),
-        target=target,
-        path=unquote(raw_path),
-        raw_path=raw_path,
-        query=parse_qs(query, keep_blank_values=True),
-        headers=decode_headers(event.headers),
-        body=body,
-        stream=stream,
-        peercert=cert or None,
-        peer=stream.peername,
-        http_version=event.http_version.decode("ascii"),
-    )
-
-
 class _Exchange:
     """One connection: reads requests, calls the application, writes responses."""
 
-    def __init__(self, app: App, limits: HttpLimits, stream: ByteStream) -> None:
+    def __init__(
+        self, app: App, limits: HttpLimits, stream: ByteStream, check_head: CheckHead | None
+    ) -> None:
         self.app = app
         self.limits = limits
         self.stream = stream
+        self.check_head = check_head
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self._upgraded = False
 
     async def _event(self) -> h11.Event:
         while True:
@@ -219,7 +144,10 @@ class _Exchange:
         self.conn.receive_data(data)
         return bool(data)
 
-    async def read_request(self, first: bool) -> Request | None:
+    async def read_head(self, first: bool) -> tuple[h11.Request, Request] | None:
+        """The next request's head, and the request without its body."""
+        # Until the head has passed check_head, buffer little of what follows it.
+        self.stream.set_recv_limit(self.limits.max_head)
         if not await self._wait_first_byte(first):
             return None
         try:
@@ -234,14 +162,17 @@ class _Exchange:
         assert isinstance(event, h11.Request), event
         if len(event.headers) > self.limits.max_headers:
             raise _Refused(431, "too many header fields")
+        return event, build_request(event, b"", self.stream)
+
+    async def read_body(self, event: h11.Request) -> bytes:
+        self.stream.set_recv_limit(RECV_HIGH)
         try:
             async with asyncio.timeout(self.limits.body_timeout * _scale()):
-                body = await self._read_body(event)
+                return await self._read_body(event)
         except TimeoutError:
             raise _Refused(408, "request body timed out") from None
         except h11.RemoteProtocolError as exc:
             raise _Refused(exc.error_status_hint, f"bad request body: {exc}") from None
-        return _build_request(event, body, self.stream)
 
     async def _read_body(self, event: h11.Request) -> bytes:
         for name, value in event.headers:
@@ -268,17 +199,34 @@ class _Exchange:
             return await self.app(req)
         except Exception:
             log.exception("request handler failed: %s %s", req.method, req.raw_path)
-            return _plain(500, "Internal Server Error")
+            return plain_response(500, "Internal Server Error")
 
     async def respond(self, req: Request, resp: Response) -> bool:
-        """Send ``resp``; whether the connection may serve another request."""
+        """Send ``resp``; whether the connection may serve another request. A streamed
+        body is closed on every path (a HEAD, a client gone before the head), so what
+        it holds -- a node connection, a follow-log slot -- is let go."""
+        if resp.abandon is None and resp.body_iter is None:
+            return await self._respond(req, resp)
+        self._upgraded = False
+        try:
+            return await self._respond(req, resp)
+        finally:
+            if resp.abandon is not None and not self._upgraded:
+                try:
+                    resp.abandon()
+                except Exception:
+                    log.exception("abandoning an upgrade failed: %s %s", req.method, req.path)
+            if resp.body_iter is not None:
+                await _aclose(resp.body_iter)
+
+    async def _respond(self, req: Request, resp: Response) -> bool:
         if resp.status == 101:
             return await self._switch(req, resp)
         try:
             head = self._head(req, resp)
         except (HeaderInjectionError, h11.LocalProtocolError, ValueError):
             log.exception("application produced an invalid response head")
-            resp = _plain(500, "Internal Server Error")
+            resp = plain_response(500, "Internal Server Error")
             head = self._head(req, resp)
         self.stream.write(self.conn.send(head) or b"")
         if req.method != "HEAD":
@@ -303,7 +251,7 @@ class _Exchange:
             # A refused upgrade: the client may already have sent bytes of the next
             # protocol, which must never be parsed as HTTP. Close after the answer.
             headers.append((b"Connection", b"close"))
-        reason = resp.reason if resp.reason is not None else _reason(resp.status)
+        reason = resp.reason if resp.reason is not None else reason_phrase(resp.status)
         return h11.Response(status_code=resp.status, headers=headers, reason=reason.encode())
 
     async def _stream_body(self, body: AsyncIterator[bytes]) -> bool:
@@ -327,15 +275,12 @@ class _Exchange:
             for task in (pumping, gone):
                 task.cancel()
             await asyncio.gather(pumping, gone, return_exceptions=True)
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await _aclose(body)
 
     async def _switch(self, req: Request, resp: Response) -> bool:
         if resp.upgrade is None or self.conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
             log.error("101 answered to %s %s, which proposed no upgrade", req.method, req.path)
-            return await self.respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, plain_response(500, "Internal Server Error"))
         try:
             headers = check_headers(resp.headers)
             event = h11.InformationalResponse(
@@ -343,10 +288,11 @@ class _Exchange:
             )
         except (HeaderInjectionError, h11.LocalProtocolError):
             log.exception("application produced an invalid 101 head")
-            return await self.respond(req, _plain(500, "Internal Server Error"))
+            return await self._respond(req, plain_response(500, "Internal Server Error"))
         self.stream.write(self.conn.send(event) or b"")
         trailing, _ = self.conn.trailing_data
         self.stream.unread(bytes(trailing))
+        self._upgraded = True  # from here the callback owns what it was given
         try:
             await resp.upgrade(self.stream)
         except Exception:
@@ -357,9 +303,10 @@ class _Exchange:
     async def refuse(self, refused: _Refused) -> None:
         """Answer a request that broke a limit or the protocol, and close."""
         body = (str(refused) + "\n").encode()
+        retry = "Retry-After: 1\r\n" if refused.status in (429, 503) else ""
         head = (
-            f"HTTP/1.1 {refused.status} {_reason(refused.status)}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"HTTP/1.1 {refused.status} {reason_phrase(refused.status)}\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         with contextlib.suppress(ConnectionClosedError, OSError):
@@ -382,35 +329,100 @@ class _Exchange:
                         return
                     budget -= len(data)
 
+    async def _check(self, req: Request) -> Response | None:
+        if self.check_head is None:
+            return None
+        try:
+            return await self.check_head(req)
+        except Exception:
+            log.exception("request head check failed: %s %s", req.method, req.raw_path)
+            return plain_response(500, "Internal Server Error")
+
+    async def next_request(self, first: bool) -> tuple[Request, Response | None] | None:
+        """The next request, and ``check_head``'s answer if it refused it (then the
+        request's body, if any, has not been read)."""
+        head = await self.read_head(first)
+        if head is None:
+            return None
+        event, req = head
+        refusal = await self._check(req)
+        if refusal is None or not has_body(event):
+            req.body = await self.read_body(event)
+        return req, refusal
+
+    async def refuse_unread(self, req: Request, resp: Response) -> None:
+        """Answer a request whose body is still unread, then linger and close: the
+        body is discarded as it comes, never held."""
+        resp.headers = [*resp.headers, ("Connection", "close")]
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            await self.respond(req, resp)
+            await self._linger()
+
     async def run(self) -> None:
         first = True
         while True:
             try:
-                req = await self.read_request(first)
+                got = await self.next_request(first)
             except _Refused as refused:
                 await self.refuse(refused)
                 return
             except ConnectionClosedError:
                 return
-            if req is None:
+            if got is None:
                 return
-            resp = await self.call_app(req)
+            req, resp = got
+            if resp is not None and self.conn.their_state is h11.SEND_BODY:
+                await self.refuse_unread(req, resp)
+                return
+            if resp is None:
+                resp = await self.call_app(req)
             if not await self.respond(req, resp):
                 return
             self.conn.start_next_cycle()
             first = False
 
 
-class HttpServer:
-    """Serves ``app`` over HTTP/1.1 (TLS when given a context), keep-alive, bounded."""
+async def _aclose(body: AsyncIterator[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
-    def __init__(self, app: App, *, limits: HttpLimits | None = None) -> None:
+
+class HttpServer:
+    """Serves ``app`` over HTTP/1.1 (TLS when given a context), keep-alive, bounded.
+    ``check_head`` sees each request before its body is read (module docstring)."""
+
+    def __init__(
+        self, app: App, *, limits: HttpLimits | None = None, check_head: CheckHead | None = None
+    ) -> None:
         self.app = app
         self.limits = limits or HttpLimits()
+        self.check_head = check_head
         self._server = Server(self._handle)
+        #: Open connections, in total and by source address (refused ones not counted).
+        self.connections = 0
+        self.by_source: collections.Counter[str] = collections.Counter()
+
+    def _admit(self, source: str) -> _Refused | None:
+        if self.connections >= self.limits.max_connections:
+            return _Refused(503, "Too many connections, please try again later.")
+        if self.by_source[source] >= self.limits.max_connections_per_source:
+            # Kubernetes' wording when it sheds load (its max-in-flight filter).
+            return _Refused(429, "Too many requests, please try again later.")
+        return None
 
     async def _handle(self, stream: ByteStream) -> None:
-        exchange = _Exchange(self.app, self.limits, stream)
+        peer = stream.peername
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        exchange = _Exchange(self.app, self.limits, stream, self.check_head)
+        refused = self._admit(source)
+        if refused is not None:
+            stream.set_recv_limit(self.limits.max_head)
+            await exchange.refuse(refused)
+            return
+        self.connections += 1
+        self.by_source[source] += 1
         try:
             await exchange.run()
         except (ConnectionClosedError, ConnectionError, ssl_module.SSLError):
@@ -418,6 +430,11 @@ class HttpServer:
         except h11.ProtocolError:
             log.warning("HTTP protocol error", exc_info=True)
             stream.abort()
+        finally:
+            self.connections -= 1
+            self.by_source[source] -= 1
+            if self.by_source[source] <= 0:
+                del self.by_source[source]
 
     async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         await self._server.start(host, port, ssl=ssl)

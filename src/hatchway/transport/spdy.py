@@ -6,7 +6,15 @@ connection owns both and cancels and awaits them on close.
 
 Backpressure (spec section 3.6, SPDY as Kubernetes speaks it has no windows): each stream
 buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
-reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``.
+reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
+the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as
+fast as the peer reads: after a read that made us write, the reader waits for the send
+buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
+
+Streams: a SYN_STREAM the peer reset in the same read is never replied to; beyond
+``SpdyLimits.max_streams`` open peer streams, and after :meth:`SpdyConnection.stop_accepting`,
+new streams get RST_STREAM REFUSED_STREAM. Whatever fails in the reader ends the
+connection, so the session above always sees its end.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from types import TracebackType
 from hatchway.errors import ConnectionClosedError, ProtocolError, StreamResetError
 from hatchway.protocol.spdy import (
     CANCEL,
+    REFUSED_STREAM,
     DataReceived,
     Event,
     GoAwayReceived,
@@ -43,6 +52,7 @@ READ_CHUNK = 256 * 1024
 STREAM_BUFFER = 1024 * 1024
 REPLY_TIMEOUT = 30.0  # client-go waits this long for each SYN_REPLY (section 3.8)
 _LOCAL_DONE = (StreamState.HALF_CLOSED_LOCAL, StreamState.SYN_SENT_FIN, StreamState.CLOSED)
+_AWAITING_REPLY = (StreamState.SYN_RECEIVED, StreamState.SYN_RECEIVED_FIN)
 
 
 class SpdyStream(Stream):
@@ -100,6 +110,10 @@ class SpdyStream(Stream):
     def reset(self) -> None:
         self._conn._reset(self)
 
+    def refuse(self) -> None:
+        """Reset the stream because the session has no use for it (REFUSED_STREAM)."""
+        self._conn._reset(self, REFUSED_STREAM)
+
     # -- called by the connection ---------------------------------------------------------
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -140,6 +154,7 @@ class SpdyConnection(Connection):
         self._low = stream_buffer // 4
         self._streams: dict[int, SpdyStream] = {}
         self._accepted: collections.deque[SpdyStream] = collections.deque()
+        self._accepting = True
         self._accept_waiter: asyncio.Future[None] | None = None
         self._blocked: set[SpdyStream] = set()
         self._unblocked = asyncio.Event()
@@ -260,6 +275,14 @@ class SpdyConnection(Connection):
                 self._accept_waiter = None
         return self._accepted.popleft()
 
+    def stop_accepting(self) -> None:
+        """The session has all the streams it needs: streams opened but not yet taken by
+        :meth:`accept_stream` are reset, later ones refused (RST_STREAM REFUSED_STREAM)
+        without a reply, so a peer cannot make the connection hold streams nobody reads."""
+        self._accepting = False
+        while self._accepted:
+            self._accepted.popleft().refuse()
+
     async def ping(self, timeout: float = 30.0) -> float:
         """Send a PING and return the round-trip time in seconds."""
         if self._ended:
@@ -295,11 +318,11 @@ class SpdyConnection(Connection):
         if self._ended and self.error is not None:
             raise ConnectionClosedError(f"SPDY connection failed: {self.error}")
 
-    def _reset(self, stream: SpdyStream) -> None:
+    def _reset(self, stream: SpdyStream, code: int = CANCEL) -> None:
         if self._ended or stream.reset_code is not None:
             return
-        stream.reset_code = CANCEL
-        self._proto.reset_stream(stream.stream_id, CANCEL)
+        stream.reset_code = code
+        self._proto.reset_stream(stream.stream_id, code)
         self._flush()
         self._drop(stream)
 
@@ -310,10 +333,12 @@ class SpdyConnection(Connection):
                 self._unblocked.set()
 
     # -- internals ------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Write what the protocol queued; whether there was anything."""
         bufs = self._proto.buffers_to_send()
         if bufs and not self._bs.is_closing:
             self._bs.writelines(bufs)
+        return bool(bufs)
 
     def _drop(self, stream: SpdyStream) -> None:
         self._streams.pop(stream.stream_id, None)
@@ -339,18 +364,30 @@ class SpdyConnection(Connection):
                 try:
                     events = self._proto.receive_data(data)
                 finally:
-                    self._flush()
+                    replied = self._flush()
                 for event in events:
                     self._dispatch(event)
                 if self.goaway is not None:
                     break  # spdystream processes nothing after GOAWAY (section 3.5)
+                if replied and self._bs.write_blocked:
+                    # What the peer sent made us answer (PING, RST_STREAM, SYN_REPLY) and
+                    # it does not read: read no more until it does, or a ping flood would
+                    # queue replies without bound. Data alone never stops the reader (both
+                    # sides of a bulk exchange would wait for each other).
+                    await self._bs.drain()
         except ProtocolError as exc:
             log.warning("SPDY peer broke the protocol: %s", exc)
             error = exc
         except (ConnectionClosedError, OSError) as exc:
             error = exc
-        self._finish(error)
-        self._bs.close()
+        except Exception as exc:
+            # A bug, not the peer's fault: end the connection all the same, so that the
+            # session notices and kills its process, rather than leave it orphaned.
+            log.exception("SPDY reader failed")
+            error = exc
+        finally:
+            self._finish(error)
+            self._bs.close()
 
     async def _ping_loop(self) -> None:
         assert self._ping_interval
@@ -395,6 +432,12 @@ class SpdyConnection(Connection):
             self._forget_if_done(event.stream_id)
 
     def _on_opened(self, event: StreamOpened) -> None:
+        if self._proto.stream_state(event.stream_id) not in _AWAITING_REPLY:
+            return  # reset by the peer in the same read: nothing to reply to or accept
+        if not self._accepting:
+            self._proto.reset_stream(event.stream_id, REFUSED_STREAM)
+            self._flush()
+            return
         stream = SpdyStream(self, event.stream_id, event.headers)
         self._streams[event.stream_id] = stream
         # Reply at once: kubectl waits for each reply before its next SYN_STREAM (3.5).

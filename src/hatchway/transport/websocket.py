@@ -21,7 +21,11 @@ Choices a caller should know:
   :attr:`WebSocketConnection.error` holds a protocol fault we detected.
 * Backpressure: each channel buffers up to ``channel_buffer`` bytes; above that the
   reader task stops reading the socket until the consumer catches up, so TCP slows the
-  peer. Writes wait on ``ByteStream.drain()``.
+  peer. Writes wait on ``ByteStream.drain()``. Pongs and close frames the reader writes
+  wait for the send buffer to drain before the next read (a ping flood from a peer that
+  does not read stays bounded).
+* A message is bounded in bytes (``max_message``, by the Protocol) and in frames
+  (``max_fragments``, empty continuation frames counted): beyond, close 1009.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
-from hatchway.errors import ConnectionClosedError, ProtocolError
+from hatchway.errors import ConnectionClosedError, LimitExceededError, ProtocolError
 from hatchway.protocol import channel as ch
 from hatchway.protocol.websocket_frame import FastMessage, FrameSplitter, data_frame
 from hatchway.transport.base import Connection, Stream
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Largest incoming message (Go servers' default); more is closed with 1009.
 DEFAULT_MAX_MESSAGE = 32 * 1024 * 1024
+#: Frames of one fragmented message, empty ones included: a Go client (gorilla, 4 KiB
+#: frames) needs 8192 for a message of DEFAULT_MAX_MESSAGE; more is closed with 1009.
+DEFAULT_MAX_FRAGMENTS = 16384
 #: Per-channel receive buffer bound; the socket is not read while one is above it.
 DEFAULT_CHANNEL_BUFFER = 1024 * 1024
 #: Writes larger than this become several messages (each independent data).
@@ -162,6 +169,7 @@ class WebSocketConnection(Connection):
         max_message: int = DEFAULT_MAX_MESSAGE,
         channel_buffer: int = DEFAULT_CHANNEL_BUFFER,
         close_timeout: float = CLOSE_TIMEOUT,
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
     ) -> None:
         self._stream = stream
         self.client = client
@@ -184,6 +192,7 @@ class WebSocketConnection(Connection):
         self._resume = asyncio.Event()
         self._resume.set()
         self._fragments: list[bytes] | None = None
+        self._max_fragments = max_fragments
         self._splitter = FrameSplitter(server=not client, max_size=max_message)
         self._tasks: list[asyncio.Task[None]] = []
         self._done = asyncio.Event()
@@ -301,18 +310,20 @@ class WebSocketConnection(Connection):
             raise ConnectionClosedError("connection is closed")
         await self._stream.drain()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
         """Write what the protocol queued: frames, pongs, close; ``b""`` means the TCP
-        connection should end (server after the closing handshake, client at EOF)."""
+        connection should end (server after the closing handshake, client at EOF).
+        Whether there was anything."""
         writes = self._ws.data_to_send()
         if not writes:
-            return
+            return False
         eof = writes[-1] == b""
         frames = [w for w in writes if w]
         if frames and not self._stream.is_closing:
             self._stream.writelines(frames)
         if eof:
             self._stream.close()
+        return True
 
     # -- receiving ------------------------------------------------------------------------
     def _over_changed(self, delta: int) -> None:
@@ -338,7 +349,12 @@ class WebSocketConnection(Connection):
                     ws.receive_eof()
                     self._flush()
                     break
-                self._receive(data)
+                if self._receive(data) and self._stream.write_blocked:
+                    # We answered (pong, close) a peer that does not read: read no more
+                    # until it does, or a ping flood queues pongs without bound. Data
+                    # alone never stops the reader (a bulk exchange both ways would
+                    # wait on itself).
+                    await self._stream.drain()
         except TimeoutError:
             log.debug("peer did not end the connection after the close frame")
         except ConnectionClosedError:
@@ -346,23 +362,25 @@ class WebSocketConnection(Connection):
         finally:
             self._finish()
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> bool:
         """Deliver the frames ``data`` completes: fast data messages straight to their
-        channel, everything else through the Protocol (websocket_frame.FrameSplitter)."""
+        channel, everything else through the Protocol (websocket_frame.FrameSplitter).
+        Whether it made us write anything."""
         ws, splitter = self._ws, self._splitter
         splitter.feed(data)
+        wrote = False
         while True:
             open_ = ws.state is State.OPEN
             if not open_:
                 splitter.passthrough = True
             item = splitter.next(open_ and ws.current_size is None and not self._base64)
             if item is None:
-                return
+                return wrote
             if isinstance(item, FastMessage):
                 self._on_fast_message(item)
                 continue
             ws.receive_data(item)
-            self._flush()
+            wrote = self._flush() or wrote
             for frame in ws.events_received():
                 self._on_frame(frame)
 
@@ -385,6 +403,13 @@ class WebSocketConnection(Connection):
                 self._fragments = [frame.data]
         elif op is Opcode.CONT:
             if self._fragments is not None:
+                if len(self._fragments) >= self._max_fragments:
+                    # The Protocol bounds the message's bytes, not its frames: empty
+                    # continuation frames would grow this list without end.
+                    limit = f"message in more than {self._max_fragments} fragments"
+                    self._fragments = None
+                    self._fail(LimitExceededError(limit, code=1009))
+                    return
                 self._fragments.append(frame.data)
                 if frame.fin:
                     message, self._fragments = b"".join(self._fragments), None

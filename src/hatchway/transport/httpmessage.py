@@ -1,0 +1,131 @@
+"""What the HTTP server hands its application and takes back: :class:`Request`,
+:class:`Response`, the bounds of :class:`HttpLimits`, and the signatures of an
+application and of its ``check_head`` (see :mod:`.http`, which re-exports them)."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import h11
+
+from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.httpclient import HeadersMixin, decode_headers
+
+Upgrade = Callable[[ByteStream], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on what a client may send, and how slowly."""
+
+    max_head: int = 64 * 1024
+    max_headers: int = 128
+    max_body: int = 3 * 1024 * 1024
+    #: From the first byte of a request to the end of its head (slowloris).
+    head_timeout: float = 30.0
+    #: For the body of a request, once its head is in.
+    body_timeout: float = 60.0
+    #: Waiting for the next request on a kept-alive connection.
+    idle_timeout: float = 120.0
+    #: After refusing a request, how long to swallow what the client still sends so the
+    #: refusal is not lost to a TCP reset.
+    linger: float = 2.0
+    #: Open connections per server (503 beyond) and per source address (429 beyond).
+    max_connections: int = 4096
+    max_connections_per_source: int = 256
+
+
+@dataclass
+class Request(HeadersMixin):
+    """One HTTP request. Header names are lower-case; ``query`` keeps blank values and
+    the order of repeated keys."""
+
+    method: str
+    target: str
+    path: str
+    raw_path: str
+    query: dict[str, list[str]]
+    headers: list[tuple[str, str]]
+    body: bytes
+    stream: ByteStream
+    peercert: dict[str, Any] | None = None
+    peer: Any = None
+    http_version: str = "1.1"
+
+    @property
+    def is_upgrade(self) -> bool:
+        """``Connection`` names ``upgrade`` (case-insensitive), as Kubernetes decides."""
+        return any("upgrade" in v.lower() for v in self.header_values("connection"))
+
+    @property
+    def query_string(self) -> str:
+        return self.target.partition("?")[2]
+
+
+@dataclass
+class Response:
+    """What the application answers. ``body_iter`` streams a chunked body; ``upgrade``
+    (with status 101) takes the connection over. ``abandon`` is called, once, when
+    ``upgrade`` was given but will never be called (the client left before its 101
+    could be written, or the 101 was invalid): whatever the application set up for the
+    upgrade -- a session slot, the node's connection -- is let go there."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    body_iter: AsyncIterator[bytes] | None = None
+    upgrade: Upgrade | None = None
+    reason: str | None = None
+    abandon: Callable[[], None] | None = None
+
+
+App = Callable[[Request], Awaitable[Response]]
+#: Sees a request's head before its body is read (``body`` is ``b""``); a Response
+#: answers the request without reading the body, None lets it through.
+CheckHead = Callable[[Request], Awaitable[Response | None]]
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def plain_response(status: int, text: str) -> Response:
+    return Response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
+        (text + "\n").encode(),
+    )
+
+
+def build_request(event: h11.Request, body: bytes, stream: ByteStream) -> Request:
+    target = event.target.decode("latin-1")
+    raw_path, _, query = target.partition("?")
+    cert = stream.peercert
+    return Request(
+        method=event.method.decode("ascii"),
+        target=target,
+        path=unquote(raw_path),
+        raw_path=raw_path,
+        query=parse_qs(query, keep_blank_values=True),
+        headers=decode_headers(event.headers),
+        body=body,
+        stream=stream,
+        peercert=cert or None,
+        peer=stream.peername,
+        http_version=event.http_version.decode("ascii"),
+    )
+
+
+def has_body(event: h11.Request) -> bool:
+    """Whether the request announces a body (chunked, or a non-zero Content-Length)."""
+    for name, value in event.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
