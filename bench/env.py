@@ -118,6 +118,8 @@ def start_cluster(stack: contextlib.ExitStack, base: pathlib.Path, users: int) -
     up += ["--apiserver-port", "0", "--node-port", "0", "--detach", "--no-merge"]
     up += ["--max-sessions-per-user", str(SESSIONS_PER_USER)]
     up += ["--max-sessions", str(SESSIONS_PER_USER)]
+    # Every bench client connects from 127.0.0.1: one source address.
+    up += ["--max-connections-per-source", str(4 * SESSIONS_PER_USER)]
     stack.callback(_stop_cluster, data_dir, env)
     result = _run(up, env=env)
     if result.returncode != 0:

@@ -108,6 +108,17 @@ def _connection_limit_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=_positive, default=default, help=f"{what} (%(default)s)")
 
 
+#: The API server limits ``hatchway up`` passes through.
+UP_APISERVER_LIMITS = (
+    "max_sessions_per_user",
+    "max_sessions",
+    "max_connections",
+    "max_connections_per_source",
+    "max_log_follows_per_user",
+    "max_log_follows",
+)
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -194,6 +205,7 @@ def up_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
     _session_limit_args(parser)
+    _connection_limit_args(parser)
     args = parser.parse_args(argv)
     from hatchway.cli.up import up
 
@@ -206,10 +218,8 @@ def up_main(argv: Sequence[str]) -> int:
             merge=not args.no_merge,
             timeout=args.timeout,
             apiserver_args=[
-                "--max-sessions-per-user",
-                str(args.max_sessions_per_user),
-                "--max-sessions",
-                str(args.max_sessions),
+                f"--{name.replace('_', '-')}={getattr(args, name)}"
+                for name in UP_APISERVER_LIMITS
             ],
         )
     except HatchwayError as exc:
