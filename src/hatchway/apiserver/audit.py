@@ -12,7 +12,9 @@
 Request lines carry: ``type`` ("request"), ``timestamp`` (RFC 3339 UTC, microseconds),
 ``request_id``, ``user``, ``groups``, ``verb``, ``resource`` (``pods/exec`` form),
 ``namespace``, ``name``, ``path``, ``decision`` (allow, deny or error), ``reason``,
-``source``, ``code`` and ``user_agent``. Session-end lines (``type`` "session_end") add
+``source``, ``code`` and ``user_agent``, plus ``annotations`` (admission's, e.g.
+``pod-security.kubernetes.io/audit-violations``) when there are any. Session-end
+lines (``type`` "session_end") add
 ``container``, ``command`` (redacted), ``tty``, ``stdin``, ``duration`` (seconds),
 ``bytes_in`` (client to container), ``bytes_out`` (container to client) and
 ``exit_code`` (null when unknown), plus ``error`` when the session failed.
@@ -40,7 +42,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from hatchway.apiserver.authn import UserInfo
@@ -167,6 +169,7 @@ class AuditLogger:
         source: str = "",
         user_agent: str = "",
         request_id: str = "",
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         """One request: ``decision`` is "allow", "deny" or "error"."""
         if decision not in {"allow", "deny", "error"}:
@@ -179,6 +182,8 @@ class AuditLogger:
             code=code,
             user_agent=redact_text(user_agent),
         )
+        if annotations:
+            record["annotations"] = {str(k): redact_text(str(v)) for k, v in annotations.items()}
         self._write(record)
 
     def log_session_end(
@@ -268,6 +273,8 @@ def _cut(value: Any, limit: int) -> Any:
         return value[:limit] + "..."
     if isinstance(value, list):
         return [_cut(v, limit) for v in value[:32]]
+    if isinstance(value, dict):
+        return {k: _cut(v, limit) for k, v in list(value.items())[:32]}
     return value
 
 

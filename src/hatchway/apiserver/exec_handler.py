@@ -4,7 +4,8 @@ The caller is already authenticated and authorised (``create`` on ``pods/exec`` 
 ``pods/attach``, whatever the method and transport). Here, before any byte goes to a
 node: load the pod (404), validate the options (:mod:`.connect`), require an upgrade
 request (400 ``Upgrade request required``), run exec admission (403 for privileged or
-host-namespace pods unless cluster admin), take a session slot (429 with
+host-namespace pods, or pods violating the namespace's Pod Security enforce level,
+unless cluster admin), take a session slot (429 with
 ``Retry-After`` beyond the per-user or total bound). Then :class:`~.proxy.ExecProxy`
 dials the pod's node and either relays its refusal or switches protocols and splices;
 the session's end is audited with the byte counts and duration.
@@ -21,8 +22,9 @@ from hatchway.api import status
 from hatchway.api.status import StatusError
 from hatchway.apiserver import connect
 from hatchway.apiserver.admission import exec_admission, exec_forbidden_status
-from hatchway.apiserver.app import Call, status_response
+from hatchway.apiserver.app import Call
 from hatchway.apiserver.audit import AuditLogger
+from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.store.base import Store
@@ -113,9 +115,10 @@ class ExecHandler:
         if not _is_upgrade(call):
             raise connect.bad_request(connect.UPGRADE_REQUIRED)
         is_admin = await self.authz.is_cluster_admin(call.user)
-        reason = exec_admission(pod, call.user, is_admin)
-        if reason is not None:
-            return status_response(exec_forbidden_status(pod, reason))
+        enforce = await enforce_level(self.store, str(pod["metadata"].get("namespace") or ""))
+        reason = exec_admission(pod, call.user, is_admin, enforce)
+        if reason is not None:  # raised, so the audit line records a denial and why
+            raise StatusError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
         self.slots.acquire(call.user.name)
         try:
