@@ -24,7 +24,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.api import resources, status
@@ -53,6 +53,9 @@ class Call:
     user: UserInfo
     info: RequestInfo
     request_id: str
+    #: Added by admission: ``Warning`` headers for the answer, annotations for the audit.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -138,14 +141,23 @@ class ApiApp:
             response = await self._dispatch(call)
         except AdmissionDeniedError as exc:
             # Refused by policy after authorisation: a denial, with admission's reason.
-            return self._audited(request, user, info, request_id, "deny", exc.status)
+            return self._audited(
+                request, user, info, request_id, "deny", exc.status, call.annotations
+            )
         except ApiError as exc:
-            return self._audited(request, user, info, request_id, "allow", exc.status)
+            # A 403 past authorization is an admission refusal: a denial, with its reason.
+            decision = "deny" if exc.code == 403 else "allow"
+            return self._audited(
+                request, user, info, request_id, decision, exc.status, call.annotations
+            )
         except Exception as exc:
             log.exception("handler failed: %s %s", request.method, request.raw_path)
             body = status.internal_error(f"{type(exc).__name__}: {exc}")
             return self._audited(request, user, info, request_id, "error", body)
-        self._audit(request, user, info, request_id, "allow", response.status)
+        response.headers.extend(call.warnings)
+        self._audit(
+            request, user, info, request_id, "allow", response.status, annotations=call.annotations
+        )
         return response
 
     def _audited(
@@ -156,10 +168,12 @@ class ApiApp:
         request_id: str,
         decision: str,
         body: dict[str, Any],
+        annotations: dict[str, str] | None = None,
     ) -> Response:
         response = status_response(body)
+        message = str(body.get("message", ""))
         self._audit(
-            request, user, info, request_id, decision, response.status, str(body.get("message", ""))
+            request, user, info, request_id, decision, response.status, message, annotations
         )
         return response
 
@@ -172,6 +186,7 @@ class ApiApp:
         decision: str,
         code: int,
         reason: str = "",
+        annotations: dict[str, str] | None = None,
     ) -> None:
         if self.audit is None:
             return
@@ -187,6 +202,7 @@ class ApiApp:
                 source=source,
                 user_agent=request.header("user-agent") or "",
                 request_id=request_id,
+                annotations=annotations,
             )
         except (OSError, ValueError):
             log.exception("audit write failed")

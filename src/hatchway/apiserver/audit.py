@@ -17,7 +17,9 @@ node is given it as the ``Audit-ID`` header), ``user``, ``groups``, ``verb``,
 ``resource`` (``pods/exec`` form), ``namespace``, ``name`` and ``path``. Then by type:
 
 * ``request``: ``decision`` (allow; deny for a refusal by authentication,
-  authorisation or admission; error), ``reason``, ``source``, ``code``, ``user_agent``.
+  authorisation or admission; error), ``reason``, ``source``, ``code``, ``user_agent``, and
+  ``annotations`` (admission's, e.g. ``pod-security.kubernetes.io/audit-violations``)
+  when there are any.
 * ``session_start``, written once the node answered the upgrade (or could not be
   reached): ``pod_uid``, ``container``, the command fields below, ``tty``, ``stdin``,
   ``source``, ``code`` (the node's answer: 101 when the session runs, else its refusal,
@@ -55,7 +57,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from hatchway.apiserver.authn import UserInfo
@@ -149,6 +151,7 @@ class AuditLogger:
         source: str = "",
         user_agent: str = "",
         request_id: str = "",
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         """One request: ``decision`` is "allow", "deny" or "error"."""
         if decision not in {"allow", "deny", "error"}:
@@ -161,6 +164,8 @@ class AuditLogger:
             code=code,
             user_agent=redact_text(user_agent),
         )
+        if annotations:
+            record["annotations"] = {str(k): redact_text(str(v)) for k, v in annotations.items()}
         self._write(record)
 
     def log_session_start(
@@ -302,6 +307,8 @@ def _cut(key: str, value: Any, limit: int) -> Any:
         return [_cut(key, v, limit) for v in value[:32]] + [f"\u2026[+{len(value) - 32} items]"]
     if isinstance(value, list):
         return [_cut(key, v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _cut(key, v, limit) for k, v in list(value.items())[:32]}
     return value
 
 

@@ -4,8 +4,9 @@ The caller is already authenticated and authorised (``create`` on ``pods/exec`` 
 ``pods/attach``, whatever the method and transport). Here, before any byte goes to a
 node: load the pod (404), validate the options (:mod:`.connect`), require an upgrade
 request (400 ``Upgrade request required``), run exec admission (403 for privileged or
-host-namespace pods unless cluster admin, raised as AdmissionDeniedError so that it is
-audited as a denial), take a session slot (429 with ``Retry-After`` beyond the per-user
+host-namespace pods, or pods violating the namespace's Pod Security enforce level,
+unless cluster admin; raised as AdmissionDeniedError so that it is audited as a
+denial), take a session slot (429 with ``Retry-After`` beyond the per-user
 or total bound). Then :class:`~.proxy.ExecProxy` dials the pod's node, sending the
 request id as ``Audit-ID``, and either relays its refusal or switches protocols and
 splices. The node's answer is audited at once with the command (``session_start``);
@@ -29,6 +30,7 @@ from hatchway.apiserver.app import Call
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.connect import NodeEndpoint
 from hatchway.apiserver.outcome import OutcomeClient
+from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.store.base import Store
@@ -139,8 +141,9 @@ class ExecHandler:
         if not _is_upgrade(call):
             raise connect.bad_request(connect.UPGRADE_REQUIRED)
         is_admin = await self.authz.is_cluster_admin(call.user)
-        reason = exec_admission(pod, call.user, is_admin)
-        if reason is not None:
+        enforce = await enforce_level(self.store, str(pod["metadata"].get("namespace") or ""))
+        reason = exec_admission(pod, call.user, is_admin, enforce)
+        if reason is not None:  # raised, so the audit line records a denial and why
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
         slot = self.slots.acquire(call.user.name)

@@ -33,6 +33,7 @@ from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
 from hatchway.apiserver import apply, field_validation, node_restriction, pods
 from hatchway.apiserver.app import Call, json_response
+from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.watch import watch_response
 from hatchway.store.base import Store
@@ -93,11 +94,18 @@ class ResourceHandler:
     """CRUD over the :class:`~hatchway.store.base.Store` for every served resource.
 
     ``on_change(resource, obj)`` is called after each successful write (the server
-    uses it to wake the scheduler and refresh the RBAC cache)."""
+    uses it to wake the scheduler and refresh the RBAC cache). ``admission`` (Pod
+    Security) sees every create and update, whatever the route, before it is stored."""
 
-    def __init__(self, store: Store, on_change: Hook | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_change: Hook | None = None,
+        admission: PodSecurityAdmission | None = None,
+    ) -> None:
         self.store = store
         self.on_change = on_change
+        self.admission = admission
 
     async def _changed(self, resource: str, obj: dict[str, Any]) -> None:
         if self.on_change is not None:
@@ -207,11 +215,11 @@ class ResourceHandler:
             raise StatusError(status.method_not_allowed(res.name, "create", res.group))
         obj = _body_object(call)
         warnings = field_validation.check(call.request.query, res, obj)
-        created = await self._create(res, namespace, obj)
+        created = await self._create(res, namespace, obj, call)
         return json_response(created, 201, warnings)
 
     async def _create(
-        self, res: resources.Resource, namespace: str, obj: dict[str, Any]
+        self, res: resources.Resource, namespace: str, obj: dict[str, Any], call: Call
     ) -> dict[str, Any]:
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if res.namespaced:
@@ -235,6 +243,8 @@ class ResourceHandler:
             pods.prepare_create(obj)
         validation.check(res.name, obj)
         await self._check_namespace(res, namespace)
+        if self.admission is not None:
+            await self.admission.admit(call, res.name, obj, None)
         created = await self.store.create(res.name, obj)
         await self._changed(res.name, created)
         return created
@@ -246,9 +256,12 @@ class ResourceHandler:
         new: dict[str, Any],
         subresource: str,
         expect_rv: str | None,
+        call: Call,
     ) -> dict[str, Any]:
         new = merge_for_update(res.name, old, new, subresource)
         validation.check_update(res.name, new, old)
+        if self.admission is not None:
+            await self.admission.admit(call, res.name, new, old)
         stored = await self.store.update(res.name, new, expect_rv=expect_rv)
         await self._changed(res.name, stored)
         return stored
@@ -275,7 +288,7 @@ class ResourceHandler:
             )
         old = await self.store.get(res.name, namespace, name)
         rv = str(meta.get("resourceVersion") or "") or None
-        stored = await self._write(res, old, obj, call.info.subresource, rv)
+        stored = await self._write(res, old, obj, call.info.subresource, rv, call)
         return json_response(stored, headers=warnings)
 
     async def patch(
@@ -294,7 +307,7 @@ class ResourceHandler:
             if wanted and wanted != old_rv:
                 raise StatusError(status.conflict(res.name, name, res.group))
             try:
-                stored = await self._write(res, old, patched, call.info.subresource, old_rv)
+                stored = await self._write(res, old, patched, call.info.subresource, old_rv, call)
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue  # someone wrote in between: patch the new version
@@ -319,14 +332,14 @@ class ResourceHandler:
                 if exc.code != 404:
                     raise
                 obj = apply.record(json.loads(json.dumps(config)), res, config, manager, now)
-                return json_response(await self._create(res, namespace, obj), 201, warnings)
+                return json_response(await self._create(res, namespace, obj, call), 201, warnings)
             merged = apply.record(apply.merge(old, config), res, config, manager, now)
             old_rv = str(old["metadata"].get("resourceVersion") or "")
             wanted = str((config.get("metadata") or {}).get("resourceVersion") or "")
             if wanted and wanted != old_rv:
                 raise StatusError(status.conflict(res.name, name, res.group))
             try:
-                stored = await self._write(res, old, merged, "", old_rv)
+                stored = await self._write(res, old, merged, "", old_rv, call)
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue

@@ -35,6 +35,7 @@ from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.nodes import NodeMonitor
 from hatchway.apiserver.outcome import OutcomeClient
+from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.proxy import ExecProxy
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.apiserver.rest_handlers import ResourceHandler
@@ -200,7 +201,9 @@ class ApiServer:
             authenticator=Authenticator(config.token_file),
             authorizer=authorizer,
             audit=self.audit,
-            resource_handler=ResourceHandler(store, on_change),
+            resource_handler=ResourceHandler(
+                store, on_change, PodSecurityAdmission(store, authorizer)
+            ),
             exec_handler=ExecHandler(
                 store, authorizer, proxy, self.audit, config.exec_limits, self.outcomes
             ),
