@@ -12,7 +12,7 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ConfigError
@@ -126,22 +126,32 @@ def _private_file(data: str | bytes) -> Iterator[str]:
             os.unlink(path)
 
 
-def peer_identity(peercert: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+def name_attributes(rdns: Any) -> tuple[tuple[str, str], ...]:
+    """A ``getpeercert()`` name (``subject`` or ``issuer``: RDNs of ``(key, value)``
+    pairs) as flat pairs in order; ``()`` when it is not shaped like one."""
+    try:
+        return tuple((str(key), str(value)) for rdn in rdns for key, value in rdn)
+    except (TypeError, ValueError):
+        return ()
+
+
+def peer_identity(peercert: Mapping[str, Any] | None) -> tuple[str, list[str]] | None:
     """``(user, groups)`` from a verified client certificate: CN is the user, every O a
-    group (the Kubernetes convention). ``None`` without a certificate or a CN."""
+    group (the Kubernetes convention). ``None`` without a certificate, or unless the
+    subject has exactly one CN and it is not empty: with several, parsers disagree on
+    which one is the user (Go's crypto/x509 takes the last, OpenSSL lists the first)."""
     if not peercert:
         return None
-    user: str | None = None
-    groups: list[str] = []
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and user is None:
-                user = value
-            elif key == "organizationName":
-                groups.append(value)
-    if not user:
+    subject = name_attributes(peercert.get("subject", ()))
+    users = [value for key, value in subject if key == "commonName"]
+    if len(users) != 1 or not users[0]:
         return None
-    return user, groups
+    return users[0], [value for key, value in subject if key == "organizationName"]
+
+
+def peer_issuer(peercert: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """The issuer of a client certificate as flat ``(name, value)`` pairs."""
+    return name_attributes(peercert.get("issuer", ())) if peercert else ()
 
 
 def negotiated_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
