@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 
@@ -48,7 +49,9 @@ class Recorder:
 async def mtls_server(certs: pki.Pki):
     started: list[HttpServer] = []
 
-    async def start(*, require: bool = False, client_ca=None) -> tuple[int, Recorder]:
+    async def start(
+        *, require: bool = False, client_ca=None, log_refusals=None
+    ) -> tuple[int, Recorder]:
         app = Recorder()
         server = HttpServer(app)
         ctx = tls.server_context(
@@ -56,6 +59,7 @@ async def mtls_server(certs: pki.Pki):
             certs.node.key,
             client_ca=client_ca or certs.ca.cert,
             require_client_cert=require,
+            log_refusals=log_refusals,
         )
         await server.start("127.0.0.1", 0, ssl=ctx)
         started.append(server)
@@ -228,3 +232,24 @@ async def test_a_user_certificate_fails_against_the_node_client_ca(mtls_server, 
     with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
         await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
     assert app.requests == []
+
+
+async def test_refused_handshakes_are_logged_when_asked(mtls_server, certs, caplog) -> None:
+    port, _ = await mtls_server(client_ca=certs.node_client_ca.cert, log_refusals="node")
+    user_pem, user_key = pki.mint_user_cert(certs.ca, "carol")
+    refused = tls.client_context(ca_file=certs.ca.cert, cert_data=user_pem, key_data=user_key)
+    with caplog.at_level(logging.WARNING, "hatchway.transport.tls"):
+        with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
+            await request("GET", f"https://127.0.0.1:{port}/", ssl=refused, timeout=T)
+        accepted = tls.client_context(
+            ca_file=certs.ca.cert,
+            cert_file=certs.apiserver_kubelet_client.cert,
+            key_file=certs.apiserver_kubelet_client.key,
+        )
+        resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=accepted, timeout=T)
+    assert resp.body == repr(("hatchway-apiserver", ["hatchway:apiservers"])).encode()
+    lines = [r.getMessage() for r in caplog.records if r.name == "hatchway.transport.tls"]
+    # OpenSSL's verify message: the client sends the cluster CA along (auto-chaining from
+    # its trust store), so it says "self-signed certificate in certificate chain".
+    assert len(lines) == 1 and lines[0].startswith("node: refused a TLS client in the handshake: ")
+    assert "certificate" in lines[0].rpartition(": ")[2]

@@ -140,10 +140,11 @@ class NodeAgent:
         """Serve :meth:`endpoint` with mutual TLS on the configured address. Client
         certificates are verified against the node-client CA alone: a certificate of the
         cluster CA (every user can get one) fails the handshake. Optional, so that a
-        caller without one gets the kubelet's 401 (and a log line) rather than a reset."""
+        caller without one gets the kubelet's 401 (and a log line) rather than a reset.
+        Handshakes refused are logged too."""
         cert, key, _, client_ca = self._credentials()
         self.server = HttpServer(self.endpoint(client_ca))
-        ssl = tls.server_context(cert, key, client_ca=client_ca)
+        ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
     @property
