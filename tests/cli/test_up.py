@@ -156,3 +156,16 @@ def test_up_on_a_data_dir_from_before_the_node_client_ca(tmp_path: pathlib.Path)
         assert got.stdout == b"upgraded\n", got.stderr.decode() + _logs(data)
     finally:
         _hatchway(env, "down", *flags)
+
+
+def test_writing_the_kubeconfigs_keeps_the_nodes_certificate(tmp_path: pathlib.Path) -> None:
+    """``up`` names the node by the lowercased hostname; writing the admin kubeconfig
+    must not reissue the node's certificate under another name meanwhile."""
+    from hatchway import pki
+    from hatchway.cli.up import write_kubeconfigs
+
+    made = pki.ensure_pki(tmp_path, node_name="n1")
+    before = made.node.cert.read_bytes()
+    write_kubeconfigs(tmp_path, 6443, False, "n1")
+    assert made.node.cert.read_bytes() == before
+    assert (tmp_path / "admin.kubeconfig").stat().st_mode & 0o777 == 0o600
