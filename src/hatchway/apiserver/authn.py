@@ -145,24 +145,11 @@ def user_from_peercert(
     if identity is None:
         return None
     if issuers is not None:
-        issuer_cn = _rdn_values(peercert.get("issuer", ()) if peercert else ()).get(
-            "commonName", []
-        )
+        issuer_cn = [value for key, value in tls.peer_issuer(peercert) if key == "commonName"]
         if not any(cn in issuers for cn in issuer_cn):
             return None
     name, groups = identity
     return _with_authenticated(UserInfo(name, tuple(groups)))
-
-
-def _rdn_values(rdns: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    try:
-        for rdn in rdns:
-            for key, value in rdn:
-                out.setdefault(str(key), []).append(str(value))
-    except (TypeError, ValueError):
-        return {}
-    return out
 
 
 def bearer_token(authorization_header: str | None) -> str | None:
