@@ -179,7 +179,7 @@ def _user_kubeconfigs(data_dir: pathlib.Path, users: int) -> list[str]:
     admin = yaml.safe_load((data_dir / "admin.kubeconfig").read_text())
     paths = [str(data_dir / "admin.kubeconfig")]
     for i in range(1, users):
-        cert, key = mint_user_cert(data_dir / "pki", f"bench-{i}", ["system:masters"])
+        cert, key = mint_user_cert(data_dir / "pki", f"bench-{i}", ["system:masters"], admin=True)
         doc = json.loads(json.dumps(admin))
         doc["users"][0]["user"] = {
             "client-certificate-data": base64.b64encode(cert).decode(),

@@ -1,4 +1,6 @@
-"""The PKI of a data directory: what ensure_pki creates, idempotence, key modes, names."""
+"""The PKI of a data directory: what ensure_pki creates, idempotence, key modes, names;
+the node-client CA apart from the cluster CA, the upgrade of a data dir made before it,
+and the names a user certificate may not carry."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import stat
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -37,16 +40,19 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> pki.Pki:
 def test_layout_and_modes(made: pki.Pki) -> None:
     assert made.directory.name == "pki"
     assert stat.S_IMODE(made.directory.stat().st_mode) == 0o700
-    for paths in (made.ca, made.apiserver, made.apiserver_kubelet_client, made.node, made.admin):
+    every = (made.ca, made.node_client_ca, made.apiserver, made.apiserver_kubelet_client)
+    for paths in (*every, made.node, made.admin):
         assert paths.cert.parent == made.directory
         assert stat.S_IMODE(paths.key.stat().st_mode) == 0o600
         assert pki.pem_bytes(paths.cert).startswith(b"-----BEGIN CERTIFICATE-----")
     assert made.ca.cert.name == "ca.crt" and made.ca.key.name == "ca.key"
     assert made.apiserver_kubelet_client.cert.name == "apiserver-kubelet-client.crt"
+    assert made.node_client_ca.cert.name == "node-client-ca.crt"
 
 
 def test_identities_and_usages(made: pki.Pki) -> None:
     ca = load(made.ca.cert)
+    node_client_ca = load(made.node_client_ca.cert)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     expected = {
         "apiserver": ("hatchway-apiserver", [], {ExtendedKeyUsageOID.SERVER_AUTH}),
@@ -66,7 +72,7 @@ def test_identities_and_usages(made: pki.Pki) -> None:
         paths: pki.CertPaths = getattr(made, attr)
         assert pki.certificate_identity(paths.cert) == (cn, orgs), attr
         cert = load(paths.cert)
-        cert.verify_directly_issued_by(ca)
+        cert.verify_directly_issued_by(node_client_ca if attr == "apiserver_kubelet_client" else ca)
         assert usages(cert) == eku, attr
         assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
         assert cert.public_key().curve.name == "secp256r1"
@@ -131,3 +137,148 @@ def test_issue_and_mint(tmp_path) -> None:
 def test_load_ca_errors(tmp_path) -> None:
     with pytest.raises(ConfigError):
         pki.load_ca(tmp_path / "nothing")
+
+
+# -- the node-client CA ------------------------------------------------------------------
+
+
+def _issued_by(cert_path, ca_path) -> bool:
+    try:
+        load(cert_path).verify_directly_issued_by(load(ca_path))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def test_node_client_ca_is_separate_and_signs_only_the_api_server_client(made: pki.Pki) -> None:
+    ca, node_ca = load(made.ca.cert), load(made.node_client_ca.cert)
+    assert ca.subject.rfc4514_string() == "CN=hatchway-ca"
+    assert node_ca.subject.rfc4514_string() == "CN=hatchway-node-client-ca"
+    assert node_ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert made.ca.key.read_bytes() != made.node_client_ca.key.read_bytes()
+    leaves = [p.cert for p in (made.apiserver, made.node, made.admin)]
+    signed = [
+        c
+        for c in [*leaves, made.apiserver_kubelet_client.cert]
+        if _issued_by(c, made.node_client_ca.cert)
+    ]
+    assert signed == [made.apiserver_kubelet_client.cert]
+    assert not _issued_by(made.apiserver_kubelet_client.cert, made.ca.cert)
+    assert pki.subject_attributes(made.node_client_ca.cert) == (
+        ("commonName", "hatchway-node-client-ca"),
+    )
+
+
+def test_a_user_certificate_never_chains_to_the_node_client_ca(made: pki.Pki) -> None:
+    """Whatever name it carries, a minted certificate comes from the cluster CA; the
+    component minter, given the cluster CA, cannot make a node caller either."""
+    user_pem, _ = pki.mint_user_cert(made.directory, "carol")
+    component_pem, _ = pki.mint_component_cert(made.ca, pki.APISERVER_CLIENT_CN)
+    node_ca = load(made.node_client_ca.cert)
+    for pem in (user_pem, component_pem):
+        cert = x509.load_pem_x509_certificate(pem)
+        cert.verify_directly_issued_by(load(made.ca.cert))
+        with pytest.raises(ValueError):  # issuer name is the cluster CA's
+            cert.verify_directly_issued_by(node_ca)
+
+
+def _old_layout(data_dir) -> dict[str, bytes]:
+    """A PKI as Hatchway made it before the node-client CA: one CA signing everything."""
+    directory = data_dir / "pki"
+    ca = pki.create_ca(directory)
+    for stem, spec in pki._pki_specs("n1", ()).items():
+        pki.issue_certificate(ca, directory / stem, **spec)
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_ensure_pki_upgrades_a_data_dir_from_before_the_node_client_ca(tmp_path) -> None:
+    before = _old_layout(tmp_path)
+    assert "node-client-ca.crt" not in before
+    made = pki.ensure_pki(tmp_path, node_name="n1")
+    assert _issued_by(made.apiserver_kubelet_client.cert, made.node_client_ca.cert)
+    assert pki.certificate_identity(made.apiserver_kubelet_client.cert) == (
+        "hatchway-apiserver",
+        ["hatchway:apiservers"],
+    )
+    after = {p.name: p.read_bytes() for p in made.directory.iterdir()}
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {"apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"}
+    assert set(after) - set(before) == {"node-client-ca.crt", "node-client-ca.key"}
+    assert stat.S_IMODE(made.node_client_ca.key.stat().st_mode) == 0o600
+    assert pki.ensure_pki(tmp_path, node_name="n1") == made  # and stays put
+    assert {p.name: p.read_bytes() for p in made.directory.iterdir()} == after
+
+
+def test_a_new_node_client_ca_reissues_the_api_server_client(tmp_path) -> None:
+    first = pki.ensure_pki(tmp_path, node_name="n1")
+    first.node_client_ca.key.unlink()
+    again = pki.ensure_pki(tmp_path, node_name="n1")
+    assert _issued_by(again.apiserver_kubelet_client.cert, again.node_client_ca.cert)
+
+
+# -- what a user certificate may carry ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "message"),
+    [
+        (
+            "hatchway-apiserver",
+            [],
+            'the user name "hatchway-apiserver" is reserved for Hatchway\'s own components',
+        ),
+        ("admin", [], 'the user name "admin" is reserved for Hatchway\'s own components'),
+        (
+            "system:node:n1",
+            ["system:nodes"],
+            'the user name "system:node:n1" is reserved: names starting with "system:" or '
+            '"hatchway:" belong to the system (nodes get theirs from hatchway up)',
+        ),
+        (
+            "system:kube-proxy",
+            [],
+            'the user name "system:kube-proxy" is reserved: names starting with "system:" or '
+            '"hatchway:" belong to the system (nodes get theirs from hatchway up)',
+        ),
+        (
+            "hatchway:x",
+            [],
+            'the user name "hatchway:x" is reserved: names starting with "system:" or '
+            '"hatchway:" belong to the system (nodes get theirs from hatchway up)',
+        ),
+        (
+            "eve",
+            ["devs", "system:masters"],
+            'the group "system:masters" makes the user a cluster administrator: '
+            "it is given only to an explicit administrator (--admin)",
+        ),
+        ("eve", ["system:nodes"], 'the group "system:nodes" is reserved for the system'),
+        (
+            "eve",
+            ["hatchway:apiservers"],
+            'the group "hatchway:apiservers" is reserved for the system',
+        ),
+        (
+            "eve",
+            ["system:authenticated"],
+            'the group "system:authenticated" is reserved for the system',
+        ),
+        ("eve", [" "], "a group name may not be empty"),
+        ("  ", [], "the user name may not be empty"),
+    ],
+)
+def test_mint_user_cert_refuses_system_identities(made: pki.Pki, user, groups, message) -> None:
+    with pytest.raises(pki.ReservedIdentityError) as info:
+        pki.mint_user_cert(made.ca, user, groups)
+    assert str(info.value) == message
+    assert isinstance(info.value, ConfigError)
+
+
+def test_admin_allows_system_masters_only(made: pki.Pki) -> None:
+    cert_pem, _ = pki.mint_user_cert(made.ca, "root", ["system:masters"], admin=True)
+    assert x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string() == (
+        "CN=root,O=system:masters"
+    )
+    for user, groups in (("admin", ["system:masters"]), ("root", ["system:nodes"])):
+        with pytest.raises(pki.ReservedIdentityError):
+            pki.mint_user_cert(made.ca, user, groups, admin=True)

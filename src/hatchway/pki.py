@@ -1,5 +1,13 @@
-"""The PKI that ``hatchway up`` creates: a CA, and certificates for the API server, the
-API server's client identity towards node agents, a node agent and the administrator.
+"""The PKI that ``hatchway up`` creates: two CAs, and certificates for the API server,
+the API server's client identity towards node agents, a node agent and the administrator.
+
+The cluster CA (``ca.crt``) signs the API server's and the node's serving certificates,
+the node's client certificate and every user's. The node-client CA
+(``node-client-ca.crt``) signs one leaf only, the API server's client certificate
+towards nodes (``apiserver-kubelet-client.crt``), and node agents trust nothing else for
+their callers -- Kubernetes' ``--kubelet-client-certificate`` against the kubelet's
+``--client-ca-file``. So whoever can get a certificate from the cluster CA (a user of
+``hatchway kubeconfig user``) still cannot talk to a node.
 
 Identities follow the Kubernetes convention: the subject's CN is the user, each O a
 group. Keys are EC P-256, written with mode 0600 in a 0700 directory.
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -32,11 +41,23 @@ LEAF_DAYS = 365
 BACKDATE = datetime.timedelta(minutes=5)
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
+CLUSTER_CA_NAME = "hatchway-ca"
+NODE_CLIENT_CA_NAME = "hatchway-node-client-ca"
+APISERVER_CN = "hatchway-apiserver"
 APISERVER_CLIENT_CN = "hatchway-apiserver"
 APISERVER_CLIENT_GROUP = "hatchway:apiservers"
 NODE_GROUP = "system:nodes"
 ADMIN_CN = "admin"
 ADMIN_GROUP = "system:masters"
+
+#: Names ``hatchway up`` issues to Hatchway's own components: never a user's.
+COMPONENT_NAMES = frozenset({APISERVER_CN, APISERVER_CLIENT_CN, ADMIN_CN})
+#: Prefixes of names and groups that belong to Kubernetes (``system:``) and Hatchway.
+RESERVED_PREFIXES = ("system:", "hatchway:")
+
+
+class ReservedIdentityError(ConfigError):
+    """A user certificate was asked for a name or group reserved to the system."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,9 @@ class Pki:
 
     directory: pathlib.Path
     ca: CertPaths
+    #: The CA node agents trust for their callers; its only leaf is
+    #: ``apiserver_kubelet_client``.
+    node_client_ca: CertPaths
     apiserver: CertPaths
     apiserver_kubelet_client: CertPaths
     node: CertPaths
@@ -210,12 +234,12 @@ def _leaf_certificate(
 
 
 # -- public API ------------------------------------------------------------------------------
-def create_ca(directory: PathLike, name: str = "hatchway-ca") -> CertPaths:
-    """Create a new CA as ``directory/ca.crt`` and ``directory/ca.key`` (overwriting)."""
+def create_ca(directory: PathLike, name: str = CLUSTER_CA_NAME, *, stem: str = "ca") -> CertPaths:
+    """Create a new CA as ``directory/<stem>.crt`` and ``.key`` (overwriting)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert, key = _ca_certificate(name)
-    return _save(directory / "ca", cert, key)
+    return _save(directory / stem, cert, key)
 
 
 def _ca_paths(ca: PathLike | CertPaths) -> CertPaths:
@@ -252,7 +276,9 @@ def issue_certificate(
     server: bool = False,
     days: int = LEAF_DAYS,
 ) -> CertPaths:
-    """Issue a certificate signed by ``ca``, written as ``<out_prefix>.crt``/``.key``."""
+    """Issue a certificate signed by ``ca``, written as ``<out_prefix>.crt``/``.key``.
+
+    For Hatchway's own components: no name rules (users get :func:`mint_user_cert`)."""
     ca_cert, ca_key = load_ca(ca)
     cert, key = _leaf_certificate(
         ca_cert,
@@ -268,21 +294,49 @@ def issue_certificate(
     return _save(pathlib.Path(out_prefix), cert, key)
 
 
-def mint_user_cert(
+def check_user_identity(user: str, groups: Iterable[str] = (), *, admin: bool = False) -> None:
+    """Refuse (:class:`ReservedIdentityError`) a user certificate that would carry a
+    system identity: a name of Hatchway's own components, a name or group under
+    ``system:`` or ``hatchway:`` -- except ``system:masters``, with ``admin`` only."""
+    if not user.strip():
+        raise ReservedIdentityError("the user name may not be empty")
+    if user in COMPONENT_NAMES:
+        raise ReservedIdentityError(
+            f'the user name "{user}" is reserved for Hatchway\'s own components'
+        )
+    if user.startswith(RESERVED_PREFIXES):
+        raise ReservedIdentityError(
+            f'the user name "{user}" is reserved: names starting with "system:" or '
+            '"hatchway:" belong to the system (nodes get theirs from hatchway up)'
+        )
+    for group in groups:
+        if not group.strip():
+            raise ReservedIdentityError("a group name may not be empty")
+        if group == ADMIN_GROUP:
+            if not admin:
+                raise ReservedIdentityError(
+                    f'the group "{ADMIN_GROUP}" makes the user a cluster administrator: '
+                    "it is given only to an explicit administrator (--admin)"
+                )
+        elif group.startswith(RESERVED_PREFIXES):
+            raise ReservedIdentityError(f'the group "{group}" is reserved for the system')
+
+
+def mint_component_cert(
     ca: PathLike | CertPaths,
-    user: str,
-    groups: Iterable[str] = (),
+    common_name: str,
+    organizations: Iterable[str] = (),
     *,
     days: int = LEAF_DAYS,
 ) -> tuple[bytes, bytes]:
-    """A client certificate for ``user`` in ``groups``: ``(cert_pem, key_pem)``, kept in
-    memory (for ``client-certificate-data`` in a kubeconfig)."""
+    """A client certificate ``(cert_pem, key_pem)`` kept in memory, with no name rules:
+    for Hatchway's own components (and tests that stand in for them)."""
     ca_cert, ca_key = load_ca(ca)
     cert, key = _leaf_certificate(
         ca_cert,
         ca_key,
-        common_name=user,
-        organizations=groups,
+        common_name=common_name,
+        organizations=organizations,
         dns_names=(),
         ip_addresses=(),
         client=True,
@@ -292,12 +346,54 @@ def mint_user_cert(
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
+def mint_user_cert(
+    ca: PathLike | CertPaths,
+    user: str,
+    groups: Iterable[str] = (),
+    *,
+    days: int = LEAF_DAYS,
+    admin: bool = False,
+) -> tuple[bytes, bytes]:
+    """A client certificate for ``user`` in ``groups``: ``(cert_pem, key_pem)``, kept in
+    memory (for ``client-certificate-data`` in a kubeconfig). System identities are
+    refused (:func:`check_user_identity`); ``system:masters`` needs ``admin``."""
+    groups = list(groups)
+    check_user_identity(user, groups, admin=admin)
+    return mint_component_cert(ca, user, groups, days=days)
+
+
 def certificate_identity(path: PathLike) -> tuple[str, list[str]]:
     """``(CN, [O...])`` of a certificate file."""
     cert = x509.load_pem_x509_certificate(pem_bytes(path))
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return (str(cns[0].value) if cns else "", [str(o.value) for o in orgs])
+
+
+#: The attribute names of :meth:`ssl.SSLSocket.getpeercert` (OpenSSL's long names).
+_SSL_ATTRIBUTE_NAMES = {
+    NameOID.COMMON_NAME: "commonName",
+    NameOID.ORGANIZATION_NAME: "organizationName",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "organizationalUnitName",
+    NameOID.COUNTRY_NAME: "countryName",
+    NameOID.STATE_OR_PROVINCE_NAME: "stateOrProvinceName",
+    NameOID.LOCALITY_NAME: "localityName",
+    NameOID.DOMAIN_COMPONENT: "domainComponent",
+}
+
+
+def subject_attributes(path: PathLike) -> tuple[tuple[str, str], ...]:
+    """The subject of a certificate file as the flat ``(name, value)`` pairs that
+    ``getpeercert()`` gives for an issuer, to compare a peer's issuer with a CA."""
+    cert = x509.load_pem_x509_certificate(pem_bytes(path))
+    pairs: list[tuple[str, str]] = []
+    for rdn in cert.subject.rdns:
+        for attr in rdn:
+            name = _SSL_ATTRIBUTE_NAMES.get(attr.oid)
+            if name is None:
+                raise ConfigError(f"{path}: unsupported subject attribute {attr.oid.dotted_string}")
+            pairs.append((name, str(attr.value)))
+    return tuple(pairs)
 
 
 def _exists(paths: CertPaths) -> bool:
@@ -310,7 +406,7 @@ def _pki_specs(node_name: str, apiserver_hosts: Iterable[str]) -> dict[str, dict
     node_dns, node_ips = _split_hosts([*LOCAL_NAMES, node_name])
     return {
         "apiserver": {
-            "common_name": "hatchway-apiserver",
+            "common_name": APISERVER_CN,
             "dns_names": api_dns,
             "ip_addresses": api_ips,
             "server": True,
@@ -331,6 +427,31 @@ def _pki_specs(node_name: str, apiserver_hosts: Iterable[str]) -> dict[str, dict
     }
 
 
+#: The leaves the node-client CA signs; the cluster CA signs the others.
+_NODE_CLIENT_LEAVES = frozenset({"apiserver-kubelet-client"})
+
+
+def _current(paths: CertPaths, common_name: str, ca: CertPaths) -> bool:
+    """The certificate exists, names ``common_name`` and was signed by ``ca`` (a data
+    dir from before the node-client CA has the API server's client certificate from the
+    cluster CA: it must be reissued)."""
+    if not _exists(paths) or certificate_identity(paths.cert)[0] != common_name:
+        return False
+    cert = x509.load_pem_x509_certificate(pem_bytes(paths.cert))
+    try:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(pem_bytes(ca.cert)))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _ensure_ca(directory: pathlib.Path, stem: str, name: str) -> CertPaths:
+    paths = CertPaths(directory / f"{stem}.crt", directory / f"{stem}.key")
+    if not _exists(paths):
+        paths = create_ca(directory, name, stem=stem)
+    return paths
+
+
 def ensure_pki(
     data_dir: PathLike,
     *,
@@ -339,27 +460,27 @@ def ensure_pki(
 ) -> Pki:
     """Create what is missing of ``DATA_DIR/pki``; existing files are kept.
 
-    The node certificate is reissued when ``node_name`` changed. ``apiserver_hosts`` are
-    extra SANs for the API server certificate (used only when it is created).
+    A certificate is reissued when its name changed (the node's, with ``node_name``) or
+    its CA did (a new CA; an older data dir without the node-client CA).
+    ``apiserver_hosts`` are extra SANs for the API server certificate (used only when it
+    is created).
     """
     directory = pathlib.Path(data_dir) / "pki"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     node_name = node_name or socket.gethostname()
-    ca = _ca_paths(directory)
-    if not _exists(ca):
-        create_ca(directory)
-    specs = _pki_specs(node_name, apiserver_hosts)
+    ca = _ensure_ca(directory, "ca", CLUSTER_CA_NAME)
+    node_client_ca = _ensure_ca(directory, "node-client-ca", NODE_CLIENT_CA_NAME)
     paths: dict[str, CertPaths] = {}
-    for stem, spec in specs.items():
-        prefix = directory / stem
+    for stem, spec in _pki_specs(node_name, apiserver_hosts).items():
+        signer = node_client_ca if stem in _NODE_CLIENT_LEAVES else ca
         current = CertPaths(directory / f"{stem}.crt", directory / f"{stem}.key")
-        stale = _exists(current) and certificate_identity(current.cert)[0] != spec["common_name"]
-        if not _exists(current) or stale:
-            current = issue_certificate(ca, prefix, **spec)
+        if not _current(current, spec["common_name"], signer):
+            current = issue_certificate(signer, directory / stem, **spec)
         paths[stem] = current
     return Pki(
         directory=directory,
         ca=ca,
+        node_client_ca=node_client_ca,
         apiserver=paths["apiserver"],
         apiserver_kubelet_client=paths["apiserver-kubelet-client"],
         node=paths["node"],

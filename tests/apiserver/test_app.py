@@ -208,7 +208,7 @@ async def test_restart_keeps_data(tmp_path: Path) -> None:
 
 def _kubeconfig(server: ApiServer, home: Path, user: str, groups: list[str]) -> Path:
     ca = _ca(server)
-    cert, key = pki.mint_user_cert(ca.parent, user, groups)
+    cert, key = pki.mint_user_cert(ca.parent, user, groups, admin=True)
     (home / f"{user}.crt").write_bytes(cert)
     (home / f"{user}.key").write_bytes(key)
     config = {

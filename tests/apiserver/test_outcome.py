@@ -18,6 +18,7 @@ from hatchway import pki
 from hatchway.apiserver.connect import NodeEndpoint as Where
 from hatchway.apiserver.outcome import OutcomeClient, _parse
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
+from hatchway.node.identity import CallerIdentity
 from hatchway.node.server import NodeEndpoint
 from hatchway.protocol import handshake
 from hatchway.session.client import ClientSession
@@ -67,7 +68,7 @@ class Node:
     """A node endpoint (the real one, routes and sessions) with stand-in processes;
     records the Audit-ID headers of the upgrades it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, caller: CallerIdentity) -> None:
         self.audit_ids: list[list[str]] = []
         self.hold: asyncio.Event | None = None
         self.pod_known = True
@@ -80,9 +81,7 @@ class Node:
             self.started += 1
             return ExitingProcess(int(options.command[-1]), self.hold)
 
-        self.endpoint = NodeEndpoint(
-            allowed_users=["hatchway-apiserver"], lookup=lookup, start=start
-        )
+        self.endpoint = NodeEndpoint(caller=caller, lookup=lookup, start=start)
         self.server = http.HttpServer(self.app)
 
     async def app(self, request: http.Request) -> http.Response:
@@ -95,12 +94,14 @@ class Node:
 async def cluster(tmp_path: Path):
     data_dir = tmp_path / "data"
     bundle = pki.ensure_pki(data_dir, node_name="n1")
-    node = Node()
-    ctx = tls.server_context(bundle.node.cert, bundle.node.key, client_ca=bundle.ca.cert)
+    node = Node(CallerIdentity.from_ca(str(bundle.node_client_ca.cert)))
+    ctx = tls.server_context(
+        bundle.node.cert, bundle.node.key, client_ca=bundle.node_client_ca.cert
+    )
     await node.server.start("127.0.0.1", 0, ssl=ctx)
     api = ApiServer(ApiServerConfig(data_dir=data_dir, port=0))
     await api.start()
-    cert, key = pki.mint_user_cert(bundle.ca, "admin", ["system:masters"])
+    cert, key = pki.mint_user_cert(bundle.ca, "root", ["system:masters"], admin=True)
     client = tls.client_context(ca_file=bundle.ca.cert, cert_data=cert, key_data=key)
     base = f"https://127.0.0.1:{api.port}"
     for path, body in (

@@ -35,7 +35,7 @@ class Client:
     def __init__(self, server: ApiServer, user: str, groups: tuple[str, ...] = ()) -> None:
         assert server.paths is not None
         ca = server.paths.client_ca
-        cert, key = pki.mint_user_cert(ca.parent, user, list(groups))
+        cert, key = pki.mint_component_cert(ca.parent, user, list(groups))
         self.ctx = tls.client_context(ca_file=ca, cert_data=cert, key_data=key)
         self.base = f"https://127.0.0.1:{server.port}"
 

@@ -140,7 +140,10 @@ async def node(data_dir: Path):
     bundle = pki.ensure_pki(data_dir, node_name="n1")
     fake = FakeNode()
     ctx = tls.server_context(
-        bundle.node.cert, bundle.node.key, client_ca=bundle.ca.cert, require_client_cert=True
+        bundle.node.cert,
+        bundle.node.key,
+        client_ca=bundle.node_client_ca.cert,
+        require_client_cert=True,
     )
     server = http.HttpServer(fake.app)
     await server.start("127.0.0.1", 0, ssl=ctx)
@@ -200,7 +203,7 @@ class Client:
             self.ctx = tls.client_context(ca_file=ca)
             self.headers = [("Authorization", f"Bearer {token}")]
         else:
-            cert, key = pki.mint_user_cert(ca.parent, user, groups)
+            cert, key = pki.mint_component_cert(ca.parent, user, groups)
             self.ctx = tls.client_context(ca_file=ca, cert_data=cert, key_data=key)
 
     async def ok(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -646,6 +649,7 @@ async def _found(namespace: str, pod: str, container: str) -> tuple[str, bool]:
 async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Path) -> None:
     """kubectl -> API server proxy -> the node agent's endpoint (runner faked), over
     WebSocket v5 and over SPDY."""
+    from hatchway.node.identity import CallerIdentity
     from hatchway.node.server import NodeEndpoint
 
     bundle = pki.ensure_pki(data_dir, node_name="n1")
@@ -654,13 +658,16 @@ async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Pat
         return _EchoProcess(options)
 
     endpoint = NodeEndpoint(
-        allowed_users=[pki.APISERVER_CLIENT_CN],
+        caller=CallerIdentity.from_ca(str(bundle.node_client_ca.cert)),
         lookup=_found,
         start=start,
     )
     node_server = http.HttpServer(endpoint)
     ctx = tls.server_context(
-        bundle.node.cert, bundle.node.key, client_ca=bundle.ca.cert, require_client_cert=True
+        bundle.node.cert,
+        bundle.node.key,
+        client_ca=bundle.node_client_ca.cert,
+        require_client_cert=True,
     )
     await node_server.start("127.0.0.1", 0, ssl=ctx)
     server = ApiServer(ApiServerConfig(data_dir=data_dir, port=0, scheduler_interval=0.1))

@@ -261,7 +261,7 @@ async def test_node_agents_write_only_their_own_objects(server: ApiServer, admin
     from hatchway import pki
 
     ca = server.paths.client_ca.parent  # type: ignore[union-attr]
-    cert, key = pki.mint_user_cert(ca, "system:node:n1", ["system:nodes"])
+    cert, key = pki.mint_component_cert(ca, "system:node:n1", ["system:nodes"])
     n1 = Api(server, cert_data=cert, key_data=key)
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
     await n1.ok("POST", "/api/v1/nodes", node)

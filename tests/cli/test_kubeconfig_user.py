@@ -1,18 +1,22 @@
 """``hatchway kubeconfig user``: a minted user is authenticated but may do nothing until
-an administrator binds a role; with ``edit`` bound she can exec, and groups count."""
+an administrator binds a role; with ``edit`` bound she can exec, and groups count; system
+identities are refused (system:masters only with --admin)."""
 
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 import uuid
 
+import pytest
 import yaml
 
 from cluster import Cluster
 
 
 def _mint(cluster: Cluster, tmp_path: pathlib.Path, user: str, *groups: str) -> str:
-    flags = [f"--group={g}" for g in groups]
+    flags = [g if g.startswith("--") else f"--group={g}" for g in groups]
     result = cluster.hatchway(
         "kubeconfig", "user", user, *flags, "--data-dir", str(cluster.data_dir)
     )
@@ -95,3 +99,74 @@ def test_kubeconfig_user_errors(cluster: Cluster, tmp_path: pathlib.Path) -> Non
     assert yaml.safe_load(result.stdout)["clusters"][0]["cluster"]["server"] == (
         "https://example.test:6443"
     )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI without a cluster: refusals come before the CA is even read."""
+    return subprocess.run(
+        [sys.executable, "-m", "hatchway", "kubeconfig", "user", *args],
+        capture_output=True,
+        timeout=60,
+    )
+
+
+HINT = "See 'hatchway kubeconfig user -h' for help and examples\n"
+SYSTEM_NAME = (
+    'names starting with "system:" or "hatchway:" belong to the system '
+    "(nodes get theirs from hatchway up)"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["hatchway-apiserver"],
+            'the user name "hatchway-apiserver" is reserved for Hatchway\'s own components',
+        ),
+        (
+            ["hatchway-apiserver", "--group", "hatchway:apiservers"],
+            'the user name "hatchway-apiserver" is reserved for Hatchway\'s own components',
+        ),
+        (["admin", "--admin"], 'the user name "admin" is reserved for Hatchway\'s own components'),
+        (
+            ["system:node:n1", "--group", "system:nodes"],
+            f'the user name "system:node:n1" is reserved: {SYSTEM_NAME}',
+        ),
+        (["system:anonymous"], f'the user name "system:anonymous" is reserved: {SYSTEM_NAME}'),
+        (
+            ["eve", "--group", "system:masters"],
+            'the group "system:masters" makes the user a cluster administrator: '
+            "it is given only to an explicit administrator (--admin)",
+        ),
+        (
+            ["eve", "--group", "system:nodes", "--admin"],
+            'the group "system:nodes" is reserved for the system',
+        ),
+        (
+            ["eve", "--group", "hatchway:apiservers"],
+            'the group "hatchway:apiservers" is reserved for the system',
+        ),
+        (["  "], "the user name may not be empty"),
+    ],
+)
+def test_system_identities_are_refused(args: list[str], message: str) -> None:
+    result = _cli(*args)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.decode() == f"error: {message}\n{HINT}"
+
+
+def test_help_says_what_is_refused() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "--admin" in text and "system:masters unless --admin is given" in text
+    assert "(hatchway-apiserver, admin)" in text
+
+
+def test_admin_mints_a_cluster_administrator(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    name = f"root-{uuid.uuid4().hex[:6]}"
+    config = _mint(cluster, tmp_path, name, "system:masters", "--admin")
+    can_i = cluster.hatchway("auth", "can-i", "*", "*", "--kubeconfig", config)
+    assert (can_i.returncode, can_i.stdout) == (0, b"yes\n"), can_i.stderr

@@ -114,3 +114,58 @@ def test_down_without_cluster_and_help(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 0 and b"no cluster" in result.stderr
     result = _hatchway(env, "up", "--help")
     assert result.returncode == 0 and b"--apiserver-port" in result.stdout
+
+
+def test_up_on_a_data_dir_from_before_the_node_client_ca(tmp_path: pathlib.Path) -> None:
+    """An earlier Hatchway signed everything, the API server's client certificate towards
+    nodes included, with the one cluster CA. ``up`` again on that data dir adds the
+    node-client CA, reissues that certificate from it, and exec works end to end."""
+    from cryptography import x509
+
+    from hatchway import pki
+
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    ca = pki.create_ca(data / "pki")
+    for stem, spec in pki._pki_specs("old-node", ()).items():
+        pki.issue_certificate(ca, data / "pki" / stem, **spec)
+    old_admin = (data / "pki" / "admin.crt").read_bytes()
+    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env["KUBECONFIG"] = str(data / "admin.kubeconfig")
+    env.pop("HATCHWAY_DATA_DIR", None)
+    flags = ("--data-dir", str(data))
+    try:
+        up = _hatchway(
+            env, "up", *flags, "--apiserver-port", "0", "--node-port", "0", "--detach", "--no-merge"
+        )
+        assert up.returncode == 0, up.stderr.decode() + _logs(data)
+        client = x509.load_pem_x509_certificate(
+            (data / "pki" / "apiserver-kubelet-client.crt").read_bytes()
+        )
+        node_ca = x509.load_pem_x509_certificate((data / "pki" / "node-client-ca.crt").read_bytes())
+        client.verify_directly_issued_by(node_ca)
+        assert (data / "pki" / "admin.crt").read_bytes() == old_admin  # users' CA kept
+        run = _hatchway(env, "run", "demo", "--image", "busybox", "--", "sleep", "3600")
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 60 * SCALE
+        while time.monotonic() < deadline:
+            got = _hatchway(env, "exec", "demo", "--", "echo", "upgraded")
+            if got.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert got.stdout == b"upgraded\n", got.stderr.decode() + _logs(data)
+    finally:
+        _hatchway(env, "down", *flags)
+
+
+def test_writing_the_kubeconfigs_keeps_the_nodes_certificate(tmp_path: pathlib.Path) -> None:
+    """``up`` names the node by the lowercased hostname; writing the admin kubeconfig
+    must not reissue the node's certificate under another name meanwhile."""
+    from hatchway import pki
+    from hatchway.cli.up import write_kubeconfigs
+
+    made = pki.ensure_pki(tmp_path, node_name="n1")
+    before = made.node.cert.read_bytes()
+    write_kubeconfigs(tmp_path, 6443, False, "n1")
+    assert made.node.cert.read_bytes() == before
+    assert (tmp_path / "admin.kubeconfig").stat().st_mode & 0o777 == 0o600

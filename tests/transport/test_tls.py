@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 
 import pytest
 
+from forge import forge_client_cert
 from hatchway import pki
 from hatchway.errors import ConfigError, ConnectionClosedError, HatchwayError
 from hatchway.transport import tls
@@ -47,11 +49,17 @@ class Recorder:
 async def mtls_server(certs: pki.Pki):
     started: list[HttpServer] = []
 
-    async def start(*, require: bool = False) -> tuple[int, Recorder]:
+    async def start(
+        *, require: bool = False, client_ca=None, log_refusals=None
+    ) -> tuple[int, Recorder]:
         app = Recorder()
         server = HttpServer(app)
         ctx = tls.server_context(
-            certs.node.cert, certs.node.key, client_ca=certs.ca.cert, require_client_cert=require
+            certs.node.cert,
+            certs.node.key,
+            client_ca=client_ca or certs.ca.cert,
+            require_client_cert=require,
+            log_refusals=log_refusals,
         )
         await server.start("127.0.0.1", 0, ssl=ctx)
         started.append(server)
@@ -71,7 +79,7 @@ async def test_client_without_certificate_is_anonymous_on_optional(mtls_server, 
 
 
 async def test_client_certificate_identity(mtls_server, certs) -> None:
-    port, app = await mtls_server(require=True)
+    port, app = await mtls_server(require=True, client_ca=certs.node_client_ca.cert)
     ctx = tls.client_context(
         ca_file=certs.ca.cert, cert_file=certs.apiserver_kubelet_client.cert,
         key_file=certs.apiserver_kubelet_client.key,
@@ -184,3 +192,64 @@ def test_peer_identity_shapes() -> None:
     assert tls.peer_identity(None) is None
     assert tls.peer_identity({}) is None
     assert tls.peer_identity({"subject": ((("organizationName", "x"),),)}) is None
+
+
+def test_peer_identity_refuses_several_or_empty_common_names() -> None:
+    """Go's crypto/x509 (Kubernetes) reads the last CN, OpenSSL lists the first: with two
+    a certificate names two users, so it names none."""
+    two = {"subject": ((("commonName", "hatchway-apiserver"),), (("commonName", "eve"),))}
+    assert tls.peer_identity(two) is None
+    multi_valued = {"subject": ((("commonName", "eve"), ("commonName", "hatchway-apiserver")),)}
+    assert tls.peer_identity(multi_valued) is None
+    assert tls.peer_identity({"subject": ((("commonName", ""),),)}) is None
+    orgs = {"subject": ((("organizationName", "a"),), (("organizationName", "b"),))}
+    assert tls.peer_identity({"subject": (*orgs["subject"], (("commonName", "u"),))}) == (
+        "u",
+        ["a", "b"],
+    )
+    assert tls.peer_issuer({"issuer": ((("commonName", "hatchway-ca"),),)}) == (
+        ("commonName", "hatchway-ca"),
+    )
+    assert tls.peer_issuer(None) == () and tls.peer_issuer({"issuer": "junk"}) == ()
+
+
+async def test_a_verified_certificate_with_two_cns_has_no_identity(
+    mtls_server, certs, tmp_path
+) -> None:
+    port, app = await mtls_server(require=True)
+    two = forge_client_cert(certs.ca, tmp_path / "two", ["hatchway-apiserver", "eve"])
+    ctx = tls.client_context(ca_file=certs.ca.cert, cert_file=two.cert, key_file=two.key)
+    resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert resp.body == b"None"
+    cns = [v for rdn in app.requests[0].peercert["subject"] for k, v in rdn if k == "commonName"]
+    assert cns == ["hatchway-apiserver", "eve"]  # the handshake did verify it
+
+
+async def test_a_user_certificate_fails_against_the_node_client_ca(mtls_server, certs) -> None:
+    port, app = await mtls_server(client_ca=certs.node_client_ca.cert)
+    cert_pem, key_pem = pki.mint_component_cert(certs.ca, pki.APISERVER_CLIENT_CN)
+    ctx = tls.client_context(ca_file=certs.ca.cert, cert_data=cert_pem, key_data=key_pem)
+    with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
+        await request("GET", f"https://127.0.0.1:{port}/", ssl=ctx, timeout=T)
+    assert app.requests == []
+
+
+async def test_refused_handshakes_are_logged_when_asked(mtls_server, certs, caplog) -> None:
+    port, _ = await mtls_server(client_ca=certs.node_client_ca.cert, log_refusals="node")
+    user_pem, user_key = pki.mint_user_cert(certs.ca, "carol")
+    refused = tls.client_context(ca_file=certs.ca.cert, cert_data=user_pem, key_data=user_key)
+    with caplog.at_level(logging.WARNING, "hatchway.transport.tls"):
+        with pytest.raises((ssl.SSLError, ConnectionError, ConnectionClosedError, HatchwayError)):
+            await request("GET", f"https://127.0.0.1:{port}/", ssl=refused, timeout=T)
+        accepted = tls.client_context(
+            ca_file=certs.ca.cert,
+            cert_file=certs.apiserver_kubelet_client.cert,
+            key_file=certs.apiserver_kubelet_client.key,
+        )
+        resp = await request("GET", f"https://127.0.0.1:{port}/", ssl=accepted, timeout=T)
+    assert resp.body == repr(("hatchway-apiserver", ["hatchway:apiservers"])).encode()
+    lines = [r.getMessage() for r in caplog.records if r.name == "hatchway.transport.tls"]
+    # OpenSSL's verify message: the client sends the cluster CA along (auto-chaining from
+    # its trust store), so it says "self-signed certificate in certificate chain".
+    assert len(lines) == 1 and lines[0].startswith("node: refused a TLS client in the handshake: ")
+    assert "certificate" in lines[0].rpartition(": ")[2]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.errors import ConfigError
+from hatchway.transport import tls
 
 __all__ = [
     "AUTHENTICATED_GROUP",
@@ -138,30 +139,17 @@ def _parse_record(record: list[str], line: int, source: str) -> TokenEntry | Non
 def user_from_peercert(
     peercert: Mapping[str, Any] | None, issuers: Collection[str] | None = None
 ) -> UserInfo | None:
-    """The identity in a verified client certificate: CN user, each O a group."""
-    if not peercert:
-        return None
-    subject = _rdn_values(peercert.get("subject", ()))
-    names = subject.get("commonName", [])
-    if len(names) != 1 or not names[0]:
+    """The identity in a verified client certificate: CN user, each O a group. ``None``
+    unless the subject has exactly one non-empty CN (:func:`tls.peer_identity`)."""
+    identity = tls.peer_identity(peercert)
+    if identity is None:
         return None
     if issuers is not None:
-        issuer_cn = _rdn_values(peercert.get("issuer", ())).get("commonName", [])
+        issuer_cn = [value for key, value in tls.peer_issuer(peercert) if key == "commonName"]
         if not any(cn in issuers for cn in issuer_cn):
             return None
-    groups = tuple(subject.get("organizationName", []))
-    return _with_authenticated(UserInfo(names[0], groups))
-
-
-def _rdn_values(rdns: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    try:
-        for rdn in rdns:
-            for key, value in rdn:
-                out.setdefault(str(key), []).append(str(value))
-    except (TypeError, ValueError):
-        return {}
-    return out
+    name, groups = identity
+    return _with_authenticated(UserInfo(name, tuple(groups)))
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

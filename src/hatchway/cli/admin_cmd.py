@@ -223,6 +223,22 @@ def image_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------- kubeconfig
 
 
+KUBECONFIG_USER_HELP = """\
+Refused, as they are the system's: the names of Hatchway's own components
+(hatchway-apiserver, admin), names and groups starting with "system:" or
+"hatchway:" (nodes get their certificates from 'hatchway up'), and the group
+system:masters unless --admin is given.
+
+The certificate comes from the cluster CA, which node agents do not trust: a
+minted user reaches containers only through the API server (RBAC, admission, audit).
+
+examples:
+  hatchway kubeconfig user alice --namespace team-a > alice.kubeconfig
+  hatchway kubeconfig user ops --group ops-team
+  hatchway kubeconfig user root --group system:masters --admin
+"""
+
+
 def kubeconfig_main(argv: list[str]) -> int:
     p = commands.parser("kubeconfig", "Kubeconfig files for users.", client=False)
     subs = commands.subcommands(p)
@@ -233,16 +249,27 @@ def kubeconfig_main(argv: list[str]) -> int:
         description="Mint a client certificate for NAME (CN=NAME, O=each group) from the "
         "cluster CA and print a kubeconfig that uses it, as 'kubeadm kubeconfig user' does. "
         "The user can do nothing until a role is bound to it.",
+        epilog=KUBECONFIG_USER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     user.add_argument("user", metavar="NAME")
     user.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    user.add_argument(
+        "--admin",
+        action="store_true",
+        help="allow --group system:masters: a cluster administrator, beyond RBAC",
+    )
     user.add_argument("--server", help="API server URL (default: the local cluster's)")
     user.add_argument("--namespace", help="the context's namespace")
     user.add_argument("--days", type=int, default=365, help="validity (365)")
     _data_dir_flag(user)
     args = p.parse_args(argv)
-    if not args.user.strip():
-        raise UsageError("the user name may not be empty", user.prog)
+    from hatchway import pki
+
+    try:
+        pki.check_user_identity(args.user, args.group, admin=args.admin)
+    except pki.ReservedIdentityError as exc:
+        raise UsageError(str(exc), user.prog) from exc
     out(user_kubeconfig(args))
     return 0
 
@@ -261,7 +288,7 @@ def user_kubeconfig(args: argparse.Namespace) -> str:
         if state is None:
             raise ConfigError(f"no running cluster in {args.data_dir}: pass --server URL")
         server = f"https://127.0.0.1:{state.apiserver_port}"
-    cert, key = pki.mint_user_cert(ca_dir, args.user, args.group, days=args.days)
+    cert, key = pki.mint_user_cert(ca_dir, args.user, args.group, days=args.days, admin=args.admin)
     return render_kubeconfig(
         f"{args.user}@hatchway",
         server,

@@ -127,11 +127,15 @@ async def _wait_ready(data_dir: pathlib.Path, state: ClusterState, timeout: floa
     raise ConfigError(f"the cluster did not become ready within {timeout:.0f}s: {last}")
 
 
-def write_kubeconfigs(data_dir: pathlib.Path, apiserver_port: int, merge: bool) -> str:
+def write_kubeconfigs(
+    data_dir: pathlib.Path, apiserver_port: int, merge: bool, node_name: str | None = None
+) -> str:
     from hatchway import pki as pki_module
     from hatchway.client import kubeconfig
 
-    pki = pki_module.ensure_pki(data_dir)
+    # The node's name as up gave it: ensure_pki's default (the hostname, not lowercased)
+    # would reissue the node's certificate under the running node.
+    pki = pki_module.ensure_pki(data_dir, node_name=node_name)
     server = f"https://127.0.0.1:{apiserver_port}"
     text = kubeconfig.render_kubeconfig(
         CONTEXT,
@@ -205,7 +209,7 @@ def up(
         )
         state = ClusterState(api_port, kubelet_port, api_pid, node_pid, node_name)
         state.save(data_dir)
-    merged = write_kubeconfigs(data_dir, state.apiserver_port, merge)
+    merged = write_kubeconfigs(data_dir, state.apiserver_port, merge, state.node_name)
     try:
         asyncio.run(_wait_ready(data_dir, state, timeout))
     except ConfigError:

@@ -21,6 +21,7 @@ from typing import Any
 from hatchway import pki as pki_module
 from hatchway.errors import ApiError, HatchwayError
 from hatchway.node.attach import attach
+from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import RuncRuntime
@@ -47,8 +48,12 @@ class NodeConfig:
     address: str = "127.0.0.1"
     cert: str | None = None
     key: str | None = None
+    #: The cluster CA: verifies the API server's serving certificate.
     ca: str | None = None
-    allowed_users: tuple[str, ...] = (pki_module.APISERVER_CLIENT_CN,)
+    #: The node-client CA: the only CA trusted for callers of the node's endpoint.
+    client_ca: str | None = None
+    #: The one CN the node serves (issued by ``client_ca``).
+    apiserver_client_name: str = pki_module.APISERVER_CLIENT_CN
     heartbeat_interval: float = 10.0
     resync_interval: float = 30.0
     backoff_initial: float = 10.0
@@ -88,7 +93,7 @@ class NodeAgent:
     async def start(self) -> None:
         """Runtime, endpoint, then the API server loops (registration, watch, status)."""
         cfg = self.config
-        cert, key, ca = self._credentials()
+        cert, key, ca, _ = self._credentials()
         await self.start_runtime()
         await self.start_server()
         self.rest = RestClient(
@@ -103,13 +108,16 @@ class NodeAgent:
             loop.create_task(self._reconcile_loop()),
         ]
 
-    def _credentials(self) -> tuple[str, str, str]:
+    def _credentials(self) -> tuple[str, str, str, str]:
+        """``(cert, key, ca, client_ca)``: the node's own certificate, the cluster CA and
+        the node-client CA, from the config or the data directory's PKI."""
         cfg = self.config
         paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
         cert = cfg.cert or str(paths.node.cert)
         key = cfg.key or str(paths.node.key)
         ca = cfg.ca or str(paths.ca.cert)
-        return cert, key, ca
+        client_ca = cfg.client_ca or str(paths.node_client_ca.cert)
+        return cert, key, ca, client_ca
 
     async def start_runtime(self) -> None:
         """The built-in image and the pod manager (re-adopts the pods of a previous run)."""
@@ -118,22 +126,27 @@ class NodeAgent:
         start_exec_helper()
         await self.manager.start()
 
-    def endpoint(self) -> NodeEndpoint:
-        """The HTTPS application: exec, attach and logs for the API server's identity."""
+    def endpoint(self, client_ca: str) -> NodeEndpoint:
+        """The HTTPS application: exec, attach and logs for the API server's identity,
+        as issued by the CA in the file ``client_ca``."""
         return NodeEndpoint(
-            allowed_users=self.config.allowed_users,
+            caller=CallerIdentity.from_ca(client_ca, self.config.apiserver_client_name),
             lookup=self._lookup,
             start=self._start_process,
             logs=self._logs,
         )
 
     async def start_server(self) -> None:
-        """Serve :meth:`endpoint` with mutual TLS on the configured address."""
-        cert, key, ca = self._credentials()
+        """Serve :meth:`endpoint` with mutual TLS on the configured address. Client
+        certificates are verified against the node-client CA alone: a certificate of the
+        cluster CA (every user can get one) fails the handshake. Optional, so that a
+        caller without one gets the kubelet's 401 (and a log line) rather than a reset.
+        Handshakes refused are logged too."""
+        cert, key, _, client_ca = self._credentials()
         # Every connection comes from the API server: no per-source cap below the total.
         limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
-        self.server = HttpServer(self.endpoint(), limits=limits)
-        ssl = tls.server_context(cert, key, client_ca=ca)
+        self.server = HttpServer(self.endpoint(client_ca), limits=limits)
+        ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
     @property

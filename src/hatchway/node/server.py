@@ -8,9 +8,9 @@ Routes (GET and POST alike, spec 2.4)::
     /sessions/{audit-id}                (GET: a session's exit code, :mod:`.sessions`)
     /healthz
 
-Only a client certificate of an allowed identity (the API server's) gets through: no
-certificate is 401, any other identity 403. The action comes from the path, never from
-the HTTP method.
+Only the API server's client identity gets through (:mod:`hatchway.node.identity`): no
+certificate is 401, any other identity 403, each refusal logged. The action comes from
+the path, never from the HTTP method.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from hatchway.errors import HatchwayError
+from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import channel, handshake
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
-from hatchway.transport import tls
 from hatchway.transport.bytestream import ByteStream
 from hatchway.transport.http import Request, Response
 from hatchway.transport.spdy import SpdyConnection
@@ -140,13 +140,13 @@ class NodeEndpoint:
     def __init__(
         self,
         *,
-        allowed_users: Sequence[str],
+        caller: CallerIdentity,
         lookup: Callable[[str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
         logs: Callable[[str, str, str, LogOptions], AsyncIterator[bytes]] | None = None,
         outcomes: SessionOutcomes | None = None,
     ) -> None:
-        self.allowed_users = set(allowed_users)
+        self.caller = caller
         self.lookup = lookup
         self.start = start
         self.logs = logs
@@ -154,14 +154,9 @@ class NodeEndpoint:
         self.outcomes = outcomes if outcomes is not None else SessionOutcomes()
 
     async def __call__(self, request: Request) -> Response:
-        identity = tls.peer_identity(request.peercert)
-        if identity is None:
-            return text_response(401, "Unauthorized")
-        if identity[0] not in self.allowed_users:
-            return text_response(
-                403,
-                f"Forbidden (user={identity[0]}, verb=create, resource=nodes, subresource=proxy)",
-            )
+        refusal = self.caller.admit(request.peercert, request.peer, request.path)
+        if refusal is not None:
+            return text_response(refusal.status, refusal.text)
         if request.path == "/healthz":
             return text_response(200, "ok")
         if request.path.startswith(SESSIONS_PREFIX):

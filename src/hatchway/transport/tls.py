@@ -9,15 +9,37 @@ what kubectl's exec upgrade connections do (exec-protocol.md section 2.7).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 ALPN_HTTP11 = "http/1.1"
+
+
+class _RefusalLoggingSSLObject(ssl.SSLObject):
+    """An SSLObject that logs each handshake it fails. asyncio keeps them quiet (an
+    SSLError is an OSError, which its SSL protocol logs only in debug mode), yet a
+    client certificate of a CA we do not trust is exactly what an operator wants to see.
+    ``server`` names the server in the line; the peer address is not known here."""
+
+    server = "server"
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            log.warning("%s: refused a TLS client in the handshake: %s", self.server, reason)
+            raise
 
 
 def server_context(
@@ -26,9 +48,12 @@ def server_context(
     *,
     client_ca: str | os.PathLike[str] | None = None,
     require_client_cert: bool = False,
+    log_refusals: str | None = None,
 ) -> ssl.SSLContext:
     """A server context: TLS >= 1.2, ALPN ``http/1.1`` only, client certificates
-    verified against ``client_ca`` -- optional unless ``require_client_cert``."""
+    verified against ``client_ca`` -- optional unless ``require_client_cert``. With
+    ``log_refusals`` (the server's name) every failed handshake is logged as a warning
+    (``SSLContext.sslobject_class``, which asyncio's SSL protocol and uvloop use)."""
     if require_client_cert and client_ca is None:
         raise ConfigError("require_client_cert needs a client_ca to verify against")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -44,6 +69,10 @@ def server_context(
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load client CA {client_ca}: {exc}") from exc
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    if log_refusals is not None:
+        ctx.sslobject_class = type(
+            "RefusalLoggingSSLObject", (_RefusalLoggingSSLObject,), {"server": log_refusals}
+        )
     return ctx
 
 
@@ -126,22 +155,32 @@ def _private_file(data: str | bytes) -> Iterator[str]:
             os.unlink(path)
 
 
-def peer_identity(peercert: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+def name_attributes(rdns: Any) -> tuple[tuple[str, str], ...]:
+    """A ``getpeercert()`` name (``subject`` or ``issuer``: RDNs of ``(key, value)``
+    pairs) as flat pairs in order; ``()`` when it is not shaped like one."""
+    try:
+        return tuple((str(key), str(value)) for rdn in rdns for key, value in rdn)
+    except (TypeError, ValueError):
+        return ()
+
+
+def peer_identity(peercert: Mapping[str, Any] | None) -> tuple[str, list[str]] | None:
     """``(user, groups)`` from a verified client certificate: CN is the user, every O a
-    group (the Kubernetes convention). ``None`` without a certificate or a CN."""
+    group (the Kubernetes convention). ``None`` without a certificate, or unless the
+    subject has exactly one CN and it is not empty: with several, parsers disagree on
+    which one is the user (Go's crypto/x509 takes the last, OpenSSL lists the first)."""
     if not peercert:
         return None
-    user: str | None = None
-    groups: list[str] = []
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and user is None:
-                user = value
-            elif key == "organizationName":
-                groups.append(value)
-    if not user:
+    subject = name_attributes(peercert.get("subject", ()))
+    users = [value for key, value in subject if key == "commonName"]
+    if len(users) != 1 or not users[0]:
         return None
-    return user, groups
+    return users[0], [value for key, value in subject if key == "organizationName"]
+
+
+def peer_issuer(peercert: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """The issuer of a client certificate as flat ``(name, value)`` pairs."""
+    return name_attributes(peercert.get("issuer", ())) if peercert else ()
 
 
 def negotiated_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
