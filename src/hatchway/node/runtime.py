@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import secrets
 import shutil
 import time
@@ -39,6 +40,8 @@ from hatchway.node.runtime_exec import ExecProcess, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
     host_devices,
+    host_nofile_limit,
+    load_localhost_profile,
     remove_cgroups,
     runc_error,
 )
@@ -106,8 +109,13 @@ class RuncRuntime:
         images: ImageStore | None = None,
         poll_interval: float = 0.02,
         overlay: bool = True,
+        pids_limit: int | None = runtime_spec.DEFAULT_PIDS_LIMIT,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
+        # Each container's pids limit (None: none); Localhost seccomp profiles live in
+        # seccomp/, put there by the node's administrator.
+        self.pids_limit = pids_limit
+        self.seccomp_dir = os.path.join(self.root_dir, "seccomp")
         self.runc = shutil.which(runc) or runc
         self.state_root = os.path.join(self.root_dir, "runc")
         self.containers_dir = os.path.join(self.root_dir, "containers")
@@ -234,7 +242,13 @@ class RuncRuntime:
         """Create and start the pod's sandbox (holder of its net/IPC/UTS namespaces)."""
 
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
-            return runtime_spec.sandbox_spec(pod, rootfs=rootfs, cgroups_path=cgroups)
+            return runtime_spec.sandbox_spec(
+                pod,
+                rootfs=rootfs,
+                cgroups_path=cgroups,
+                arch=platform.machine(),
+                max_nofile=host_nofile_limit(),
+            )
 
         cid = await self._create(pod, "sandbox", "POD", BUSYBOX, build)
         await self.start(cid)
@@ -269,6 +283,7 @@ class RuncRuntime:
         privileged = bool((container.get("securityContext") or {}).get("privileged"))
         devices = await asyncio.to_thread(host_devices) if privileged else []
         caps = host_capabilities() if privileged else None
+        localhost = load_localhost_profile(self.seccomp_dir, pod, container)
 
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
             return runtime_spec.container_spec(
@@ -286,6 +301,10 @@ class RuncRuntime:
                 host_devices=devices,
                 volumes=volumes,
                 host_caps=caps,
+                pids_limit=self.pids_limit,
+                arch=platform.machine(),
+                localhost_seccomp=localhost,
+                max_nofile=host_nofile_limit(),
             )
 
         name = str(container.get("name") or "")
