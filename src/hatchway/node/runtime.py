@@ -14,8 +14,11 @@ Layout under ``root_dir`` (the node's data directory):
 
 Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
 foreground (so runc itself waits for the container and reports its exit status, 128+N for a
-signal), then the status is written to ``exit``. The shim is in its own session and not
-our child, so the node agent can restart without losing a container or its exit code.
+signal), then the status is written to ``exit``. ``--keep`` leaves the container's cgroup
+in place until :meth:`RuncRuntime.delete`, so the shim can read its memory controller's
+``oom_kill`` count first (an ``oom`` file: the kubelet's OOMKilled). The shim is in its
+own session and not our child, so the node agent can restart without losing a container
+or its exit code.
 """
 
 from __future__ import annotations
@@ -55,9 +58,14 @@ STDIN_FIFO = "stdin.fifo"
 _SHIM = r"""
 echo $$ >"$3/shim.pid"
 in=/dev/null; [ -p "$3/stdin.fifo" ] && in="$3/stdin.fifo"
-"$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
+"$1" --root "$2" --log "$3/runc.log" --log-format json run --keep --bundle "$3" "$4" \
     <>"$in" >>"$5" 2>&1
-echo $? >"$3/exit.tmp"
+code=$?
+for f in /sys/fs/cgroup/memory/hatchway/"$4"/memory.oom_control \
+    /sys/fs/cgroup/hatchway/"$4"/memory.events; do
+    grep -qs '^oom_kill [1-9]' "$f" && : >"$3/oom"
+done
+echo $code >"$3/exit.tmp"
 mv "$3/exit.tmp" "$3/exit"
 """
 _LAUNCH = 'script=$1; shift; /bin/sh -c "$script" hatchway-shim "$@" </dev/null >/dev/null 2>&1 &'
@@ -92,6 +100,7 @@ class ContainerState:
     finished_at: float | None = None
     log_path: str = ""
     rootfs_mode: str = "overlay"  # or "copy"
+    oom_killed: bool = False  # the kernel's OOM killer hit the container's cgroup
 
     @property
     def running(self) -> bool:
@@ -391,6 +400,7 @@ class RuncRuntime:
         with contextlib.suppress(OSError):
             st.finished_at = os.stat(os.path.join(bundle, "exit")).st_mtime
         st.error = st.error or runc_error(os.path.join(bundle, "runc.log"))
+        st.oom_killed = os.path.exists(os.path.join(bundle, "oom"))
         return st
 
     async def wait_exit(self, container_id: str, timeout: float | None = None) -> int:
