@@ -376,21 +376,11 @@ def seccomp_profile(
     arch: str,
     localhost: Mapping[str, Any] | None,
 ) -> dict[str, Any] | None:
-    """The container's ``linux.seccomp`` (None: unconfined). ``localhost``: the loaded
-    Localhost profile when that is the type asked for."""
-    if (container.get("securityContext") or {}).get("privileged"):
-        return None
+    """The container's ``linux.seccomp`` (None: unconfined); see ``seccomp.container_profile``."""
     try:
-        kind, name = seccomp.profile_type(pod, container)
-        if kind == seccomp.UNCONFINED:
-            return None
-        if kind == seccomp.RUNTIME_DEFAULT:
-            return seccomp.default_profile(caps, arch)
+        return seccomp.container_profile(pod, container, caps, arch=arch, localhost=localhost)
     except seccomp.SeccompProfileError as e:
         raise SpecError(f"failed to generate seccomp security profile: {e}") from None
-    if localhost is None:
-        raise SpecError(f'failed to generate seccomp security profile: "{name}" not loaded')
-    return dict(localhost)
 
 
 def sandbox_spec(

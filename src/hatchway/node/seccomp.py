@@ -251,6 +251,28 @@ def profile_type(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[
     return kind, name
 
 
+def container_profile(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    caps: Iterable[str],
+    *,
+    arch: str,
+    localhost: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The container's ``linux.seccomp``: None for privileged and Unconfined containers,
+    ``localhost`` (the loaded Localhost profile) when that is asked for, else the default."""
+    if (container.get("securityContext") or {}).get("privileged"):
+        return None
+    kind, name = profile_type(pod, container)
+    if kind == UNCONFINED:
+        return None
+    if kind == RUNTIME_DEFAULT:
+        return default_profile(caps, arch)
+    if localhost is None:
+        raise SeccompProfileError(f'localhost profile "{name}" was not loaded')
+    return dict(localhost)
+
+
 def localhost_relpath(name: str) -> str:
     """``localhostProfile`` as a path relative to the node's seccomp directory; refuses
     what could leave it (absolute, ``..``) since the pod author chooses the string."""
