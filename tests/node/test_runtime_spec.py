@@ -116,7 +116,8 @@ def test_read_only_root_and_no_new_privileges():
     c = {"name": "c", "command": ["x"], "securityContext": {"readOnlyRootFilesystem": True}}
     spec = build(c)
     assert spec["root"] == {"path": "/r", "readonly": True}
-    assert spec["process"]["noNewPrivileges"] is False
+    # Hardening by default (issue 9): no_new_privs unless escalation is allowed.
+    assert spec["process"]["noNewPrivileges"] is True
     c["securityContext"]["allowPrivilegeEscalation"] = False
     assert build(c)["process"]["noNewPrivileges"] is True
 
@@ -145,6 +146,7 @@ def test_containers_join_the_sandbox_namespaces_and_own_pid_and_mount():
         "uts": "/proc/4242/ns/uts",
         "pid": None,
         "mount": None,
+        "cgroup": None,
     }
     assert "hostname" not in spec  # set once, in the sandbox's UTS namespace
 
@@ -153,10 +155,10 @@ def test_host_namespaces_are_left_out():
     c = {"name": "c", "command": ["x"]}
     p = pod([c], hostNetwork=True, hostPID=True, hostIPC=True)
     spec = build(c, p, sandbox_pid=None)
-    assert [n["type"] for n in spec["linux"]["namespaces"]] == ["mount"]
+    assert [n["type"] for n in spec["linux"]["namespaces"]] == ["mount", "cgroup"]
     p = pod([c], hostNetwork=True)
     kinds = {n["type"]: n.get("path") for n in build(c, p)["linux"]["namespaces"]}
-    assert kinds == {"mount": None, "ipc": "/proc/42/ns/ipc", "pid": None}
+    assert kinds == {"mount": None, "ipc": "/proc/42/ns/ipc", "pid": None, "cgroup": None}
 
 
 def test_joining_needs_a_sandbox_pid():
@@ -167,7 +169,7 @@ def test_joining_needs_a_sandbox_pid():
 def test_sandbox_spec_owns_namespaces_and_hostname():
     spec = rs.sandbox_spec(pod(), rootfs="/r", cgroups_path="/hatchway/x")
     kinds = [n["type"] for n in spec["linux"]["namespaces"]]
-    assert sorted(kinds) == ["ipc", "mount", "network", "pid", "uts"]
+    assert sorted(kinds) == ["cgroup", "ipc", "mount", "network", "pid", "uts"]
     assert all("path" not in n for n in spec["linux"]["namespaces"])
     assert spec["hostname"] == "web"
     assert spec["process"]["args"] == rs.SANDBOX_COMMAND
@@ -175,7 +177,7 @@ def test_sandbox_spec_owns_namespaces_and_hostname():
     assert spec["linux"]["cgroupsPath"] == "/hatchway/x"
     assert spec["annotations"]["io.hatchway.pod.uid"] == "u-1"
     host = rs.sandbox_spec(pod(hostNetwork=True, hostIPC=True), rootfs="/r", cgroups_path="")
-    assert sorted(n["type"] for n in host["linux"]["namespaces"]) == ["mount", "pid"]
+    assert sorted(n["type"] for n in host["linux"]["namespaces"]) == ["cgroup", "mount", "pid"]
     assert "hostname" not in host
 
 
@@ -214,3 +216,107 @@ def test_privileged_caps_are_limited_to_what_the_host_holds():
     assert "CAP_SYS_RESOURCE" not in held and len(held) == 40
     caps = build(c, host_caps=held)["process"]["capabilities"]["bounding"]
     assert caps == held
+
+
+# --- hardening by default (issue 9) -------------------------------------------------
+
+
+def test_default_container_is_hardened():
+    spec = build({"name": "c", "command": ["x"]})
+    assert spec["process"]["noNewPrivileges"] is True
+    assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert {"type": "cgroup"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["resources"]["pids"] == {"limit": rs.DEFAULT_PIDS_LIMIT}
+    assert spec["process"]["rlimits"] == [
+        {"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576},
+        {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+    ]
+    assert build({"name": "c", "command": ["x"]}, max_nofile=20000)["process"]["rlimits"][0] == {
+        "type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sc", "nnp"),
+    [
+        ({}, True),
+        ({"allowPrivilegeEscalation": False}, True),
+        ({"allowPrivilegeEscalation": True}, False),
+        ({"privileged": True}, False),
+        ({"capabilities": {"add": ["SYS_ADMIN"]}}, False),
+        ({"capabilities": {"add": ["NET_ADMIN"]}}, True),
+    ],
+)
+def test_no_new_privileges_unless_escalation_is_allowed(sc, nnp):
+    assert build({"name": "c", "command": ["x"], "securityContext": sc})["process"][
+        "noNewPrivileges"
+    ] is nnp
+
+
+def test_seccomp_follows_the_capabilities_and_the_profile_type():
+    sc = {"capabilities": {"add": ["SYS_PTRACE"]}}
+    c = {"name": "c", "command": ["x"], "securityContext": sc}
+    names = {n for r in build(c)["linux"]["seccomp"]["syscalls"] for n in r["names"]}
+    assert "ptrace" in names and "mount" not in names
+    unconfined = {"name": "c", "command": ["x"], "securityContext": {
+        "seccompProfile": {"type": "Unconfined"}}}  # fmt: skip
+    assert "seccomp" not in build(unconfined)["linux"]
+    p = pod([{"name": "c", "command": ["x"]}], securityContext={"seccompProfile": unconfined[
+        "securityContext"]["seccompProfile"]})  # fmt: skip
+    assert "seccomp" not in build(p["spec"]["containers"][0], p)["linux"]
+    priv = {"name": "c", "command": ["x"], "securityContext": {"privileged": True}}
+    assert "seccomp" not in build(priv)["linux"]
+    assert {"type": "cgroup"} not in build(priv)["linux"]["namespaces"]
+
+
+def test_localhost_profile_is_used_and_must_be_loaded():
+    c = {"name": "c", "command": ["x"], "securityContext": {
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}  # fmt: skip
+    loaded = {"defaultAction": "SCMP_ACT_LOG", "syscalls": []}
+    assert build(c, localhost_seccomp=loaded)["linux"]["seccomp"] == loaded
+    with pytest.raises(rs.SpecError, match="seccomp"):
+        build(c)
+    c["securityContext"]["seccompProfile"] = {"type": "Localhost", "localhostProfile": "../x"}
+    with pytest.raises(rs.SpecError, match="seccomp"):
+        build(c, localhost_seccomp=loaded)
+
+
+@pytest.mark.parametrize(
+    ("res", "expected"),
+    [
+        ({}, {}),
+        ({"limits": {"memory": "32Mi"}}, {"memory": {"limit": 33554432, "swap": 33554432}}),
+        ({"limits": {"memory": "1G"}}, {"memory": {"limit": 10**9, "swap": 10**9}}),
+        ({"limits": {"cpu": "500m"}}, {"cpu": {"quota": 50000, "period": 100000, "shares": 512}}),
+        ({"limits": {"cpu": "1.5"}}, {"cpu": {"quota": 150000, "period": 100000, "shares": 1536}}),
+        ({"limits": {"cpu": "2e0"}}, {"cpu": {"quota": 200000, "period": 100000, "shares": 2048}}),
+        ({"limits": {"cpu": "1m"}}, {"cpu": {"quota": 1000, "period": 100000, "shares": 2}}),
+        ({"limits": {"cpu": "2"}, "requests": {"cpu": "250m"}},
+         {"cpu": {"quota": 200000, "period": 100000, "shares": 256}}),
+        ({"requests": {"cpu": "1", "memory": "1Gi"}}, {"cpu": {"shares": 1024}}),
+    ],
+)  # fmt: skip
+def test_resources_limits_become_cgroup_settings(res, expected):
+    got = build({"name": "c", "command": ["x"], "resources": res}, pids_limit=None)
+    assert {k: v for k, v in got["linux"]["resources"].items() if k != "devices"} == expected
+
+
+@pytest.mark.parametrize("bad", ["lots", "12MB", "-1Mi", ""])
+def test_bad_quantities_are_spec_errors(bad):
+    with pytest.raises(rs.SpecError, match="memory"):
+        build({"name": "c", "command": ["x"], "resources": {"limits": {"memory": bad}}})
+
+
+def test_pids_limit_is_configurable_and_privileged_containers_have_it_too():
+    priv = {"name": "c", "command": ["x"], "securityContext": {"privileged": True}}
+    assert build(priv, pids_limit=100)["linux"]["resources"]["pids"] == {"limit": 100}
+    assert "pids" not in build(priv, pids_limit=0)["linux"]["resources"]
+
+
+def test_sandbox_is_hardened_and_small():
+    spec = rs.sandbox_spec(pod(), rootfs="/r", cgroups_path="/hatchway/x")
+    assert spec["process"]["noNewPrivileges"] is True
+    assert spec["process"]["capabilities"]["bounding"] == []
+    assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert spec["linux"]["resources"]["pids"] == {"limit": rs.SANDBOX_PIDS_LIMIT}
+    assert spec["linux"]["resources"]["memory"]["limit"] == rs.SANDBOX_MEMORY_LIMIT

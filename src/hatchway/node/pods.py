@@ -502,7 +502,7 @@ def _terminated(st: ContainerState) -> dict[str, Any]:
         code, reason = 128, "StartError"
     else:
         code = st.exit_code or 0
-        reason = "Completed" if code == 0 else "Error"
+        reason = "Completed" if code == 0 else "OOMKilled" if st.oom_killed else "Error"
     out: dict[str, Any] = {
         "exitCode": code,
         "reason": reason,

@@ -14,8 +14,11 @@ Layout under ``root_dir`` (the node's data directory):
 
 Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
 foreground (so runc itself waits for the container and reports its exit status, 128+N for a
-signal), then the status is written to ``exit``. The shim is in its own session and not
-our child, so the node agent can restart without losing a container or its exit code.
+signal), then the status is written to ``exit``. ``--keep`` leaves the container's cgroup
+in place until :meth:`RuncRuntime.delete`, so the shim can read its memory controller's
+``oom_kill`` count first (an ``oom`` file: the kubelet's OOMKilled). The shim is in its
+own session and not our child, so the node agent can restart without losing a container
+or its exit code.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import secrets
 import shutil
 import time
@@ -39,6 +43,8 @@ from hatchway.node.runtime_exec import ExecProcess, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
     host_devices,
+    host_nofile_limit,
+    load_localhost_profile,
     remove_cgroups,
     runc_error,
 )
@@ -52,9 +58,14 @@ STDIN_FIFO = "stdin.fifo"
 _SHIM = r"""
 echo $$ >"$3/shim.pid"
 in=/dev/null; [ -p "$3/stdin.fifo" ] && in="$3/stdin.fifo"
-"$1" --root "$2" --log "$3/runc.log" --log-format json run --bundle "$3" "$4" \
+"$1" --root "$2" --log "$3/runc.log" --log-format json run --keep --bundle "$3" "$4" \
     <>"$in" >>"$5" 2>&1
-echo $? >"$3/exit.tmp"
+code=$?
+for f in /sys/fs/cgroup/memory/hatchway/"$4"/memory.oom_control \
+    /sys/fs/cgroup/hatchway/"$4"/memory.events; do
+    grep -qs '^oom_kill [1-9]' "$f" && : >"$3/oom"
+done
+echo $code >"$3/exit.tmp"
 mv "$3/exit.tmp" "$3/exit"
 """
 _LAUNCH = 'script=$1; shift; /bin/sh -c "$script" hatchway-shim "$@" </dev/null >/dev/null 2>&1 &'
@@ -89,6 +100,7 @@ class ContainerState:
     finished_at: float | None = None
     log_path: str = ""
     rootfs_mode: str = "overlay"  # or "copy"
+    oom_killed: bool = False  # the kernel's OOM killer hit the container's cgroup
 
     @property
     def running(self) -> bool:
@@ -106,8 +118,13 @@ class RuncRuntime:
         images: ImageStore | None = None,
         poll_interval: float = 0.02,
         overlay: bool = True,
+        pids_limit: int | None = runtime_spec.DEFAULT_PIDS_LIMIT,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
+        # Each container's pids limit (None: none); Localhost seccomp profiles live in
+        # seccomp/, put there by the node's administrator.
+        self.pids_limit = pids_limit
+        self.seccomp_dir = os.path.join(self.root_dir, "seccomp")
         self.runc = shutil.which(runc) or runc
         self.state_root = os.path.join(self.root_dir, "runc")
         self.containers_dir = os.path.join(self.root_dir, "containers")
@@ -234,7 +251,13 @@ class RuncRuntime:
         """Create and start the pod's sandbox (holder of its net/IPC/UTS namespaces)."""
 
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
-            return runtime_spec.sandbox_spec(pod, rootfs=rootfs, cgroups_path=cgroups)
+            return runtime_spec.sandbox_spec(
+                pod,
+                rootfs=rootfs,
+                cgroups_path=cgroups,
+                arch=platform.machine(),
+                max_nofile=host_nofile_limit(),
+            )
 
         cid = await self._create(pod, "sandbox", "POD", BUSYBOX, build)
         await self.start(cid)
@@ -269,6 +292,7 @@ class RuncRuntime:
         privileged = bool((container.get("securityContext") or {}).get("privileged"))
         devices = await asyncio.to_thread(host_devices) if privileged else []
         caps = host_capabilities() if privileged else None
+        localhost = load_localhost_profile(self.seccomp_dir, pod, container)
 
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
             return runtime_spec.container_spec(
@@ -286,6 +310,10 @@ class RuncRuntime:
                 host_devices=devices,
                 volumes=volumes,
                 host_caps=caps,
+                pids_limit=self.pids_limit,
+                arch=platform.machine(),
+                localhost_seccomp=localhost,
+                max_nofile=host_nofile_limit(),
             )
 
         name = str(container.get("name") or "")
@@ -372,6 +400,7 @@ class RuncRuntime:
         with contextlib.suppress(OSError):
             st.finished_at = os.stat(os.path.join(bundle, "exit")).st_mtime
         st.error = st.error or runc_error(os.path.join(bundle, "runc.log"))
+        st.oom_killed = os.path.exists(os.path.join(bundle, "oom"))
         return st
 
     async def wait_exit(self, container_id: str, timeout: float | None = None) -> int:
