@@ -333,7 +333,7 @@ async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
         await asyncio.sleep(0.2)  # runc exec takes about this long
         return process
 
-    async def lookup(namespace, pod, container):  # type: ignore[no-untyped-def]
+    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
         return ("cid", True)
 
     endpoint = NodeEndpoint(allowed_users=["hatchway-apiserver"], lookup=lookup, start=slow_start)

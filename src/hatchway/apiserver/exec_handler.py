@@ -140,7 +140,9 @@ class ExecHandler:
     ) -> Response:
         endpoint = connect.node_endpoint(node)
         meta = pod.get("metadata") or {}
-        target = connect.kubelet_target(str(meta.get("namespace")), str(meta.get("name")), options)
+        target = connect.kubelet_target(
+            str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), options
+        )
         headers = forward_headers(call.request.headers, call.source_address)
         answer, node_stream = await self.proxy.dial(
             call.request.method, endpoint.url(target), headers

@@ -195,6 +195,12 @@ class PodManager:
             task = self._terminate(p, _grace(p.pod) if grace_period is None else grace_period)
         await asyncio.gather(task, return_exceptions=True)
 
+    async def wait_stopped(self, uid: str) -> None:
+        """Return once pod ``uid`` is no longer being stopped (at once if it is not)."""
+        p = self._pods.get(uid)
+        if p is not None and p.stopping is not None:
+            await asyncio.gather(asyncio.shield(p.stopping), return_exceptions=True)
+
     async def close(self) -> None:
         """Stop the workers; containers keep running (the next start() adopts them)."""
         for p in list(self._pods.values()):
