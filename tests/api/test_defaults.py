@@ -54,7 +54,8 @@ def test_pod_defaults_keep_given_values():
         },
     }
     out = apply_defaults("pods", pod, namespace="default", uid="u", now=NOW)
-    assert out["metadata"]["namespace"] == "x" and out["metadata"]["uid"] == "keep"
+    assert out["metadata"]["namespace"] == "x"
+    assert out["metadata"]["uid"] == "u"  # the server's, never the client's (issue 9)
     assert out["spec"]["restartPolicy"] == "Never"
     assert out["spec"]["terminationGracePeriodSeconds"] == 0
     assert out["spec"]["containers"][0]["imagePullPolicy"] == "Never"

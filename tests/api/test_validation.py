@@ -201,3 +201,28 @@ def test_binding_role_ref_immutable():
     errs = validate_update("rolebindings", other, rb)
     assert [str(e).split(":")[0] for e in errs] == ["roleRef"]
     assert "cannot change roleRef" in str(errs[0])
+
+
+HOSTILE = ["..", "../etc", "/", "a/b", "a\x00b", ".", "-a", "A"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_names_that_become_node_paths_are_dns_names(bad):
+    """Issue 9: the node builds host paths from these; none may hold a path."""
+    named = pod(volumes=[{"name": bad, "emptyDir": {}}])
+    named["metadata"] = {"name": bad, "namespace": bad}
+    named["spec"]["containers"] = [{"name": bad, "image": "busybox"}]
+    assert sorted(fields(validate("pods", named))) == [
+        ("metadata.name", "FieldValueInvalid"),
+        ("metadata.namespace", "FieldValueInvalid"),
+        ("spec.containers[0].name", "FieldValueInvalid"),
+        ("spec.volumes[0].name", "FieldValueInvalid"),
+    ]
+
+
+def test_non_string_names_are_invalid_not_a_crash():
+    bad = pod(volumes=[{"name": 5, "emptyDir": {}}], containers=[{"name": 7, "image": "b"}])
+    assert sorted(fields(validate("pods", bad))) == [
+        ("spec.containers[0].name", "FieldValueInvalid"),
+        ("spec.volumes[0].name", "FieldValueInvalid"),
+    ]

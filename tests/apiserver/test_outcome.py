@@ -74,7 +74,7 @@ class Node:
         self.pod_known = True
         self.started = 0
 
-        async def lookup(namespace: str, pod: str, container: str):  # type: ignore[no-untyped-def]
+        async def lookup(namespace: str, pod: str, uid: str, container: str):  # type: ignore[no-untyped-def]
             return ("cid", True) if self.pod_known else None
 
         async def start(container_id: str, options: ExecOptions) -> ExitingProcess:

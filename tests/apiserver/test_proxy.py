@@ -252,8 +252,10 @@ async def test_exec_spdy_and_websocket_reach_the_node_rewritten(api, node: FakeN
     assert resp.header("x-stream-protocol-version") == "v4.channel.k8s.io"
     await _echo_roundtrip(resp, stream)
     req = node.requests[-1]
+    uid = (await admin.ok("GET", f"{PODS}/web"))["metadata"]["uid"]
     assert req.method == "POST"
-    assert req.target == "/exec/default/web/main?command=echo&command=hi&error=1&output=1"
+    # the node is told the pod's uid (issue 9: never another pod reusing the name)
+    assert req.target == f"/exec/default/web/{uid}/main?command=echo&command=hi&error=1&output=1"
     assert req.header("upgrade") == "SPDY/3.1"
     assert req.header_values("x-stream-protocol-version") == ["v4.channel.k8s.io"]
     assert req.header("x-forwarded-for") == "127.0.0.1"
@@ -278,18 +280,20 @@ async def test_exec_spdy_and_websocket_reach_the_node_rewritten(api, node: FakeN
     await _echo_roundtrip(resp, stream)
     req = node.requests[-1]
     assert (
-        req.method == "GET" and req.target == "/exec/default/web/main?command=sh&input=1&output=1"
+        req.method == "GET"
+        and req.target == f"/exec/default/web/{uid}/main?command=sh&input=1&output=1"
     )
     assert req.header("authorization") is None
     assert req.header("sec-websocket-protocol") == "v5.channel.k8s.io"
     # attach, and the legacy path with kubelet-style parameters.
     resp, stream = await admin.upgrade(f"{PODS}/web/attach?stdout=1&tty=1")
     await _echo_roundtrip(resp, stream)
-    assert node.requests[-1].target == "/attach/default/web/main?output=1&tty=1"
+    assert node.requests[-1].target == f"/attach/default/web/{uid}/main?output=1&tty=1"
     legacy = "/proxy/minions/n1/exec/default/web/main?command=ls&command=-l&output=1&input=true"
     resp, stream = await admin.upgrade(legacy)
     await _echo_roundtrip(resp, stream)
-    assert node.requests[-1].target == "/exec/default/web/main?command=ls&command=-l&output=1"
+    legacy_target = f"/exec/default/web/{uid}/main?command=ls&command=-l&output=1"
+    assert node.requests[-1].target == legacy_target
     wrong = await _status(admin, "/proxy/minions/n2/exec/default/web/main?command=ls&output=1")
     assert wrong["code"] == 400
 
@@ -463,7 +467,8 @@ async def test_refused_upgrade_is_relayed_and_nothing_more_reaches_the_node(
             pass  # the API server closes the connection
     raw.abort()
     await asyncio.sleep(0.2)
-    assert [r.target.split("?")[0] for r in node.requests] == ["/exec/default/web/main"] * 2
+    uid = (await admin.ok("GET", f"{PODS}/web"))["metadata"]["uid"]
+    assert [r.target.split("?")[0] for r in node.requests] == [f"/exec/default/web/{uid}/main"] * 2
 
 
 async def test_redirect_from_node_is_not_followed(api, node: FakeNode, data_dir: Path) -> None:
@@ -578,7 +583,11 @@ async def test_logs_are_proxied_to_the_node(api, node: FakeNode) -> None:
         assert resp.status == 200
         body = b"".join([chunk async for chunk in resp])
     assert body == b"line 0\nline 1\nline 2\n"
-    assert node.requests[-1].target == "/containerLogs/default/web/main?follow=true&tailLines=10"
+    uid = (await admin.ok("GET", f"{PODS}/web"))["metadata"]["uid"]
+    assert (
+        node.requests[-1].target
+        == f"/containerLogs/default/web/main?follow=true&podUID={uid}&tailLines=10"
+    )
     resp = await http.request("GET", f"{admin.base}{PODS}/web/log?container=nope", ssl=admin.ctx)
     assert resp.status == 400
     assert json.loads(resp.body)["message"] == "container nope is not valid for pod web"
@@ -642,7 +651,7 @@ class _EchoProcess:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-async def _found(namespace: str, pod: str, container: str) -> tuple[str, bool]:
+async def _found(namespace: str, pod: str, uid: str, container: str) -> tuple[str, bool]:
     return ("cid", True)
 
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -65,6 +66,11 @@ async def runtime(data_dir: str, images: ImageStore) -> AsyncIterator[RuncRuntim
         assert leftover == [], f"mounts left behind: {leftover}"
 
 
+def pod_uid(name: str) -> str:
+    """A canonical uid per pod name (the node refuses any other kind), stable in a test."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"hatchway-test-pod/{name}"))
+
+
 @pytest.fixture
 def make_pod():
     return pod_dict
@@ -75,7 +81,7 @@ def pod_dict(name: str = "p1", containers: list[dict] | None = None, **spec) -> 
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+        "metadata": {"name": name, "namespace": "default", "uid": pod_uid(name)},
         "spec": {
             "containers": containers
             or [{"name": "main", "image": "busybox", "command": ["sleep", "1000"]}],

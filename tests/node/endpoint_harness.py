@@ -26,7 +26,7 @@ from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions
 
-from .conftest import SCALE, _force_cleanup, _mounts_under
+from .conftest import SCALE, _force_cleanup, _mounts_under, pod_uid
 
 SPDY_ALL = (
     "v5.channel.k8s.io",
@@ -41,7 +41,7 @@ def pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, A
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+        "metadata": {"name": name, "namespace": "default", "uid": pod_uid(name)},
         "spec": {
             "containers": containers,
             "restartPolicy": "Never",

@@ -272,3 +272,32 @@ async def test_exec_into_a_container_that_has_exited(node: Node):
             assert (response.status, response.body) == (500, b'container not found ("main")\n')
     finally:
         await manager.reconcile([SLEEPER])
+
+
+# --- which pod a request means (issue 9) -------------------------------------------------
+
+
+def _api_pod(name: str, uid: str) -> dict:
+    return {"metadata": {"name": name, "namespace": "default", "uid": uid}}
+
+
+async def test_lookup_by_uid_refuses_another_pod_of_the_name(tmp_path) -> None:
+    import uuid as uuid_module
+
+    from hatchway.node.agent import NodeAgent, NodeConfig
+    from hatchway.node.server import LookupRefusedError
+
+    agent = NodeAgent(NodeConfig(data_dir=str(tmp_path), apiserver="https://x", node_name="n"))
+    old, new = str(uuid_module.uuid4()), str(uuid_module.uuid4())
+    agent._pods = {old: _api_pod("p", old)}
+    assert agent._pod_uid("default", "p", old) == old
+    assert agent._pod_uid("default", "p", "") == old  # uid-less: the only one
+    assert agent._pod_uid("default", "q", new) is None  # no pod of that name: 404
+    with pytest.raises(LookupRefusedError) as refused:
+        agent._pod_uid("default", "p", new)
+    assert refused.value.status == 409 and "uid mismatch" in str(refused.value)
+    agent._pods[new] = _api_pod("p", new)
+    assert agent._pod_uid("default", "p", new) == new
+    with pytest.raises(LookupRefusedError) as ambiguous:
+        agent._pod_uid("default", "p", "")
+    assert ambiguous.value.status == 409 and "must name the pod's uid" in str(ambiguous.value)

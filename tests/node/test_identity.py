@@ -33,7 +33,7 @@ class Endpoint:
         self.reached: list[str] = []
         self.server: HttpServer | None = None
 
-    async def lookup(self, namespace: str, pod: str, container: str) -> tuple[str, bool]:
+    async def lookup(self, namespace: str, pod: str, uid: str, container: str) -> tuple[str, bool]:
         self.reached.append(f"{namespace}/{pod}/{container}")
         return ("cid", True)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
+import uuid
 
 import pytest
 
 from hatchway.node.pods import PodManager, _phase
 from hatchway.node.runtime import RuncRuntime
 
-from .conftest import SCALE, needs_runc
+from .conftest import SCALE, needs_runc, pod_uid
 
 
 class Recorder:
@@ -113,7 +116,7 @@ async def test_pod_runs_and_reports_running_ready(manager, make_pod, runtime):
         await asyncio.sleep(0.05)
     assert logs == b"hello\n"
     update = manager.recorder.updates[-1]
-    assert update["metadata"] == {"namespace": "default", "name": "p1", "uid": "uid-p1"}
+    assert update["metadata"] == {"namespace": "default", "name": "p1", "uid": pod_uid("p1")}
     assert update["status"]["phase"] == "Running"
 
 
@@ -340,3 +343,143 @@ def test_qos_class():
     )
     assert qos_class([{"name": "a", "resources": {"requests": {"cpu": "1"}}}]) == "Burstable"
     assert qos_class([{"name": "a", "resources": {"limits": both}}, {"name": "b"}]) == "Burstable"
+
+
+# --- keyed by uid (issue 9) --------------------------------------------------------------
+
+STUBBORN = ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+
+
+def _tree(root: str) -> list[str]:
+    """Every path under ``root``, relative and sorted."""
+    found = []
+    for here, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.append(os.path.relpath(os.path.join(here, name), root))
+    return sorted(found)
+
+
+def _write_json(path: str, doc: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+async def until_uid(pm: PodManager, name: str, uid: str, check, timeout: float = 15) -> dict:
+    async with asyncio.timeout(timeout * SCALE):
+        while True:
+            status = pm.pod_status("default", name, uid)
+            if status and check(status):
+                return status
+            await asyncio.sleep(0.05)
+
+
+@runc_test
+async def test_a_new_pod_of_a_stopping_pods_name_gets_its_own_containers(
+    manager, make_pod, runtime
+):
+    """Finding 3: the old pod (ignoring SIGTERM, long grace) is still stopping; the new
+    one of the same name runs beside it and lookups by uid never mix them up."""
+    from hatchway.node.pods import AmbiguousPodError
+
+    old = make_pod(
+        containers=[{"name": "main", "image": "busybox", "command": STUBBORN}],
+        terminationGracePeriodSeconds=600,
+    )
+    await manager.reconcile([old])
+    old_uid = old["metadata"]["uid"]
+    await until_uid(manager, "p1", old_uid, lambda s: s["phase"] == "Running")
+    old_cid = manager.find_container("default", "p1", "main", old_uid)
+    new = make_pod()
+    new["metadata"]["uid"] = new_uid = str(uuid.uuid4())
+    async with asyncio.timeout(5 * SCALE):  # must not wait for the old pod's 600 s
+        await manager.reconcile([new], wait=False)
+    await until_uid(manager, "p1", new_uid, lambda s: s["phase"] == "Running")
+    new_cid = manager.find_container("default", "p1", "main", new_uid)
+    assert new_cid not in (None, old_cid)
+    assert (await runtime.state(old_cid)).running  # still stopping
+    assert manager.find_container("default", "p1", "main", old_uid) == old_cid
+    assert manager.find_container("other", "p1", "main", new_uid) is None
+    assert sorted(manager.pods_named("default", "p1")) == sorted([old_uid, new_uid])
+    with pytest.raises(AmbiguousPodError):
+        manager.find_container("default", "p1", "main")
+    await manager.delete_pod("default", "p1", 0, uid=old_uid)
+    assert manager.find_container("default", "p1", "main") == new_cid
+
+
+@runc_test
+async def test_a_pod_whose_uid_is_not_a_uuid_is_refused(manager, make_pod, runtime, tmp_path):
+    target = tmp_path / "host"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    pod = make_pod(volumes=[{"name": "data", "emptyDir": {}}])
+    for bad in (str(target), "/", "../../..", ""):
+        pod["metadata"]["uid"] = bad
+        await manager.reconcile([pod])
+        assert manager.pods_named("default", "p1") == []
+    assert await runtime.list() == []
+    assert sorted(p.name for p in target.iterdir()) == ["keep"]
+
+
+@runc_test
+async def test_empty_dirs_live_under_the_pods_uid_and_go_with_it(manager, make_pod):
+    pod = make_pod(volumes=[{"name": "data", "emptyDir": {}}])
+    await manager.reconcile([pod])
+    await until(manager, "p1", lambda s: s["phase"] == "Running")
+    uid = pod["metadata"]["uid"]
+    assert _tree(manager.state_dir) == [
+        f"{uid}.json",
+        "volumes",
+        f"volumes/{uid}",
+        f"volumes/{uid}/data",
+    ]
+    await manager.reconcile([])
+    assert _tree(manager.state_dir) == ["volumes"]
+
+
+@runc_test
+async def test_restart_adopts_a_state_file_of_the_old_name_form(
+    runtime, images, make_pod, data_dir
+):
+    pod = make_pod()
+    uid = pod["metadata"]["uid"]
+    first = PodManager(runtime, images, poll_interval=0.05)
+    await first.start()
+    await first.reconcile([pod])
+    await until(first, "p1", lambda s: s["phase"] == "Running")
+    cid = first.find_container("default", "p1", "main")
+    await first.close()
+    os.rename(
+        os.path.join(first.state_dir, f"{uid}.json"),
+        os.path.join(first.state_dir, "default_p1.json"),
+    )
+
+    second = PodManager(RuncRuntime(data_dir, images=images), images, poll_interval=0.05)
+    await second.start()
+    try:
+        assert second.find_container("default", "p1", "main", uid) == cid
+        assert _tree(second.state_dir) == [f"{uid}.json", "volumes"]
+    finally:
+        await second.close()
+
+
+@runc_test
+async def test_restart_drops_an_old_state_file_with_a_hostile_uid(
+    runtime, images, make_pod, tmp_path
+):
+    target = tmp_path / "host"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    pod = make_pod()
+    pod["metadata"]["uid"] = str(target)
+    sandbox = await runtime.create_sandbox(pod)
+    pm = PodManager(runtime, images)
+    state = {"pod": pod, "sandboxId": sandbox, "startTime": 0, "containers": {}}
+    _write_json(os.path.join(pm.state_dir, "default_p1.json"), state)
+    await pm.start()
+    try:
+        assert pm.pods_named("default", "p1") == []
+        assert _tree(pm.state_dir) == ["volumes"]
+        assert await runtime.list() == []  # its sandbox was unowned: removed
+        assert sorted(p.name for p in target.iterdir()) == ["keep"]
+    finally:
+        await pm.close()

@@ -278,3 +278,29 @@ async def test_delete_copes_with_a_lost_shim(runtime, make_pod):
     assert _time.monotonic() - start < 5 * SCALE
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not os.path.exists(f"/sys/fs/cgroup/memory/hatchway/{cid}")
+
+
+@pytest.mark.parametrize("cid", ["..", "../logs", "/", "a/b", "", "x\x00y"])
+async def test_a_container_id_that_leaves_the_bundles_dir_names_no_container(
+    runtime: RuncRuntime, cid: str
+) -> None:
+    """Issue 9: no id may make the runtime read, write or remove outside containers/."""
+    # What ``..`` would find without the guard: the node's own dir passing for a bundle.
+    _write_meta(runtime.root_dir)
+    with pytest.raises(ContainerNotFoundError):
+        await runtime.state(cid)
+    with pytest.raises(ContainerNotFoundError):
+        await runtime.delete(cid, force=True)
+    assert os.path.isdir(runtime.logs_dir) and os.path.isdir(runtime.containers_dir)
+    assert os.path.exists(os.path.join(runtime.root_dir, "meta.json"))
+
+
+def _write_meta(directory: str) -> None:
+    import dataclasses
+    import json
+
+    from hatchway.node.runtime import ContainerState
+
+    state = ContainerState("x", "container", "created", "default", "p", "u", "c", "busybox")
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump(dataclasses.asdict(state), f)

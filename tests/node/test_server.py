@@ -341,7 +341,7 @@ async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
         await asyncio.sleep(0.2)  # runc exec takes about this long
         return process
 
-    async def lookup(namespace, pod, container):  # type: ignore[no-untyped-def]
+    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
         return ("cid", True)
 
     paths = node.paths
@@ -367,3 +367,49 @@ async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
     finally:
         await server.close()
     assert process.calls[:2] == ["resize 100x30", "stdin b'x'"]
+
+
+# --- targets name the pod's uid (issue 9) ------------------------------------------------
+
+UID = "0a4e6f8e-5c3b-4d2a-9f1e-123456789abc"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "expected"),
+    [
+        (f"/exec/ns/p/{UID}/c", {}, ("ns", "p", "c", UID)),
+        ("/attach/ns/p/c", {}, ("ns", "p", "c", "")),
+        ("/containerLogs/ns/p/c", {"podUID": ["u-1"]}, ("ns", "p", "c", "u-1")),
+    ],
+)
+def test_parse_path_takes_the_uid(path, query, expected) -> None:
+    from hatchway.node.server import parse_path
+
+    target = parse_path(path, query)
+    assert target is not None
+    assert (target.namespace, target.pod, target.container, target.uid) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        ("..", "p", "c", ""),
+        ("ns", "..", "c", ""),
+        ("ns", "p", "..", ""),
+        ("ns", "p", "c", ".."),
+        ("ns", "p", "c", "%2F"),
+        ("ns", "p", "c", "0A4E6F8E-5C3B-4D2A-9F1E-123456789ABC"),
+        ("Ns", "p", "c", ""),
+    ],
+)
+def test_targets_that_name_no_possible_pod_are_refused(target) -> None:
+    from hatchway.node.server import Target, target_problem
+
+    ns, pod, container, uid = target
+    assert target_problem(Target("exec", ns, pod, container, uid)) is not None
+
+
+def test_a_valid_target_has_no_problem() -> None:
+    from hatchway.node.server import Target, target_problem
+
+    assert target_problem(Target("exec", "ns", "p.q", "c", UID)) is None

@@ -154,7 +154,7 @@ class ExitingProcess:
 async def endpoint(tmp_path: Path):
     bundle = pki.ensure_pki(tmp_path, node_name="n1")
 
-    async def lookup(namespace: str, pod: str, container: str):  # type: ignore[no-untyped-def]
+    async def lookup(namespace: str, pod: str, uid: str, container: str):  # type: ignore[no-untyped-def]
         return ("cid", True)
 
     async def start(container_id: str, options: ExecOptions) -> ExitingProcess:

@@ -27,7 +27,9 @@ def apply_defaults(
     """A copy of ``obj`` (to be created as ``resource``) with every default filled in.
 
     ``namespace`` fills ``metadata.namespace`` of a namespaced object that has none;
-    ``uid`` and ``now`` fill ``metadata.uid`` and ``metadata.creationTimestamp``.
+    ``uid`` and ``now``, when given, are ``metadata.uid`` and ``metadata.creationTimestamp``
+    whatever ``obj`` carries there (they are the server's: see :mod:`.server_fields`,
+    which the API server applies to every create).
     """
     out = copy.deepcopy(obj)
     res = resources.by_name(resource)
@@ -37,9 +39,9 @@ def apply_defaults(
     meta = metadata(out)
     if res is not None and res.namespaced and namespace and not meta.get("namespace"):
         meta["namespace"] = namespace
-    if uid and not meta.get("uid"):
+    if uid:
         meta["uid"] = uid
-    if now is not None and not meta.get("creationTimestamp"):
+    if now is not None:
         meta["creationTimestamp"] = format_time(now)
     fill = _BY_RESOURCE.get(resource)
     if fill is not None:

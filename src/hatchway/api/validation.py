@@ -102,8 +102,10 @@ def _container(c: Any, path: str) -> list[FieldError]:
     name = c.get("name")
     if not name:
         errs.append(required(f"{path}.name"))
+    elif not isinstance(name, str):
+        errs.append(invalid_value(f"{path}.name", name, "must be a string"))
     else:
-        errs.extend(invalid_value(f"{path}.name", name, m) for m in dns1123_label(str(name)))
+        errs.extend(invalid_value(f"{path}.name", name, m) for m in dns1123_label(name))
     image = c.get("image")
     if not isinstance(image, str) or not image.strip():
         errs.append(required(f"{path}.image"))
@@ -209,6 +211,9 @@ def _volumes(volumes: Any) -> list[FieldError]:
         name = vol.get("name") if isinstance(vol, dict) else None
         if not name:
             errs.append(required(f"spec.volumes[{i}].name"))
+            continue
+        if not isinstance(name, str):  # the node makes a directory of it: never str() it
+            errs.append(invalid_value(f"spec.volumes[{i}].name", name, "must be a string"))
             continue
         errs.extend(invalid_value(f"spec.volumes[{i}].name", name, m) for m in dns1123_label(name))
         if name in seen:

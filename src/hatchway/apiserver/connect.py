@@ -11,9 +11,12 @@ the right code (exec-protocol.md sections 2.1, 2.2 and 7):
   400 ``a container name must be specified for pod NAME[, choose one of: [a b]]``;
   400 ``container NAME is not valid for pod POD``), that the pod and container can
   still run something (400), a command for exec, at least one stream;
-* :func:`kubelet_target` is the node's URL for it: ``/exec/{ns}/{pod}/{container}`` with
-  ``command=...`` repeated and ``error``/``input``/``output``/``tty`` = ``1`` when on,
-  keys sorted as Go's ``url.Values.Encode`` does.
+* :func:`kubelet_target` is the node's URL for it: ``/exec/{ns}/{pod}/{uid}/{container}``
+  (the kubelet's 5-part form: the node answers only from the pod with that uid, never
+  from another pod that reuses the name, issue 9) with ``command=...`` repeated and
+  ``error``/``input``/``output``/``tty`` = ``1`` when on, keys sorted as Go's
+  ``url.Values.Encode`` does; :func:`port_forward_target` is the same for port-forward
+  (``/portForward/{ns}/{pod}/{uid}``, not served yet).
 
 Not running: the Kubernetes API server does not check it and the kubelet answers
 ``container not found ("NAME")`` (500) for a container that is not running. Hatchway
@@ -142,8 +145,14 @@ def validate(pod: Mapping[str, Any], options: ExecOptions) -> ExecOptions:
     return replace(options, container=container)
 
 
-def kubelet_target(namespace: str, pod: str, options: ExecOptions) -> str:
-    """Path and query on the node for this exec/attach (kubelet vocabulary)."""
+def _segments(*parts: str) -> str:
+    quote = urllib.parse.quote
+    return "/".join(quote(part, safe="") for part in parts)
+
+
+def kubelet_target(namespace: str, pod: str, uid: str, options: ExecOptions) -> str:
+    """Path and query on the node for this exec/attach of the pod with ``uid``
+    (kubelet vocabulary)."""
     pairs: list[tuple[str, str]] = [("command", c) for c in options.command]
     for key, on in (
         ("error", options.stderr),
@@ -153,18 +162,14 @@ def kubelet_target(namespace: str, pod: str, options: ExecOptions) -> str:
     ):
         if on:
             pairs.append((key, "1"))
-    quote = urllib.parse.quote
-    path = "/".join(
-        (
-            "",
-            options.action,
-            quote(namespace, safe=""),
-            quote(pod, safe=""),
-            quote(options.container, safe=""),
-        )
-    )
+    path = "/" + _segments(options.action, namespace, pod, uid, options.container)
     query = urllib.parse.urlencode(pairs)
     return f"{path}?{query}" if query else path
+
+
+def port_forward_target(namespace: str, pod: str, uid: str) -> str:
+    """The node's path for a port-forward into the pod with ``uid`` (kubelet form)."""
+    return "/" + _segments("portForward", namespace, pod, uid)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,9 @@ class ExecHandler:
     ) -> Response:
         endpoint = connect.node_endpoint(node)
         meta = pod.get("metadata") or {}
-        target = connect.kubelet_target(str(meta.get("namespace")), str(meta.get("name")), options)
+        target = connect.kubelet_target(
+            str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), options
+        )
         headers = forward_headers(call.request.headers, call.source_address, call.request_id)
         session = _Session(call, options, str(meta.get("uid") or ""))
         try:

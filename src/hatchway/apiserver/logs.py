@@ -1,4 +1,6 @@
-"""``GET pods/NAME/log``: proxied to the node's ``/containerLogs/{ns}/{pod}/{container}``.
+"""``GET pods/NAME/log``: proxied to the node's ``/containerLogs/{ns}/{pod}/{container}``
+with ``podUID={uid}`` (the kubelet's log path has no uid segment): the node answers from
+that pod only, never from another that reuses the name (issue 9).
 
 The container defaults as for exec (one container, else 400 naming the choices); a pod
 not yet bound to a node has no logs (200, empty, as Kubernetes answers). The query
@@ -46,11 +48,13 @@ def _reason(code: int) -> str:
         return ""
 
 
-def log_target(namespace: str, pod: str, container: str, query: dict[str, list[str]]) -> str:
+def log_target(
+    namespace: str, pod: str, uid: str, container: str, query: dict[str, list[str]]
+) -> str:
     quote = urllib.parse.quote
     segments = (quote(part, safe="") for part in (namespace, pod, container))
     path = "/containerLogs/" + "/".join(segments)
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = [("podUID", uid)]
     for key in BOOLS:
         if query_bool(query.get(key)):
             pairs.append((key, "true"))
@@ -85,7 +89,9 @@ class LogHandler:
             return Response(200, [("Content-Type", "text/plain")], b"")
         node = await self.store.get("nodes", "", node_name)
         endpoint = connect.node_endpoint(node)
-        url = endpoint.url(log_target(info.namespace, info.name, container, call.request.query))
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        target = log_target(info.namespace, info.name, uid, container, call.request.query)
+        url = endpoint.url(target)
         slot = None
         if query_bool(call.request.query.get("follow")):
             slot = self.follows.acquire(call.user.name)

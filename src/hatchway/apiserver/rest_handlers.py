@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hatchway.api import defaults, resources, status, table, validation
+from hatchway.api import defaults, resources, server_fields, status, table, validation
 from hatchway.api.meta import format_time
 from hatchway.api.patch import apply_patch
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
@@ -219,7 +219,12 @@ class ResourceHandler:
         return json_response(created, 201, warnings)
 
     async def _create(
-        self, res: resources.Resource, namespace: str, obj: dict[str, Any], call: Call
+        self,
+        res: resources.Resource,
+        namespace: str,
+        obj: dict[str, Any],
+        call: Call,
+        managed: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if res.namespaced:
@@ -231,12 +236,9 @@ class ResourceHandler:
                         " sent on the request"
                     )
                 )
-        obj = defaults.apply_defaults(
-            res.name, obj, namespace=namespace or None, uid=str(uuid.uuid4()), now=_now()
-        )
+        obj = defaults.apply_defaults(res.name, obj, namespace=namespace or None)
+        server_fields.for_create(res.name, obj, uid=str(uuid.uuid4()), now=_now(), managed=managed)
         obj_meta = obj["metadata"]
-        for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
-            obj_meta.pop(key, None)
         if not obj_meta.get("name") and obj_meta.get("generateName"):
             obj_meta["name"] = obj_meta["generateName"] + uuid.uuid4().hex[:5]
         if res.name == "pods":
@@ -257,8 +259,9 @@ class ResourceHandler:
         subresource: str,
         expect_rv: str | None,
         call: Call,
+        managed: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        new = merge_for_update(res.name, old, new, subresource)
+        new = merge_for_update(res.name, old, new, subresource, managed)
         validation.check_update(res.name, new, old)
         if self.admission is not None:
             await self.admission.admit(call, res.name, new, old)
@@ -322,7 +325,9 @@ class ResourceHandler:
         if call.info.subresource:
             raise StatusError(status.unsupported_media_type("apply to a subresource"))
         manager = apply.field_manager(call.request.query)
-        config = apply.check_config(res, decode_body(call), name)
+        config = server_fields.without_managed_fields(
+            apply.check_config(res, decode_body(call), name)
+        )
         warnings = field_validation.check(call.request.query, res, config, default="Strict")
         now = format_time(_now())
         for _ in range(PATCH_RETRIES):
@@ -332,14 +337,17 @@ class ResourceHandler:
                 if exc.code != 404:
                     raise
                 obj = apply.record(json.loads(json.dumps(config)), res, config, manager, now)
-                return json_response(await self._create(res, namespace, obj, call), 201, warnings)
+                managed = obj["metadata"]["managedFields"]
+                created = await self._create(res, namespace, obj, call, managed)
+                return json_response(created, 201, warnings)
             merged = apply.record(apply.merge(old, config), res, config, manager, now)
             old_rv = str(old["metadata"].get("resourceVersion") or "")
             wanted = str((config.get("metadata") or {}).get("resourceVersion") or "")
             if wanted and wanted != old_rv:
                 raise StatusError(status.conflict(res.name, name, res.group))
             try:
-                stored = await self._write(res, old, merged, "", old_rv, call)
+                managed = merged["metadata"]["managedFields"]
+                stored = await self._write(res, old, merged, "", old_rv, call, managed)
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue
@@ -447,11 +455,16 @@ def _delete_options(call: Call) -> dict[str, Any]:
 
 
 def merge_for_update(
-    resource: str, old: dict[str, Any], new: dict[str, Any], subresource: str
+    resource: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    subresource: str,
+    managed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """What is stored for a PUT/PATCH: server-owned metadata from ``old``; for the
-    status subresource only the new ``status``; for a main-resource write of a resource
-    with a status subresource, the old ``status``."""
+    """What is stored for a PUT/PATCH: server-owned metadata from ``old``
+    (:mod:`hatchway.api.server_fields`; ``managed`` is server-side apply's managedFields);
+    for the status subresource only the new ``status``; for a main-resource write of a
+    resource with a status subresource, the old ``status``."""
     new_meta = dict(new.get("metadata") or {})
     old_meta = old.get("metadata") or {}
     if subresource == "status":
@@ -460,11 +473,8 @@ def merge_for_update(
         out["metadata"] = dict(old_meta)
         return out
     out = dict(new)
-    for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
-        if key in old_meta:
-            new_meta[key] = old_meta[key]
-        else:
-            new_meta.pop(key, None)
+    out["metadata"] = new_meta
+    server_fields.for_update(resource, old, out, managed=managed)
     for key in ("name", "namespace"):
         new_meta.setdefault(key, old_meta.get(key))
     if not new_meta.get("namespace"):

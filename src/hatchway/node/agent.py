@@ -26,7 +26,7 @@ from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import RuncRuntime
 from hatchway.node.runtime_exec import start_exec_helper
-from hatchway.node.server import NodeEndpoint
+from hatchway.node.server import LookupRefusedError, NodeEndpoint
 from hatchway.rest import RestClient
 from hatchway.transport import tls
 from hatchway.transport.http import HttpLimits, HttpServer
@@ -84,7 +84,7 @@ class NodeAgent:
         self.server: HttpServer | None = None
         self.rest: RestClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pods: dict[str, dict[str, Any]] = {}  # the API server's view, by uid
         self._dirty = asyncio.Event()
         self._finishing: set[str] = set()
         self._started = time.time()
@@ -170,15 +170,37 @@ class NodeAgent:
         await self.close()
 
     # -- endpoint callbacks ---------------------------------------------------------------
+    def _pod_uid(self, namespace: str, pod: str, uid: str) -> str | None:
+        """The uid of the pod a request means (see :mod:`.server`): ``uid`` itself when
+        a pod of that name has it, None when the node knows no pod of that name."""
+        named = set(self.manager.pods_named(namespace, pod))
+        named |= {u for u, p in self._pods.items() if _name(p) == (namespace, pod)}
+        if uid:
+            if uid in named:
+                return uid
+            if not named:
+                return None
+            raise LookupRefusedError(
+                409, f"pod {namespace}/{pod} with uid {uid} is not on this node (uid mismatch)"
+            )
+        if len(named) > 1:
+            raise LookupRefusedError(
+                409,
+                f"{len(named)} pods named {namespace}/{pod} on this node:"
+                " the request must name the pod's uid",
+            )
+        return next(iter(named), None)
+
     async def _lookup(
-        self, namespace: str, pod: str, container: str
+        self, namespace: str, pod: str, uid: str, container: str
     ) -> tuple[str | None, bool] | None:
-        if self.manager.pod_status(namespace, pod) is None and (namespace, pod) not in self._pods:
+        found = self._pod_uid(namespace, pod, uid)
+        if found is None:
             return None
-        cid = self.manager.find_container(namespace, pod, container)
+        cid = self.manager.find_container(namespace, pod, container, found)
         if cid is None:
             return (None, False)
-        return (cid, await self.manager.container_running(namespace, pod, container))
+        return (cid, await self.manager.container_running(namespace, pod, container, found))
 
     async def _start_process(self, container_id: str, options: ExecOptions) -> Any:
         if options.action == "attach":
@@ -192,12 +214,7 @@ class NodeAgent:
             stderr=options.stderr,
         )
 
-    async def _logs(
-        self, namespace: str, pod: str, container: str, options: LogOptions
-    ) -> AsyncIterator[bytes]:
-        cid = self.manager.find_container(namespace, pod, container)
-        if cid is None:
-            return
+    async def _logs(self, cid: str, options: LogOptions) -> AsyncIterator[bytes]:
         chunks = self.runtime.read_logs(
             cid,
             follow=options.follow,
@@ -295,7 +312,7 @@ class NodeAgent:
         while True:
             try:
                 listing = await self.rest.get("/api/v1/pods", selector)
-                self._pods = {_key(p): p for p in listing.get("items", [])}
+                self._pods = {_uid(p): p for p in listing.get("items", [])}
                 self._dirty.set()
                 rv = listing.get("metadata", {}).get("resourceVersion", "")
                 params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "false"}
@@ -304,9 +321,9 @@ class NodeAgent:
                     if kind == "ERROR":
                         break
                     if kind == "DELETED":
-                        self._pods.pop(_key(obj), None)
+                        self._pods.pop(_uid(obj), None)
                     elif kind in ("ADDED", "MODIFIED"):
-                        self._pods[_key(obj)] = obj
+                        self._pods[_uid(obj)] = obj
                     self._dirty.set()
             except asyncio.CancelledError:
                 raise
@@ -321,7 +338,9 @@ class NodeAgent:
             self._dirty.clear()
             pods = list(self._pods.values())
             try:
-                await self.manager.reconcile(pods)
+                # Stopping runs in the background: one pod slow to stop (SIGTERM
+                # ignored, long grace) must not hold up the others (issue 9).
+                await self.manager.reconcile(pods, wait=False)
             except Exception:
                 log.exception("reconcile failed")
             for pod in pods:
@@ -331,7 +350,7 @@ class NodeAgent:
                     asyncio.get_running_loop().create_task(self._finish_delete(pod))
 
     async def _finish_delete(self, pod: dict[str, Any]) -> None:
-        """The containers are gone: remove the pod object for good."""
+        """Once the containers are gone, remove the pod object for good."""
         assert self.rest is not None
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta.get('namespace', 'default')}/pods/{meta['name']}"
@@ -342,6 +361,7 @@ class NodeAgent:
             "preconditions": {"uid": meta.get("uid")},
         }
         try:
+            await self.manager.wait_stopped(_uid(pod))
             await self.rest.delete(path, {"gracePeriodSeconds": "0"}, body)
         except ApiError as exc:
             if exc.code not in (404, 409):
@@ -352,11 +372,10 @@ class NodeAgent:
     async def _report_status(self, pod: dict[str, Any]) -> None:
         if self.rest is None:
             return
-        meta = pod.get("metadata", {})
-        key = (meta.get("namespace", "default"), meta.get("name", ""))
-        current = self._pods.get(key)
-        if current is None or current.get("metadata", {}).get("uid") != meta.get("uid"):
-            return
+        current = self._pods.get(_uid(pod))
+        if current is None:
+            return  # deleted, or a new pod of the same name: not this one's status
+        key = _name(current)
         path = f"/api/v1/namespaces/{key[0]}/pods/{key[1]}/status"
         body = {"metadata": {"name": key[1], "namespace": key[0]}, "status": pod["status"]}
         try:
@@ -368,7 +387,11 @@ class NodeAgent:
             log.warning("status update of %s/%s failed: %s", *key, exc)
 
 
-def _key(pod: dict[str, Any]) -> tuple[str, str]:
+def _uid(pod: dict[str, Any]) -> str:
+    return str(pod.get("metadata", {}).get("uid") or "")
+
+
+def _name(pod: dict[str, Any]) -> tuple[str, str]:
     meta = pod.get("metadata", {})
     return (meta.get("namespace", "default"), meta.get("name", ""))
 

@@ -9,11 +9,18 @@ does (phase, conditions, containerStatuses). Status changes are pushed to ``on_s
 
 A pod that leaves the desired set, or carries ``metadata.deletionTimestamp``, is stopped
 with its grace period (SIGTERM, then SIGKILL after ``deletionGracePeriodSeconds`` or
-``spec.terminationGracePeriodSeconds``, default 30) and forgotten.
+``spec.terminationGracePeriodSeconds``, default 30) and forgotten. Stopping runs in its
+own task: one pod that ignores SIGTERM never holds up the others.
+
+Pods are keyed by uid everywhere (issue 9): a new pod with the name of one still
+stopping is another pod, with its own sandbox, containers, state file and volumes, and
+lookups that name a uid never find the other one. A pod whose uid is not a canonical
+UUID is refused (defence in depth: the API server hands out only those).
 
 What each pod was given (sandbox and container ids, restart counts, last terminations)
-is kept in ``<state_dir>/<namespace>_<name>.json``; :meth:`PodManager.start` re-adopts
-those pods and their containers from the runtime after an agent restart.
+is kept by :class:`~hatchway.node.pod_state.PodStateDir` in ``<state_dir>/<uid>.json``;
+:meth:`PodManager.start` re-adopts those pods and their containers from the runtime after
+an agent restart (and migrates the ``<namespace>_<name>.json`` files of earlier versions).
 
 Not done: init containers, probes (a running container is ready), volumes other than
 emptyDir and hostPath, image pulls (images come from the node's store), ``logs --previous`` (a
@@ -27,13 +34,14 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.errors import ContainerRuntimeError, HatchwayError
+from hatchway.node.paths import is_uid
+from hatchway.node.pod_state import PodStateDir
 from hatchway.node.runtime import ContainerNotFoundError, ContainerState, RuncRuntime
 from hatchway.node.runtime_image import ImageNotFound, ImageStore
 from hatchway.node.runtime_spec import SpecError
@@ -77,11 +85,20 @@ class _Pod:
     transitions: dict[str, tuple[str, float]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The task stopping the pod, once it is being removed, and when (monotonic) its
+    #: grace period ends; a later delete may bring that forward, never push it back.
+    stopping: asyncio.Task[None] | None = None
+    kill_at: float = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
+        """Namespace and name: for messages and uid-less lookups, never as an identity."""
         meta = self.pod.get("metadata") or {}
         return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+    @property
+    def uid(self) -> str:
+        return _uid(self.pod)
 
     @property
     def specs(self) -> list[dict[str, Any]]:
@@ -92,9 +109,16 @@ class _Pod:
         return str((self.pod.get("spec") or {}).get("restartPolicy") or "Always")
 
 
+class AmbiguousPodError(HatchwayError):
+    """A lookup without a uid matched more than one pod of that namespace and name."""
+
+
 class PodManager:
     """Runs the node's pods. ``start()`` first (re-adopts), then ``reconcile()`` as the
-    desired set changes; ``close()`` stops the workers and leaves containers running."""
+    desired set changes; ``close()`` stops the workers and leaves containers running.
+
+    Lookups (:meth:`find_pod` and the methods built on it) take ``namespace, name`` and
+    a ``uid``; without a uid they answer only when exactly one pod has that name."""
 
     def __init__(
         self,
@@ -112,13 +136,13 @@ class PodManager:
         self.images = images
         self.on_status = on_status
         self.state_dir = state_dir or os.path.join(runtime.root_dir, "pods")
+        self.state = PodStateDir(self.state_dir)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
         self.host_ip = host_ip
-        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._pods: dict[str, _Pod] = {}  # by uid
         self._lock = asyncio.Lock()
-        os.makedirs(self.state_dir, exist_ok=True)
 
     # --- public API -------------------------------------------------------------------
 
@@ -127,71 +151,95 @@ class PodManager:
         containers no pod owns."""
         known = {st.id: st for st in await self.runtime.list()}
         owned: set[str] = set()
-        for name in sorted(os.listdir(self.state_dir)):  # volumes/ is skipped below
-            if name.endswith(".json"):
-                p = self._load(os.path.join(self.state_dir, name), known)
-                if p is not None:
-                    owned |= {p.sandbox_id} | {c.id for c in p.containers.values()}
-                    self._pods[p.key] = p
+        for uid, doc in self.state.load_all().items():
+            p = _load(doc, known)
+            owned |= {p.sandbox_id} | {c.id for c in p.containers.values()}
+            self._pods[uid] = p
         for cid in set(known) - owned:
             with contextlib.suppress(HatchwayError):
                 await self.runtime.delete(cid, force=True)
         for p in self._pods.values():
             self._spawn(p)
 
-    async def reconcile(self, pods: Iterable[Mapping[str, Any]]) -> None:
-        """Make the node run exactly ``pods`` (the ones bound to it)."""
+    async def reconcile(self, pods: Iterable[Mapping[str, Any]], *, wait: bool = True) -> None:
+        """Make the node run exactly ``pods`` (the ones bound to it). Pods to stop are
+        stopped in tasks of their own; with ``wait`` this returns once they are gone."""
         async with self._lock:
-            desired: dict[tuple[str, str], dict[str, Any]] = {}
-            for pod in pods:
-                meta = pod.get("metadata") or {}
-                key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-                desired[key] = json.loads(json.dumps(pod))
-            for key, pod in desired.items():
-                p = self._pods.get(key)
-                same = p is not None and _uid(p.pod) == _uid(pod)
-                if p is not None and not same:
-                    await self._remove(p, 0)
-                    p = None
+            desired = _by_uid(pods)
+            stopping = []
+            for uid, pod in desired.items():
+                p = self._pods.get(uid)
                 if (pod.get("metadata") or {}).get("deletionTimestamp"):
                     if p is not None:
-                        await self._remove(p, _grace(pod))
+                        stopping.append(self._terminate(p, _grace(pod)))
                     continue
                 if p is None:
-                    p = _Pod(pod=pod)
-                    self._pods[key] = p
+                    p = self._pods[uid] = _Pod(pod=pod)
                     self._spawn(p)
-                else:
+                elif p.stopping is None:
                     p.pod = pod
-            gone = [p for key, p in self._pods.items() if key not in desired]
-            await asyncio.gather(*(self._remove(p, _grace(p.pod)) for p in gone))
+            for uid, p in list(self._pods.items()):
+                if uid not in desired:
+                    stopping.append(self._terminate(p, _grace(p.pod)))
+        if wait and stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)
 
     async def delete_pod(
-        self, namespace: str, name: str, grace_period: float | None = None
+        self, namespace: str, name: str, grace_period: float | None = None, uid: str = ""
     ) -> None:
         """Stop a pod (SIGTERM, SIGKILL after the grace period) and forget it."""
         async with self._lock:
-            p = self._pods.get((namespace, name))
-            if p is not None:
-                await self._remove(p, _grace(p.pod) if grace_period is None else grace_period)
+            p = self.find_pod(namespace, name, uid)
+            if p is None:
+                return
+            task = self._terminate(p, _grace(p.pod) if grace_period is None else grace_period)
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def wait_stopped(self, uid: str) -> None:
+        """Return once pod ``uid`` is no longer being stopped (at once if it is not)."""
+        p = self._pods.get(uid)
+        if p is not None and p.stopping is not None:
+            await asyncio.gather(asyncio.shield(p.stopping), return_exceptions=True)
 
     async def close(self) -> None:
         """Stop the workers; containers keep running (the next start() adopts them)."""
-        for p in self._pods.values():
+        for p in list(self._pods.values()):
             await _cancel(p.task)
+            await _cancel(p.stopping)
 
-    def pod_status(self, namespace: str, name: str) -> dict[str, Any] | None:
-        p = self._pods.get((namespace, name))
+    def find_pod(self, namespace: str, name: str, uid: str = "") -> _Pod | None:
+        """The pod with this ``uid`` if it has this namespace and name; without a uid,
+        the one pod of that name (AmbiguousPodError if several: one is still stopping)."""
+        if uid:
+            p = self._pods.get(uid)
+            return p if p is not None and p.key == (namespace, name) else None
+        found = [p for p in self._pods.values() if p.key == (namespace, name)]
+        if len(found) > 1:
+            raise AmbiguousPodError(
+                f"{len(found)} pods named {namespace}/{name} on this node: name the pod's uid"
+            )
+        return found[0] if found else None
+
+    def pods_named(self, namespace: str, name: str) -> list[str]:
+        """The uids of the pods with this namespace and name (stopping ones included)."""
+        return [uid for uid, p in self._pods.items() if p.key == (namespace, name)]
+
+    def pod_status(self, namespace: str, name: str, uid: str = "") -> dict[str, Any] | None:
+        p = self.find_pod(namespace, name, uid)
         return None if p is None else p.status
 
-    def find_container(self, namespace: str, pod: str, container: str) -> str | None:
+    def find_container(
+        self, namespace: str, pod: str, container: str, uid: str = ""
+    ) -> str | None:
         """The runtime id of the container's current instance, if it has one."""
-        p = self._pods.get((namespace, pod))
+        p = self.find_pod(namespace, pod, uid)
         c = p.containers.get(container) if p is not None else None
         return c.id if c is not None and c.id else None
 
-    async def container_running(self, namespace: str, pod: str, container: str) -> bool:
-        cid = self.find_container(namespace, pod, container)
+    async def container_running(
+        self, namespace: str, pod: str, container: str, uid: str = ""
+    ) -> bool:
+        cid = self.find_container(namespace, pod, container, uid)
         if cid is None:
             return False
         try:
@@ -199,9 +247,9 @@ class PodManager:
         except ContainerNotFoundError:
             return False
 
-    async def sync_now(self, namespace: str, name: str) -> None:
+    async def sync_now(self, namespace: str, name: str, uid: str = "") -> None:
         """Wake the pod's worker (tests; an event from the API server)."""
-        p = self._pods.get((namespace, name))
+        p = self.find_pod(namespace, name, uid)
         if p is not None:
             p.wake.set()
 
@@ -311,13 +359,8 @@ class PodManager:
             if "hostPath" in vol:
                 found[vol["name"]] = str(vol["hostPath"].get("path"))
             elif "emptyDir" in vol:
-                path = os.path.join(self._volume_root(p), vol["name"])
-                os.makedirs(path, exist_ok=True)
-                found[vol["name"]] = path
+                found[vol["name"]] = self.state.volume_dir(p.uid, vol["name"])
         return found
-
-    def _volume_root(self, p: _Pod) -> str:
-        return os.path.join(self.state_dir, "volumes", _uid(p.pod) or "_".join(p.key))
 
     def _create_failed(self, c: _Container, reason: str, message: str) -> None:
         c.waiting = (reason, message)
@@ -419,61 +462,86 @@ class PodManager:
 
     # --- deletion and persistence -----------------------------------------------------
 
-    async def _remove(self, p: _Pod, grace: float) -> None:
+    def _terminate(self, p: _Pod, grace: float) -> asyncio.Task[None]:
+        """The task stopping ``p`` (started now unless it already runs; a shorter grace
+        period than the running one's shortens it)."""
+        kill_at = time.monotonic() + max(grace, 0)
+        if p.stopping is None:
+            p.kill_at = kill_at
+            p.stopping = asyncio.ensure_future(self._remove(p))
+        p.kill_at = min(p.kill_at, kill_at)
+        return p.stopping
+
+    async def _remove(self, p: _Pod) -> None:
         await _cancel(p.task)
-        self._pods.pop(p.key, None)
         ids = [c.id for c in p.containers.values() if c.id]
-        await asyncio.gather(*(self._stop(cid, grace) for cid in ids))
+        await asyncio.gather(*(self._stop(cid, p) for cid in ids))
         for cid in [*ids, p.sandbox_id]:
             if cid:
                 with contextlib.suppress(HatchwayError):
                     await self.runtime.delete(cid, force=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(p))
-        shutil.rmtree(self._volume_root(p), ignore_errors=True)
+        try:
+            self.state.remove(p.uid)
+        finally:
+            if self._pods.get(p.uid) is p:
+                del self._pods[p.uid]
 
-    async def _stop(self, cid: str, grace: float) -> None:
+    async def _stop(self, cid: str, p: _Pod) -> None:
+        """SIGTERM, then SIGKILL at ``p.kill_at`` (re-read: it may be brought forward)."""
         try:
             await self.runtime.kill(cid, "TERM")
-            await self.runtime.wait_exit(cid, timeout=max(grace, 0))
-        except TimeoutError:
-            with contextlib.suppress(HatchwayError, TimeoutError):
-                await self.runtime.kill(cid, "KILL")
-                await self.runtime.wait_exit(cid, timeout=10)
+            while (left := p.kill_at - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await self.runtime.wait_exit(cid, timeout=min(left, 0.5))
+                    return
         except HatchwayError:
-            pass
-
-    def _path(self, p: _Pod) -> str:
-        return os.path.join(self.state_dir, "_".join(p.key) + ".json")
+            return
+        with contextlib.suppress(HatchwayError, TimeoutError):
+            await self.runtime.kill(cid, "KILL")
+            await self.runtime.wait_exit(cid, timeout=10)
 
     def _save(self, p: _Pod) -> None:
+        if p.stopping is not None:
+            return  # being forgotten: its state file must not come back
         doc = {
             "pod": p.pod,
             "sandboxId": p.sandbox_id,
             "startTime": p.start_time,
             "containers": {n: c.to_json() for n, c in p.containers.items()},
         }
-        path = self._path(p)
-        with open(path + ".tmp", "w") as f:
-            json.dump(doc, f)
-        os.replace(path + ".tmp", path)
+        self.state.save(p.uid, doc)
 
-    def _load(self, path: str, known: Mapping[str, ContainerState]) -> _Pod | None:
-        try:
-            with open(path) as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            return None
-        p = _Pod(pod=doc["pod"], start_time=float(doc.get("startTime") or time.time()))
-        p.sandbox_id = doc.get("sandboxId") if doc.get("sandboxId") in known else ""
-        for name, c in (doc.get("containers") or {}).items():
-            p.containers[name] = _Container(
-                name=name,
-                id=c["id"] if c.get("id") in known else "",
-                restart_count=int(c.get("restartCount") or 0),
-                last_terminated=c.get("lastTerminated"),
+
+def _load(doc: dict[str, Any], known: Mapping[str, ContainerState]) -> _Pod:
+    """A pod from its saved document, with the containers the runtime still has."""
+    p = _Pod(pod=doc["pod"], start_time=float(doc.get("startTime") or time.time()))
+    p.sandbox_id = doc.get("sandboxId") if doc.get("sandboxId") in known else ""
+    for name, c in (doc.get("containers") or {}).items():
+        p.containers[name] = _Container(
+            name=name,
+            id=c["id"] if c.get("id") in known else "",
+            restart_count=int(c.get("restartCount") or 0),
+            last_terminated=c.get("lastTerminated"),
+        )
+    return p
+
+
+def _by_uid(pods: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The desired pods by uid (copies); a pod without a canonical uid is refused."""
+    desired: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        uid = _uid(pod)
+        if not is_uid(uid):
+            meta = pod.get("metadata") or {}
+            log.warning(
+                "refusing pod %s/%s: uid %r is not a canonical UUID",
+                meta.get("namespace"),
+                meta.get("name"),
+                uid,
             )
-        return p
+            continue
+        desired[uid] = json.loads(json.dumps(pod))
+    return desired
 
 
 def _uid(pod: Mapping[str, Any]) -> str:

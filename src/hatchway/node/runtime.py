@@ -39,6 +39,7 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.logs import tail_offset
+from hatchway.node.paths import UnsafePathError, inside
 from hatchway.node.runtime_exec import ExecProcess, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
@@ -172,7 +173,12 @@ class RuncRuntime:
     # --- bundles --------------------------------------------------------------------
 
     def _bundle(self, cid: str) -> str:
-        return os.path.join(self.containers_dir, cid)
+        """The container's bundle directory; an id that would lead out of
+        ``containers/`` names no container (issue 9: no path from outside)."""
+        try:
+            return inside(self.containers_dir, cid)
+        except UnsafePathError:
+            raise ContainerNotFoundError(f"container {cid!r} not found") from None
 
     def _meta(self, cid: str) -> dict[str, Any]:
         try:
@@ -447,8 +453,8 @@ class RuncRuntime:
         shutil.rmtree(bundle, ignore_errors=True)
         remove_cgroups(f"hatchway/{container_id}")
         self._alive.pop(container_id, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(st.log_path)
+        with contextlib.suppress(FileNotFoundError, UnsafePathError):
+            os.unlink(inside(self.logs_dir, container_id + ".log"))
 
     async def _gone(self, container_id: str, timeout: float) -> None:
         """Wait until the init process is dead: the shim wrote the exit status, or (shim

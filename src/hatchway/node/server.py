@@ -2,11 +2,21 @@
 
 Routes (GET and POST alike, spec 2.4)::
 
-    /exec/{ns}/{pod}/{container}        /exec/{ns}/{pod}/{uid}/{container}
-    /attach/{ns}/{pod}/{container}      /attach/{ns}/{pod}/{uid}/{container}
-    /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&limitBytes=&sinceSeconds=&sinceTime=
-    /sessions/{audit-id}                (GET: a session's exit code, :mod:`.sessions`)
+    /exec/{ns}/{pod}/{uid}/{container}      /exec/{ns}/{pod}/{container}
+    /attach/{ns}/{pod}/{uid}/{container}    /attach/{ns}/{pod}/{container}
+    /containerLogs/{ns}/{pod}/{container}?podUID={uid}&follow=&tailLines=&limitBytes=&sinceSeconds=&sinceTime=
+    /sessions/{audit-id}                    (GET: a session's exit code, :mod:`.sessions`)
     /healthz
+
+The pod's uid (issue 9): the API server always names it — the kubelet's own 5-part form
+for exec and attach (and ``/portForward/{ns}/{pod}/{uid}`` once port-forward is served);
+for logs, whose kubelet path has no uid segment, the ``podUID`` query parameter. The node
+answers only from the pod with that uid: 404 ``pod does not exist`` when it knows no pod
+of that name, 409 when the pods it has of that name have other uids (a new pod reusing
+the name of one still stopping). The uid-less forms are kept for clients that send no
+uid, and answered only when exactly one pod of that namespace and name is on the node
+(409 otherwise). Names must be DNS labels (namespace, container) and a subdomain (pod),
+and a uid a canonical UUID, else 400: nothing else is looked up.
 
 Only the API server's client identity gets through (:mod:`hatchway.node.identity`): no
 certificate is 401, any other identity 403, each refusal logged. The action comes from
@@ -20,9 +30,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
+from hatchway.node.paths import is_uid
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import channel, handshake
@@ -110,30 +122,58 @@ def parse_options(action: str, container: str, query: dict[str, list[str]]) -> E
     ).normalised()
 
 
+class LookupRefusedError(HatchwayError):
+    """The node will not pick a pod for this request (``status``: the HTTP answer)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class Target:
     action: str
     namespace: str
     pod: str
     container: str
+    uid: str = ""  # "": the uid-less form
 
 
-def parse_path(path: str) -> Target | None:
+def parse_path(path: str, query: dict[str, list[str]] | None = None) -> Target | None:
+    """The request's target; the uid of a log request is its ``podUID`` parameter."""
     parts = [p for p in path.split("/") if p]
     if len(parts) in (4, 5) and parts[0] in {"exec", "attach"}:
-        return Target(parts[0], parts[1], parts[2], parts[-1])
+        uid = parts[3] if len(parts) == 5 else ""
+        return Target(parts[0], parts[1], parts[2], parts[-1], uid)
     if len(parts) == 4 and parts[0] == "containerLogs":
-        return Target("logs", parts[1], parts[2], parts[3])
+        uid = ((query or {}).get("podUID") or [""])[0]
+        return Target("logs", parts[1], parts[2], parts[3], uid)
+    return None
+
+
+def target_problem(target: Target) -> str | None:
+    """Why the target names no pod this node could have (names and uid), or None."""
+    checks = (
+        ("namespace", target.namespace, dns1123_label),
+        ("pod name", target.pod, dns1123_subdomain),
+        ("container name", target.container, dns1123_label),
+    )
+    for what, value, check in checks:
+        problems = check(value)
+        if problems:
+            return f"invalid {what} {value!r}: {problems[0]}"
+    if target.uid and not is_uid(target.uid):
+        return f"invalid pod uid {target.uid!r}: not a canonical UUID"
     return None
 
 
 class NodeEndpoint:
     """The HTTP application of the node agent.
 
-    ``lookup(namespace, pod, container)`` returns a :class:`ContainerRef`-like answer:
-    ``None`` when the pod is unknown, else ``(container_id or None, running)``.
-    ``start(container_id, options)`` starts a process in the container.
-    ``logs(namespace, pod, container, options)`` iterates over log bytes
+    ``lookup(namespace, pod, uid, container)`` (``uid`` may be ``""``) answers ``None``
+    when the node has no such pod, else ``(container_id or None, running)``, or raises
+    :class:`LookupRefusedError`. ``start(container_id, options)`` starts a process in the
+    container. ``logs(container_id, options)`` iterates over log bytes
     (:class:`~hatchway.node.logs.LogOptions`).
     """
 
@@ -141,9 +181,9 @@ class NodeEndpoint:
         self,
         *,
         caller: CallerIdentity,
-        lookup: Callable[[str, str, str], Awaitable[tuple[str | None, bool] | None]],
+        lookup: Callable[[str, str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
-        logs: Callable[[str, str, str, LogOptions], AsyncIterator[bytes]] | None = None,
+        logs: Callable[[str, LogOptions], AsyncIterator[bytes]] | None = None,
         outcomes: SessionOutcomes | None = None,
     ) -> None:
         self.caller = caller
@@ -161,9 +201,12 @@ class NodeEndpoint:
             return text_response(200, "ok")
         if request.path.startswith(SESSIONS_PREFIX):
             return await self._session_outcome(request)
-        target = parse_path(request.path)
+        target = parse_path(request.path, request.query)
         if target is None:
             return text_response(404, "404 page not found")
+        problem = target_problem(target)
+        if problem is not None:
+            return text_response(400, problem)
         if target.action == "logs":
             return await self._logs(request, target)
         return await self._exec(request, target)
@@ -171,17 +214,28 @@ class NodeEndpoint:
     async def _session_outcome(self, request: Request) -> Response:
         return await self.outcomes.serve(request)
 
-    async def _logs(self, request: Request, target: Target) -> Response:
-        found = await self.lookup(target.namespace, target.pod, target.container)
+    async def _find(self, target: Target) -> tuple[str | None, bool] | Response:
+        """The container the target names, or the refusal to send."""
+        try:
+            found = await self.lookup(target.namespace, target.pod, target.uid, target.container)
+        except LookupRefusedError as exc:
+            return text_response(exc.status, str(exc))
         if found is None:
             return text_response(404, "pod does not exist")
+        return found
+
+    async def _logs(self, request: Request, target: Target) -> Response:
+        found = await self._find(target)
+        if isinstance(found, Response):
+            return found
         if self.logs is None:
             return text_response(404, "logs are not served here")
         try:
             options = parse_log_options(request.query, time.time())
         except LogOptionsError as exc:
             return text_response(400, str(exc))
-        body = self.logs(target.namespace, target.pod, target.container, options)
+        container_id = found[0]
+        body = self.logs(container_id, options) if container_id else _nothing()
         return Response(200, [("content-type", "text/plain")], body_iter=body)
 
     async def _exec(self, request: Request, target: Target) -> Response:
@@ -190,9 +244,9 @@ class NodeEndpoint:
             return text_response(400, "you must specify at least 1 of stdin, stdout, stderr")
         if options.action == "exec" and not options.command:
             return text_response(400, "you must specify at least one command for the container")
-        found = await self.lookup(target.namespace, target.pod, target.container)
-        if found is None:
-            return text_response(404, "pod does not exist")
+        found = await self._find(target)
+        if isinstance(found, Response):
+            return found
         container_id, running = found
         if container_id is None or not running:
             return text_response(500, f'container not found ("{target.container}")')
@@ -277,6 +331,12 @@ class NodeEndpoint:
         finally:
             self.sessions -= 1
             self.outcomes.finish(record, outcome)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The log of a container with no instance yet: empty."""
+    return
+    yield b""  # pragma: no cover (makes this an async generator)
 
 
 class _BoundRunner:
