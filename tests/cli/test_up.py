@@ -98,7 +98,53 @@ def test_up_reuse_down(tmp_path: pathlib.Path) -> None:
     leftover = subprocess.run(["pgrep", "-f", str(data)], capture_output=True)
     assert leftover.stdout.strip() == b"", leftover.stdout
     config = yaml.safe_load((home / ".kube" / "config").read_text())
-    assert "prod" in {c["name"] for c in config["contexts"]}
+    # down takes back what up merged and restores the context that was current before
+    assert {c["name"] for c in config["contexts"]} == {"prod"}
+    assert {c["name"] for c in config["clusters"]} == {"prod"}
+    assert {u["name"] for u in config["users"]} == {"me"}
+    assert config["current-context"] == "prod"
+    assert b"current context 'prod'" in down.stdout
+
+
+@pytest.mark.parametrize("dead", ["apiserver", "node"])
+def test_up_restarts_only_what_is_missing(tmp_path: pathlib.Path, dead: str) -> None:
+    """One component dead: up brings back that one, on its port; the live one keeps its
+    pid, and the kubeconfig is not rewritten."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text(yaml.safe_dump(UNRELATED))
+    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for key in ("KUBECONFIG", "HATCHWAY_DATA_DIR"):
+        env.pop(key, None)
+    flags = ("--data-dir", str(data), "--apiserver-port", "0", "--node-port", "0", "--detach")
+    try:
+        first = _hatchway(env, "up", *flags)
+        assert first.returncode == 0, first.stderr.decode() + _logs(data)
+        state = json.loads((data / "cluster.json").read_text())
+        kubeconfig = (home / ".kube" / "config").read_bytes()
+        admin = (data / "admin.kubeconfig").read_bytes()
+        os.kill(state[f"{dead}_pid"], 9)
+        deadline = time.monotonic() + 10 * SCALE
+        while _alive(state[f"{dead}_pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = _hatchway(env, "up", *flags)
+        assert again.returncode == 0, again.stderr.decode() + _logs(data)
+        name = "API server" if dead == "apiserver" else "node agent"
+        assert f"restarting the {name}".encode() in again.stderr
+        after = json.loads((data / "cluster.json").read_text())
+        live = "node" if dead == "apiserver" else "apiserver"
+        assert after[f"{live}_pid"] == state[f"{live}_pid"] and _alive(after[f"{live}_pid"])
+        assert after[f"{dead}_pid"] != state[f"{dead}_pid"] and _alive(after[f"{dead}_pid"])
+        ports = ("apiserver_port", "node_port")
+        assert [after[k] for k in ports] == [state[k] for k in ports]
+        assert after["previous_context"] == "prod"
+        assert (home / ".kube" / "config").read_bytes() == kubeconfig
+        assert (data / "admin.kubeconfig").read_bytes() == admin
+    finally:
+        down = _hatchway(env, "down", "--data-dir", str(data))
+    assert down.returncode == 0, down.stderr
+    config = yaml.safe_load((home / ".kube" / "config").read_text())
+    assert config["current-context"] == "prod"
 
 
 def _logs(data: pathlib.Path) -> str:

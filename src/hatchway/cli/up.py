@@ -4,7 +4,10 @@
 processes of this machine (logs and pid files in the data directory), writes
 ``DATA_DIR/admin.kubeconfig``, merges a ``hatchway`` context into the user's kubeconfig,
 waits until the node is Ready and says what to do next. Running it again reuses the
-running cluster. ``down`` stops both and removes the containers of the node.
+running cluster, restarting only a component that died, on its own port (the live one
+and the kubeconfig stay as they are). ``down`` stops both, removes the containers of the
+node, and removes the merged context, restoring the kubeconfig's previous
+current-context (as ``kind delete cluster`` does).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class ClusterState:
     apiserver_pid: int
     node_pid: int
     node_name: str
+    #: The kubeconfig the ``hatchway`` context was merged into, and its current-context
+    #: before that: ``down`` removes the one and restores the other, as kind does.
+    kubeconfig: str = ""
+    previous_context: str = ""
 
     @classmethod
     def load(cls, data_dir: pathlib.Path) -> ClusterState | None:
@@ -179,8 +186,22 @@ def up(
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = ClusterState.load(data_dir)
-    if state and _alive(state.apiserver_pid) and _alive(state.node_pid):
+    api_alive = state is not None and _alive(state.apiserver_pid)
+    node_alive = state is not None and _alive(state.node_pid)
+    if state and api_alive and node_alive:
         print(f"hatchway: reusing the running cluster in {data_dir}", file=sys.stderr)
+    elif state and (api_alive or node_alive):
+        # Restart only what is missing, on the ports it had: the live component, its
+        # sessions and the kubeconfig pointing at it stay as they are.
+        if not api_alive:
+            print("hatchway: restarting the API server", file=sys.stderr)
+            state.apiserver_pid = _spawn_apiserver(data_dir, state.apiserver_port, apiserver_args)
+        if not node_alive:
+            print("hatchway: restarting the node agent", file=sys.stderr)
+            state.node_pid = _spawn_node(
+                data_dir, state.node_port, state.apiserver_port, state.node_name
+            )
+        state.save(data_dir)
     else:
         if state:
             _stop(state)
@@ -188,26 +209,13 @@ def up(
         pki_module.ensure_pki(data_dir, node_name=node_name)
         api_port = apiserver_port or free_port()
         kubelet_port = node_port or free_port()
-        logs = data_dir / "logs"
-        api_pid = _spawn(
-            ["apiserver", "--data-dir", str(data_dir), "--port", str(api_port), *apiserver_args],
-            logs / "apiserver.log",
-        )
-        node_pid = _spawn(
-            [
-                "node",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(kubelet_port),
-                "--apiserver",
-                f"https://127.0.0.1:{api_port}",
-                "--node-name",
-                node_name,
-            ],
-            logs / "node.log",
-        )
-        state = ClusterState(api_port, kubelet_port, api_pid, node_pid, node_name)
+        api_pid = _spawn_apiserver(data_dir, api_port, apiserver_args)
+        node_pid = _spawn_node(data_dir, kubelet_port, api_port, node_name)
+        previous = (state.kubeconfig, state.previous_context) if state else ("", "")
+        state = ClusterState(api_port, kubelet_port, api_pid, node_pid, node_name, *previous)
+        state.save(data_dir)
+    if merge and not state.kubeconfig:
+        state.kubeconfig, state.previous_context = _current_context()
         state.save(data_dir)
     merged = write_kubeconfigs(data_dir, state.apiserver_port, merge, state.node_name)
     try:
@@ -238,6 +246,59 @@ def up(
     return 0
 
 
+def _spawn_apiserver(data_dir: pathlib.Path, port: int, args: Sequence[str]) -> int:
+    return _spawn(
+        ["apiserver", "--data-dir", str(data_dir), "--port", str(port), *args],
+        data_dir / "logs" / "apiserver.log",
+    )
+
+
+def _spawn_node(data_dir: pathlib.Path, port: int, api_port: int, node_name: str) -> int:
+    return _spawn(
+        [
+            "node",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--apiserver",
+            f"https://127.0.0.1:{api_port}",
+            "--node-name",
+            node_name,
+        ],
+        data_dir / "logs" / "node.log",
+    )
+
+
+def _current_context() -> tuple[str, str]:
+    """The kubeconfig ``up`` merges into and its current-context now (never ours)."""
+    from hatchway.client import kubeconfig_file, kubeconfig_write
+
+    path = kubeconfig_write.default_write_path(os.environ)
+    try:
+        current = str((kubeconfig_file.read_document(path) or {}).get("current-context") or "")
+    except (OSError, ValueError, ConfigError):
+        current = ""
+    return path, "" if current == CONTEXT else current
+
+
+def _unmerge(state: ClusterState) -> None:
+    """Remove the merged context; give the kubeconfig back its previous current-context."""
+    from hatchway.client import kubeconfig_write
+
+    if not state.kubeconfig:
+        return
+    try:
+        kubeconfig_write.remove_context(state.kubeconfig, CONTEXT)
+        if state.previous_context:
+            kubeconfig_write.use_context(state.kubeconfig, state.previous_context)
+    except (OSError, ValueError, ConfigError) as exc:
+        print(f"hatchway: could not restore {state.kubeconfig}: {exc}", file=sys.stderr)
+        return
+    restored = f"; current context {state.previous_context!r}" if state.previous_context else ""
+    print(f"hatchway: context {CONTEXT!r} removed from {state.kubeconfig}{restored}")
+
+
 def _terminate(pid: int, timeout: float = 10.0) -> None:
     if not _alive(pid):
         return
@@ -265,6 +326,7 @@ def down(data_dir: pathlib.Path) -> int:
         return 0
     _stop(state)
     _remove_containers(data_dir)
+    _unmerge(state)
     with contextlib.suppress(OSError):
         (data_dir / "cluster.json").unlink()
     print(f"hatchway: cluster in {data_dir} stopped")
