@@ -137,3 +137,26 @@ async def test_an_authenticated_body_is_still_read(server: ApiServer) -> None:
         ssl=_context(server),
     )
     assert bad.status == 401
+
+
+async def test_a_request_is_authenticated_once(server: ApiServer) -> None:
+    """The head check's user is the one the application uses: the token table is walked
+    once per request, not once for the head and again for the app."""
+    assert server.http is not None
+    authn = server.http.app.authn  # type: ignore[attr-defined]
+    calls: list[str] = []
+    lookup = authn.authenticate_token
+
+    def counted(token: str):  # type: ignore[no-untyped-def]
+        calls.append(token)
+        return lookup(token)
+
+    authn.authenticate_token = counted
+    resp = await http.request(
+        "GET",
+        f"https://127.0.0.1:{server.port}{PODS}",
+        headers=[("Authorization", "Bearer tok-admin")],
+        ssl=_context(server),
+    )
+    assert resp.status == 200, resp.body
+    assert calls == ["tok-admin"]

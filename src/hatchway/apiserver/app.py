@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+#: The key of the user :meth:`ApiApp.check_head` authenticated, in ``Request.context``.
+USER = "hatchway.user"
 #: Where client-go looks for the v2 document when ``/openapi/v2`` is 404 (servers < 1.10).
 SWAGGER_PB_PATH = "/swagger-2.0.0.pb-v1"
 
@@ -120,7 +122,9 @@ class ApiApp:
         """Authentication on the head alone, before the HTTP server reads the body: an
         anonymous request (or one whose credentials fail) is answered 401 and its body
         never held, so unauthenticated clients cannot pin request bodies in memory."""
-        if self.authn.authenticate(request.peercert, request.header("authorization")) is not None:
+        user = self.authn.authenticate(request.peercert, request.header("authorization"))
+        if user is not None:
+            request.context[USER] = user
             return None
         info = parse_request_info(request.method, request.raw_path, request.query)
         body = status.unauthorized()
@@ -129,7 +133,9 @@ class ApiApp:
     async def __call__(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         info = parse_request_info(request.method, request.raw_path, request.query)
-        user = self.authn.authenticate(request.peercert, request.header("authorization"))
+        user = request.context.get(USER) or self.authn.authenticate(
+            request.peercert, request.header("authorization")
+        )
         if user is None:
             return self._audited(request, None, info, request_id, "deny", status.unauthorized())
         decision = await self.authz.authorize(user, Attributes.from_request_info(info))

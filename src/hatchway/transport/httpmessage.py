@@ -55,6 +55,9 @@ class Request(HeadersMixin):
     peercert: dict[str, Any] | None = None
     peer: Any = None
     http_version: str = "1.1"
+    #: What the server's head check learned, for the application (the API server keeps
+    #: the authenticated user here, so a request is authenticated once).
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_upgrade(self) -> bool:
