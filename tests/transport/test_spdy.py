@@ -5,66 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hashlib
-import ipaddress
 import os
 import ssl
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hatchway.errors import ConnectionClosedError, StreamResetError
 from hatchway.protocol.spdy import GoAwayReceived
 from hatchway.transport.bytestream import ByteStream, start_server
 from hatchway.transport.spdy import SpdyConnection
+from hostile import make_tls
 
 SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
 
 
-# -- a throwaway CA and a server certificate for 127.0.0.1 ------------------------------
-def _cert(subject: str, key, issuer_name, issuer_key, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    tmp: Path = tmp_path_factory.mktemp("spdy-tls")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spdy-test-ca")])
-    ca = _cert("spdy-test-ca", ca_key, ca_name, ca_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert("127.0.0.1", key, ca_name, ca_key, ca=False)
-    pem = serialization.Encoding.PEM
-    (tmp / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(pem))
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-    client = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
-    return server, client
+    """A throwaway CA's server and client contexts (tests/hostile.py)."""
+    made = make_tls(tmp_path_factory.mktemp("spdy-tls"))
+    return made.server, made.client
 
 
 @contextlib.asynccontextmanager
