@@ -27,7 +27,8 @@ node is given it as the ``Audit-ID`` header), ``user``, ``groups``, ``verb``,
 * ``session_end``: the same session fields, ``duration`` (seconds), ``bytes_in``
   (client to container), ``bytes_out`` (container to client), ``exit_code`` as the node
   reported it, or null with ``exit_code_error`` saying why it is not known, and
-  ``error`` when the session failed (idle timeout).
+  ``error`` when the session failed (idle timeout; a side cut for reading nothing of
+  what was still queued for it).
 
 The command is never cut silently. ``command`` holds each argument redacted
 (:mod:`.redaction`) and then cut to ``MAX_ARG_CHARS`` characters with a mark of what

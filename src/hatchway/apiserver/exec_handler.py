@@ -238,7 +238,7 @@ class ExecHandler:
             bytes_out=stats.bytes_to_client,
             exit_code=exit_code,
             exit_code_error=why,
-            error="" if stats.reason != "idle" else "idle timeout",
+            error=stats.error,
         )
 
 

@@ -17,8 +17,10 @@ The rules (exec-protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go
 * The splice (:class:`~hatchway.transport.bytestream.Splice`) writes what one
   connection receives to the other from the event loop's callback, pausing reading on
   one side while the other's send buffer is above 256 KiB. It closes both sides as soon
-  as either ends (TLS cannot half-close) or nothing moved for ``idle_timeout``. It
-  never parses the stream.
+  as either ends (TLS cannot half-close), each after what is still queued for it has
+  been delivered -- for as long as that peer keeps reading; one that takes nothing for
+  ``idle_timeout`` is cut, and :attr:`SpliceStats.error` says so -- or aborts both when
+  nothing moved for ``idle_timeout``. It never parses the stream.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class SpliceStats:
     started: float = field(default_factory=time.monotonic)
     ended: float = 0.0
     reason: str = ""
+    #: Why the session did not end cleanly ("" when it did), for the audit's ``error``.
+    error: str = ""
 
     @property
     def duration(self) -> float:
@@ -227,14 +231,36 @@ async def splice(
     """Join both ways until either side ends or the session idles; close both.
 
     Returns why it ended: ``client``, ``node`` (that side finished or failed first) or
-    ``idle``. ``stats`` gets the byte counts."""
+    ``idle``. ``stats`` gets the byte counts, and in ``error`` an idle timeout or a side
+    cut for reading nothing of what was queued for it for ``idle_timeout``."""
     joined = Splice(client, node)
+    reason = ""
     try:
         joined.start()
-        return await _until_end(joined, idle_timeout)
+        reason = await _until_end(joined, idle_timeout)
+        return reason
     finally:
         stats.bytes_to_node, stats.bytes_to_client = joined.sent
+        if reason in ("", "idle"):
+            # Nothing moved either way for the idle timeout (or we are cancelled).
+            client.abort()
+            node.abort()
+        for stream in (client, node):
+            stream.drain_idle_timeout = idle_timeout
         await asyncio.gather(client.aclose(), node.aclose(), return_exceptions=True)
+        stats.error = _error(reason, client, node, idle_timeout)
+
+
+def _error(reason: str, client: ByteStream, node: ByteStream, idle_timeout: float) -> str:
+    if reason == "idle":
+        return "idle timeout"
+    for stream, who, what in ((client, "client", "output"), (node, "node", "input")):
+        if stream.cut:
+            return (
+                f"the {who} stopped reading: {what} not delivered "
+                f"(no progress for {idle_timeout:.0f} s, connection cut)"
+            )
+    return ""
 
 
 async def _until_end(joined: Splice, idle_timeout: float) -> str:

@@ -41,6 +41,9 @@ SPDY_OFFER = (
 )
 #: kubectl's SPDY ping period (spec 3.7) and WebSocket ping period (5.7).
 PING_INTERVAL = 5.0
+#: Closing, how long we wait on a server that takes none of what we still send (stdin,
+#: our close): the session is over for us, so not the server's hours of idle timeout.
+CLOSE_IDLE_TIMEOUT = 30.0
 
 
 def exec_query(options: ExecOptions) -> list[tuple[str, str]]:
@@ -99,6 +102,7 @@ async def _connect_websocket(
         stream.abort()
         raise HandshakeError(str(exc), status=response.status) from exc
 
+    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
     conn = WebSocketConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
     return conn
@@ -120,6 +124,7 @@ async def _connect_spdy(rest: RestClient, path: str, query: list[tuple[str, str]
     # Imported here: SPDY is only the fallback, and exec should start fast.
     from hatchway.transport.spdy import SpdyConnection
 
+    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
     conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
     return conn

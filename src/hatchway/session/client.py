@@ -19,6 +19,13 @@ from hatchway.types import ExecOptions
 
 #: The status is small; anything bigger than this on the error stream is hostile.
 MAX_STATUS = 64 * 1024
+#: The error when the connection ended without the session's status: its output may be
+#: incomplete. (A server cuts a client only when it read nothing for the server's idle
+#: timeout; the node or the API server going away ends it the same way.)
+SESSION_CUT = (
+    "connection closed by the server before the output was delivered: "
+    "the session ended before the server sent its status"
+)
 
 
 class ClientSession:
@@ -74,7 +81,7 @@ class ClientSession:
             # v4/v5 servers always write a Status, Success included (spec 4.2), so an
             # empty error stream means the session was cut: reporting exit 0 (as
             # client-go does) would turn a lost connection into a success.
-            raise ConnectionClosedError("the session ended before the server sent its status")
+            raise ConnectionClosedError(SESSION_CUT)
         outcome = channel.parse_status(self.version, raw)
         if outcome.exit_code is None:
             raise RemoteCommandError(outcome.message or "unknown error")

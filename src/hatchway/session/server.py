@@ -21,6 +21,7 @@ from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.protocol import channel
 from hatchway.session.runner import Process, Runner
 from hatchway.transport.base import Connection, Stream
+from hatchway.transport.spdy import SpdyConnection
 from hatchway.types import ExecOptions
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,10 @@ log = logging.getLogger(__name__)
 #: How long the client has to create its streams (the kubelet's 30 s).
 STREAM_CREATION_TIMEOUT = 30.0
 READ_SIZE = 256 * 1024
+#: The outcome's error when closing gave up on a client that stopped reading.
+UNDELIVERED = "the client stopped reading: output not delivered (connection cut)"
 #: How long a TTY session waits for the client's first terminal size before starting.
 FIRST_RESIZE_WAIT = 0.5
-#: How long a finished SPDY session waits for the client to hang up first.
-CLIENT_CLOSE_WAIT = 5.0
 
 
 @dataclass
@@ -241,13 +242,15 @@ class ServerSession:
                         await streams[name].write_eof()
                 # spdystream hands DATA frames to per-stream worker queues but acts on a
                 # GOAWAY at once (spec 3.5, 3.6): closing first can drop the last output.
-                # The client closes as soon as it has read every stream to EOF.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CLIENT_CLOSE_WAIT):
-                        await self.conn.wait_closed()
+                # The client closes as soon as it has read every stream to EOF: wait
+                # for that as long as it keeps reading (a fixed wait cut slow readers).
+                assert isinstance(self.conn, SpdyConnection)
+                await self.conn.wait_hang_up()
         except ConnectionClosedError:
             pass
         await self.conn.close()
+        if self.conn.cut:
+            self.outcome.error = UNDELIVERED
 
     def _status(self, code: int | None, start_error: str | None) -> bytes:
         argv = " ".join(self.options.command)

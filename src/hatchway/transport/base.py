@@ -72,6 +72,9 @@ class Connection(abc.ABC):
 
     #: The negotiated subprotocol, e.g. ``v4.channel.k8s.io``.
     protocol: str = ""
+    #: True once closing gave up on a peer that took none of our output for the drain
+    #: idle timeout (what was still queued may not have reached it).
+    cut: bool = False
 
     @abc.abstractmethod
     async def open_stream(self, headers: Mapping[str, str]) -> Stream:

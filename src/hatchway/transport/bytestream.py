@@ -9,22 +9,41 @@ HTTP upgrade hands over what was read past the head.
 :class:`Splice` joins two streams below that: what one transport delivers is written to
 the other from the event loop's callback, with no task, queue or copy in between (the
 API server's exec proxy).
+
+Closing never cuts a peer that is still reading: :meth:`ByteStream.close` hands over
+what is queued (TLS: then the closing handshake) and waits as long as the peer takes
+some of it -- the kernel's count of bytes the peer acknowledged (``TCP_INFO``) is the
+measure. Only a peer that takes nothing for ``drain_idle_timeout`` is cut, and the
+stream says so (:attr:`ByteStream.cut`). The event loop's own TLS close deadline
+(``ssl_shutdown_timeout``, 30 s by default, counted from ``close()`` however fast the
+peer reads) is set out of the way, so that the progress watch is what decides.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
 import logging
 import socket
 import ssl as ssl_module
+import struct
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hatchway.errors import ConnectionClosedError
+
+try:  # Linux: the kernel's send queue of a TCP socket (SIOCOUTQ is TIOCOUTQ)
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
+except ImportError:  # pragma: no cover
+    _SIOCOUTQ = None
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +57,19 @@ SEND_LOW = 256 * 1024
 #: Send watermarks of a spliced transport: above HIGH the other side stops reading.
 SPLICE_SEND_HIGH = 256 * 1024
 SPLICE_SEND_LOW = 64 * 1024
+#: A closing stream whose peer takes none of its queued output for this long is cut
+#: (the kubelet's --streaming-connection-idle-timeout; the API server passes its own
+#: exec idle timeout). :attr:`ByteStream.drain_idle_timeout` per stream.
+DRAIN_IDLE_TIMEOUT = 4 * 3600.0
+#: How often a draining stream looks at the peer's progress.
+DRAIN_POLL = 1.0
+#: The event loop's deadline for a whole TLS close (asyncio's and uvloop's
+#: ``ssl_shutdown_timeout``): only a backstop far beyond any drain idle timeout, since it
+#: would cut a reader that is still making progress.
+TLS_SHUTDOWN_TIMEOUT = 7 * 24 * 3600.0
+#: ``struct tcp_info``: ``tcpi_bytes_acked`` (u64, Linux 4.1+) and the size to ask for.
+_TCPI_BYTES_ACKED = 120
+_TCP_INFO_SIZE = 256
 
 
 class _SharedBuffer(threading.local):
@@ -70,6 +102,9 @@ class _Protocol(asyncio.BufferedProtocol):
         #: Set by :meth:`Splice.start`: received bytes go to the other side at once.
         self.splice: Splice | None = None
         self.side = 0
+        #: Set by :meth:`ByteStream.close`: what arrives from then on is discarded.
+        self.closing = False
+        self.discarded = 0
 
     # -- asyncio callbacks --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,6 +126,11 @@ class _Protocol(asyncio.BufferedProtocol):
         return _shared.view[: self.recv_high]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.closing:
+            # Read only so that the peer's closing handshake gets through (and no unread
+            # data turns our close into a reset); nobody reads this stream any more.
+            self.discarded += nbytes
+            return
         if self.splice is not None:
             self.splice.forward(self.side, nbytes)
             return
@@ -169,9 +209,21 @@ class _Protocol(asyncio.BufferedProtocol):
 class ByteStream:
     """A connected socket: ``read``/``unread``, ``write``/``drain``, half-close, close."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: _Protocol,
+        drain_idle_timeout: float = DRAIN_IDLE_TIMEOUT,
+    ) -> None:
         self._transport = transport
         self._protocol = protocol
+        #: How long a closing stream waits for a peer that takes none of its output.
+        self.drain_idle_timeout = drain_idle_timeout
+        #: True once a close gave up on the peer (no progress for the drain idle
+        #: timeout, or the loop's TLS deadline) with its output perhaps undelivered.
+        self.cut = False
+        self._watching = False
+        self._sock = transport.get_extra_info("socket")
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -190,6 +242,7 @@ class ByteStream:
             kwargs["ssl"] = ssl
             kwargs["server_hostname"] = server_hostname if server_hostname is not None else host
             kwargs["ssl_handshake_timeout"] = timeout
+            kwargs["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
         async with asyncio.timeout(timeout):
             transport, protocol = await loop.create_connection(_Protocol, host, port, **kwargs)
         return cls(transport, protocol)  # type: ignore[arg-type]
@@ -241,7 +294,10 @@ class ByteStream:
     @property
     def write_buffered(self) -> int:
         """Bytes written and not yet handed to the kernel."""
-        return self._transport.get_write_buffer_size()
+        try:
+            return self._transport.get_write_buffer_size()
+        except AttributeError:  # asyncio's TLS transport, once closed twice
+            return 0
 
     # -- writing ------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -266,22 +322,130 @@ class ByteStream:
 
     # -- closing ------------------------------------------------------------------------
     def close(self) -> None:
-        self._transport.close()
+        """Close once everything queued is sent (TLS: and the closing handshake done),
+        as long as the peer keeps taking it; a peer that takes nothing for
+        ``drain_idle_timeout`` is cut (:attr:`cut`). What was received stays readable;
+        what arrives from now on is read and discarded, so that the peer's half of the
+        close gets through."""
+        p = self._protocol
+        if not p.closing:
+            p.closing = True
+            if not self._transport.is_closing():
+                # Paused (our bound, or the splice's throttle), the TLS layer would never
+                # see the peer's close_notify and the close would hang.
+                self._transport.resume_reading()
+        if not self._transport.is_closing():
+            # Once only: asyncio's TLS transport forgets its protocol on a second close.
+            self._transport.close()
+        if not self._watching and not p.closed.done():
+            self._watching = True
+            self._watch(DrainProgress(self))
+
+    def _watch(self, progress: DrainProgress) -> None:
+        if self._protocol.closed.done():
+            return
+        stalled = progress.stalled()
+        if stalled >= self.drain_idle_timeout:
+            self.give_up(stalled)
+            return
+        delay = min(DRAIN_POLL, self.drain_idle_timeout - stalled)
+        asyncio.get_running_loop().call_later(delay, self._watch, progress)
+
+    def give_up(self, stalled: float) -> None:
+        """Cut a peer that took none of our output for ``stalled`` seconds: abort, and
+        say so (:attr:`cut`, a warning)."""
+        self.cut = True
+        log.warning(
+            "peer %s took none of the %d bytes still queued for %.0f s: connection cut",
+            self.peername,
+            self.unsent,
+            stalled,
+        )
+        self.abort()
 
     def abort(self) -> None:
+        self._protocol.closing = True
         self._transport.abort()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._protocol.closed)
+        exc = self._protocol.exc
+        if isinstance(exc, TimeoutError) and self._watching and not self.cut:
+            # The loop's own TLS close deadline (TLS_SHUTDOWN_TIMEOUT) fired first.
+            self.cut = True
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Close after flushing, aborting if the flush does not finish in ``timeout``."""
+    async def aclose(self, idle_timeout: float | None = None) -> bool:
+        """:meth:`close` and wait until closed; whether the peer got everything (False:
+        it took nothing for ``idle_timeout``, default :attr:`drain_idle_timeout`, and
+        was cut)."""
+        if idle_timeout is not None:
+            self.drain_idle_timeout = idle_timeout
         self.close()
+        await self.wait_closed()
+        return not self.cut
+
+    async def wait_draining(
+        self, aw: Awaitable[object], idle_timeout: float, settle: float | None = None
+    ) -> str:
+        """Wait for ``aw`` for as long as the peer keeps taking what we sent.
+
+        ``"done"``; ``"stalled"`` once the peer took none of it for ``idle_timeout``;
+        ``"delivered"`` when, with ``settle`` given, everything sent has been
+        acknowledged for that long and ``aw`` still is not done. ``aw`` is cancelled
+        unless done."""
+        fut = asyncio.ensure_future(aw)
+        progress = DrainProgress(self)
+        delivered_at: float | None = None
         try:
-            async with asyncio.timeout(timeout):
-                await self.wait_closed()
-        except TimeoutError:
-            self.abort()
+            while True:
+                stalled = progress.stalled()
+                if stalled >= idle_timeout:
+                    return "stalled"
+                wait = min(DRAIN_POLL, idle_timeout - stalled)
+                if settle is not None:
+                    now = time.monotonic()
+                    if self.unsent:
+                        delivered_at = None
+                    elif delivered_at is None:
+                        delivered_at = now
+                    elif now - delivered_at >= settle:
+                        return "delivered"
+                    if delivered_at is not None:
+                        wait = min(wait, delivered_at + settle - now)
+                done, _ = await asyncio.wait({fut}, timeout=wait)
+                if done:
+                    return "done"
+        finally:
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+
+    @property
+    def bytes_acked(self) -> int | None:
+        """Bytes the peer's kernel acknowledged (``TCP_INFO``), None where unknown."""
+        sock = self._sock
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except (OSError, AttributeError, ValueError):
+            return None
+        if len(info) < _TCPI_BYTES_ACKED + 8:
+            return None
+        return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
+
+    @property
+    def unsent(self) -> int:
+        """Bytes written and not yet acknowledged by the peer: our buffer and the kernel's
+        send queue (as far as either is known)."""
+        queued = self.write_buffered
+        sock = self._sock
+        if sock is not None and _SIOCOUTQ is not None and sock.family != socket.AF_UNIX:
+            out = array.array("i", [0])
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
+                queued += out[0]
+        return queued
 
     @property
     def is_closing(self) -> bool:
@@ -301,6 +465,31 @@ class ByteStream:
     def set_recv_limit(self, high: int) -> None:
         self._protocol.recv_high = high
         self._protocol.recv_low = max(high // 4, 1)
+
+
+class DrainProgress:
+    """How long the peer of ``stream`` has taken none of its output: it makes progress
+    when its kernel acknowledges bytes (``TCP_INFO``), or, where that is unknown, when
+    our send buffer shrinks."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+        self._acked = stream.bytes_acked
+        self._buffered = stream.write_buffered
+        self._since = time.monotonic()
+
+    def stalled(self) -> float:
+        now = time.monotonic()
+        acked = self._stream.bytes_acked
+        buffered = self._stream.write_buffered
+        if acked is not None and self._acked is not None:
+            moved = acked > self._acked
+        else:
+            moved = buffered < self._buffered
+        self._acked, self._buffered = acked, buffered
+        if moved:
+            self._since = now
+        return now - self._since
 
 
 class Splice:
@@ -392,8 +581,10 @@ Handler = Callable[[ByteStream], Awaitable[None]]
 class Server:
     """A listening socket that runs ``handler(stream)`` per connection, owning the tasks."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, drain_idle_timeout: float = DRAIN_IDLE_TIMEOUT) -> None:
         self._handler = handler
+        #: Each connection's :attr:`ByteStream.drain_idle_timeout` to begin with.
+        self.drain_idle_timeout = drain_idle_timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -404,7 +595,7 @@ class Server:
         def connection_made(transport: asyncio.BaseTransport) -> None:
             orig(transport)
             task = asyncio.get_running_loop().create_task(
-                self._run(ByteStream(transport, protocol))  # type: ignore[arg-type]
+                self._run(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -438,6 +629,7 @@ class Server:
         if ssl is not None:
             kwargs["ssl"] = ssl
             kwargs["ssl_handshake_timeout"] = handshake_timeout
+            kwargs["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
         if sock is not None:
             self._server = await loop.create_server(self._factory, sock=sock, **kwargs)
         else:

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 import h11
 
 from hatchway.errors import ConnectionClosedError
-from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
+from hatchway.transport.bytestream import DRAIN_IDLE_TIMEOUT, RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
     HeaderInjectionError,
@@ -293,6 +293,10 @@ class _Exchange:
         trailing, _ = self.conn.trailing_data
         self.stream.unread(bytes(trailing))
         self._upgraded = True  # from here the callback owns what it was given
+        # A streaming session now, no longer a request: a peer still reading its output
+        # is given the streaming idle timeout, not the keep-alive one (the callback may
+        # set its own, as the API server's splice does).
+        self.stream.drain_idle_timeout = DRAIN_IDLE_TIMEOUT * _scale()
         try:
             await resp.upgrade(self.stream)
         except Exception:
@@ -399,7 +403,9 @@ class HttpServer:
         self.app = app
         self.limits = limits or HttpLimits()
         self.check_head = check_head
-        self._server = Server(self._handle)
+        # A connection closed after its answer waits as long as a keep-alive one would
+        # for a client that reads nothing of it.
+        self._server = Server(self._handle, self.limits.idle_timeout * _scale())
         #: Open connections, in total and by source address (refused ones not counted).
         self.connections = 0
         self.by_source: collections.Counter[str] = collections.Counter()

@@ -11,6 +11,10 @@ the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered onl
 fast as the peer reads: after a read that made us write, the reader waits for the send
 buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
 
+Closing never cuts a peer that is still reading (``ByteStream.close``); a server that
+must not send GOAWAY before the client is done (spdystream acts on it at once, section
+3.5) waits with :meth:`SpdyConnection.wait_hang_up`.
+
 Streams: a SYN_STREAM the peer reset in the same read is never replied to; beyond
 ``SpdyLimits.max_streams`` open peer streams, and after :meth:`SpdyConnection.stop_accepting`,
 new streams get RST_STREAM REFUSED_STREAM. Whatever fails in the reader ends the
@@ -196,7 +200,22 @@ class SpdyConnection(Connection):
             self._flush()
         self._finish(None)
         await self._stop_tasks()
-        await self._bs.aclose()
+        # Waits for as long as the peer reads what is queued; cut only if it stops.
+        if not await self._bs.aclose():
+            self.cut = True
+
+    async def wait_hang_up(self) -> bool:
+        """Wait for the peer to end the connection for as long as it keeps taking what
+        we sent (kubectl's pings, answered every 5 s, show it alive while it writes out
+        what it holds); False when it took nothing for the stream's drain idle timeout
+        with our output still queued (then the connection is cut, :attr:`cut`)."""
+        bs = self._bs
+        end = await bs.wait_draining(self._closed.wait(), bs.drain_idle_timeout)
+        if end == "stalled" and bs.unsent:
+            self.cut = True
+            bs.give_up(bs.drain_idle_timeout)
+            self.abort()
+        return not self.cut
 
     def abort(self) -> None:
         for task in self._tasks:

@@ -24,6 +24,10 @@ Choices a caller should know:
   peer. Writes wait on ``ByteStream.drain()``. Pongs and close frames the reader writes
   wait for the send buffer to drain before the next read (a ping flood from a peer that
   does not read stays bounded).
+* Closing waits for the peer's close frame as long as the peer keeps taking our output
+  (``ByteStream.wait_draining``); one that takes nothing for the stream's
+  ``drain_idle_timeout`` is cut (:attr:`WebSocketConnection.cut`), one that has it all
+  gets ``close_timeout`` to answer.
 * A message is bounded in bytes (``max_message``, by the Protocol) and in frames
   (``max_fragments``, empty continuation frames counted): beyond, close 1009.
 """
@@ -59,6 +63,10 @@ DEFAULT_CHANNEL_BUFFER = 1024 * 1024
 #: Writes larger than this become several messages (each independent data).
 WRITE_CHUNK = 1024 * 1024
 READ_SIZE = 1024 * 1024
+#: Once the peer has acknowledged everything we sent, how long it has to answer our
+#: close frame (or to close the TCP connection after the closing handshake). Before
+#: that, a closing connection waits as long as the peer keeps reading: only one that
+#: takes none of our output for the stream's drain idle timeout is cut.
 CLOSE_TIMEOUT = 5.0
 
 
@@ -339,8 +347,7 @@ class WebSocketConnection(Connection):
             while ws.state is not State.CLOSED:
                 await self._resume.wait()
                 if ws.close_expected():
-                    async with asyncio.timeout(self._close_timeout):
-                        data = await self._stream.read(READ_SIZE)
+                    data = await self._read_closing()
                 else:
                     data = await self._stream.read(READ_SIZE)
                 if not data:
@@ -361,6 +368,19 @@ class WebSocketConnection(Connection):
             pass
         finally:
             self._finish()
+
+    async def _read_closing(self) -> bytes:
+        """The next read once we sent our close frame: the peer gets as long as it keeps
+        reading what we sent before it (TimeoutError when it does not)."""
+        reading = asyncio.ensure_future(self._stream.read(READ_SIZE))
+        stream = self._stream
+        end = await stream.wait_draining(reading, stream.drain_idle_timeout, self._close_timeout)
+        if end == "stalled":
+            self.cut = True
+            stream.give_up(stream.drain_idle_timeout)
+        if end != "done":
+            raise TimeoutError
+        return reading.result()
 
     def _receive(self, data: bytes) -> bool:
         """Deliver the frames ``data`` completes: fast data messages straight to their
@@ -486,8 +506,9 @@ class WebSocketConnection(Connection):
 
     # -- closing --------------------------------------------------------------------------
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send Close ``code`` after everything queued, wait up to ``close_timeout`` for
-        the peer's close, then close the socket."""
+        """Send Close ``code`` after everything queued, wait for the peer's close (as
+        long as it keeps reading, then ``close_timeout`` once it has everything; a peer
+        that reads nothing for the drain idle timeout is cut), then close the socket."""
         if self._ws.state is State.OPEN:
             with contextlib.suppress(InvalidState):
                 self._ws.send_close(code, reason)
@@ -498,13 +519,18 @@ class WebSocketConnection(Connection):
         if not self._started:
             self._stream.close()
             self._finish()
-        try:
-            async with asyncio.timeout(self._close_timeout):
-                await self._done.wait()
-        except TimeoutError:
-            self._stream.abort()
+        stream = self._stream
+        end = await stream.wait_draining(
+            self._done.wait(), stream.drain_idle_timeout, self._close_timeout
+        )
+        if end == "stalled":
+            self.cut = True
+            stream.give_up(stream.drain_idle_timeout)
+        elif end == "delivered":
+            stream.close()  # the peer has it all: the socket's own close ends the rest
         await self._stop_tasks()
-        await self._stream.wait_closed()
+        await stream.wait_closed()
+        self.cut = self.cut or stream.cut
 
     def abort(self) -> None:
         self._stream.abort()
