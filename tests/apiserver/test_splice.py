@@ -178,8 +178,58 @@ def test_idle_timeout_counts_from_the_last_byte(loop: str, certs: Path) -> None:
             assert await client.read() == b""
             assert await node.read() == b""
         assert stats.bytes_to_node == 8
+        assert stats.error == "idle timeout"
 
     run(loop, through_proxy(certs, idle * SCALE, body))
+
+
+def _slow_socket(stream: ByteStream) -> None:
+    """Keep what the client has not read on the API server's side."""
+    stream.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    stream.set_recv_limit(64 * 1024)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_slow_client_gets_the_tail_after_the_node_has_gone(loop: str, certs: Path) -> None:
+    """The node sends its last bytes and closes; the API server's close of the client
+    side waits for as long as the client keeps reading, and the audit has no error."""
+    size = 2 * MIB
+
+    async def body(s: Session) -> None:
+        client, node, task, stats = s.client, s.node, s.task, s.stats
+        _slow_socket(client)
+        async with asyncio.timeout(3 * T):
+            sending = asyncio.ensure_future(send(node, size, 4))
+            got = await receive(client, size, pause=0.05)  # 64 KiB at a time: ~1.3 MiB/s
+            sent = await sending
+            await node.aclose()
+            assert await task == "node"
+            assert await client.read() == b""
+        assert sent == got
+        assert stats.error == ""
+
+    run(loop, through_proxy(certs, 2.0 * SCALE, body))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_that_takes_nothing_is_cut_and_the_audit_says_so(loop: str, certs: Path) -> None:
+    idle = 1.0 * SCALE
+
+    async def body(s: Session) -> None:
+        client, node, task, stats = s.client, s.node, s.task, s.stats
+        _slow_socket(client)  # and it reads nothing
+        async with asyncio.timeout(T):
+            node.write(b"x" * (300 * 1024))  # fits in the API server's buffers
+            await node.aclose()
+            assert await task == "node"  # ended by the node, then the client side cut
+            await s.inner[0].wait_closed()
+        assert s.inner[0].cut
+        assert stats.error == (
+            "the client stopped reading: output not delivered "
+            f"(no progress for {idle:.0f} s, connection cut)"
+        )
+
+    run(loop, through_proxy(certs, idle, body))
 
 
 @pytest.mark.parametrize("loop", LOOPS)
