@@ -21,29 +21,19 @@ peer reads) is set out of the way, so that the progress watch is what decides.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
 import logging
 import socket
 import ssl as ssl_module
-import struct
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hatchway.errors import ConnectionClosedError
-
-try:  # Linux: the kernel's send queue of a TCP socket (SIOCOUTQ is TIOCOUTQ)
-    import fcntl
-    import termios
-
-    _SIOCOUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
-except ImportError:  # pragma: no cover
-    _SIOCOUTQ = None
+from hatchway.transport import drain
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +51,10 @@ SPLICE_SEND_LOW = 64 * 1024
 #: (the kubelet's --streaming-connection-idle-timeout; the API server passes its own
 #: exec idle timeout). :attr:`ByteStream.drain_idle_timeout` per stream.
 DRAIN_IDLE_TIMEOUT = 4 * 3600.0
-#: How often a draining stream looks at the peer's progress.
-DRAIN_POLL = 1.0
 #: The event loop's deadline for a whole TLS close (asyncio's and uvloop's
 #: ``ssl_shutdown_timeout``): only a backstop far beyond any drain idle timeout, since it
 #: would cut a reader that is still making progress.
 TLS_SHUTDOWN_TIMEOUT = 7 * 24 * 3600.0
-#: ``struct tcp_info``: ``tcpi_bytes_acked`` (u64, Linux 4.1+) and the size to ask for.
-_TCPI_BYTES_ACKED = 120
-_TCP_INFO_SIZE = 256
 
 
 class _SharedBuffer(threading.local):
@@ -339,16 +324,16 @@ class ByteStream:
             self._transport.close()
         if not self._watching and not p.closed.done():
             self._watching = True
-            self._watch(DrainProgress(self))
+            self._watch(drain.Progress(self))
 
-    def _watch(self, progress: DrainProgress) -> None:
+    def _watch(self, progress: drain.Progress) -> None:
         if self._protocol.closed.done():
             return
         stalled = progress.stalled()
         if stalled >= self.drain_idle_timeout:
             self.give_up(stalled)
             return
-        delay = min(DRAIN_POLL, self.drain_idle_timeout - stalled)
+        delay = min(drain.POLL, self.drain_idle_timeout - stalled)
         asyncio.get_running_loop().call_later(delay, self._watch, progress)
 
     def give_up(self, stalled: float) -> None:
@@ -387,65 +372,20 @@ class ByteStream:
     async def wait_draining(
         self, aw: Awaitable[object], idle_timeout: float, settle: float | None = None
     ) -> str:
-        """Wait for ``aw`` for as long as the peer keeps taking what we sent.
-
-        ``"done"``; ``"stalled"`` once the peer took none of it for ``idle_timeout``;
-        ``"delivered"`` when, with ``settle`` given, everything sent has been
-        acknowledged for that long and ``aw`` still is not done. ``aw`` is cancelled
-        unless done."""
-        fut = asyncio.ensure_future(aw)
-        progress = DrainProgress(self)
-        delivered_at: float | None = None
-        try:
-            while True:
-                stalled = progress.stalled()
-                if stalled >= idle_timeout:
-                    return "stalled"
-                wait = min(DRAIN_POLL, idle_timeout - stalled)
-                if settle is not None:
-                    now = time.monotonic()
-                    if self.unsent:
-                        delivered_at = None
-                    elif delivered_at is None:
-                        delivered_at = now
-                    elif now - delivered_at >= settle:
-                        return "delivered"
-                    if delivered_at is not None:
-                        wait = min(wait, delivered_at + settle - now)
-                done, _ = await asyncio.wait({fut}, timeout=wait)
-                if done:
-                    return "done"
-        finally:
-            if not fut.done():
-                fut.cancel()
-                await asyncio.gather(fut, return_exceptions=True)
+        """Wait for ``aw`` for as long as the peer keeps taking what we sent:
+        ``"done"``, ``"stalled"`` or ``"delivered"`` (:func:`.drain.wait_draining`)."""
+        return await drain.wait_draining(self, aw, idle_timeout, settle)
 
     @property
     def bytes_acked(self) -> int | None:
         """Bytes the peer's kernel acknowledged (``TCP_INFO``), None where unknown."""
-        sock = self._sock
-        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-        except (OSError, AttributeError, ValueError):
-            return None
-        if len(info) < _TCPI_BYTES_ACKED + 8:
-            return None
-        return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
+        return drain.bytes_acked(self._sock)
 
     @property
     def unsent(self) -> int:
         """Bytes written and not yet acknowledged by the peer: our buffer and the kernel's
         send queue (as far as either is known)."""
-        queued = self.write_buffered
-        sock = self._sock
-        if sock is not None and _SIOCOUTQ is not None and sock.family != socket.AF_UNIX:
-            out = array.array("i", [0])
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
-                queued += out[0]
-        return queued
+        return self.write_buffered + drain.kernel_unsent(self._sock)
 
     @property
     def is_closing(self) -> bool:
@@ -465,31 +405,6 @@ class ByteStream:
     def set_recv_limit(self, high: int) -> None:
         self._protocol.recv_high = high
         self._protocol.recv_low = max(high // 4, 1)
-
-
-class DrainProgress:
-    """How long the peer of ``stream`` has taken none of its output: it makes progress
-    when its kernel acknowledges bytes (``TCP_INFO``), or, where that is unknown, when
-    our send buffer shrinks."""
-
-    def __init__(self, stream: ByteStream) -> None:
-        self._stream = stream
-        self._acked = stream.bytes_acked
-        self._buffered = stream.write_buffered
-        self._since = time.monotonic()
-
-    def stalled(self) -> float:
-        now = time.monotonic()
-        acked = self._stream.bytes_acked
-        buffered = self._stream.write_buffered
-        if acked is not None and self._acked is not None:
-            moved = acked > self._acked
-        else:
-            moved = buffered < self._buffered
-        self._acked, self._buffered = acked, buffered
-        if moved:
-            self._since = now
-        return now - self._since
 
 
 class Splice:

@@ -1,0 +1,130 @@
+"""Is the peer still reading? What a closing :class:`~.bytestream.ByteStream` watches.
+
+Progress is the kernel's count of bytes the peer acknowledged (``tcpi_bytes_acked`` of
+``TCP_INFO``, Linux 4.1+): it moves only when the peer's receive window opens, that is
+when the peer reads, whatever TLS or event-loop buffers sit above the socket. Where it
+is unknown (another OS, a Unix socket), our send buffer shrinking counts instead.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+try:  # Linux: the kernel's send queue of a TCP socket (SIOCOUTQ is TIOCOUTQ)
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
+except ImportError:  # pragma: no cover
+    _SIOCOUTQ = None
+
+#: How often a draining stream looks at the peer's progress.
+POLL = 1.0
+#: ``struct tcp_info``: the offset of ``tcpi_bytes_acked`` (u64), and the size to ask for.
+_TCPI_BYTES_ACKED = 120
+_TCP_INFO_SIZE = 256
+_TCP = (socket.AF_INET, socket.AF_INET6)
+
+
+class Sender(Protocol):
+    """What is watched: a ByteStream."""
+
+    @property
+    def bytes_acked(self) -> int | None: ...
+    @property
+    def write_buffered(self) -> int: ...
+    @property
+    def unsent(self) -> int: ...
+
+
+def bytes_acked(sock: Any) -> int | None:
+    """Bytes the peer's kernel acknowledged on ``sock``, None where unknown."""
+    if sock is None or sock.family not in _TCP:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError, ValueError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
+
+
+def kernel_unsent(sock: Any) -> int:
+    """Bytes in ``sock``'s kernel send queue not yet acknowledged (0 where unknown)."""
+    if sock is None or _SIOCOUTQ is None or sock.family not in _TCP:
+        return 0
+    out = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), _SIOCOUTQ, out)
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return int(out[0])
+
+
+class Progress:
+    """How long the peer has taken none of our output."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._acked = sender.bytes_acked
+        self._buffered = sender.write_buffered
+        self._since = time.monotonic()
+
+    def stalled(self) -> float:
+        now = time.monotonic()
+        acked, buffered = self._sender.bytes_acked, self._sender.write_buffered
+        if acked is not None and self._acked is not None:
+            moved = acked > self._acked
+        else:
+            moved = buffered < self._buffered
+        self._acked, self._buffered = acked, buffered
+        if moved:
+            self._since = now
+        return now - self._since
+
+
+async def wait_draining(
+    sender: Sender, aw: Awaitable[object], idle_timeout: float, settle: float | None = None
+) -> str:
+    """Wait for ``aw`` for as long as the peer keeps taking what ``sender`` sent.
+
+    ``"done"``; ``"stalled"`` once the peer took none of it for ``idle_timeout``;
+    ``"delivered"`` when, with ``settle`` given, everything sent has been acknowledged
+    for that long and ``aw`` still is not done. ``aw`` is cancelled unless done."""
+    fut = asyncio.ensure_future(aw)
+    progress = Progress(sender)
+    delivered_at: float | None = None
+    try:
+        while True:
+            stalled = progress.stalled()
+            if stalled >= idle_timeout:
+                return "stalled"
+            wait = min(POLL, idle_timeout - stalled)
+            if settle is not None:
+                now = time.monotonic()
+                if sender.unsent:
+                    delivered_at = None
+                elif delivered_at is None:
+                    delivered_at = now
+                elif now - delivered_at >= settle:
+                    return "delivered"
+                if delivered_at is not None:
+                    wait = min(wait, delivered_at + settle - now)
+            done, _ = await asyncio.wait({fut}, timeout=wait)
+            if done:
+                return "done"
+    finally:
+        if not fut.done():
+            fut.cancel()
+            await asyncio.gather(fut, return_exceptions=True)
+
+
+__all__ = ["POLL", "Progress", "bytes_acked", "kernel_unsent", "wait_draining"]
