@@ -27,6 +27,7 @@ import contextlib
 import logging
 import socket
 import ssl as ssl_module
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,8 @@ DRAIN_IDLE_TIMEOUT = 4 * 3600.0
 #: ``ssl_shutdown_timeout``): only a backstop far beyond any drain idle timeout, since it
 #: would cut a reader that is still making progress.
 TLS_SHUTDOWN_TIMEOUT = 7 * 24 * 3600.0
+#: SO_LINGER on, 0 s: close() resets the connection and drops the kernel's send queue.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class _SharedBuffer(threading.local):
@@ -337,8 +340,9 @@ class ByteStream:
         asyncio.get_running_loop().call_later(delay, self._watch, progress)
 
     def give_up(self, stalled: float) -> None:
-        """Cut a peer that took none of our output for ``stalled`` seconds: abort, and
-        say so (:attr:`cut`, a warning)."""
+        """Cut a peer that took none of our output for ``stalled`` seconds: reset the
+        connection, and say so (:attr:`cut`, a warning). A reset, not a close: the
+        kernel would otherwise keep what is queued for a peer that does not read."""
         self.cut = True
         log.warning(
             "peer %s took none of the %d bytes still queued for %.0f s: connection cut",
@@ -346,6 +350,9 @@ class ByteStream:
             self.unsent,
             stalled,
         )
+        if self._sock is not None and self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         self.abort()
 
     def abort(self) -> None:
