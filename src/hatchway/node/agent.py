@@ -28,7 +28,7 @@ from hatchway.node.runtime import RuncRuntime
 from hatchway.node.runtime_exec import start_exec_helper
 from hatchway.node.server import LookupRefusedError, NodeEndpoint
 from hatchway.rest import RestClient
-from hatchway.transport import tls
+from hatchway.transport import tls, tlsbuffer
 from hatchway.transport.http import HttpLimits, HttpServer
 from hatchway.types import ExecOptions
 
@@ -143,6 +143,8 @@ class NodeAgent:
         caller without one gets the kubelet's 401 (and a log line) rather than a reset.
         Handshakes refused are logged too."""
         cert, key, _, client_ca = self._credentials()
+        # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
+        tlsbuffer.share_receive_buffers()
         # Every connection comes from the API server: no per-source cap below the total.
         limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
         self.server = HttpServer(self.endpoint(client_ca), limits=limits)
