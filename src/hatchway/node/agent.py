@@ -82,6 +82,7 @@ class NodeAgent:
             host_ip=config.address,
         )
         self.server: HttpServer | None = None
+        self._endpoint: NodeEndpoint | None = None
         self.rest: RestClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pods: dict[str, dict[str, Any]] = {}  # the API server's view, by uid
@@ -147,7 +148,8 @@ class NodeAgent:
         tlsbuffer.share_receive_buffers()
         # Every connection comes from the API server: no per-source cap below the total.
         limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
-        self.server = HttpServer(self.endpoint(client_ca), limits=limits)
+        self._endpoint = self.endpoint(client_ca)
+        self.server = HttpServer(self._endpoint, limits=limits)
         ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
@@ -162,6 +164,8 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.close()
+        if self._endpoint is not None:
+            await self._endpoint.trimmer.aclose()
         await self.manager.close()
 
     async def __aenter__(self) -> NodeAgent:
