@@ -18,6 +18,8 @@ Choices where spdystream is lax or the draft and spdystream differ:
   :class:`~hatchway.errors.ProtocolError`, limits :class:`~hatchway.errors.LimitExceededError`.
 * HEADERS frames are decoded and checked (to keep the zlib context in step); their FIN
   half-closes like a DATA FIN; their contents are not reported.
+* After :meth:`SpdyProtocol.refuse_streams` (a server session with all its streams) the
+  zlib contexts are gone: later header blocks are skipped undecoded, SYN_STREAMs refused.
 * No flow-control windows (section 3.6): SETTINGS and WINDOW_UPDATE are parsed and dropped.
 """
 
@@ -282,19 +284,13 @@ class SpdyProtocol:
 
     # -- local actions --------------------------------------------------------------------
     def refuse_streams(self) -> None:
-        """The local side takes no more peer streams and sends no more header blocks
-        (an exec session that has all its streams): each later SYN_STREAM gets RST_STREAM
-        REFUSED_STREAM and no event, and both zlib contexts are freed -- the peer's
-        inflate window and state alone are 39 KiB a connection, held by every idle
-        session (issue 10, item 6). Header blocks received later are skipped undecoded:
-        the frame layer still checks their framing, and a HEADERS FIN still half-closes.
-        :meth:`open_stream` and :meth:`reply` raise :class:`SpdyUsageError` afterwards."""
+        """No more peer streams, no more header blocks: each later SYN_STREAM gets
+        RST_STREAM REFUSED_STREAM and no event, and both zlib contexts are freed (the
+        peer's inflate window and state alone are 39 KiB, held by every idle exec
+        session; issue 10, item 6). Later header blocks are skipped undecoded (framing
+        still checked, a HEADERS FIN still half-closes); open_stream/reply raise."""
         self._compressor = None
         self._decompressor = None
-
-    @property
-    def refusing_streams(self) -> bool:
-        return self._decompressor is None
 
     def _compress(self, headers: Mapping[str, HeaderValue], forbidden: frozenset[str]) -> bytes:
         if self._compressor is None:
@@ -442,7 +438,7 @@ class SpdyProtocol:
             self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.PROTOCOL_ERROR).serialize())
             return
         self._last_peer_id = sid
-        if self._goaway_sent or self.refusing_streams:
+        if self._goaway_sent or self._decompressor is None:
             self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM).serialize())
             return
         if self._peer_open >= self.limits.max_streams:
