@@ -33,7 +33,7 @@ def test_a_stopping_pod_holds_up_no_other_pod_work(cluster: Cluster) -> None:
         deleted = cluster.kubectl("delete", "pod", a, "--wait=false")
         assert deleted.returncode == 0, deleted.stderr.decode()
         started = time.monotonic()
-        # The node has begun A's stop: the pod is terminating and SIGTERM was ignored.
+        # A is terminating; it ignores SIGTERM, so it goes only when its grace period ends.
         assert cluster.get("pod", a)["metadata"].get("deletionTimestamp")
 
         t0 = time.monotonic()
