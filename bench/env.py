@@ -127,7 +127,7 @@ def start_cluster(stack: contextlib.ExitStack, base: pathlib.Path, users: int) -
     state = json.loads((data_dir / "cluster.json").read_text())
     pod = "bench"
     _create_pod(env, pod)
-    cid = _container_id(data_dir, pod)
+    cid = _container_id(data_dir, _pod_uid(env, pod))
     cluster = Cluster(data_dir, env, pod, cid, state["apiserver_pid"], state["node_pid"], [])
     cluster.kubeconfigs = _user_kubeconfigs(data_dir, users)
     return cluster
@@ -155,9 +155,17 @@ def _create_pod(env: dict[str, str], name: str) -> None:
         raise RuntimeError(f"cannot create the pod: {result.stderr.decode(errors='replace')}")
 
 
-def _container_id(data_dir: pathlib.Path, pod: str, timeout: float = 60) -> str:
-    """The runc id of the pod's container once it runs (the node's pod state file)."""
-    path = data_dir / "node" / "pods" / f"default_{pod}.json"
+def _pod_uid(env: dict[str, str], name: str) -> str:
+    result = _run(["kubectl", "get", "pod", name, "-o", "jsonpath={.metadata.uid}"], env=env)
+    if result.returncode != 0 or not result.stdout.strip():
+        raise RuntimeError(f"cannot read the pod's uid: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode().strip()
+
+
+def _container_id(data_dir: pathlib.Path, uid: str, timeout: float = 60) -> str:
+    """The runc id of the pod's container once it runs (the node's pod state file, which
+    is named by the pod's uid)."""
+    path = data_dir / "node" / "pods" / f"{uid}.json"
     runc_root = str(data_dir / "node" / "runc")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,7 +175,7 @@ def _container_id(data_dir: pathlib.Path, pod: str, timeout: float = 60) -> str:
             if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
                 return str(cid)
         time.sleep(0.2)
-    raise RuntimeError(f"pod {pod} did not start within {timeout}s")
+    raise RuntimeError(f"pod {uid} did not start within {timeout}s")
 
 
 def _user_kubeconfigs(data_dir: pathlib.Path, users: int) -> list[str]:

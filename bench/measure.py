@@ -25,6 +25,8 @@ from bench.peers import Peer
 BLOCK = 64 * 1024
 CHUNK = 1024 * 1024
 F_SETPIPE_SZ = 1031
+#: How long after the last session's processes are gone the "after" sample is read.
+AFTER_SETTLE = 3.0
 RECORDS = re.compile(rb"(\d+)\+(\d+) records (in|out)")
 
 
@@ -201,15 +203,19 @@ def concurrent(peer: Peer, sessions: int, per_session: int, timeout: float) -> d
         "sessions": sessions,
         **_rate(run.done, run.seconds),
         "streaming_kib_per_session": run.sampler.per_session(run.peak, sessions),
+        "after_kib": run.sampler.per_session(run.after, 1),
     }
 
 
 def idle(peer: Peer, sessions: int, timeout: float) -> dict[str, object]:
-    """Server memory with ``sessions`` idle sessions open (stdin open, nothing flowing)."""
+    """Server memory with ``sessions`` idle sessions open (stdin open, nothing flowing),
+    and what the servers still hold once every session has ended (``after_kib``: the
+    sample minus the baseline, in KiB, not divided)."""
     run = _sessions(peer, sessions, 0, timeout)
     return {
         "sessions": sessions,
         "idle_kib_per_session": run.sampler.per_session(run.idle, sessions),
+        "after_kib": run.sampler.per_session(run.after, 1),
     }
 
 
@@ -218,6 +224,7 @@ class _Run:
     sampler: Sampler
     idle: Sample
     peak: Sample
+    after: Sample
     done: int
     seconds: float
 
@@ -252,7 +259,23 @@ def _sessions(peer: Peer, sessions: int, per_session: int, timeout: float) -> _R
         for proc in procs:
             _kill(proc)
     done = _check_sessions(procs, errs, per_session)
-    return _Run(sampler, idle_sample, peak, done, t1 - t0)
+    after = _after(sampler, deadline)
+    return _Run(sampler, idle_sample, peak, after, done, t1 - t0)
+
+
+def _after(sampler: Sampler, deadline: float) -> Sample:
+    """The servers' memory once the sessions are over: when each server is back to its
+    baseline's process count (the node's ``runc exec`` children gone) and AFTER_SETTLE
+    seconds more, so memory a server gives back after its sessions end (a trim after a
+    short delay) is given back before the sample."""
+    counts = {name: values["tree_procs"] for name, values in sampler.base.items()}
+    while time.monotonic() < deadline:
+        now = sampler.sample()
+        if all(now[n]["tree_procs"] <= c for n, c in counts.items() if n in now):
+            break
+        time.sleep(0.25)
+    time.sleep(AFTER_SETTLE)
+    return sampler.sample()
 
 
 def _check_sessions(procs: list[subprocess.Popen[bytes]], errs: list[bytes], size: int) -> int:

@@ -57,12 +57,20 @@ ROWS = (
         _key("idle_kib_per_session", "node", "rss_kib"), "KiB", False),
     Row("N idle: serving processes PSS/session", "idle",
         _tree_pss("idle_kib_per_session"), "KiB", False),
+    Row("N idle, all closed: API server RSS kept", "idle",
+        _key("after_kib", "apiserver", "rss_kib"), "KiB", False),
+    Row("N idle, all closed: node agent RSS kept", "idle",
+        _key("after_kib", "node", "rss_kib"), "KiB", False),
     Row("N streaming: API server RSS/session", "concurrent",
         _key("streaming_kib_per_session", "apiserver", "rss_kib"), "KiB", False),
     Row("N streaming: node agent RSS/session", "concurrent",
         _key("streaming_kib_per_session", "node", "rss_kib"), "KiB", False),
     Row("N streaming: serving processes PSS/session", "concurrent",
         _tree_pss("streaming_kib_per_session"), "KiB", False),
+    Row("N streamed, all closed: API server RSS kept", "concurrent",
+        _key("after_kib", "apiserver", "rss_kib"), "KiB", False),
+    Row("N streamed, all closed: node agent RSS kept", "concurrent",
+        _key("after_kib", "node", "rss_kib"), "KiB", False),
     Row("TTY echo p50", "echo", _key("p50_ms"), "ms", False),
     Row("TTY echo p99", "echo", _key("p99_ms"), "ms", False),
 )  # fmt: skip
@@ -141,13 +149,14 @@ def targets(results: Results) -> list[dict[str, Any]]:
     p50 = by_fig["exec true p50"]
     for ref in ("kubectl-ws", "kubectl-spdy", "podman"):
         out.append(_ratio_target(results, f"exec true p50 ≤ {ref}", p50, "hatchway", ref, 1.0))
-    out.append(_idle_target(results, by_fig["N idle: API server RSS/session"]))
+    out.append(_idle_target(results, by_fig["N idle: API server RSS/session"], "API server"))
+    out.append(_idle_target(results, by_fig["N idle: node agent RSS/session"], "node agent"))
     return out
 
 
-def _idle_target(results: Results, row: Row) -> dict[str, Any]:
+def _idle_target(results: Results, row: Row, server: str) -> dict[str, Any]:
     n = results["meta"]["sessions"]
-    name = f"{n} idle sessions: API server < 100 KiB/session"
+    name = f"{n} idle sessions: {server} < 100 KiB/session"
     found = {p: value(results, row, p) for p in ("hatchway", "kubectl-ws", "kubectl-spdy")}
     found = {p: v for p, v in found.items() if v is not None}
     if not found:

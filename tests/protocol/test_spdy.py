@@ -271,6 +271,54 @@ def test_goaway_reports_last_peer_stream_and_refuses_new_ones():
     assert frames_of(s.data_to_send()) == [fr.RstStreamFrame(5, fr.RstStatus.REFUSED_STREAM)]
 
 
+def test_refuse_streams_refuses_later_streams_and_keeps_the_open_ones():
+    c, s = pair()
+    first = c.open_stream({"streamtype": "stdout"})
+    pump(c, s)
+    s.reply(first)
+    s.refuse_streams()
+    pump(c, s)
+    later = c.open_stream({"streamtype": "stdin"})
+    _, events = pump(c, s)
+    assert events == []  # not reported: nobody would read it
+    assert frames_of(s.data_to_send()) == [fr.RstStreamFrame(later, fr.RstStatus.REFUSED_STREAM)]
+    # A header block the freed context cannot decode is skipped; its FIN still counts.
+    c.send_data(first, b"in")
+    block = c._compressor.encode({"x": "y"})
+    events = s.receive_data(
+        c.data_to_send() + fr.HeadersFrame(first, block, fr.FLAG_FIN).serialize()
+    )
+    assert events == [DataReceived(first, b"in", False), DataReceived(first, b"", True)]
+    s.send_data(first, b"out", fin=True)
+    assert c.receive_data(s.data_to_send()) == [DataReceived(first, b"out", True)]
+    with pytest.raises(SpdyUsageError):
+        s.open_stream({})
+    with pytest.raises(SpdyUsageError):
+        s.reply(later)
+
+
+def test_refuse_streams_frees_the_header_contexts():
+    """Issue 10, item 6: what an idle exec session's connection holds for zlib."""
+    import tracemalloc
+
+    def serve() -> tuple[SpdyProtocol, int]:
+        c, s = pair()
+        for name in ("error", "stdin", "stdout", "stderr"):
+            sid = c.open_stream({"streamtype": name, "port": "80"})
+            pump(c, s)
+            s.reply(sid)
+        return s, tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        s, held = serve()
+        s.refuse_streams()
+        freed = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert freed > 32 * 1024, freed  # the inflate window alone is 32 KiB
+
+
 def test_settings_and_window_update_ignored():
     s = SpdyProtocol(client=False)
     data = fr.SettingsFrame(((0, 4, 100),)).serialize() + fr.WindowUpdateFrame(1, 5).serialize()

@@ -4,6 +4,7 @@ encoder decoded back, and hostile blocks (bombs, wrong dictionary, bad names).""
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 import zlib
 
 import pytest
@@ -79,16 +80,55 @@ def test_out_of_order_blocks_fail():
 def test_our_encoder_decodes_back_and_starts_a_zlib_stream():
     comp, decomp = HeaderCompressor(), HeaderDecompressor()
     first = comp.encode({"streamType": "error"})
-    assert first.startswith(bytes.fromhex("78f9e3c6a7c2")) and first.endswith(b"\x00\x00\xff\xff")
+    # CMF 0x38: deflate with a 2 KiB window; FLG 0xea: level 9, FDICT; the dictionary's id.
+    assert first.startswith(bytes.fromhex("38eae3c6a7c2")) and first.endswith(b"\x00\x00\xff\xff")
     assert decomp.decode(first) == {"streamtype": "error"}
     for value in ["stdin", "stdout", "stderr", "resize"]:
         blk = comp.encode({"streamtype": value})
-        assert not blk.startswith(b"\x78")
+        assert not blk.startswith(first[:2])
         assert decomp.decode(blk) == {"streamtype": value}
     multi = comp.encode({"a": ["1", "2"], "port": "80", "requestid": "0"})
     got = decomp.decode(multi)
     assert got == {"a": "1\x002", "port": "80", "requestid": "0"}
     assert split_values(got["a"]) == ["1", "2"]
+
+
+def _traced(make):  # type: ignore[no-untyped-def]
+    """(object, bytes it allocated and still holds), by tracemalloc, which sees zlib's
+    own allocations (CPython gives zlib PyMem_RawMalloc)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        made = make()
+        return made, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_header_compressor_holds_little_memory():
+    """Issue 10, item 6: zlib's default window and memLevel cost 256 KiB per connection
+    (each idle SPDY session on the node held that); ours stays under 32 KiB."""
+
+    def make() -> tuple[HeaderCompressor, bytes]:
+        comp = HeaderCompressor()
+        return comp, comp.encode({"streamtype": "error", "port": "80"})
+
+    (_comp, block), held = _traced(make)
+    assert held < 32 * 1024, held
+    assert HeaderDecompressor().decode(block) == {"streamtype": "error", "port": "80"}
+    # The measurement can fail: zlib's defaults hold eight times the bound.
+    _, default = _traced(lambda: zlib.compressobj(9, zlib.DEFLATED, 15, 8, zdict=DICTIONARY))
+    assert default > 8 * 32 * 1024, default
+
+
+def test_our_blocks_inflate_with_a_default_window_inflater():
+    """What a peer's inflater does (Go's compress/zlib, Python's: a 32 KiB window)."""
+    comp = HeaderCompressor()
+    inflater = zlib.decompressobj(15, zdict=DICTIONARY)
+    for i in range(50):
+        headers = {"streamtype": "stdout", "port": str(i), "x-long": "v" * (i * 97)}
+        raw = inflater.decompress(comp.encode(headers))
+        assert decode_block(raw) == headers
 
 
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-:", min_size=1, max_size=20)

@@ -28,7 +28,7 @@ from hatchway.node.runtime import RuncRuntime
 from hatchway.node.runtime_exec import start_exec_helper
 from hatchway.node.server import LookupRefusedError, NodeEndpoint
 from hatchway.rest import RestClient
-from hatchway.transport import tls
+from hatchway.transport import tls, tlsbuffer
 from hatchway.transport.http import HttpLimits, HttpServer
 from hatchway.types import ExecOptions
 
@@ -82,6 +82,7 @@ class NodeAgent:
             host_ip=config.address,
         )
         self.server: HttpServer | None = None
+        self._endpoint: NodeEndpoint | None = None
         self.rest: RestClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pods: dict[str, dict[str, Any]] = {}  # the API server's view, by uid
@@ -143,9 +144,12 @@ class NodeAgent:
         caller without one gets the kubelet's 401 (and a log line) rather than a reset.
         Handshakes refused are logged too."""
         cert, key, _, client_ca = self._credentials()
+        # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
+        tlsbuffer.share_receive_buffers()
         # Every connection comes from the API server: no per-source cap below the total.
         limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
-        self.server = HttpServer(self.endpoint(client_ca), limits=limits)
+        self._endpoint = self.endpoint(client_ca)
+        self.server = HttpServer(self._endpoint, limits=limits)
         ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
@@ -160,6 +164,8 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.close()
+        if self._endpoint is not None:
+            await self._endpoint.trimmer.aclose()
         await self.manager.close()
 
     async def __aenter__(self) -> NodeAgent:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
+from hatchway.node.heap import HeapTrimmer
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
@@ -185,6 +186,7 @@ class NodeEndpoint:
         start: Callable[[str, ExecOptions], object],
         logs: Callable[[str, LogOptions], AsyncIterator[bytes]] | None = None,
         outcomes: SessionOutcomes | None = None,
+        trimmer: HeapTrimmer | None = None,
     ) -> None:
         self.caller = caller
         self.lookup = lookup
@@ -192,6 +194,8 @@ class NodeEndpoint:
         self.logs = logs
         self.sessions = 0
         self.outcomes = outcomes if outcomes is not None else SessionOutcomes()
+        #: Gives the memory of ended sessions back to the system (:mod:`.heap`).
+        self.trimmer = trimmer if trimmer is not None else HeapTrimmer()
 
     async def __call__(self, request: Request) -> Response:
         refusal = self.caller.admit(request.peercert, request.peer, request.path)
@@ -331,6 +335,7 @@ class NodeEndpoint:
         finally:
             self.sessions -= 1
             self.outcomes.finish(record, outcome)
+            self.trimmer.session_ended()
 
 
 async def _nothing() -> AsyncIterator[bytes]:

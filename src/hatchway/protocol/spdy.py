@@ -18,6 +18,8 @@ Choices where spdystream is lax or the draft and spdystream differ:
   :class:`~hatchway.errors.ProtocolError`, limits :class:`~hatchway.errors.LimitExceededError`.
 * HEADERS frames are decoded and checked (to keep the zlib context in step); their FIN
   half-closes like a DATA FIN; their contents are not reported.
+* After :meth:`SpdyProtocol.refuse_streams` (a server session with all its streams) the
+  zlib contexts are gone: later header blocks are skipped undecoded, SYN_STREAMs refused.
 * No flow-control windows (section 3.6): SETTINGS and WINDOW_UPDATE are parsed and dropped.
 """
 
@@ -240,8 +242,11 @@ class SpdyProtocol:
         self.limits = limits
         self.state = C.OPEN
         self._parser = fr.FrameParser(limits.max_data_length, limits.max_control_length)
-        self._compressor = HeaderCompressor()
-        self._decompressor = HeaderDecompressor(limits.max_header_block, limits.max_headers)
+        # None once refuse_streams() freed them: no header block is sent or decoded then.
+        self._compressor: HeaderCompressor | None = HeaderCompressor()
+        self._decompressor: HeaderDecompressor | None = HeaderDecompressor(
+            limits.max_header_block, limits.max_headers
+        )
         self._streams: dict[int, StreamState] = {}
         self._parity = 1 if client else 0
         self._next_id = 1 if client else 2
@@ -278,13 +283,36 @@ class SpdyProtocol:
         return b"".join(self.buffers_to_send())
 
     # -- local actions --------------------------------------------------------------------
+    def refuse_streams(self) -> None:
+        """No more peer streams, no more header blocks: each later SYN_STREAM gets
+        RST_STREAM REFUSED_STREAM and no event, and both zlib contexts are freed (the
+        peer's inflate window and state alone are 39 KiB, held by every idle exec
+        session; issue 10, item 6). Later header blocks are skipped undecoded (framing
+        still checked, a HEADERS FIN still half-closes); open_stream/reply raise."""
+        self._compressor = None
+        self._decompressor = None
+
+    def _compress(self, headers: Mapping[str, HeaderValue], forbidden: frozenset[str]) -> bytes:
+        if self._compressor is None:
+            raise SpdyUsageError("no header blocks after refuse_streams()")
+        return self._compressor.compress(_local_block(headers, forbidden))
+
+    def _decode(self, block: bytes, forbidden: frozenset[str]) -> dict[str, str]:
+        """A received header block, checked; ``{}`` once refuse_streams() freed the
+        context (the block cannot be decoded, and nothing will act on it)."""
+        if self._decompressor is None:
+            return {}
+        headers = self._decompressor.decode(block)
+        check_forbidden(headers, forbidden)
+        return headers
+
     def open_stream(self, headers: Mapping[str, HeaderValue], fin: bool = False) -> int:
         if self.state is not C.OPEN:
             raise SpdyUsageError(f"cannot open a stream in connection state {self.state.value}")
         sid = self._next_id
         if sid > fr.MAX_STREAM_ID:
             raise SpdyUsageError("stream ids exhausted")
-        block = self._compressor.compress(_local_block(headers, FORBIDDEN_REQUEST))
+        block = self._compress(headers, FORBIDDEN_REQUEST)
         self._next_id += 2
         self._streams[sid] = S.SYN_SENT_FIN if fin else S.SYN_SENT
         flags = fr.FLAG_FIN if fin else 0
@@ -295,7 +323,7 @@ class SpdyProtocol:
         self, stream_id: int, headers: Mapping[str, HeaderValue] | None = None, fin: bool = False
     ) -> None:
         new = self._local_transition(stream_id, I.SEND_REPLY_FIN if fin else I.SEND_REPLY)
-        block = self._compressor.compress(_local_block(headers or {}, FORBIDDEN_RESPONSE))
+        block = self._compress(headers or {}, FORBIDDEN_RESPONSE)
         self._set(stream_id, new)
         flags = fr.FLAG_FIN if fin else 0
         self._out.append(fr.SynReplyFrame(stream_id, block, flags).serialize())
@@ -404,14 +432,13 @@ class SpdyProtocol:
             events.append(DataReceived(sid, data, fin))
 
     def _on_syn_stream(self, frame: fr.SynStreamFrame, events: list[Event]) -> None:
-        headers = self._decompressor.decode(frame.header_block)
-        check_forbidden(headers, FORBIDDEN_REQUEST)
+        headers = self._decode(frame.header_block, FORBIDDEN_REQUEST)
         sid = frame.stream_id
         if sid <= self._last_peer_id or self.is_local(sid):
             self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.PROTOCOL_ERROR).serialize())
             return
         self._last_peer_id = sid
-        if self._goaway_sent:
+        if self._goaway_sent or self._decompressor is None:
             self._out.append(fr.RstStreamFrame(sid, fr.RstStatus.REFUSED_STREAM).serialize())
             return
         if self._peer_open >= self.limits.max_streams:
@@ -424,8 +451,7 @@ class SpdyProtocol:
         events.append(StreamOpened(sid, headers, fin))
 
     def _on_syn_reply(self, frame: fr.SynReplyFrame, events: list[Event]) -> None:
-        headers = self._decompressor.decode(frame.header_block)
-        check_forbidden(headers, FORBIDDEN_RESPONSE)
+        headers = self._decode(frame.header_block, FORBIDDEN_RESPONSE)
         fin = bool(frame.flags & fr.FLAG_FIN)
         sid = frame.stream_id
         if sid not in self._streams:
@@ -434,10 +460,10 @@ class SpdyProtocol:
             events.append(StreamReplied(sid, headers, fin))
 
     def _on_headers(self, frame: fr.HeadersFrame, events: list[Event]) -> None:
-        headers = self._decompressor.decode(frame.header_block)
         # spdystream picks the forbidden set by the id's parity, whoever opened it.
-        check_forbidden(
-            headers, FORBIDDEN_REQUEST if frame.stream_id % 2 == 0 else FORBIDDEN_RESPONSE
+        self._decode(
+            frame.header_block,
+            FORBIDDEN_REQUEST if frame.stream_id % 2 == 0 else FORBIDDEN_RESPONSE,
         )
         if frame.flags & fr.FLAG_FIN:
             self._on_data(frame.stream_id, b"", True, events)

@@ -157,12 +157,23 @@ def split_values(value: str) -> list[str]:
     return value.split("\x00")
 
 
-class HeaderCompressor:
-    """One direction's zlib stream: level 9, the SPDY dictionary, a sync flush per block."""
+#: Our deflate stream's window (2 KiB: still holds the whole 1,423-byte dictionary) and
+#: memLevel. zlib's defaults (15, 8) cost 256 KiB per connection (window, prev and head
+#: tables, pending buffer; the head table is zero-filled at once) for header blocks of a
+#: few hundred bytes -- the node agent held that for every idle SPDY exec session. These
+#: cost about 10 KiB. Any inflater takes any window up to 32 KiB (RFC 1950's CINFO;
+#: Go's compress/zlib, which kubectl's spdystream uses, and Python's zlib alike).
+COMPRESS_WBITS = 11
+COMPRESS_MEMLEVEL = 1
 
-    def __init__(self) -> None:
+
+class HeaderCompressor:
+    """One direction's zlib stream: level 9, the SPDY dictionary, a sync flush per block,
+    a small window and memLevel (:data:`COMPRESS_WBITS`, :data:`COMPRESS_MEMLEVEL`)."""
+
+    def __init__(self, wbits: int = COMPRESS_WBITS, mem_level: int = COMPRESS_MEMLEVEL) -> None:
         self._z = zlib.compressobj(
-            9, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, zdict=DICTIONARY
+            9, zlib.DEFLATED, wbits, mem_level, zlib.Z_DEFAULT_STRATEGY, zdict=DICTIONARY
         )
 
     def compress(self, block: bytes) -> bytes:

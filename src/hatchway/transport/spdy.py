@@ -297,8 +297,11 @@ class SpdyConnection(Connection):
     def stop_accepting(self) -> None:
         """The session has all the streams it needs: streams opened but not yet taken by
         :meth:`accept_stream` are reset, later ones refused (RST_STREAM REFUSED_STREAM)
-        without a reply, so a peer cannot make the connection hold streams nobody reads."""
+        without a reply, so a peer cannot make the connection hold streams nobody reads.
+        The protocol frees its header compression contexts (no header block is sent or
+        read from then on: :meth:`SpdyProtocol.refuse_streams`)."""
         self._accepting = False
+        self._proto.refuse_streams()
         while self._accepted:
             self._accepted.popleft().refuse()
 
