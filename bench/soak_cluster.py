@@ -66,6 +66,9 @@ class SoakCluster:
         state = json.loads((self.data_dir / "cluster.json").read_text())
         return {"apiserver": int(state["apiserver_pid"]), "node": int(state["node_pid"])}
 
+    def node_port(self) -> int:
+        return int(json.loads((self.data_dir / "cluster.json").read_text())["node_port"])
+
     def up_argv(self) -> list[str]:
         argv = [PYTHON, "-m", "hatchway", "up", "--data-dir", str(self.data_dir)]
         argv += ["--apiserver-port", "0", "--node-port", "0", "--detach", "--no-merge"]

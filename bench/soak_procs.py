@@ -88,6 +88,40 @@ def fd_kinds(pid: int) -> dict[str, int]:
     return kinds
 
 
+_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN",
+               "04": "FIN_WAIT1", "05": "FIN_WAIT2", "09": "LAST_ACK", "07": "CLOSE"}  # fmt: skip
+
+
+def _tcp_table() -> dict[str, str]:
+    """Socket inode → ``local->remote STATE`` for TCP over IPv4 (loopback: all we use)."""
+    table = {}
+    with contextlib.suppress(OSError):
+        for line in _read("/proc/net/tcp").decode().splitlines()[1:]:
+            f = line.split()
+            local, remote = (_addr(a) for a in (f[1], f[2]))
+            table[f[9]] = f"{local}->{remote} {_TCP_STATES.get(f[3], f[3])}"
+    return table
+
+
+def _addr(hexaddr: str) -> str:
+    ip, port = hexaddr.split(":")
+    octets = [str(int(ip[i : i + 2], 16)) for i in (6, 4, 2, 0)]
+    return f"{'.'.join(octets)}:{int(port, 16)}"
+
+
+def sockets(pid: int) -> list[str]:
+    """The TCP sockets a process holds (``local->remote STATE``; ``unix`` otherwise)."""
+    table = _tcp_table()
+    out = []
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    out.append(table.get(target[8:-1], "unix or other"))
+    return sorted(out)
+
+
 def _kib(pid: int, path: str, key: str) -> int:
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in _read(f"/proc/{pid}/{path}").decode().splitlines():

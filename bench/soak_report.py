@@ -34,6 +34,7 @@ def _failure(out: Outcome) -> dict[str, Any]:
     keep = ("status", "exit_code", "error", "received", "expected", "first_diff", "leaked")
     detail = {k: getattr(out, k) for k in keep}
     detail["seconds"] = round(out.end - out.start, 2)
+    detail["in_restart"] = out.in_restart
     return {"spec": spec, **detail}
 
 
@@ -116,7 +117,8 @@ def table(result: dict[str, Any]) -> str:
         ("leaked fds: API server / node agent",
          f"{fds['apiserver']['leaked']} / {fds['node']['leaked']} "
          f"({fds['apiserver']['before']}→{fds['apiserver']['after']}, "
-         f"{fds['node']['before']}→{fds['node']['after']})"),
+         f"{fds['node']['before']}→{fds['node']['after']}; "
+         f"{fds['node']['pooled']} pooled connections not counted)"),
         ("API server RSS before / peak / after", _mem(result, "apiserver", "rss_kib")),
         ("API server PSS before / peak / after", _mem(result, "apiserver", "pss_kib")),
         ("node agent RSS before / peak / after", _mem(result, "node", "rss_kib")),
@@ -132,6 +134,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"  #{s['index']} {s['client']} {s['phase']}/{s['mode']} size={s['size']} "
             f"code={s['code']} kill={s['kill'] or '-'}: {f['status']} exit={f['exit_code']} "
+            f"{'(in a restart) ' if f['in_restart'] else ''}"
             f"got {f['received']} of {f['expected']} (first diff {f['first_diff']}) "
             f"{f['error'][:160]} {'; left: ' + ', '.join(f['leaked'][:3]) if f['leaked'] else ''}"
         )

@@ -81,7 +81,8 @@ class Outcome:
     first_diff: int | None = None
     verified: int = 0  # bytes that came back equal to what was sent
     leaked: list[str] = field(default_factory=list)  # processes left after a kill
-    cut: bool = False  # overlapped a node agent / API server kill
+    cut: bool = False  # failed loudly, in flight at a node agent / API server kill
+    in_restart: bool = False  # in flight at such a kill, whatever its outcome
 
 
 class Pattern:
@@ -169,6 +170,11 @@ def classify(out: Outcome, verifier: Verifier, tty_marker: bytes = b"") -> None:
         return
     if out.error:
         out.status = "error"
+        return
+    if out.spec.kill:
+        # Its command (``exec sleep``) never ends by itself: a session that ended before
+        # the kill, without an error, reported an exit the command never had.
+        out.status = "wrong_exit"
         return
     if out.spec.mode == "tty":
         out.expected = len(tty_marker)
