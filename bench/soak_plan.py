@@ -73,7 +73,7 @@ def make_plan(
     for _ in range(slow):
         spec = base("slow")
         spec.size = log_uniform(rng, 256 * 1024, min(8 * MIB, max_size))
-        spec.slow_rate = rng.randint(1 * MIB, 4 * MIB)
+        spec.slow_rate = rng.randint(128 * 1024, 2 * MIB)
         slow_specs.append(spec)
     idle_specs = []
     for _ in range(idle):

@@ -59,6 +59,12 @@ class Spec:
             script = f"echo soak-ok-{self.index}; exit {self.code}"
         elif self.mode == "idle":
             script = f'echo ready; read line; echo "$line"; exit {self.code}'
+        elif self.slow_rate:
+            # Store, then replay: the command writes its output (and exits) while the
+            # reader lags, so the tail is still in the pipe and the node's buffers when
+            # the process ends -- where a lost tail would be lost.
+            path = f"/tmp/{self.tag(run)}"
+            script = f"cat >{path}; cat {path}; rm -f {path}; exit {self.code}"
         else:
             script = f"cat; exit {self.code}"
         return ["sh", "-c", script, self.tag(run)]
