@@ -25,6 +25,7 @@ import os
 import pathlib
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -290,6 +291,21 @@ async def amain(args: argparse.Namespace, cluster: soak_cluster.SoakCluster) -> 
         soak.checks.sampler.stop()
 
 
+def _keep_logs(cluster: soak_cluster.SoakCluster, out: pathlib.Path) -> str:
+    """The servers' logs and the audit log, kept beside the JSON (the data directory is
+    removed): what the failed sessions' ends look like from the servers' side."""
+    target = out.with_name(out.stem + "-logs")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in [
+        *sorted((cluster.data_dir / "logs").glob("*.log")),
+        cluster.data_dir / "audit.log",
+    ]:
+        with contextlib.suppress(OSError):
+            shutil.copy(path, target / path.name)
+    return str(target)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if os.geteuid() != 0:
@@ -302,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting a cluster in {base}")
         cluster = soak_cluster.start(stack, base, args.pods)
         result = asyncio.run(amain(args, cluster))
+        result["logs"] = _keep_logs(cluster, args.out)
     print(soak_report.table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

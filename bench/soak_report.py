@@ -128,7 +128,10 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"| {'soak':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
     lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
     verdict = "FAILED" if result["failed"] else "passed"
-    lines.append(f"\nsoak {verdict}: {result['failed']} failures; details in the JSON (failures).")
+    lines.append(
+        f"\nsoak {verdict}: {result['failed']} failures; details in the JSON (failures), "
+        f"the servers' logs in {result.get('logs', '?')}"
+    )
     for f in result["failures"][:EXAMPLES]:
         s = f["spec"]
         lines.append(
