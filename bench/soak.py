@@ -26,6 +26,7 @@ import pathlib
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -98,9 +99,17 @@ class Soak:
         self.sem = asyncio.Semaphore(args.concurrency)
         self.deadline = time.monotonic() + args.time_limit
         self.inflight: set[asyncio.Task[Outcome]] = set()
+        self.interrupted = False
         self.checks = soak_check.Checks(cluster, self.run)
         self.verifiers: dict[int, Any] = {}  # by session, while it runs (idle: ready?)
         self.finished: set[int] = set()
+
+    def interrupt(self, main_task: asyncio.Task[Any]) -> None:
+        log("interrupted: stopping the sessions and the cluster")
+        self.interrupted = True
+        main_task.cancel()
+        for task in list(self.inflight):
+            task.cancel()
 
     # -- one session ------------------------------------------------------------------
     def bound(self, spec: Spec) -> float:
@@ -150,7 +159,7 @@ class Soak:
     async def start(self, spec: Spec) -> asyncio.Task[Outcome] | None:
         await self.gate.wait()
         await self.sem.acquire()
-        if time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline or self.interrupted:
             self.sem.release()
             return None
         task = asyncio.ensure_future(self.session(spec))
@@ -176,6 +185,8 @@ class Soak:
         for client in soak_plan.WEIGHTS:
             spec = Spec(-1, client, self.cluster.pods[0].name, "data", size=1000)
             while (out := await self.session(spec, record=False)).status != "ok":
+                if self.interrupted:
+                    raise asyncio.CancelledError
                 if not quiet or time.monotonic() > deadline:
                     raise RuntimeError(f"warm-up {client} failed: {out.status} {out.error}")
                 await asyncio.sleep(0.5)
@@ -284,6 +295,14 @@ def _meta(args: argparse.Namespace, run: str) -> dict[str, Any]:
 
 async def amain(args: argparse.Namespace, cluster: soak_cluster.SoakCluster) -> dict[str, Any]:
     soak = Soak(args, cluster)
+    # Ctrl-C and SIGTERM end the run the same way, even where SIGINT was ignored (a
+    # background job): the main task is cancelled, the sessions with it (their clients'
+    # process groups are killed), and main() removes the cluster.
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, soak.interrupt, main_task)
     soak.checks.sampler.start()
     try:
         return await soak.go()
@@ -317,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(f"starting a cluster in {base}")
         cluster = soak_cluster.start(stack, base, args.pods)
-        result = asyncio.run(amain(args, cluster))
+        try:
+            result = asyncio.run(amain(args, cluster))
+        except asyncio.CancelledError:
+            log("interrupted; nothing reported")
+            return 130
         result["logs"] = _keep_logs(cluster, args.out)
     print(soak_report.table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)

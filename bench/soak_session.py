@@ -272,8 +272,7 @@ async def run_lib(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier) ->
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(work, 30)
             work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
+            await settle(work)
             if spec.kill == "cancel":
                 # What a caller's cancel does: the task dies with CancelledError, and
                 # ``async with`` closes the session on the way out.
@@ -285,7 +284,7 @@ async def run_lib(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier) ->
         if out.status != "killed":
             out.error = f"{type(exc).__name__}: {exc}"[:300]
     finally:
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):
             await client.close()
 
 
@@ -312,8 +311,7 @@ async def _lib_exchange(process, spec: Spec, ctx: Context, verifier: Verifier, k
         return code
     finally:
         feeder.cancel()
-        with contextlib.suppress(BaseException):
-            await feeder
+        await settle(feeder)
 
 
 #: Idle sessions wait on this (set by the idle phase) before they write their line.
@@ -410,9 +408,8 @@ async def run_process(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier
         killpg(proc.pid)  # hung (a cancel from the deadline), or any way out
         work.cancel()
         killer.cancel()
-        with contextlib.suppress(BaseException):
-            await work
-        with contextlib.suppress(BaseException):
+        await settle(work)
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 10)
         if master >= 0:
             os.close(master)
@@ -424,6 +421,12 @@ async def run_process(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier
         out.error = f"exit 1: {text[-300:] or '(nothing on stderr)'}"
     elif out.exit_code not in (0, spec.code) and "command terminated with exit code" not in text:
         out.error = f"exit {out.exit_code}: {text[-300:]}"
+
+
+async def settle(task: asyncio.Future[object]) -> None:
+    """Wait for a task we cancelled (or that failed) without raising its outcome, but
+    still raising our own cancellation (Ctrl-C must get through)."""
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def killpg(pid: int) -> None:
