@@ -136,6 +136,8 @@ class Soak:
         except TimeoutError:
             out.status = "hung"
             out.error = f"no end within {self.bound(spec):.0f}s"
+        except Exception as exc:  # a harness fault: shown, never hidden as a pass
+            out.error = f"harness: {type(exc).__name__}: {exc}"
         out.end = time.monotonic()
         self.finished.add(spec.index)
         self.verifiers.pop(spec.index, None)

@@ -360,49 +360,24 @@ async def run_process(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier
     )  # fmt: skip
     if slave >= 0:
         os.close(slave)
+    assert proc.stdout is not None and proc.stderr is not None
     kill = asyncio.Event()
     stderr = bytearray()
-
-    async def feed() -> None:
-        if proc.stdin is None:
-            return
-        try:
-            if spec.mode == "idle":
-                await _wait_ready(verifier)
-                await spec_idle_gate(spec)
-                proc.stdin.write(idle_line(spec, ctx.run) + b"\n")
-                await proc.stdin.drain()
-            else:
-
-                async def write(data: bytes) -> None:
-                    proc.stdin.write(data)  # type: ignore[union-attr]
-                    await proc.stdin.drain()  # type: ignore[union-attr]
-
-                await _feed_stream(write, spec, ctx)
-            proc.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client exited first; its exit status and output say why
-
-    async def drain_stderr() -> None:
-        assert proc.stderr is not None
-        while data := await proc.stderr.read(65536):
-            if len(stderr) < KEEP_STDERR:
-                stderr.extend(data)
-
-    assert proc.stdout is not None
     work = asyncio.ensure_future(
-        asyncio.gather(feed(), _read_into(proc.stdout.read, verifier, spec, kill), drain_stderr())
+        asyncio.gather(
+            _feed_process(proc, spec, ctx, verifier),
+            _read_into(proc.stdout.read, verifier, spec, kill),
+            _keep(proc.stderr, stderr),
+        )
     )
     killer = asyncio.ensure_future(kill.wait())
     try:
         done, _ = await asyncio.wait({work, killer}, return_when=asyncio.FIRST_COMPLETED)
         if killer in done:
             out.status = "killed"
-        else:
-            killer.cancel()
-            work.result()
-        if out.status == "killed":
             killpg(proc.pid)
+        else:
+            work.result()
         out.exit_code = await proc.wait()
     finally:
         killpg(proc.pid)  # hung (a cancel from the deadline), or any way out
@@ -413,14 +388,49 @@ async def run_process(spec: Spec, ctx: Context, out: Outcome, verifier: Verifier
             await asyncio.wait_for(proc.wait(), 10)
         if master >= 0:
             os.close(master)
-        out.client_pid = proc.pid  # type: ignore[attr-defined]
-    if out.status == "killed":
+    if out.status != "killed":
+        out.error = _client_error(out.exit_code, spec.code, stderr.decode(errors="replace"))
+
+
+def _client_error(code: int | None, expected: int, stderr: str) -> str:
+    """What the CLI or kubectl reported as its own failure ("" when it reported the
+    command's exit code): both exit 1 with a message, and say "command terminated with
+    exit code K" when the command exited K."""
+    text = stderr.strip()
+    if "command terminated with exit code" in text:
+        return ""
+    if code == 1:
+        return f"exit 1: {text[-300:] or '(nothing on stderr)'}"
+    if code not in (0, expected):
+        return f"exit {code}: {text[-300:]}"
+    return ""
+
+
+async def _feed_process(proc, spec: Spec, ctx: Context, verifier: Verifier) -> None:  # type: ignore[no-untyped-def]
+    stdin = proc.stdin
+    if stdin is None:
         return
-    text = stderr.decode(errors="replace").strip()
-    if out.exit_code == 1 and "command terminated with exit code" not in text:
-        out.error = f"exit 1: {text[-300:] or '(nothing on stderr)'}"
-    elif out.exit_code not in (0, spec.code) and "command terminated with exit code" not in text:
-        out.error = f"exit {out.exit_code}: {text[-300:]}"
+
+    async def write(data: bytes) -> None:
+        stdin.write(data)
+        await stdin.drain()
+
+    try:
+        if spec.mode == "idle":
+            await _wait_ready(verifier)
+            await spec_idle_gate(spec)
+            await write(idle_line(spec, ctx.run) + b"\n")
+        else:
+            await _feed_stream(write, spec, ctx)
+        stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client exited first; its exit status and output say why
+
+
+async def _keep(reader: asyncio.StreamReader, into: bytearray) -> None:
+    while data := await reader.read(65536):
+        if len(into) < KEEP_STDERR:
+            into.extend(data)
 
 
 async def settle(task: asyncio.Future[object]) -> None:
