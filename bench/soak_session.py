@@ -149,11 +149,14 @@ class Verifier:
             view, self._block = view[n:], self._block[n:]
 
     def finish(self) -> tuple[int, bool]:
-        """(expected length, sha256 equal)."""
+        """(expected length, sha256 equal); the rest of the expected stream is hashed."""
         while self._next_block():
             pass
-        equal = self.got.digest() == self.want.digest() and self.received == self.want_len
-        return self.want_len, equal
+        return self.want_len, self.equal()
+
+    def equal(self) -> bool:
+        """After :meth:`finish`: same length and the same sha256."""
+        return self.got.digest() == self.want.digest() and self.received == self.want_len
 
 
 def expected_output(spec: Spec, pattern: Pattern, run: str) -> Verifier:
@@ -172,6 +175,9 @@ def classify(out: Outcome, verifier: Verifier, tty_marker: bytes = b"") -> None:
     """Set ``out.status`` from what came back; the first failure in this order wins:
     reported error, truncated/corrupted, wrong exit code."""
     out.received = verifier.received
+    if out.spec.mode != "tty":
+        out.expected, _ = verifier.finish()
+        out.first_diff = verifier.first_diff
     if out.status in {"killed", "hung"}:
         return
     if out.error:
@@ -189,8 +195,7 @@ def classify(out: Outcome, verifier: Verifier, tty_marker: bytes = b"") -> None:
             return
         out.verified = out.expected
     else:
-        out.expected, equal = verifier.finish()
-        out.first_diff = verifier.first_diff
+        equal = verifier.equal()
         if not equal:
             short = verifier.received < out.expected and verifier.first_diff is None
             out.status = "truncated" if short else "corrupted"
