@@ -77,18 +77,27 @@ class Checks:
                 host.append(p)
         return in_containers, host
 
-    def _pool_growth(self) -> int:
-        """How many more kept-alive API server → node connections there are than at the
-        baseline, up to the pool's bound: the API server asks the node for each session's
-        outcome on a pooled connection and keeps up to ``POOL_PER_KEY`` of them idle. Each
-        is one fd in both processes; beyond the bound they count as leaked."""
+    def _pool_growth(self, role: str) -> int:
+        """How many more kept-alive API server → node connections ``role`` holds than at
+        its baseline, up to the pool's bound: the API server asks the node for each
+        session's outcome on a pooled connection and keeps up to ``POOL_PER_KEY`` of them
+        idle, one fd at each end. (A restarted API server builds a new pool: the node's
+        baseline held the old one's.) Beyond the bound they count as leaked."""
         from hatchway.transport.httpclient import POOL_PER_KEY
 
         pids = self.cluster.pids()
-        to_node = f"127.0.0.1:{self.cluster.node_port()} ESTABLISHED"
-        now = sum(s.endswith(to_node) for s in soak_procs.sockets(pids["apiserver"]))
-        before = sum(s.endswith(to_node) for s in self.fd_sockets.get(pids["apiserver"], []))
-        return max(0, min(now, POOL_PER_KEY) - before)
+        port = self.cluster.node_port()
+
+        def outbound(socks: list[str]) -> int:  # the API server's ends
+            return sum(x.endswith(f"->127.0.0.1:{port} ESTABLISHED") for x in socks)
+
+        def inbound(socks: list[str]) -> int:  # the node's ends
+            mine = f"127.0.0.1:{port}->"
+            return sum(x.startswith(mine) and x.endswith(" ESTABLISHED") for x in socks)
+
+        now = min(POOL_PER_KEY, outbound(soak_procs.sockets(pids["apiserver"])))
+        count = outbound if role == "apiserver" else inbound
+        return max(0, now - count(self.fd_sockets.get(pids[role], [])))
 
     def _settle(self, timeout: float) -> tuple[list[soak_procs.Proc], list[soak_procs.Proc]]:
         deadline = time.monotonic() + timeout
@@ -106,8 +115,8 @@ class Checks:
         fds: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + settle
         while True:
-            pooled = self._pool_growth()
             for role, pid in self.cluster.pids().items():
+                pooled = self._pool_growth(role)
                 base = self.fd_base.get(pid, -1)
                 now = soak_procs.fd_count(pid)
                 leaked = max(0, now - base - pooled)
