@@ -147,6 +147,7 @@ class Soak:
                 self.checks.gone, [spec.tag(self.run), spec.sleep_tag(self.run)],
                 15 * self.args.timeout_scale,
             )  # fmt: skip
+            out.checked = time.monotonic()
         if record:
             self.outcomes.append(out)
             self._progress()
@@ -274,7 +275,10 @@ class Soak:
         log("idle phase")
         idle_memory = await self.idle_phase() if time.monotonic() < self.deadline else {}
         for out in self.outcomes:
-            out.in_restart = self.in_window(out)
+            out.in_restart = self.in_window(out) or bool(
+                # a restart while its processes were being waited for
+                out.leaked and any(out.end <= w["start"] <= out.checked for w in self.windows)
+            )
             out.cut = out.status == "error" and out.in_restart
         log("checking for leaks")
         final = await asyncio.to_thread(self.checks.final, 20 * self.args.timeout_scale)

@@ -88,7 +88,8 @@ class Outcome:
     verified: int = 0  # bytes that came back equal to what was sent
     leaked: list[str] = field(default_factory=list)  # processes left after a kill
     cut: bool = False  # failed loudly, in flight at a node agent / API server kill
-    in_restart: bool = False  # in flight at such a kill, whatever its outcome
+    in_restart: bool = False  # in flight at such a kill (or its leak check), whatever its outcome
+    checked: float = 0.0  # when the check for its processes ended (killed, hung)
 
 
 class Pattern:
