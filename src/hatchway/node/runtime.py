@@ -12,6 +12,12 @@ Layout under ``root_dir`` (the node's data directory):
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 
+Exec: app containers get the node's ``tini-static`` (Debian ``tini``; ``exec_init``)
+mounted read-only, recorded in ``meta.json`` as ``exec_init``, and a command found in the
+container runs under it (see :mod:`hatchway.node.runtime_tree`); containers created
+without it, or a command that is not found (runc then reports why), are exec'd directly.
+:meth:`RuncRuntime.kill_leftover_execs` kills what an earlier node agent's execs left.
+
 Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
 foreground (so runc itself waits for the container and reports its exit status, 128+N for a
 signal), then the status is written to ``exit``. ``--keep`` leaves the container's cgroup
@@ -40,7 +46,7 @@ from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.logs import tail_offset
 from hatchway.node.paths import UnsafePathError, inside
-from hatchway.node.runtime_exec import ExecProcess, start_exec
+from hatchway.node.runtime_exec import ExecProcess, resolves_in, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
     host_devices,
@@ -50,8 +56,12 @@ from hatchway.node.runtime_host import (
     runc_error,
 )
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
+from hatchway.node.runtime_tree import EXEC_INIT_PATH, kill_step, leftover_roots
 
 log = logging.getLogger(__name__)
+
+#: The exec init, where Debian's ``tini`` package puts its static build.
+TINI_STATIC = "/usr/bin/tini-static"
 
 #: In the bundle of a container with ``stdin: true``: its main process's stdin (attach).
 STDIN_FIFO = "stdin.fifo"
@@ -120,8 +130,10 @@ class RuncRuntime:
         poll_interval: float = 0.02,
         overlay: bool = True,
         pids_limit: int | None = runtime_spec.DEFAULT_PIDS_LIMIT,
+        exec_init: str | None = TINI_STATIC,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
+        self.exec_init = _usable_init(exec_init)
         # Each container's pids limit (None: none); Localhost seccomp profiles live in
         # seccomp/, put there by the node's administrator.
         self.pids_limit = pids_limit
@@ -320,12 +332,14 @@ class RuncRuntime:
                 arch=platform.machine(),
                 localhost_seccomp=localhost,
                 max_nofile=host_nofile_limit(),
+                exec_init=self.exec_init,
             )
 
         name = str(container.get("name") or "")
         cid = await self._create(pod, "container", name, str(container.get("image")), build)
         meta = self._meta(cid)
         meta["sandbox_id"] = sandbox_id or ""
+        meta["exec_init"] = EXEC_INIT_PATH if self.exec_init else ""
         self._save_meta(cid, meta)
         if container.get("stdin"):
             # The main process's stdin for attach; the shim holds it open read-write, so
@@ -554,10 +568,62 @@ class RuncRuntime:
             cwd=cwd,
             stdout=stdout,
             stderr=stderr,
+            init=self._exec_init_for(container_id, st.pid, argv[0] if argv else "", env, cwd),
         )
+
+    def _exec_init_for(
+        self, cid: str, init_pid: int, argv0: str, env: Mapping[str, str] | None, cwd: str | None
+    ) -> str | None:
+        """The container's exec init if it has one and ``argv0`` is found in it."""
+        init = str(self._meta(cid).get("exec_init") or "")
+        if not init or not init_pid:
+            return None
+        try:
+            with open(os.path.join(self._bundle(cid), "config.json")) as f:
+                process = json.load(f)["process"]
+        except (OSError, ValueError, KeyError):
+            return None
+        path = runtime_spec.DEFAULT_PATH
+        for item in [*process.get("env", []), *(f"{k}={v}" for k, v in (env or {}).items())]:
+            if item.startswith("PATH="):
+                path = item[5:]
+        where = cwd or str(process.get("cwd") or "/")
+        return init if resolves_in(f"/proc/{init_pid}/root", argv0, path, where) else None
+
+    async def kill_leftover_execs(self) -> int:
+        """Kill every exec'd process tree an earlier node agent left in this runtime's
+        running containers (its exec helper was killed with it); how many trees."""
+        count = 0
+        for st in await self.list():
+            if not st.running or not st.pid:
+                continue
+            for root in leftover_roots(st.pid):
+                log.warning("killing exec %d left in %s by an earlier agent", root.pid, st.id)
+                count += 1
+                for attempt in range(2000):
+                    if kill_step(root, attempt):
+                        break
+                    await asyncio.sleep(0.005)
+        return count
 
 
 _FIELDS = set(ContainerState.__dataclass_fields__)
+
+
+def _usable_init(path: str | None) -> str | None:
+    """``path`` if it is a root-owned regular file nobody else can write (it is mounted
+    into containers), else None: exec then runs commands directly."""
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        log.warning("no exec init at %s (Debian package tini): exec runs commands directly", path)
+        return None
+    if not os.path.isfile(path) or info.st_uid != 0 or info.st_mode & 0o022:
+        log.warning("exec init %s is not a root-owned, read-only file: not used", path)
+        return None
+    return os.path.realpath(path)
 
 
 def _is_mount(path: str) -> bool:

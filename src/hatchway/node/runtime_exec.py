@@ -28,9 +28,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import posixpath
 import shutil
-import signal
 import socket
+import stat
 import struct
 import tempfile
 import termios
@@ -40,8 +41,14 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
 from hatchway.node.runtime_host import runc_error
+from hatchway.node.runtime_tree import Root, kill_step, process_tree
+from hatchway.node.runtime_tree import stat as _stat  # noqa: F401  (tests use it)
+
+__all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_exec_helper"]
 
 CHUNK = 256 * 1024
+#: Rounds of the kill order (runtime_tree.kill_step) before giving up on a tree.
+KILL_ROUNDS = 2000
 TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
 
 
@@ -137,10 +144,11 @@ async def _writable(fd: int, unless: asyncio.Event) -> None:
 class ExecProcess:
     """One command running in a container. Created by :func:`start_exec`."""
 
-    def __init__(self, argv: list[str], tty: bool) -> None:
+    def __init__(self, argv: list[str], tty: bool, init: bool = False) -> None:
         self.argv = list(argv)
         self.tty = tty
-        self.pid = 0  # host PID of the exec'd process; 0 if it never started
+        self.init = init  # run under the exec init (tini -s): pid is tini's
+        self.pid = 0  # host PID of the exec root (tini, or the command); 0: never started
         self.error_message: str | None = None
         self.returncode: int | None = None
         self._exited = asyncio.Event()
@@ -153,6 +161,7 @@ class ExecProcess:
         self._cleanup: list[str] = []
         self._killed = False
         self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
+        self._root: Root | None = None  # what kill() kills (runtime_tree)
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -223,17 +232,16 @@ class ExecProcess:
         return self.returncode
 
     async def kill(self) -> None:
-        """SIGKILL the exec'd process and everything it started, and runc/helper.
-        Unread output is then dropped: ``wait()`` does not wait for a reader."""
+        """SIGKILL the exec'd process and everything it started (background and setsid
+        children too), in the order that leaves no zombie (:mod:`runtime_tree`). Also
+        right after the process exited: what it left behind is killed. Unread output is
+        then dropped: ``wait()`` does not wait for a reader."""
         self._killed = True
-        for _ in range(50):
-            victims = process_tree(self.pid, self._start_time) if self.pid else []
-            if not victims:
-                break
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.01)
+        if self._root is not None:
+            for attempt in range(KILL_ROUNDS):
+                if kill_step(self._root, attempt):
+                    break
+                await asyncio.sleep(0.005)
         if self._watcher is not None and not self._exited.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited.wait()), 0.5)
@@ -279,41 +287,6 @@ class ExecProcess:
         self._exited.set()
 
 
-def process_tree(root: int, since: int = 0) -> list[int]:
-    """``root`` and every live descendant, by parent links and by session (children that
-    were re-parented to the container's init keep the session runc gave ``root``).
-
-    ``since``: ``root``'s start time (clock ticks after boot, /proc/PID/stat field 22);
-    processes started earlier are left alone, so a recycled PID never points the kill at
-    someone else's processes.
-    """
-    procs: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        info = _stat(int(entry))
-        if info is not None and info[0] != "Z" and info[3] >= since:
-            procs[int(entry)] = (info[1], info[2])  # ppid, session
-    found = {root} if root in procs else set()
-    found |= {p for p, (_, sid) in procs.items() if sid == root}
-    changed = True
-    while changed:
-        extra = {p for p, (ppid, _) in procs.items() if ppid in found and p not in found}
-        found |= extra
-        changed = bool(extra)
-    return sorted(found)
-
-
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, session, start time) of a process, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 async def start_exec(
     runc: list[str],
     container_id: str,
@@ -326,14 +299,17 @@ async def start_exec(
     stdout: bool = True,
     stderr: bool = True,
     start_timeout: float = 30,
+    init: str | None = None,
 ) -> ExecProcess:
     """Start ``argv`` in the container; returns once it runs (``pid`` set) or failed to
-    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root."""
+    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root.
+    ``init``: the path of tini in the container, to run ``argv`` as ``init -s -- argv``
+    (a subreaper in the container's PID namespace: see :mod:`runtime_tree`)."""
     if not argv:
         raise ContainerRuntimeError("exec: no command given")
     # In /tmp: the console socket path must stay under 108 bytes.
     tmp = tempfile.mkdtemp(prefix="hwx-")
-    proc = ExecProcess(argv, tty)
+    proc = ExecProcess(argv, tty, init=bool(init))
     proc._cleanup.append(tmp)
     cmd = [*runc, "--log", os.path.join(tmp, "runc.log"), "--log-format", "json", "exec", "-d"]
     cmd += ["--pid-file", os.path.join(tmp, "pid")]
@@ -345,7 +321,7 @@ async def start_exec(
     if tty:
         server = _console_socket(os.path.join(tmp, "console.sock"))
         cmd += ["--tty", "--console-socket", os.path.join(tmp, "console.sock")]
-    cmd += [container_id, *argv]
+    cmd += [container_id, *([init, "-s", "--"] if init else []), *argv]
     try:
         async with asyncio.timeout(start_timeout):
             if server is not None:
@@ -365,6 +341,56 @@ async def start_exec(
     shutil.rmtree(tmp, ignore_errors=True)
     proc._cleanup.remove(tmp)
     return proc
+
+
+def resolves_in(root: str, argv0: str, path_env: str, cwd: str) -> bool:
+    """Whether ``argv0`` names an executable regular file in the container whose root
+    directory is ``root`` (``/proc/<init pid>/root``), looked up as runc and execvp do
+    (in ``path_env``'s absolute directories when it has no slash). Symlinks are followed
+    inside ``root``; only lstat and readlink, nothing of the container is opened.
+
+    The runtime runs a command under tini only when this finds it: a command that cannot
+    be started then fails in runc itself, with runc's message (127/126), as without tini.
+    """
+    if "/" in argv0:
+        candidates = [posixpath.join(cwd or "/", argv0)]
+    else:
+        candidates = [posixpath.join(d, argv0) for d in path_env.split(":") if d[:1] == "/"]
+    for candidate in candidates:
+        found = _lstat_in(root, candidate)
+        if found is not None and stat.S_ISREG(found.st_mode) and found.st_mode & 0o111:
+            return True
+    return False
+
+
+def _lstat_in(root: str, path: str) -> os.stat_result | None:
+    parts = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 40  # ELOOP, as the kernel counts
+    while parts:
+        part = parts.pop(0)
+        if part in (".", ".."):
+            if part == ".." and done:
+                done.pop()
+            continue
+        full = os.path.join(root, *done, part)
+        try:
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                hops -= 1
+                target = os.readlink(full)
+                if hops < 0:
+                    return None
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+        except OSError:
+            return None
+        done.append(part)
+        if not parts:
+            return info
+    return None
 
 
 def _console_socket(path: str) -> socket.socket:
@@ -449,8 +475,8 @@ async def _await_start(proc: ExecProcess, tmp: str) -> None:
     pid = await proc._started
     if pid:
         proc.pid = pid
-        info = _stat(pid)
-        proc._start_time = info[3] if info is not None else 0
+        proc._root = Root.of(pid, tini=proc.init)
+        proc._start_time = proc._root.since if proc._root is not None else 0
         return
     proc.returncode = None
     proc._fail(runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
