@@ -439,7 +439,7 @@ async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) 
     """Hand ``cmd`` (``runc exec -d``) to the node's exec helper, which reports the
     process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""
     try:
-        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio)
+        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio, init=proc.init)
     except ExecHelperError as e:
         raise ContainerRuntimeError(str(e)) from e
     finally:

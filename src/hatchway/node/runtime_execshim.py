@@ -13,16 +13,22 @@ subreaper: it would inherit (and have to reap) every orphan below it.
 Why one helper and not one per exec: a Python interpreter start per exec cost more than
 ``runc exec`` itself. The helper is started once (:class:`ExecHelper`, agent side) as
 ``python -m hatchway.node.runtime_execshim`` with a SOCK_SEQPACKET socket as its stdin.
-Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool]}``
-with SCM_RIGHTS fds ``[report, *the wanted stdio fds]``. On ``report`` (a socket of the
-job's own) the helper writes::
+Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool],
+"init": bool}`` (``init``: the command runs under tini) with SCM_RIGHTS fds
+``[report, *the wanted stdio fds]``. On ``report`` (a socket of the job's own) the helper
+writes::
 
     started <host pid>
     exit <code>          (128+N when killed by signal N)
 
 then closes it. If runc fails only ``exit <runc's status>`` is written; runc's message is
-in its ``--log`` file. If the helper dies, every report socket reads EOF. The helper exits
-when the agent closes its end of the job socket.
+in its ``--log`` file. If the helper dies, every report socket reads EOF.
+
+When the agent's end of the job socket closes (the agent exited, or was killed), the
+helper lets the runcs still starting finish, kills every process tree it started that
+still runs (:mod:`runtime_tree`'s order, all trees at once), and exits: a node agent's
+death leaves no exec'd process behind. (If the helper itself is SIGKILLed, a restarted
+agent finds what it left: :meth:`RuncRuntime.kill_leftover_execs`.)
 """
 
 from __future__ import annotations
@@ -37,13 +43,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
+
+from hatchway.node.runtime_tree import Root, kill_step
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_JOB = 256 * 1024
 #: Exit statuses of re-parented processes not (yet) known as an exec's (a process can be
 #: reaped before the runc that started it); bounded, oldest dropped.
 MAX_EARLY = 4096
+#: How long the helper, its agent gone, waits for runcs to finish and trees to die.
+ORPHAN_KILL_TIMEOUT = 10.0
 
 
 def _exit_code(status: int) -> int:
@@ -61,8 +72,9 @@ class _Helper:
 
     def __init__(self, jobs: socket.socket) -> None:
         self.jobs = jobs
-        self.runcs: dict[int, tuple[socket.socket, str]] = {}
+        self.runcs: dict[int, tuple[socket.socket, str, bool]] = {}
         self.procs: dict[int, socket.socket] = {}
+        self.roots: dict[int, Root] = {}
         self.early: dict[int, int] = {}
 
     def take_job(self) -> bool:
@@ -95,7 +107,7 @@ class _Helper:
             _report(report, f"exit {126 if e.errno == 13 else 127}\n")
             report.close()
         else:
-            self.runcs[child.pid] = (report, job["pid_file"])
+            self.runcs[child.pid] = (report, job["pid_file"], bool(job.get("init")))
             child.returncode = 0  # reaped below, by pid; keep Popen's finaliser away
         finally:
             # The process has its own copies; ours would hold EOF back.
@@ -115,7 +127,7 @@ class _Helper:
 
     def _reaped(self, pid: int, code: int) -> None:
         if pid in self.runcs:
-            report, pid_file = self.runcs.pop(pid)
+            report, pid_file, init = self.runcs.pop(pid)
             started = self._pid(pid_file) if code == 0 else 0
             if not started:
                 _report(report, f"exit {code or 255}\n")
@@ -127,14 +139,38 @@ class _Helper:
                 report.close()
             else:
                 self.procs[started] = report
+                root = Root.of(started, tini=init)
+                if root is not None:
+                    self.roots[started] = root
         elif pid in self.procs:
             report = self.procs.pop(pid)
+            self.roots.pop(pid, None)
             _report(report, f"exit {code}\n")
             report.close()
         else:
             self.early[pid] = code
             if len(self.early) > MAX_EARLY:
                 del self.early[next(iter(self.early))]
+
+    def kill_all(self, timeout: float = ORPHAN_KILL_TIMEOUT) -> None:
+        """The agent is gone: kill every tree this helper started, all in step."""
+        deadline = time.monotonic() + timeout
+        while self.runcs and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.005)
+        for pid in self.runcs:  # stuck: whatever it started is not known
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        pending = dict(self.roots)
+        attempt = 0
+        while pending and time.monotonic() < deadline:
+            for pid, root in list(pending.items()):
+                if kill_step(root, attempt):
+                    del pending[pid]
+            self.reap()
+            attempt += 1
+            time.sleep(0.005)
+        self.reap()
 
     @staticmethod
     def _pid(pid_file: str) -> int:
@@ -166,6 +202,7 @@ def serve(jobs: socket.socket) -> int:
                     os.read(wake_r, 4096)
                 helper.reap()
             elif not helper.take_job():
+                helper.kill_all()
                 return 0
         helper.reap()
 
@@ -188,11 +225,15 @@ class ExecHelper:
         with self._lock:
             self._ensure()
 
-    def submit(self, argv: list[str], pid_file: str, stdio: list[int]) -> socket.socket:
+    def submit(
+        self, argv: list[str], pid_file: str, stdio: list[int], *, init: bool = False
+    ) -> socket.socket:
         """Start ``runc``'s ``argv`` with ``stdio`` (-1: /dev/null; the caller closes its
-        copies). Returns the job's report socket (ours to read and close)."""
+        copies); ``init``: it runs the command under tini. Returns the job's report socket
+        (ours to read and close)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": [fd >= 0 for fd in stdio]})
+        wanted = [fd >= 0 for fd in stdio]
+        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init})
         fds = [theirs.fileno(), *(fd for fd in stdio if fd >= 0)]
         try:
             with self._lock:

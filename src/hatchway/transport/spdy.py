@@ -408,6 +408,7 @@ class SpdyConnection(Connection):
                 if not stream._replied.done():
                     stream._replied.set_result(None)
                 if event.fin:
+                    stream.fin_received = True
                     stream._end()
                 self._forget_if_done(event.stream_id)
         elif isinstance(event, StreamReset):
@@ -428,6 +429,7 @@ class SpdyConnection(Connection):
             if stream.buffered >= self._high:
                 self._blocked.add(stream)
         if event.fin:
+            stream.fin_received = True
             stream._end()
             self._forget_if_done(event.stream_id)
 
@@ -444,6 +446,7 @@ class SpdyConnection(Connection):
         self._proto.reply(event.stream_id)
         self._flush()
         if event.fin:
+            stream.fin_received = True
             stream._end()
             self._forget_if_done(event.stream_id)
         self._accepted.append(stream)
