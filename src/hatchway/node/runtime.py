@@ -11,6 +11,8 @@ Layout under ``root_dir`` (the node's data directory):
   O_APPEND file for both; runc copies each stream from its own pipe, so the order between
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
+* ``execs/<pid>-<start time>.json`` — one record per exec while it runs (its root's pid,
+  start time and namespaces, its container): how a restarted agent knows what to kill.
 
 Exec: app containers get the node's ``tini-static`` (Debian ``tini``; ``exec_init``)
 mounted read-only, recorded in ``meta.json`` as ``exec_init``, and a command found in the
@@ -56,7 +58,13 @@ from hatchway.node.runtime_host import (
     runc_error,
 )
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
-from hatchway.node.runtime_tree import EXEC_INIT_PATH, kill_step, leftover_roots
+from hatchway.node.runtime_tree import (
+    EXEC_INIT_PATH,
+    Root,
+    kill_step,
+    leftover_roots,
+    process_tree,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +150,14 @@ class RuncRuntime:
         self.state_root = os.path.join(self.root_dir, "runc")
         self.containers_dir = os.path.join(self.root_dir, "containers")
         self.logs_dir = os.path.join(self.root_dir, "logs")
+        self.execs_dir = os.path.join(self.root_dir, "execs")
         self.images = images or ImageStore(self.root_dir)
         self.poll_interval = poll_interval
         self.overlay = overlay
         # container id → (init pid, its start time): state() of a running container
         # without a runc call per poll.
         self._alive: dict[str, tuple[int, int]] = {}
-        for d in (self.state_root, self.containers_dir, self.logs_dir):
+        for d in (self.state_root, self.containers_dir, self.logs_dir, self.execs_dir):
             os.makedirs(d, exist_ok=True)
 
     # --- runc ---------------------------------------------------------------------
@@ -558,7 +567,7 @@ class RuncRuntime:
             raise ContainerNotRunningError(
                 f"container {st.container_name or container_id} is not running ({st.status})"
             )
-        return await start_exec(
+        proc = await start_exec(
             [self.runc, "--root", self.state_root],
             container_id,
             argv,
@@ -570,6 +579,13 @@ class RuncRuntime:
             stderr=stderr,
             init=self._exec_init_for(container_id, st.pid, argv[0] if argv else "", env, cwd),
         )
+        root = proc._root
+        if root is not None and proc.returncode is None:
+            path = os.path.join(self.execs_dir, f"{root.pid}-{root.since}.json")
+            with contextlib.suppress(OSError):
+                _write_json(path, {"container": container_id, **asdict(root)})
+                proc.record = path
+        return proc
 
     def _exec_init_for(
         self, cid: str, init_pid: int, argv0: str, env: Mapping[str, str] | None, cwd: str | None
@@ -592,22 +608,53 @@ class RuncRuntime:
 
     async def kill_leftover_execs(self) -> int:
         """Kill every exec'd process tree an earlier node agent left in this runtime's
-        running containers (its exec helper was killed with it); how many trees."""
+        running containers (its exec helper was killed with it); how many trees.
+
+        Found two ways: the exec records (``execs/``: one per exec while it runs, removed
+        once it exited, so what a session that ended normally left running is not
+        touched, as in Kubernetes), which also find the session's processes after its
+        root exited; and exec roots without a record (:func:`runtime_tree.leftover_roots`).
+        """
+        running = {st.id: st.pid for st in await self.list() if st.running and st.pid}
+        roots: dict[tuple[int, int], Root] = {}
+        records = []
+        for name in os.listdir(self.execs_dir):
+            path = os.path.join(self.execs_dir, name)
+            records.append(path)
+            found = _read_record(path)
+            if found is not None and found[0] in running:
+                roots[(found[1].pid, found[1].since)] = found[1]
+        for init_pid in running.values():
+            for root in leftover_roots(init_pid):
+                roots.setdefault((root.pid, root.since), root)
         count = 0
-        for st in await self.list():
-            if not st.running or not st.pid:
+        for root in roots.values():
+            if not process_tree(root.pid, root.since, guard=root):
                 continue
-            for root in leftover_roots(st.pid):
-                log.warning("killing exec %d left in %s by an earlier agent", root.pid, st.id)
-                count += 1
-                for attempt in range(2000):
-                    if kill_step(root, attempt):
-                        break
-                    await asyncio.sleep(0.005)
+            log.warning("killing exec %d left by an earlier node agent", root.pid)
+            count += 1
+            for attempt in range(2000):
+                if kill_step(root, attempt):
+                    break
+                await asyncio.sleep(0.005)
+        for path in records:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return count
 
 
 _FIELDS = set(ContainerState.__dataclass_fields__)
+
+
+def _read_record(path: str) -> tuple[str, Root] | None:
+    """(container id, exec root) of an exec record; None if unreadable."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        pid, since, pid_ns, mnt_ns = (int(doc[k]) for k in ("pid", "since", "pid_ns", "mnt_ns"))
+        return str(doc["container"]), Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _usable_init(path: str | None) -> str | None:

@@ -162,6 +162,9 @@ class ExecProcess:
         self._killed = False
         self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
         self._root: Root | None = None  # what kill() kills (runtime_tree)
+        self._report: socket.socket | None = None  # the helper's job socket (runtime_execshim)
+        #: A file that says the exec runs, removed once it exited (RuncRuntime's records).
+        self.record: str | None = None
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -182,11 +185,18 @@ class ExecProcess:
                 return
 
     async def close_stdin(self) -> None:
-        """EOF on stdin: close the pipe; with a TTY, send ^D (the pty stays open)."""
+        """EOF on stdin: close the pipe (and have the helper close its copy); with a TTY,
+        send ^D (the pty stays open)."""
         if self.tty:
             await self.write_stdin(b"\x04")
         else:
             self._close_stdin_fd()
+            self._tell_helper(b"eof\n")
+
+    def _tell_helper(self, message: bytes, fds: list[int] | None = None) -> None:
+        if self._report is not None:
+            with contextlib.suppress(OSError):
+                socket.send_fds(self._report, [message], fds or [])
 
     def _close_stdin_fd(self) -> None:
         if self._stdin_fd is not None and self._stdin_fd != self._master:
@@ -264,6 +274,10 @@ class ExecProcess:
         for path in self._cleanup:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup.clear()
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.record)
+            self.record = None
 
     def _set_exit(self, code: int) -> None:
         if self.returncode is None:
@@ -438,14 +452,16 @@ def start_exec_helper() -> None:
 async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) -> list[int]:
     """Hand ``cmd`` (``runc exec -d``) to the node's exec helper, which reports the
     process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""
+    hold = proc._stdin_fd if proc._stdin_fd is not None else -1
     try:
-        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio, init=proc.init)
+        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio, init=proc.init, hold=hold)
     except ExecHelperError as e:
         raise ContainerRuntimeError(str(e)) from e
     finally:
         for fd in stdio:
             if fd >= 0:
                 os.close(fd)
+    proc._report = report
     proc._started = asyncio.get_running_loop().create_future()
     proc._watcher = asyncio.ensure_future(_watch(proc, report))
     return stdio
@@ -502,5 +518,6 @@ async def _take_console(proc: ExecProcess, server: socket.socket) -> None:
     # process object), so that neither closes a number the other still uses.
     proc._master = os.dup(fds[0])
     os.set_blocking(proc._master, False)
+    proc._tell_helper(b"hold\n", [fds[0]])  # the helper holds the pty open: see runtime_execshim
     proc._stdin_fd = proc._master
     proc._stdout = _Reader(fds[0], proc._exited, grace=TTY_DRAIN_GRACE)

@@ -182,10 +182,11 @@ def leftover_roots(init_pid: int) -> list[Root]:
     agent: processes in the init's PID and mount namespaces, other than the init, whose
     parent is outside them (runc started them from the host; everything a container
     starts itself descends from its init or from an exec root). Where the PID namespace
-    is the host's (``hostPID``) an orphan re-parented to a host process counts too."""
+    is the host's (``hostPID``) nothing is found this way (orphans are re-parented to host
+    processes there): the runtime's exec records find those."""
     pid_ns, mnt_ns = namespaces(init_pid)
-    if not pid_ns or not mnt_ns:
-        return []
+    if not pid_ns or not mnt_ns or pid_ns == _HOST_PID_NS:
+        return []  # hostPID: orphans go to host processes, so the parent proves nothing
     roots = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == init_pid:
