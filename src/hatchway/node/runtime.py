@@ -577,7 +577,9 @@ class RuncRuntime:
             cwd=cwd,
             stdout=stdout,
             stderr=stderr,
-            init=self._exec_init_for(container_id, st.pid, argv[0] if argv else "", env, cwd),
+            init=await asyncio.to_thread(
+                self._exec_init_for, container_id, st.pid, argv[0] if argv else "", env, cwd
+            ),
         )
         root = proc._root
         if root is not None and proc.returncode is None:
@@ -590,7 +592,8 @@ class RuncRuntime:
     def _exec_init_for(
         self, cid: str, init_pid: int, argv0: str, env: Mapping[str, str] | None, cwd: str | None
     ) -> str | None:
-        """The container's exec init if it has one and ``argv0`` is found in it."""
+        """The container's exec init if it has one and ``argv0`` is found in it. (In a
+        thread: the look-up walks the container's file system.)"""
         init = str(self._meta(cid).get("exec_init") or "")
         if not init or not init_pid:
             return None

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import posixpath
 import shutil
@@ -46,7 +47,11 @@ from hatchway.node.runtime_tree import stat as _stat  # noqa: F401  (tests use i
 
 __all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_exec_helper"]
 
+log = logging.getLogger(__name__)
+
 CHUNK = 256 * 1024
+#: PATH directories :func:`resolves_in` looks in at most (more: exec without tini).
+MAX_PATH_DIRS = 64
 #: Rounds of the kill order (runtime_tree.kill_step) before giving up on a tree.
 KILL_ROUNDS = 2000
 TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
@@ -252,6 +257,8 @@ class ExecProcess:
                 if kill_step(self._root, attempt):
                     break
                 await asyncio.sleep(0.005)
+            else:
+                log.warning("exec %d: processes of its tree survived SIGKILL", self.pid)
         if self._watcher is not None and not self._exited.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited.wait()), 0.5)
@@ -369,7 +376,10 @@ def resolves_in(root: str, argv0: str, path_env: str, cwd: str) -> bool:
     if "/" in argv0:
         candidates = [posixpath.join(cwd or "/", argv0)]
     else:
-        candidates = [posixpath.join(d, argv0) for d in path_env.split(":") if d[:1] == "/"]
+        dirs = path_env.split(":")
+        if len(dirs) > MAX_PATH_DIRS:
+            return False  # the pod's PATH is the user's: bound the look-up, runc decides
+        candidates = [posixpath.join(d, argv0) for d in dirs if d[:1] == "/"]
     for candidate in candidates:
         found = _lstat_in(root, candidate)
         if found is not None and stat.S_ISREG(found.st_mode) and found.st_mode & 0o111:
