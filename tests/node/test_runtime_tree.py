@@ -297,3 +297,19 @@ def test_resolves_in_follows_symlinks_inside_the_root(tmp_path):
     assert not resolves_in(str(root), "loop", "/bin", "/")
     assert not resolves_in(str(root), "out", "/bin", "/")
     assert not resolves_in(str(root), "sh", "bin:.", "/")  # relative PATH: runc decides
+
+
+def test_a_recycled_root_pid_finds_nothing():
+    from hatchway.node.runtime_tree import process_tree, stat
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        info = stat(child.pid)
+        assert info is not None
+        assert process_tree(child.pid, info[3]) == [child.pid]
+        # The same PID, started at another time: someone else's process now.
+        assert process_tree(child.pid, info[3] - 1) == []
+        assert process_tree(child.pid, info[3] + 1) == []
+    finally:
+        child.kill()
+        child.wait()

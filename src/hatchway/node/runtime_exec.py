@@ -4,7 +4,11 @@
 pipes) or, with a TTY, hands out the pty master over ``--console-socket`` (it arrives here
 by SCM_RIGHTS). runc is started by the node's long-lived exec helper
 (:mod:`hatchway.node.runtime_execshim`, a child subreaper), which collects the process's
-exit status (128+N when killed by signal N).
+exit status (128+N when killed by signal N). In containers that have the exec init (see
+:mod:`hatchway.node.runtime_tree`), the command runs as ``tini -s -- argv`` and ``pid``
+is tini's; ``kill()`` kills the whole tree, background and setsid'd children included,
+leaving no zombie in the container, and the helper holds a copy of stdin so that only
+the agent's ``close_stdin()`` ends it.
 
 Reading semantics (what the exec endpoint relies on):
 

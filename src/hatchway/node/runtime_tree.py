@@ -102,7 +102,8 @@ def process_tree(root: int, since: int = 0, *, guard: Root | None = None) -> lis
     were re-parented to the container's init keep the session runc gave ``root``).
 
     ``since``: ``root``'s start time (clock ticks after boot, /proc/PID/stat field 22);
-    processes started earlier are left alone, so a recycled PID never points the kill at
+    processes started earlier are left alone, and nothing is found once ``root``'s PID
+    names a process started at another time, so a recycled PID never points the kill at
     someone else's processes. ``guard``: also only processes in that root's namespaces.
     """
     procs: dict[int, tuple[int, int]] = {}
@@ -110,7 +111,11 @@ def process_tree(root: int, since: int = 0, *, guard: Root | None = None) -> lis
         if not entry.isdigit():
             continue
         info = stat(int(entry))
-        if info is not None and info[0] != "Z" and info[3] >= since:
+        if info is None:
+            continue
+        if int(entry) == root and since and info[3] != since:
+            return []  # the root's PID was recycled: its session and children are not ours
+        if info[0] != "Z" and info[3] >= since:
             procs[int(entry)] = (info[1], info[2])  # ppid, session
     found = {root} if root in procs else set()
     found |= {p for p, (_, sid) in procs.items() if sid == root}
