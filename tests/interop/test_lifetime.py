@@ -224,7 +224,7 @@ def test_node_agent_sigkilled_takes_its_execs_and_a_new_one_kills_leftovers(
         client.kill()
         client.wait()
     _restart(cluster)
-    cluster.wait_phase(pod)
+    _wait_exec_works(cluster, pod)
     # 2. Agent and helper are SIGKILLed: nothing is left to kill the exec, until the next
     # agent starts and finds it.
     seconds = marker()
@@ -242,6 +242,17 @@ def test_node_agent_sigkilled_takes_its_execs_and_a_new_one_kills_leftovers(
     finally:
         client.kill()
         client.wait()
-    cluster.wait_phase(pod)
+    _wait_exec_works(cluster, pod)
     result = cluster.kubectl("exec", pod, "--", "sh", "-c", "exit 3")
     assert result.returncode == 3, result.stderr.decode()
+
+
+def _wait_exec_works(cluster: Cluster, pod: str) -> None:
+    """Until the restarted agent serves exec (the pod's status is the old agent's)."""
+    deadline = time.monotonic() + 60 * SCALE
+    while True:
+        result = cluster.kubectl("exec", pod, "--", "true", timeout=30)
+        if result.returncode == 0:
+            return
+        assert time.monotonic() < deadline, result.stderr.decode()
+        time.sleep(0.2)

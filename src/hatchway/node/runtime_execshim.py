@@ -127,8 +127,11 @@ class _Helper:
         wanted = sum(1 for w in spec["stdio"] if w)
         job = _Job(socket.socket(fileno=fds[0]), spec["pid_file"], bool(spec.get("init")))
         given = iter(fds[1 : 1 + wanted])
-        for fd in fds[1 + wanted :]:
-            job.held.setdefault("stdin", fd)
+        for fd in fds[1 + wanted :]:  # the stdin to hold; never more than one
+            if "stdin" in job.held:
+                os.close(fd)
+            else:
+                job.held["stdin"] = fd
         stdio: list[Any] = [next(given) if want else subprocess.DEVNULL for want in spec["stdio"]]
         try:
             child = subprocess.Popen(
