@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Hatchway and its tests need on a Debian machine (run as root):
-# runc and busybox-static from Debian, and a virtual environment in .venv with the
+# runc, busybox-static and tini (its tini-static is the exec init mounted into containers)
+# from Debian, and a virtual environment in .venv with the
 # package and its test extras. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+[ -x /usr/bin/tini-static ] || need+=(tini)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
@@ -28,4 +30,4 @@ fi
 # Byte-compile ahead of time: the CLI starts faster, even where PYTHONDONTWRITEBYTECODE
 # keeps Python from writing the caches itself.
 .venv/bin/python -m compileall -q src .venv/lib/python3*/site-packages >/dev/null 2>&1 || true
-echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1))" >&2
+echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1), $(tini-static --version))" >&2

@@ -123,6 +123,11 @@ class NodeAgent:
     async def start_runtime(self) -> None:
         """The built-in image and the pod manager (re-adopts the pods of a previous run)."""
         self.images.ensure_busybox()
+        # Exec'd processes an earlier agent left (its exec helper died with it) belong to
+        # sessions nobody holds any more: kill them before serving new ones.
+        left = await self.runtime.kill_leftover_execs()
+        if left:
+            log.warning("killed %d exec process tree(s) left by an earlier node agent", left)
         # The first exec should not pay for starting the exec helper (~50 ms).
         start_exec_helper()
         await self.manager.start()

@@ -11,6 +11,14 @@ Layout under ``root_dir`` (the node's data directory):
   O_APPEND file for both; runc copies each stream from its own pipe, so the order between
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
+* ``execs/<pid>-<start time>.json`` — one record per exec while it runs (its root's pid,
+  start time and namespaces, its container): how a restarted agent knows what to kill.
+
+Exec: app containers get the node's ``tini-static`` (Debian ``tini``; ``exec_init``)
+mounted read-only, recorded in ``meta.json`` as ``exec_init``, and a command found in the
+container runs under it (see :mod:`hatchway.node.runtime_tree`); containers created
+without it, or a command that is not found (runc then reports why), are exec'd directly.
+:meth:`RuncRuntime.kill_leftover_execs` kills what an earlier node agent's execs left.
 
 Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
 foreground (so runc itself waits for the container and reports its exit status, 128+N for a
@@ -40,7 +48,7 @@ from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
 from hatchway.node.logs import tail_offset
 from hatchway.node.paths import UnsafePathError, inside
-from hatchway.node.runtime_exec import ExecProcess, start_exec
+from hatchway.node.runtime_exec import ExecProcess, resolves_in, start_exec
 from hatchway.node.runtime_host import (
     host_capabilities,
     host_devices,
@@ -50,8 +58,18 @@ from hatchway.node.runtime_host import (
     runc_error,
 )
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
+from hatchway.node.runtime_tree import (
+    EXEC_INIT_PATH,
+    Root,
+    kill_step,
+    leftover_roots,
+    process_tree,
+)
 
 log = logging.getLogger(__name__)
+
+#: The exec init, where Debian's ``tini`` package puts its static build.
+TINI_STATIC = "/usr/bin/tini-static"
 
 #: In the bundle of a container with ``stdin: true``: its main process's stdin (attach).
 STDIN_FIFO = "stdin.fifo"
@@ -120,8 +138,10 @@ class RuncRuntime:
         poll_interval: float = 0.02,
         overlay: bool = True,
         pids_limit: int | None = runtime_spec.DEFAULT_PIDS_LIMIT,
+        exec_init: str | None = TINI_STATIC,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
+        self.exec_init = _usable_init(exec_init)
         # Each container's pids limit (None: none); Localhost seccomp profiles live in
         # seccomp/, put there by the node's administrator.
         self.pids_limit = pids_limit
@@ -130,13 +150,14 @@ class RuncRuntime:
         self.state_root = os.path.join(self.root_dir, "runc")
         self.containers_dir = os.path.join(self.root_dir, "containers")
         self.logs_dir = os.path.join(self.root_dir, "logs")
+        self.execs_dir = os.path.join(self.root_dir, "execs")
         self.images = images or ImageStore(self.root_dir)
         self.poll_interval = poll_interval
         self.overlay = overlay
         # container id → (init pid, its start time): state() of a running container
         # without a runc call per poll.
         self._alive: dict[str, tuple[int, int]] = {}
-        for d in (self.state_root, self.containers_dir, self.logs_dir):
+        for d in (self.state_root, self.containers_dir, self.logs_dir, self.execs_dir):
             os.makedirs(d, exist_ok=True)
 
     # --- runc ---------------------------------------------------------------------
@@ -320,12 +341,14 @@ class RuncRuntime:
                 arch=platform.machine(),
                 localhost_seccomp=localhost,
                 max_nofile=host_nofile_limit(),
+                exec_init=self.exec_init,
             )
 
         name = str(container.get("name") or "")
         cid = await self._create(pod, "container", name, str(container.get("image")), build)
         meta = self._meta(cid)
         meta["sandbox_id"] = sandbox_id or ""
+        meta["exec_init"] = EXEC_INIT_PATH if self.exec_init else ""
         self._save_meta(cid, meta)
         if container.get("stdin"):
             # The main process's stdin for attach; the shim holds it open read-write, so
@@ -544,7 +567,7 @@ class RuncRuntime:
             raise ContainerNotRunningError(
                 f"container {st.container_name or container_id} is not running ({st.status})"
             )
-        return await start_exec(
+        proc = await start_exec(
             [self.runc, "--root", self.state_root],
             container_id,
             argv,
@@ -554,10 +577,103 @@ class RuncRuntime:
             cwd=cwd,
             stdout=stdout,
             stderr=stderr,
+            init=await asyncio.to_thread(
+                self._exec_init_for, container_id, st.pid, argv[0] if argv else "", env, cwd
+            ),
         )
+        root = proc._root
+        if root is not None and proc.returncode is None:
+            path = os.path.join(self.execs_dir, f"{root.pid}-{root.since}.json")
+            with contextlib.suppress(OSError):
+                _write_json(path, {"container": container_id, **asdict(root)})
+                proc.record = path
+        return proc
+
+    def _exec_init_for(
+        self, cid: str, init_pid: int, argv0: str, env: Mapping[str, str] | None, cwd: str | None
+    ) -> str | None:
+        """The container's exec init if it has one and ``argv0`` is found in it. (In a
+        thread: the look-up walks the container's file system.)"""
+        init = str(self._meta(cid).get("exec_init") or "")
+        if not init or not init_pid:
+            return None
+        try:
+            with open(os.path.join(self._bundle(cid), "config.json")) as f:
+                process = json.load(f)["process"]
+        except (OSError, ValueError, KeyError):
+            return None
+        path = runtime_spec.DEFAULT_PATH
+        for item in [*process.get("env", []), *(f"{k}={v}" for k, v in (env or {}).items())]:
+            if item.startswith("PATH="):
+                path = item[5:]
+        where = cwd or str(process.get("cwd") or "/")
+        return init if resolves_in(f"/proc/{init_pid}/root", argv0, path, where) else None
+
+    async def kill_leftover_execs(self) -> int:
+        """Kill every exec'd process tree an earlier node agent left in this runtime's
+        running containers (its exec helper was killed with it); how many trees.
+
+        Found two ways: the exec records (``execs/``: one per exec while it runs, removed
+        once it exited, so what a session that ended normally left running is not
+        touched, as in Kubernetes), which also find the session's processes after its
+        root exited; and exec roots without a record (:func:`runtime_tree.leftover_roots`).
+        """
+        running = {st.id: st.pid for st in await self.list() if st.running and st.pid}
+        roots: dict[tuple[int, int], Root] = {}
+        records = []
+        for name in os.listdir(self.execs_dir):
+            path = os.path.join(self.execs_dir, name)
+            records.append(path)
+            found = _read_record(path)
+            if found is not None and found[0] in running:
+                roots[(found[1].pid, found[1].since)] = found[1]
+        for init_pid in running.values():
+            for root in leftover_roots(init_pid):
+                roots.setdefault((root.pid, root.since), root)
+        count = 0
+        for root in roots.values():
+            if not process_tree(root.pid, root.since, guard=root):
+                continue
+            log.warning("killing exec %d left by an earlier node agent", root.pid)
+            count += 1
+            for attempt in range(2000):
+                if kill_step(root, attempt):
+                    break
+                await asyncio.sleep(0.005)
+        for path in records:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return count
 
 
 _FIELDS = set(ContainerState.__dataclass_fields__)
+
+
+def _read_record(path: str) -> tuple[str, Root] | None:
+    """(container id, exec root) of an exec record; None if unreadable."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        pid, since, pid_ns, mnt_ns = (int(doc[k]) for k in ("pid", "since", "pid_ns", "mnt_ns"))
+        return str(doc["container"]), Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _usable_init(path: str | None) -> str | None:
+    """``path`` if it is a root-owned regular file nobody else can write (it is mounted
+    into containers), else None: exec then runs commands directly."""
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        log.warning("no exec init at %s (Debian package tini): exec runs commands directly", path)
+        return None
+    if not os.path.isfile(path) or info.st_uid != 0 or info.st_mode & 0o022:
+        log.warning("exec init %s is not a root-owned, read-only file: not used", path)
+        return None
+    return os.path.realpath(path)
 
 
 def _is_mount(path: str) -> bool:

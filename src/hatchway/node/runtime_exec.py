@@ -4,7 +4,11 @@
 pipes) or, with a TTY, hands out the pty master over ``--console-socket`` (it arrives here
 by SCM_RIGHTS). runc is started by the node's long-lived exec helper
 (:mod:`hatchway.node.runtime_execshim`, a child subreaper), which collects the process's
-exit status (128+N when killed by signal N).
+exit status (128+N when killed by signal N). In containers that have the exec init (see
+:mod:`hatchway.node.runtime_tree`), the command runs as ``tini -s -- argv`` and ``pid``
+is tini's; ``kill()`` kills the whole tree, background and setsid'd children included,
+leaving no zombie in the container, and the helper holds a copy of stdin so that only
+the agent's ``close_stdin()`` ends it.
 
 Reading semantics (what the exec endpoint relies on):
 
@@ -27,10 +31,12 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
+import posixpath
 import shutil
-import signal
 import socket
+import stat
 import struct
 import tempfile
 import termios
@@ -40,8 +46,18 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
 from hatchway.node.runtime_host import runc_error
+from hatchway.node.runtime_tree import Root, kill_step, process_tree
+from hatchway.node.runtime_tree import stat as _stat  # noqa: F401  (tests use it)
+
+__all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_exec_helper"]
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+#: PATH directories :func:`resolves_in` looks in at most (more: exec without tini).
+MAX_PATH_DIRS = 64
+#: Rounds of the kill order (runtime_tree.kill_step) before giving up on a tree.
+KILL_ROUNDS = 2000
 TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
 
 
@@ -137,10 +153,11 @@ async def _writable(fd: int, unless: asyncio.Event) -> None:
 class ExecProcess:
     """One command running in a container. Created by :func:`start_exec`."""
 
-    def __init__(self, argv: list[str], tty: bool) -> None:
+    def __init__(self, argv: list[str], tty: bool, init: bool = False) -> None:
         self.argv = list(argv)
         self.tty = tty
-        self.pid = 0  # host PID of the exec'd process; 0 if it never started
+        self.init = init  # run under the exec init (tini -s): pid is tini's
+        self.pid = 0  # host PID of the exec root (tini, or the command); 0: never started
         self.error_message: str | None = None
         self.returncode: int | None = None
         self._exited = asyncio.Event()
@@ -153,6 +170,10 @@ class ExecProcess:
         self._cleanup: list[str] = []
         self._killed = False
         self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
+        self._root: Root | None = None  # what kill() kills (runtime_tree)
+        self._report: socket.socket | None = None  # the helper's job socket (runtime_execshim)
+        #: A file that says the exec runs, removed once it exited (RuncRuntime's records).
+        self.record: str | None = None
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -173,11 +194,18 @@ class ExecProcess:
                 return
 
     async def close_stdin(self) -> None:
-        """EOF on stdin: close the pipe; with a TTY, send ^D (the pty stays open)."""
+        """EOF on stdin: close the pipe (and have the helper close its copy); with a TTY,
+        send ^D (the pty stays open)."""
         if self.tty:
             await self.write_stdin(b"\x04")
         else:
             self._close_stdin_fd()
+            self._tell_helper(b"eof\n")
+
+    def _tell_helper(self, message: bytes, fds: list[int] | None = None) -> None:
+        if self._report is not None:
+            with contextlib.suppress(OSError):
+                socket.send_fds(self._report, [message], fds or [])
 
     def _close_stdin_fd(self) -> None:
         if self._stdin_fd is not None and self._stdin_fd != self._master:
@@ -223,17 +251,18 @@ class ExecProcess:
         return self.returncode
 
     async def kill(self) -> None:
-        """SIGKILL the exec'd process and everything it started, and runc/helper.
-        Unread output is then dropped: ``wait()`` does not wait for a reader."""
+        """SIGKILL the exec'd process and everything it started (background and setsid
+        children too), in the order that leaves no zombie (:mod:`runtime_tree`). Also
+        right after the process exited: what it left behind is killed. Unread output is
+        then dropped: ``wait()`` does not wait for a reader."""
         self._killed = True
-        for _ in range(50):
-            victims = process_tree(self.pid, self._start_time) if self.pid else []
-            if not victims:
-                break
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.01)
+        if self._root is not None:
+            for attempt in range(KILL_ROUNDS):
+                if kill_step(self._root, attempt):
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                log.warning("exec %d: processes of its tree survived SIGKILL", self.pid)
         if self._watcher is not None and not self._exited.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited.wait()), 0.5)
@@ -256,6 +285,10 @@ class ExecProcess:
         for path in self._cleanup:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup.clear()
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.record)
+            self.record = None
 
     def _set_exit(self, code: int) -> None:
         if self.returncode is None:
@@ -279,41 +312,6 @@ class ExecProcess:
         self._exited.set()
 
 
-def process_tree(root: int, since: int = 0) -> list[int]:
-    """``root`` and every live descendant, by parent links and by session (children that
-    were re-parented to the container's init keep the session runc gave ``root``).
-
-    ``since``: ``root``'s start time (clock ticks after boot, /proc/PID/stat field 22);
-    processes started earlier are left alone, so a recycled PID never points the kill at
-    someone else's processes.
-    """
-    procs: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        info = _stat(int(entry))
-        if info is not None and info[0] != "Z" and info[3] >= since:
-            procs[int(entry)] = (info[1], info[2])  # ppid, session
-    found = {root} if root in procs else set()
-    found |= {p for p, (_, sid) in procs.items() if sid == root}
-    changed = True
-    while changed:
-        extra = {p for p, (ppid, _) in procs.items() if ppid in found and p not in found}
-        found |= extra
-        changed = bool(extra)
-    return sorted(found)
-
-
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, session, start time) of a process, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 async def start_exec(
     runc: list[str],
     container_id: str,
@@ -326,14 +324,17 @@ async def start_exec(
     stdout: bool = True,
     stderr: bool = True,
     start_timeout: float = 30,
+    init: str | None = None,
 ) -> ExecProcess:
     """Start ``argv`` in the container; returns once it runs (``pid`` set) or failed to
-    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root."""
+    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root.
+    ``init``: the path of tini in the container, to run ``argv`` as ``init -s -- argv``
+    (a subreaper in the container's PID namespace: see :mod:`runtime_tree`)."""
     if not argv:
         raise ContainerRuntimeError("exec: no command given")
     # In /tmp: the console socket path must stay under 108 bytes.
     tmp = tempfile.mkdtemp(prefix="hwx-")
-    proc = ExecProcess(argv, tty)
+    proc = ExecProcess(argv, tty, init=bool(init))
     proc._cleanup.append(tmp)
     cmd = [*runc, "--log", os.path.join(tmp, "runc.log"), "--log-format", "json", "exec", "-d"]
     cmd += ["--pid-file", os.path.join(tmp, "pid")]
@@ -345,7 +346,7 @@ async def start_exec(
     if tty:
         server = _console_socket(os.path.join(tmp, "console.sock"))
         cmd += ["--tty", "--console-socket", os.path.join(tmp, "console.sock")]
-    cmd += [container_id, *argv]
+    cmd += [container_id, *([init, "-s", "--"] if init else []), *argv]
     try:
         async with asyncio.timeout(start_timeout):
             if server is not None:
@@ -365,6 +366,59 @@ async def start_exec(
     shutil.rmtree(tmp, ignore_errors=True)
     proc._cleanup.remove(tmp)
     return proc
+
+
+def resolves_in(root: str, argv0: str, path_env: str, cwd: str) -> bool:
+    """Whether ``argv0`` names an executable regular file in the container whose root
+    directory is ``root`` (``/proc/<init pid>/root``), looked up as runc and execvp do
+    (in ``path_env``'s absolute directories when it has no slash). Symlinks are followed
+    inside ``root``; only lstat and readlink, nothing of the container is opened.
+
+    The runtime runs a command under tini only when this finds it: a command that cannot
+    be started then fails in runc itself, with runc's message (127/126), as without tini.
+    """
+    if "/" in argv0:
+        candidates = [posixpath.join(cwd or "/", argv0)]
+    else:
+        dirs = path_env.split(":")
+        if len(dirs) > MAX_PATH_DIRS:
+            return False  # the pod's PATH is the user's: bound the look-up, runc decides
+        candidates = [posixpath.join(d, argv0) for d in dirs if d[:1] == "/"]
+    for candidate in candidates:
+        found = _lstat_in(root, candidate)
+        if found is not None and stat.S_ISREG(found.st_mode) and found.st_mode & 0o111:
+            return True
+    return False
+
+
+def _lstat_in(root: str, path: str) -> os.stat_result | None:
+    parts = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 40  # ELOOP, as the kernel counts
+    while parts:
+        part = parts.pop(0)
+        if part in (".", ".."):
+            if part == ".." and done:
+                done.pop()
+            continue
+        full = os.path.join(root, *done, part)
+        try:
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                hops -= 1
+                target = os.readlink(full)
+                if hops < 0:
+                    return None
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+        except OSError:
+            return None
+        done.append(part)
+        if not parts:
+            return info
+    return None
 
 
 def _console_socket(path: str) -> socket.socket:
@@ -412,14 +466,16 @@ def start_exec_helper() -> None:
 async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) -> list[int]:
     """Hand ``cmd`` (``runc exec -d``) to the node's exec helper, which reports the
     process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""
+    hold = proc._stdin_fd if proc._stdin_fd is not None else -1
     try:
-        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio)
+        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio, init=proc.init, hold=hold)
     except ExecHelperError as e:
         raise ContainerRuntimeError(str(e)) from e
     finally:
         for fd in stdio:
             if fd >= 0:
                 os.close(fd)
+    proc._report = report
     proc._started = asyncio.get_running_loop().create_future()
     proc._watcher = asyncio.ensure_future(_watch(proc, report))
     return stdio
@@ -449,8 +505,8 @@ async def _await_start(proc: ExecProcess, tmp: str) -> None:
     pid = await proc._started
     if pid:
         proc.pid = pid
-        info = _stat(pid)
-        proc._start_time = info[3] if info is not None else 0
+        proc._root = Root.of(pid, tini=proc.init)
+        proc._start_time = proc._root.since if proc._root is not None else 0
         return
     proc.returncode = None
     proc._fail(runc_error(os.path.join(tmp, "runc.log")) or "runc exec failed")
@@ -476,5 +532,6 @@ async def _take_console(proc: ExecProcess, server: socket.socket) -> None:
     # process object), so that neither closes a number the other still uses.
     proc._master = os.dup(fds[0])
     os.set_blocking(proc._master, False)
+    proc._tell_helper(b"hold\n", [fds[0]])  # the helper holds the pty open: see runtime_execshim
     proc._stdin_fd = proc._master
     proc._stdout = _Reader(fds[0], proc._exited, grace=TTY_DRAIN_GRACE)

@@ -13,16 +13,30 @@ subreaper: it would inherit (and have to reap) every orphan below it.
 Why one helper and not one per exec: a Python interpreter start per exec cost more than
 ``runc exec`` itself. The helper is started once (:class:`ExecHelper`, agent side) as
 ``python -m hatchway.node.runtime_execshim`` with a SOCK_SEQPACKET socket as its stdin.
-Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool]}``
-with SCM_RIGHTS fds ``[report, *the wanted stdio fds]``. On ``report`` (a socket of the
-job's own) the helper writes::
+Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool],
+"init": bool}`` (``init``: the command runs under tini) with SCM_RIGHTS fds
+``[report, *the wanted stdio fds]``. On ``report`` (a socket of the job's own) the helper
+writes::
 
     started <host pid>
     exit <code>          (128+N when killed by signal N)
 
 then closes it. If runc fails only ``exit <runc's status>`` is written; runc's message is
-in its ``--log`` file. If the helper dies, every report socket reads EOF. The helper exits
-when the agent closes its end of the job socket.
+in its ``--log`` file. If the helper dies, every report socket reads EOF.
+
+The helper also holds a copy of the agent's end of the command's stdin: the job's last
+fd (a pipe's write end), or the pty master, sent later on ``report`` as ``hold`` with
+SCM_RIGHTS. The agent ends stdin by closing its own copy and writing ``eof`` on
+``report``; the helper then closes its copy. So a dying agent does not hand the command
+an EOF or a hangup (on which it would exit, and tini with it, before the helper could
+stop its tree and leave the orphans to tini): the helper lets go only once the tree is
+dead. Held fds are closed when the job ends.
+
+When the agent's end of the job socket closes (the agent exited, or was killed), the
+helper lets the runcs still starting finish, kills every process tree it started that
+still runs (:mod:`runtime_tree`'s order, all trees at once), and exits: a node agent's
+death leaves no exec'd process behind. (If the helper itself is SIGKILLed, a restarted
+agent finds what it left: :meth:`RuncRuntime.kill_leftover_execs`.)
 """
 
 from __future__ import annotations
@@ -37,13 +51,19 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
+
+from hatchway.node.runtime_tree import Root, kill_step
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_JOB = 256 * 1024
 #: Exit statuses of re-parented processes not (yet) known as an exec's (a process can be
 #: reaped before the runc that started it); bounded, oldest dropped.
 MAX_EARLY = 4096
+#: How long the helper, its agent gone, waits for runcs to finish and trees to die.
+ORPHAN_KILL_TIMEOUT = 10.0
 
 
 def _exit_code(status: int) -> int:
@@ -56,13 +76,37 @@ def _report(sock: socket.socket, text: str) -> None:
         sock.sendall(text.encode())
 
 
+@dataclass
+class _Job:
+    """One exec: its report socket, runc's pid file, whether it runs under tini, and the
+    agent-side fds the helper holds for it (see the module docstring)."""
+
+    report: socket.socket
+    pid_file: str
+    init: bool
+    held: dict[str, int] = field(default_factory=dict)
+
+    def release(self, kind: str | None = None) -> None:
+        for name in [kind] if kind else list(self.held):
+            fd = self.held.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+    def finish(self, text: str) -> None:
+        _report(self.report, text)
+        self.release()
+        self.report.close()
+
+
 class _Helper:
     """The helper process's state: runc children by pid, started processes by pid."""
 
-    def __init__(self, jobs: socket.socket) -> None:
+    def __init__(self, jobs: socket.socket, selector: selectors.BaseSelector) -> None:
         self.jobs = jobs
-        self.runcs: dict[int, tuple[socket.socket, str]] = {}
-        self.procs: dict[int, socket.socket] = {}
+        self.selector = selector
+        self.runcs: dict[int, _Job] = {}
+        self.procs: dict[int, _Job] = {}
+        self.roots: dict[int, Root] = {}
         self.early: dict[int, int] = {}
 
     def take_job(self) -> bool:
@@ -79,29 +123,64 @@ class _Helper:
             for fd in fds:
                 os.close(fd)
             return False
-        job = json.loads(data)
-        report = socket.socket(fileno=fds[0])
-        given = iter(fds[1:])
-        stdio: list[Any] = [next(given) if want else subprocess.DEVNULL for want in job["stdio"]]
+        spec = json.loads(data)
+        wanted = sum(1 for w in spec["stdio"] if w)
+        job = _Job(socket.socket(fileno=fds[0]), spec["pid_file"], bool(spec.get("init")))
+        given = iter(fds[1 : 1 + wanted])
+        for fd in fds[1 + wanted :]:  # the stdin to hold; never more than one
+            if "stdin" in job.held:
+                os.close(fd)
+            else:
+                job.held["stdin"] = fd
+        stdio: list[Any] = [next(given) if want else subprocess.DEVNULL for want in spec["stdio"]]
         try:
             child = subprocess.Popen(
-                job["argv"],
+                spec["argv"],
                 stdin=stdio[0],
                 stdout=stdio[1],
                 stderr=stdio[2],
                 start_new_session=True,
             )
         except OSError as e:
-            _report(report, f"exit {126 if e.errno == 13 else 127}\n")
-            report.close()
+            job.finish(f"exit {126 if e.errno == 13 else 127}\n")
         else:
-            self.runcs[child.pid] = (report, job["pid_file"])
+            self.runcs[child.pid] = job
             child.returncode = 0  # reaped below, by pid; keep Popen's finaliser away
+            self.selector.register(job.report, selectors.EVENT_READ, job)
         finally:
             # The process has its own copies; ours would hold EOF back.
-            for fd in fds[1:]:
+            for fd in fds[1 : 1 + wanted]:
                 os.close(fd)
         return True
+
+    def take_message(self, job: _Job) -> None:
+        """The agent's word on one job: ``eof`` (let go of stdin) or ``hold`` with the
+        pty master (SCM_RIGHTS). EOF: the agent let go of the job; the helper keeps what
+        it holds until the job ends (or the agent is gone)."""
+        fds = array.array("i")
+        try:
+            data, anc, _, _ = job.report.recvmsg(256, socket.CMSG_SPACE(4 * fds.itemsize))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, anc = b"", []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        for fd in fds:
+            if "tty" in job.held:
+                os.close(fd)
+            else:
+                job.held["tty"] = fd
+        if not data:
+            self.selector.unregister(job.report)
+        elif b"eof" in data.split():
+            job.release("stdin")
+
+    def _done(self, job: _Job, text: str) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(job.report)
+        job.finish(text)
 
     def reap(self) -> None:
         while True:
@@ -115,26 +194,52 @@ class _Helper:
 
     def _reaped(self, pid: int, code: int) -> None:
         if pid in self.runcs:
-            report, pid_file = self.runcs.pop(pid)
-            started = self._pid(pid_file) if code == 0 else 0
+            job = self.runcs.pop(pid)
+            started = self._pid(job.pid_file) if code == 0 else 0
             if not started:
-                _report(report, f"exit {code or 255}\n")
-                report.close()
+                self._done(job, f"exit {code or 255}\n")
                 return
-            _report(report, f"started {started}\n")
+            _report(job.report, f"started {started}\n")
             if started in self.early:
-                _report(report, f"exit {self.early.pop(started)}\n")
-                report.close()
+                self._done(job, f"exit {self.early.pop(started)}\n")
             else:
-                self.procs[started] = report
+                self.procs[started] = job
+                root = Root.of(started, tini=job.init)
+                if root is not None:
+                    self.roots[started] = root
         elif pid in self.procs:
-            report = self.procs.pop(pid)
-            _report(report, f"exit {code}\n")
-            report.close()
+            self.roots.pop(pid, None)
+            self._done(self.procs.pop(pid), f"exit {code}\n")
         else:
             self.early[pid] = code
             if len(self.early) > MAX_EARLY:
                 del self.early[next(iter(self.early))]
+
+    def kill_all(self, timeout: float = ORPHAN_KILL_TIMEOUT) -> None:
+        """The agent is gone: kill every tree this helper started, all in step. The fds
+        it holds keep stdin and the pty open meanwhile, so no command sees an EOF or a
+        hangup (and exits, with tini after it) before its tree is stopped."""
+        deadline = time.monotonic() + timeout
+        while self.runcs and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.005)
+        for pid in self.runcs:  # stuck: whatever it started is not known
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        pending = dict(self.roots)
+        attempt = 0
+        while pending and time.monotonic() < deadline:
+            for pid, root in list(pending.items()):
+                if kill_step(root, attempt):
+                    del pending[pid]
+            self.reap()
+            attempt += 1
+            time.sleep(0.005)
+        while self.procs and time.monotonic() < deadline:  # tini reaps, then exits
+            self.reap()
+            time.sleep(0.005)
+        for job in self.procs.values():
+            job.release()
 
     @staticmethod
     def _pid(pid_file: str) -> int:
@@ -152,11 +257,11 @@ def serve(jobs: socket.socket) -> int:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("prctl(PR_SET_CHILD_SUBREAPER) failed", file=sys.stderr)
         return 125
-    helper = _Helper(jobs)
+    selector = selectors.DefaultSelector()
+    helper = _Helper(jobs, selector)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
     selector.register(jobs, selectors.EVENT_READ, "job")
     selector.register(wake_r, selectors.EVENT_READ, "child")
     while True:
@@ -165,7 +270,10 @@ def serve(jobs: socket.socket) -> int:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
                 helper.reap()
+            elif isinstance(key.data, _Job):
+                helper.take_message(key.data)
             elif not helper.take_job():
+                helper.kill_all()
                 return 0
         helper.reap()
 
@@ -188,12 +296,23 @@ class ExecHelper:
         with self._lock:
             self._ensure()
 
-    def submit(self, argv: list[str], pid_file: str, stdio: list[int]) -> socket.socket:
+    def submit(
+        self,
+        argv: list[str],
+        pid_file: str,
+        stdio: list[int],
+        *,
+        init: bool = False,
+        hold: int = -1,
+    ) -> socket.socket:
         """Start ``runc``'s ``argv`` with ``stdio`` (-1: /dev/null; the caller closes its
-        copies). Returns the job's report socket (ours to read and close)."""
+        copies); ``init``: it runs the command under tini; ``hold``: our end of the
+        command's stdin pipe, for the helper to hold (see the module docstring). Returns
+        the job's report socket (ours to read and close)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": [fd >= 0 for fd in stdio]})
-        fds = [theirs.fileno(), *(fd for fd in stdio if fd >= 0)]
+        wanted = [fd >= 0 for fd in stdio]
+        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init})
+        fds = [theirs.fileno(), *(fd for fd in stdio if fd >= 0), *([hold] if hold >= 0 else [])]
         try:
             with self._lock:
                 for attempt in range(2):

@@ -36,6 +36,14 @@ the same by default):
   the node's, so a core file would land on the node's disk (or in a host helper) with the
   process's secrets in it.
 
+Exec init: every app container gets the node's ``tini-static`` bind-mounted read-only
+(and nosuid, nodev) at :data:`~hatchway.node.runtime_tree.EXEC_INIT_PATH`, on the
+container's own /dev tmpfs, as Docker's ``--init`` mounts ``docker-init``; exec'd commands
+run under it as ``tini -s -- argv`` (see :mod:`hatchway.node.runtime_tree` for why). A
+read-only bind mount gives the container no write path to the host's file (no
+CVE-2019-5736-style overwrite through ``/proc/PID/exe``); a privileged container, which
+can remount, can reach the host in any case.
+
 The sandbox gets the same seccomp profile (with no capabilities), no_new_privs, a cgroup
 namespace and small memory and pids limits.
 """
@@ -49,6 +57,7 @@ from typing import Any
 from hatchway.api import quantity
 from hatchway.errors import HatchwayError
 from hatchway.node import seccomp
+from hatchway.node.runtime_tree import EXEC_INIT_PATH
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -260,6 +269,16 @@ def _mounts(privileged: bool) -> list[dict[str, Any]]:
     ]
 
 
+def exec_init_mount(source: str) -> dict[str, Any]:
+    """The read-only bind mount of the node's tini (``source``) for exec (see above)."""
+    return {
+        "destination": EXEC_INIT_PATH,
+        "type": "bind",
+        "source": source,
+        "options": ["bind", "ro", "nosuid", "nodev"],
+    }
+
+
 def volume_mounts(container: Mapping[str, Any], volumes: Mapping[str, str]) -> list[dict[str, Any]]:
     """Bind mounts for ``volumeMounts`` whose volume has a host directory in ``volumes``."""
     mounts = []
@@ -435,6 +454,7 @@ def container_spec(
     arch: str = "x86_64",
     localhost_seccomp: Mapping[str, Any] | None = None,
     max_nofile: int = NOFILE_LIMIT,
+    exec_init: str | None = None,
 ) -> dict[str, Any]:
     """The OCI config for one app container of ``pod``.
 
@@ -446,6 +466,7 @@ def container_spec(
     ``pids_limit``: each container's (None or 0: none). ``arch``: ``platform.machine()``
     for the seccomp profile. ``localhost_seccomp``: the Localhost profile, if asked for.
     ``max_nofile``: the node's own hard RLIMIT_NOFILE (see :func:`rlimits`).
+    ``exec_init``: the node's tini-static, mounted for exec (None: none).
     """
     sc = container.get("securityContext") or {}
     privileged = bool(sc.get("privileged"))
@@ -481,7 +502,9 @@ def container_spec(
         "ociVersion": "1.0.2-dev",
         "process": process,
         "root": {"path": rootfs, "readonly": bool(sc.get("readOnlyRootFilesystem"))},
-        "mounts": _mounts(privileged) + volume_mounts(container, volumes or {}),
+        "mounts": _mounts(privileged)
+        + ([exec_init_mount(exec_init)] if exec_init else [])
+        + volume_mounts(container, volumes or {}),
         "linux": linux,
         "annotations": _annotations(pod, "CONTAINER", str(container.get("name") or "")),
     }

@@ -5,9 +5,11 @@ the client's SYN_STREAMs, each replied to on arrival; WebSocket: the channels ex
 once and the server sends one empty message on the lowest channel it writes to), start
 the process, pump bytes both ways with backpressure, apply resizes, pass stdin EOF on,
 and when the process exits: drain its output, write the status on the error stream,
-close. If the client goes away first, the process tree is killed. SPDY streams the
-session has no use for are reset, and once it has its streams the connection refuses
-any more, so a client cannot make the node hold streams nobody reads.
+close. If the client goes away first (or before the status is written), the process tree
+is killed: an EOF on stdin that the lost connection caused is never passed on (a command
+that ends at EOF would race the kill), only the client's own close of stdin is. SPDY
+streams the session has no use for are reset, and once it has its streams the connection
+refuses any more, so a client cannot make the node hold streams nobody reads.
 """
 
 from __future__ import annotations
@@ -190,6 +192,11 @@ class ServerSession:
             else:
                 code = waiter.result()
                 await asyncio.gather(*(t for t in outputs if t is not None))
+                if self.conn.closed:
+                    # Gone before its status could go out: what the command left running
+                    # (background children) is killed too, as if it had not exited yet.
+                    self.outcome.client_gone = True
+                    await process.kill()
             for task in (*inputs, gone):
                 task.cancel()
         return code
@@ -201,12 +208,19 @@ class ServerSession:
                 await stream.write(chunk)
 
     async def _pump_in(self, process: Process, stream: Stream) -> None:
+        """stdin to the process. Only the client's own end of input (SPDY FIN, WebSocket
+        v5 close signal) is passed on as EOF: the EOF of a reset or a lost connection is
+        not, or a ``cat`` would exit 0 and the status would race the kill (the session
+        sees the connection end and kills the tree instead)."""
         try:
             while chunk := await stream.read(READ_SIZE):
                 self.outcome.bytes_in += len(chunk)
                 await process.write_stdin(chunk)
         except (ConnectionClosedError, OSError):
-            pass
+            pass  # the process closed its stdin
+        else:
+            if not stream.fin_received:
+                return
         with contextlib.suppress(OSError, ConnectionClosedError):
             await process.close_stdin()
 

@@ -8,7 +8,10 @@ negotiated channel protocol.
 Rules every driver keeps:
 
 * ``read()`` returns at most ``max_bytes``; ``b""`` means the peer half-closed (or reset,
-  or the connection ended) -- EOF. It never returns ``b""`` otherwise.
+  or the connection ended) -- EOF. It never returns ``b""`` otherwise. ``fin_received``
+  tells the first apart from the others: it is set, before the reader is woken, only for
+  the peer's deliberate half-close (SPDY FIN; WebSocket v5 close signal), so an EOF that a
+  lost connection caused is never taken for a client's end of input.
 * ``write()`` returns once the bytes are handed to the connection; it waits while the
   connection's send buffer is above its high watermark (backpressure), and raises
   :class:`~hatchway.errors.ConnectionClosedError` when the stream or connection is gone.
@@ -31,6 +34,10 @@ class Stream(abc.ABC):
     @abc.abstractmethod
     def headers(self) -> Mapping[str, str]:
         """Headers the stream was opened with (lower-case names)."""
+
+    #: The peer half-closed this stream on purpose (SPDY FIN, WebSocket v5 close signal);
+    #: False for an EOF from a reset or the end of the connection.
+    fin_received: bool = False
 
     @property
     def name(self) -> str:
@@ -98,6 +105,11 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> None:
         """Drop the connection at once."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """Whether the connection has ended (set before any stream reads its EOF)."""
 
     @abc.abstractmethod
     async def wait_closed(self) -> None:

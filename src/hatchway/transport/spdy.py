@@ -430,6 +430,7 @@ class SpdyConnection(Connection):
                 if not stream._replied.done():
                     stream._replied.set_result(None)
                 if event.fin:
+                    stream.fin_received = True
                     stream._end()
                 self._forget_if_done(event.stream_id)
         elif isinstance(event, StreamReset):
@@ -450,6 +451,7 @@ class SpdyConnection(Connection):
             if stream.buffered >= self._high:
                 self._blocked.add(stream)
         if event.fin:
+            stream.fin_received = True
             stream._end()
             self._forget_if_done(event.stream_id)
 
@@ -466,6 +468,7 @@ class SpdyConnection(Connection):
         self._proto.reply(event.stream_id)
         self._flush()
         if event.fin:
+            stream.fin_received = True
             stream._end()
             self._forget_if_done(event.stream_id)
         self._accepted.append(stream)

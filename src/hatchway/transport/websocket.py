@@ -448,7 +448,9 @@ class WebSocketConnection(Connection):
             self._fail(exc)
             return
         if number == ch.CLOSE_SIGNAL and self.capabilities.close_signal:
-            self.channel(data[0])._set_eof()
+            stream = self.channel(data[0])
+            stream.fin_received = not stream._eof  # not after a close frame or the end
+            stream._set_eof()
         elif number < ch.NUM_CHANNELS:
             if data:
                 self.channel(number)._feed(data)
