@@ -64,3 +64,30 @@ async def test_an_exec_whose_helper_died_ends_with_255(runtime, cid):
         assert await proc.wait() == 255
     await proc.kill()  # the process itself outlived the helper: kill() still finds it
     assert runtime_exec.process_tree(proc.pid, proc._start_time) == []
+
+
+def test_a_message_for_a_job_finished_in_the_same_round_is_ignored() -> None:
+    """select() can report a job's report socket readable (the agent wrote ``eof`` or
+    hung up) in the same round as the SIGCHLD that finished the job and closed that
+    socket: the late message must be ignored, not crash the helper (which would end
+    every other exec with status 255)."""
+    import selectors
+    import socket
+
+    from hatchway.node import runtime_execshim as shim
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    jobs_a, jobs_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    selector = selectors.DefaultSelector()
+    try:
+        helper = shim._Helper(jobs_a, selector)
+        job = shim._Job(report=theirs, pid_file="/nonexistent", init=False)
+        selector.register(theirs, selectors.EVENT_READ, job)
+        ours.sendall(b"eof\n")
+        helper._done(job, "exit 0\n")  # the SIGCHLD handled first in this round
+        helper.take_message(job)  # then the stale readable event
+        assert ours.recv(64) == b"exit 0\n"
+    finally:
+        for sock in (ours, jobs_a, jobs_b):
+            sock.close()
+        selector.close()

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,8 @@ class _Helper:
         """The agent's word on one job: ``eof`` (let go of stdin) or ``hold`` with the
         pty master (SCM_RIGHTS). EOF: the agent let go of the job; the helper keeps what
         it holds until the job ends (or the agent is gone)."""
+        if job.report.fileno() < 0:
+            return  # finished earlier in the same round of events (its socket is closed)
         fds = array.array("i")
         try:
             data, anc, _, _ = job.report.recvmsg(256, socket.CMSG_SPACE(4 * fds.itemsize))
@@ -173,7 +176,8 @@ class _Helper:
             else:
                 job.held["tty"] = fd
         if not data:
-            self.selector.unregister(job.report)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(job.report)
         elif b"eof" in data.split():
             job.release("stdin")
 
@@ -266,15 +270,18 @@ def serve(jobs: socket.socket) -> int:
     selector.register(wake_r, selectors.EVENT_READ, "child")
     while True:
         for key, _ in selector.select():
-            if key.data == "child":
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 4096)
-                helper.reap()
-            elif isinstance(key.data, _Job):
-                helper.take_message(key.data)
-            elif not helper.take_job():
-                helper.kill_all()
-                return 0
+            try:
+                if key.data == "child":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 4096)
+                    helper.reap()
+                elif isinstance(key.data, _Job):
+                    helper.take_message(key.data)
+                elif not helper.take_job():
+                    helper.kill_all()
+                    return 0
+            except Exception:  # one bad event must not take every exec's status with it
+                traceback.print_exc()
         helper.reap()
 
 
