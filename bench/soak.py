@@ -52,6 +52,8 @@ from bench.soak_session import (
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
 WARM_BURST = 16
+#: The client that cannot tell a cut connection from the end of the session.
+SILENT_CLIENT = "kubectl-spdy"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -280,6 +282,11 @@ class Soak:
                 out.leaked and any(out.end <= w["start"] <= out.checked for w in self.windows)
             )
             out.cut = out.status == "error" and out.in_restart
+            out.silent = (
+                out.in_restart
+                and out.spec.client == SILENT_CLIENT
+                and out.status in {"truncated", "wrong_exit"}
+            )
         log("checking for leaks")
         final = await asyncio.to_thread(self.checks.final, 20 * self.args.timeout_scale)
         return soak_report.summary(

@@ -17,12 +17,14 @@ EXAMPLES = 25
 
 
 def _status(out: Outcome) -> str:
+    if out.silent:
+        return "silent"
     return "cut" if out.cut else out.status
 
 
 def _counts(outcomes: list[Outcome]) -> dict[str, int]:
     c = Counter(_status(o) for o in outcomes)
-    row = {k: c.get(k, 0) for k in ("ok", "killed", "cut", *FAILING)}
+    row = {k: c.get(k, 0) for k in ("ok", "killed", "cut", "silent", *FAILING)}
     row["sessions"] = len(outcomes)
     row["bytes_verified"] = sum(o.verified for o in outcomes)
     row["left"] = sum(1 for o in outcomes if o.leaked)
@@ -77,6 +79,7 @@ def summary(
         },
         "failures": [_failure(o) for o in bad[:200]],
         "cut": [_failure(o) for o in outcomes if o.cut][:200],
+        "silent": [_failure(o) for o in outcomes if o.silent][:200],
         "failed": failed,
     }
 
@@ -107,6 +110,8 @@ def table(result: dict[str, Any]) -> str:
         ("bytes verified (sha256)", f"{t['bytes_verified']:,}"),
         ("killed by the soak", f"{t['killed']}{_by(result, 'killed')}"),
         ("cut, reported (restart of: " + restarts + ")", f"{t['cut']}{_by(result, 'cut')}"),
+        ("cut, not reported by kubectl's SPDY client (no end marker in its protocol)",
+         f"{t['silent']}"),
         ("corrupted", f"{t['corrupted']}{_by(result, 'corrupted')}"),
         ("truncated", f"{t['truncated']}{_by(result, 'truncated')}"),
         ("wrong exit code", f"{t['wrong_exit']}{_by(result, 'wrong_exit')}"),

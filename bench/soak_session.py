@@ -88,6 +88,10 @@ class Outcome:
     verified: int = 0  # bytes that came back equal to what was sent
     leaked: list[str] = field(default_factory=list)  # processes left after a kill
     cut: bool = False  # failed loudly, in flight at a node agent / API server kill
+    # kubectl over SPDY, in flight at such a kill, ended without an error: its protocol has
+    # no end-of-session marker (an empty error stream reads as success), so no server
+    # can make it report the cut; counted apart, never as a pass
+    silent: bool = False
     in_restart: bool = False  # in flight at such a kill (or its leak check), whatever its outcome
     checked: float = 0.0  # when the check for its processes ended (killed, hung)
 
