@@ -97,3 +97,18 @@ async def test_a_101_the_client_left_before_is_abandoned(api, node: FakeNode) ->
     resp, stream = await user.upgrade(f"{PODS}/web/exec{EXEC_Q}")
     assert resp.status == 101 and stream is not None
     stream.close()
+
+
+async def test_an_ended_session_is_followed_by_a_heap_trim(api, node: FakeNode) -> None:
+    """The API server gives the memory of ended sessions back (issue 10, item 6), as the
+    node agent does: a session's end schedules one trim."""
+    trimmer = api.http.app.exec_handler.trimmer
+    trimmer.delay = 0.05
+    before = trimmer.trims
+    user = Client(api, "admin-t", ["system:masters"])
+    resp, stream = await user.upgrade(f"{PODS}/web/exec{EXEC_Q}")
+    assert resp.status == 101 and stream is not None
+    stream.close()
+    async with asyncio.timeout(20 * SCALE):
+        while trimmer.trims == before:
+            await asyncio.sleep(0.02)

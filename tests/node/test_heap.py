@@ -11,7 +11,7 @@ import gc
 import pytest
 import pytest_asyncio
 
-from hatchway.node.heap import HeapTrimmer, malloc_trim
+from hatchway.session.heap import HeapTrimmer, malloc_trim
 from hatchway.session.server import ServerSession
 
 from .conftest import SCALE, needs_runc

@@ -33,6 +33,7 @@ from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
+from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.transport.http import Response
 from hatchway.types import ExecOptions
@@ -112,6 +113,7 @@ class ExecHandler:
         audit: AuditLogger | None,
         limits: SessionLimits | None = None,
         outcomes: OutcomeClient | None = None,
+        trimmer: HeapTrimmer | None = None,
     ) -> None:
         self.store = store
         self.authz = authorizer
@@ -119,6 +121,8 @@ class ExecHandler:
         self.audit = audit
         self.slots = SessionSlots(limits or SessionLimits())
         self.outcomes = outcomes if outcomes is not None else OutcomeClient(proxy.ssl_context)
+        #: Gives the memory of ended sessions back to the system (:mod:`hatchway.session.heap`).
+        self.trimmer = trimmer if trimmer is not None else HeapTrimmer()
 
     async def __call__(self, call: Call) -> Response:
         info = call.info
@@ -198,7 +202,10 @@ class ExecHandler:
 
         async def on_end(stats: SpliceStats) -> None:
             slot.release()
-            await self._audit_end(session, endpoint, stats)
+            try:
+                await self._audit_end(session, endpoint, stats)
+            finally:
+                self.trimmer.session_ended()
 
         # The client may be gone before its 101 is written: then the HTTP layer never
         # runs the splice, and the slot goes back through on_abandon.

@@ -41,6 +41,7 @@ from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.apiserver.rest_handlers import ResourceHandler
 from hatchway.apiserver.reviews import ReviewHandler
 from hatchway.apiserver.scheduler import Scheduler
+from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.store.sqlite import SqliteStore
 from hatchway.transport import tls
@@ -140,6 +141,7 @@ class ApiServer:
         self.store: Store | None = store
         self.http: HttpServer | None = None
         self.outcomes: OutcomeClient | None = None
+        self.trimmer = HeapTrimmer()
         self.scheduler: Scheduler | None = None
         self.node_monitor: NodeMonitor | None = None
         self.audit: AuditLogger | None = None
@@ -205,7 +207,13 @@ class ApiServer:
                 store, on_change, PodSecurityAdmission(store, authorizer)
             ),
             exec_handler=ExecHandler(
-                store, authorizer, proxy, self.audit, config.exec_limits, self.outcomes
+                store,
+                authorizer,
+                proxy,
+                self.audit,
+                config.exec_limits,
+                self.outcomes,
+                self.trimmer,
             ),
             log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
             review_handler=ReviewHandler(authorizer),
@@ -224,6 +232,7 @@ class ApiServer:
         if self.outcomes is not None:
             await self.outcomes.aclose()
             self.outcomes = None
+        await self.trimmer.aclose()
         if self.store is not None and self._given_store is None:
             await self.store.close()
             self.store = None

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
-from hatchway.node.heap import HeapTrimmer
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import channel, handshake
+from hatchway.session.heap import HeapTrimmer
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
 from hatchway.transport.bytestream import ByteStream

@@ -1,4 +1,5 @@
-"""Memory given back to the system once exec sessions end (issue 10, item 6).
+"""Memory given back to the system once exec sessions end (issue 10, item 6): the node
+agent and the API server each run one :class:`HeapTrimmer`.
 
 glibc's malloc keeps what a process frees: only a free top chunk above
 ``M_TRIM_THRESHOLD`` goes back by itself, free chunks below the top stay resident. After
