@@ -163,8 +163,12 @@ async def test_privileged_and_unconfined_are_not_filtered(runtime, make_pod):
 
 async def test_localhost_profile_is_applied(runtime, make_pod):
     os.makedirs(runtime.seccomp_dir, exist_ok=True)
-    deny = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["mkdir", "mkdirat", "hatchway_no_such_call"], "action": "SCMP_ACT_ERRNO"}]}
+    deny = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat", "hatchway_no_such_call"], "action": "SCMP_ACT_ERRNO"}
+        ],
+    }
     with open(os.path.join(runtime.seccomp_dir, "deny-mkdir.json"), "w") as f:
         json.dump(deny, f)
     profile = {"type": "Localhost", "localhostProfile": "deny-mkdir.json"}

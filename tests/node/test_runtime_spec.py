@@ -248,9 +248,10 @@ def test_default_container_is_hardened():
     ],
 )
 def test_no_new_privileges_unless_escalation_is_allowed(sc, nnp):
-    assert build({"name": "c", "command": ["x"], "securityContext": sc})["process"][
-        "noNewPrivileges"
-    ] is nnp
+    assert (
+        build({"name": "c", "command": ["x"], "securityContext": sc})["process"]["noNewPrivileges"]
+        is nnp
+    )
 
 
 def test_seccomp_follows_the_capabilities_and_the_profile_type():

@@ -40,9 +40,7 @@ def _forbidden_pods(namespace: str) -> dict[str, dict]:
         namespace,
         securityContext={"capabilities": {"add": ["SYS_ADMIN"]}},
     )
-    privileged = pod_manifest(
-        f"priv-{suffix}", namespace, securityContext={"privileged": True}
-    )
+    privileged = pod_manifest(f"priv-{suffix}", namespace, securityContext={"privileged": True})
     host_pid = pod_manifest(f"hostpid-{suffix}", namespace, {"hostPID": True})
     return {
         "hostPath": host_path,

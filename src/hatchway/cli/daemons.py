@@ -218,8 +218,7 @@ def up_main(argv: Sequence[str]) -> int:
             merge=not args.no_merge,
             timeout=args.timeout,
             apiserver_args=[
-                f"--{name.replace('_', '-')}={getattr(args, name)}"
-                for name in UP_APISERVER_LIMITS
+                f"--{name.replace('_', '-')}={getattr(args, name)}" for name in UP_APISERVER_LIMITS
             ],
         )
     except HatchwayError as exc:

@@ -109,4 +109,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError as exc:
         log.warning("cannot remove %s: %s", path, exc)
-

@@ -228,9 +228,7 @@ class PodManager:
         p = self.find_pod(namespace, name, uid)
         return None if p is None else p.status
 
-    def find_container(
-        self, namespace: str, pod: str, container: str, uid: str = ""
-    ) -> str | None:
+    def find_container(self, namespace: str, pod: str, container: str, uid: str = "") -> str | None:
         """The runtime id of the container's current instance, if it has one."""
         p = self.find_pod(namespace, pod, uid)
         c = p.containers.get(container) if p is not None else None
