@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator
 
@@ -224,3 +226,33 @@ async def test_bulk_256_mib_each_way_on_three_streams(tls, capsys):
     with capsys.disabled():
         rate = 2 * total / elapsed / 1e6
         print(f"\nSPDY over TLS: 2 x 256 MiB in {elapsed:.2f} s = {rate:.0f} MB/s total")
+
+
+async def test_a_peer_that_dies_while_our_streams_are_full_ends_the_connection(tls):
+    """The reader stops reading a socket whose streams are full (backpressure), so it
+    never sees the peer go; a session blocked both ways -- its command not reading stdin
+    because its output waits for a window the dead peer will never open -- then waited
+    for ever and its process was never killed (the soak: one `sh -c cat` left behind by
+    an API server kill). The kernel knows: the connection ends within a poll or two."""
+    async with connected(tls) as (client, server):
+        c = await client.open_stream({"streamtype": "stdin"})
+        await server.accept_stream()  # and never read
+        chunk, written = os.urandom(256 * 1024), [0]
+
+        async def writer() -> None:
+            with contextlib.suppress(ConnectionClosedError, OSError):
+                while True:
+                    await c.write(chunk)
+                    written[0] += len(chunk)
+
+        task = asyncio.create_task(writer())
+        await _wait_stalled(written)
+        assert server._blocked  # the server's reader has stopped reading
+        sock = client._bs.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client._bs.abort()  # dies as a killed process with unread data does: a reset
+        async with asyncio.timeout(10 * SCALE):
+            await server.wait_closed()
+        assert server.closed
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

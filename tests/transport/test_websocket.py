@@ -9,7 +9,9 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import socket
 import ssl
+import struct
 import time
 
 import pytest
@@ -474,3 +476,33 @@ async def test_async_context_manager_owns_tasks(tls):
         assert all(t.done() for t in tasks)
         assert cli.close_code == 1000
         srv.abort()
+
+
+async def test_a_peer_that_dies_while_our_channels_are_full_ends_the_connection(tls):
+    """As for SPDY: a reader that stopped reading (full channel buffers) must still see
+    the peer go, or the session (and its process) waits for ever."""
+    async with ws_pair(tls, channel_buffer=256 * 1024) as (cli, srv):
+        c_in = await cli.open_stream({"streamtype": "stdin"})
+        await srv.open_stream({"streamtype": "stdin"})  # and never read
+        block, written = os.urandom(64 * 1024), [0]
+
+        async def writer() -> None:
+            with contextlib.suppress(ConnectionClosedError, OSError):
+                while True:
+                    await c_in.write(block)
+                    written[0] += len(block)
+
+        task = asyncio.create_task(writer())
+        plateau = -1
+        async with asyncio.timeout(30 * SCALE):
+            while plateau != written[0]:
+                plateau = written[0]
+                await asyncio.sleep(0.3 * SCALE)
+        assert not srv._resume.is_set()  # the server's reader has stopped reading
+        sock = cli._stream.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        cli._stream.abort()  # a killed process with unread data: a reset
+        async with asyncio.timeout(10 * SCALE):
+            await srv.wait_closed()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -493,6 +493,8 @@ async def _watch(proc: ExecProcess, report: socket.socket) -> None:
                 started.set_result(int(value))
             elif word == "exit":
                 proc._set_exit(int(value))
+    except OSError:  # the helper died with our report unread: a reset, not an EOF
+        pass
     finally:
         writer.close()
         if not started.done():

@@ -383,6 +383,12 @@ class ByteStream:
         ``"done"``, ``"stalled"`` or ``"delivered"`` (:func:`.drain.wait_draining`)."""
         return await drain.wait_draining(self, aw, idle_timeout, settle)
 
+    async def wait_unless_ended(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` (a reader's "buffers have room again"); False once the
+        connection ended or the peer closed or reset it, which a reader that paused
+        reading would otherwise never see (:func:`.drain.wait_unless_ended`)."""
+        return await drain.wait_unless_ended(self._sock, event, self._protocol.closed)
+
     @property
     def bytes_acked(self) -> int | None:
         """Bytes the peer's kernel acknowledged (``TCP_INFO``), None where unknown."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import socket
 import struct
 import sys
@@ -55,6 +56,43 @@ def bytes_acked(sock: Any) -> int | None:
     if len(info) < _TCPI_BYTES_ACKED + 8:
         return None
     return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
+
+
+#: ``tcpi_state`` values (linux/tcp_states.h) of a connection the peer has not ended.
+_OPEN_STATES = {1}  # TCP_ESTABLISHED
+
+
+def peer_ended(sock: Any) -> bool:
+    """The peer closed or reset ``sock``'s connection (the kernel knows, whether or not
+    anyone reads the socket: a paused reader never sees the EOF or the reset itself).
+    False where unknown (another OS, a Unix socket)."""
+    if sock is None or sock.family not in _TCP:
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return bool(info) and info[0] not in _OPEN_STATES
+
+
+async def wait_unless_ended(
+    sock: Any,
+    event: asyncio.Event,
+    closed: asyncio.Future[Any] | None = None,
+    poll: float = POLL,
+) -> bool:
+    """Wait for ``event``; False (without it) once the peer ended the connection (or
+    ``closed``, the connection's own end, is done).
+
+    For a reader that stopped reading the socket (backpressure): nothing else would see
+    the peer go, and a session blocked both ways would wait for ever."""
+    while not event.is_set():
+        if peer_ended(sock) or (closed is not None and closed.done()):
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(poll):
+                await event.wait()
+    return True
 
 
 def kernel_unsent(sock: Any) -> int:
@@ -127,4 +165,12 @@ async def wait_draining(
             await asyncio.gather(fut, return_exceptions=True)
 
 
-__all__ = ["POLL", "Progress", "bytes_acked", "kernel_unsent", "wait_draining"]
+__all__ = [
+    "POLL",
+    "Progress",
+    "bytes_acked",
+    "kernel_unsent",
+    "peer_ended",
+    "wait_draining",
+    "wait_unless_ended",
+]

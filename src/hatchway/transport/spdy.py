@@ -378,7 +378,8 @@ class SpdyConnection(Connection):
             while not self._ended:
                 if self._blocked:
                     self._unblocked.clear()
-                    await self._unblocked.wait()
+                    if not await self._bs.wait_unless_ended(self._unblocked):
+                        raise ConnectionClosedError("peer went away while its streams were full")
                     continue
                 data = await self._bs.read(READ_CHUNK)
                 if not data:

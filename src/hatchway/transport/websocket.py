@@ -345,7 +345,10 @@ class WebSocketConnection(Connection):
         ws = self._ws
         try:
             while ws.state is not State.CLOSED:
-                await self._resume.wait()
+                if not self._resume.is_set() and not await self._stream.wait_unless_ended(
+                    self._resume
+                ):
+                    break  # the peer went away while our channel buffers were full
                 if ws.close_expected():
                     data = await self._read_closing()
                 else:
