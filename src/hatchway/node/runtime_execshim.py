@@ -14,7 +14,8 @@ Why one helper and not one per exec: a Python interpreter start per exec cost mo
 ``runc exec`` itself. The helper is started once (:class:`ExecHelper`, agent side) as
 ``python -m hatchway.node.runtime_execshim`` with a SOCK_SEQPACKET socket as its stdin.
 Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool],
-"init": bool}`` (``init``: the command runs under tini) with SCM_RIGHTS fds
+"init": bool, "cgroup": str | null}`` (``init``: the command runs under tini; ``cgroup``:
+the exec's own cgroup directory, whose processes the kill takes too) with SCM_RIGHTS fds
 ``[report, *the wanted stdio fds]``. On ``report`` (a socket of the job's own) the helper
 writes::
 
@@ -85,6 +86,7 @@ class _Job:
     report: socket.socket
     pid_file: str
     init: bool
+    cgroup: str | None = None
     held: dict[str, int] = field(default_factory=dict)
 
     def release(self, kind: str | None = None) -> None:
@@ -126,7 +128,13 @@ class _Helper:
             return False
         spec = json.loads(data)
         wanted = sum(1 for w in spec["stdio"] if w)
-        job = _Job(socket.socket(fileno=fds[0]), spec["pid_file"], bool(spec.get("init")))
+        cgroup = spec.get("cgroup")
+        job = _Job(
+            socket.socket(fileno=fds[0]),
+            spec["pid_file"],
+            bool(spec.get("init")),
+            cgroup if isinstance(cgroup, str) else None,
+        )
         given = iter(fds[1 : 1 + wanted])
         for fd in fds[1 + wanted :]:  # the stdin to hold; never more than one
             if "stdin" in job.held:
@@ -234,7 +242,8 @@ class _Helper:
         attempt = 0
         while pending and time.monotonic() < deadline:
             for pid, root in list(pending.items()):
-                if kill_step(root, attempt):
+                job = self.procs.get(pid)
+                if kill_step(root, attempt, job.cgroup if job is not None else None):
                     del pending[pid]
             self.reap()
             attempt += 1
@@ -311,14 +320,18 @@ class ExecHelper:
         *,
         init: bool = False,
         hold: int = -1,
+        cgroup: str | None = None,
     ) -> socket.socket:
         """Start ``runc``'s ``argv`` with ``stdio`` (-1: /dev/null; the caller closes its
         copies); ``init``: it runs the command under tini; ``hold``: our end of the
-        command's stdin pipe, for the helper to hold (see the module docstring). Returns
+        command's stdin pipe, for the helper to hold (see the module docstring); ``cgroup``:
+        the exec's own cgroup directory (its processes are part of the tree). Returns
         the job's report socket (ours to read and close)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         wanted = [fd >= 0 for fd in stdio]
-        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init})
+        job = json.dumps(
+            {"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init, "cgroup": cgroup}
+        )
         fds = [theirs.fileno(), *(fd for fd in stdio if fd >= 0), *([hold] if hold >= 0 else [])]
         try:
             with self._lock:
