@@ -262,6 +262,8 @@ def test_restarted_agent_kills_a_setsid_child_its_exec_left_to_the_container_ini
     try:
         assert wait_for(lambda: len(sleeping(seconds)) == 1)
         (victim,) = sleeping(seconds)
+        cgroup = _pids_cgroup(victim)
+        assert "/exec-" in cgroup, cgroup
         node = _node_pid(cluster)
         os.kill(_helper_of(node), signal.SIGKILL)
         os.kill(node, signal.SIGKILL)
@@ -273,10 +275,22 @@ def test_restarted_agent_kills_a_setsid_child_its_exec_left_to_the_container_ini
             if sleeping(seconds)
             else "the setsid'd sleep stayed as a zombie in the container"
         )
+        # Everything else in its cgroup (tini, cat, stdin's holder) died, and it is gone.
+        assert wait_for(lambda: not os.path.exists(cgroup), 10), "the exec's cgroup stayed"
     finally:
         client.kill()
         client.wait()
     _wait_exec_works(cluster, pod)
+
+
+def _pids_cgroup(pid: int) -> str:
+    """The host directory of the process's cgroup in the v1 pids hierarchy."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                return "/sys/fs/cgroup/pids" + path
+    raise AssertionError(f"no pids cgroup for {pid}")
 
 
 def _wait_exec_works(cluster: Cluster, pod: str) -> None:

@@ -12,7 +12,10 @@ Layout under ``root_dir`` (the node's data directory):
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 * ``execs/<pid>-<start time>.json`` — one record per exec while it runs (its root's pid,
-  start time and namespaces, its container): how a restarted agent knows what to kill.
+  start time and namespaces, its container, its cgroup; ``ended`` once its session ended
+  normally with processes left in its cgroup): how a restarted agent knows what to kill.
+  Each exec gets a cgroup of its own (:meth:`RuncRuntime._exec_cgroup`), found again by
+  the sweep of ``exec-*`` cgroups of running containers.
 
 Exec: app containers get the node's ``tini-static`` (Debian ``tini``; ``exec_init``)
 mounted read-only, recorded in ``meta.json`` as ``exec_init``, and a command found in the
@@ -666,15 +669,15 @@ class RuncRuntime:
         keep: set[str] = set()
         for init_pid in running.values():
             for cgroup in exec_cgroups(init_pid):
-                if cgroup in ended:
-                    if not remove_exec_cgroup(cgroup):
-                        keep.add(ended[cgroup])  # its survivors still run
-                    continue
                 if cgroup in {cg for _, cg in roots.values()}:
                     continue
                 inside = set(cgroup_procs(cgroup))
                 owner = next((k for k, (r, _) in roots.items() if r and r.pid in inside), None)
-                if owner is not None:
+                if cgroup in ended and owner is None:
+                    if not remove_exec_cgroup(cgroup):
+                        keep.add(ended[cgroup])  # its survivors still run
+                    continue
+                if owner is not None:  # (an exec root still runs there: no normal end)
                     cgroups_of[owner] = cgroup
                 elif inside:
                     roots[(0, len(roots))] = (None, cgroup)

@@ -180,6 +180,7 @@ class ExecProcess:
         self._started: asyncio.Future[int] | None = None
         self._cleanup: list[str] = []
         self._killed = False
+        self._lost = False  # the helper died before the exit: the status is unknown
         self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
         self._root: Root | None = None  # what kill() kills (runtime_tree)
         self._report: socket.socket | None = None  # the helper's job socket (runtime_execshim)
@@ -299,7 +300,11 @@ class ExecProcess:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup.clear()
         gone = self.cgroup is None or remove_exec_cgroup(self.cgroup)
-        if self.record is not None and not gone and not self._killed:
+        if self.record is not None and not gone and self._lost:
+            # Not an end: the helper died and the tree may run on. The record stays as it
+            # is, so the next agent's sweep kills what is left in the cgroup.
+            self.record = None
+        elif self.record is not None and not gone and not self._killed:
             # A normal end that left background processes: they keep their cgroup, and
             # the record says the session ended (a restarted agent leaves them alone).
             with contextlib.suppress(OSError, ValueError):
@@ -528,6 +533,8 @@ async def _watch(proc: ExecProcess, report: socket.socket) -> None:
         writer.close()
         if not started.done():
             started.set_result(0)
+        if not proc._exited.is_set():
+            proc._lost = True
         proc._set_exit(255)  # the helper died: the status is unknown
 
 
