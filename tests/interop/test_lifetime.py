@@ -247,6 +247,52 @@ def test_node_agent_sigkilled_takes_its_execs_and_a_new_one_kills_leftovers(
     assert result.returncode == 3, result.stderr.decode()
 
 
+def test_restarted_agent_kills_a_setsid_child_its_exec_left_to_the_container_init(
+    own_cluster: Cluster,
+) -> None:
+    """Agent and helper SIGKILLed while ``cat`` holds stdin: nothing holds stdin any
+    more, so ``cat`` and tini exit and the setsid'd ``sleep`` is re-parented to the
+    container's init; no parent link or session leads to it, only its cgroup. The
+    restarted agent kills it, and it does not stay as a zombie either."""
+    cluster = own_cluster
+    pod = cluster.pod()
+    _wait_exec_works(cluster, pod)
+    seconds = marker()
+    client = _exec_in_background(cluster, pod, f"setsid sleep {seconds} & cat")
+    try:
+        assert wait_for(lambda: len(sleeping(seconds)) == 1)
+        (victim,) = sleeping(seconds)
+        cgroup = _pids_cgroup(victim)
+        assert "/exec-" in cgroup, cgroup
+        node = _node_pid(cluster)
+        os.kill(_helper_of(node), signal.SIGKILL)
+        os.kill(node, signal.SIGKILL)
+        time.sleep(0.5)
+        assert sleeping(seconds) == [victim]
+        _restart(cluster)
+        assert wait_for(lambda: not os.path.exists(f"/proc/{victim}"), 20), (
+            "the new agent left the setsid'd sleep running"
+            if sleeping(seconds)
+            else "the setsid'd sleep stayed as a zombie in the container"
+        )
+        # Everything else in its cgroup (tini, cat, stdin's holder) died, and it is gone.
+        assert wait_for(lambda: not os.path.exists(cgroup), 10), "the exec's cgroup stayed"
+    finally:
+        client.kill()
+        client.wait()
+    _wait_exec_works(cluster, pod)
+
+
+def _pids_cgroup(pid: int) -> str:
+    """The host directory of the process's cgroup in the v1 pids hierarchy."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                return "/sys/fs/cgroup/pids" + path
+    raise AssertionError(f"no pids cgroup for {pid}")
+
+
 def _wait_exec_works(cluster: Cluster, pod: str) -> None:
     """Until the restarted agent serves exec (the pod's status is the old agent's)."""
     deadline = time.monotonic() + 60 * SCALE

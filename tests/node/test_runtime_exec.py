@@ -313,3 +313,49 @@ def test_process_tree_leaves_older_processes_alone():
     assert me in process_tree(me) and me in process_tree(me, started)
     # A PID recycled by an older process must not be taken for the exec'd one.
     assert process_tree(me, started + 1) == []
+
+
+def _cgroup_of(pid: int, controller: str = "pids") -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                return path
+    raise AssertionError(f"no {controller} cgroup for {pid}")
+
+
+def _procs_in(cgroup: str) -> set[int] | None:
+    """The pids in the cgroup directory ``cgroup``; None if it does not exist."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.procs")) as f:
+            return {int(p) for p in f.read().split()}
+    except FileNotFoundError:
+        return None
+
+
+async def test_exec_runs_in_a_cgroup_of_its_own_removed_at_the_end(runtime, cid):
+    st = await runtime.state(cid)
+    proc = await runtime.exec(cid, ["sh", "-c", "setsid sleep 1000 & cat"], stdin=True, tty=False)
+    try:
+        for _ in range(100):
+            tree = process_tree(proc.pid)
+            if len(tree) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        container = _cgroup_of(st.pid)
+        mine = {_cgroup_of(p) for p in tree}
+        assert len(mine) == 1 and mine.pop().startswith(container + "/exec-"), (tree, container)
+        assert proc.cgroup is not None
+        assert set(tree) <= (_procs_in(proc.cgroup) or set())
+    finally:
+        await proc.kill()
+    assert await proc.wait() == 137
+    await proc.close()
+    assert _procs_in(proc.cgroup) is None, "the exec's cgroup outlived the kill"
+    # A normal end with nothing left behind removes the cgroup too.
+    done = await runtime.exec(cid, ["true"], stdin=False, tty=False)
+    path = done.cgroup
+    assert path is not None and _procs_in(path) is not None
+    assert await done.wait() == 0
+    await done.close()
+    assert _procs_in(path) is None, "the exec's cgroup outlived a normal end"

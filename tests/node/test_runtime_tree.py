@@ -251,6 +251,35 @@ async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
     assert len(sleeping(seconds)) == 1
 
 
+def _procs_in(cgroup: str) -> set[int] | None:
+    """The pids in the cgroup directory ``cgroup``; None if it does not exist."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.procs")) as f:
+            return {int(p) for p in f.read().split()}
+    except FileNotFoundError:
+        return None
+
+
+async def test_what_a_normal_end_left_keeps_its_cgroup_until_it_is_empty(runtime, cid):
+    seconds = marker()
+    proc = await runtime.exec(
+        cid, ["sh", "-c", f"setsid sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+    )
+    cgroup = proc.cgroup
+    assert cgroup is not None
+    assert await proc.wait() == 0
+    await proc.close()
+    (survivor,) = sleeping(seconds)
+    assert survivor in (_procs_in(cgroup) or set())
+    assert await RuncRuntime(runtime.root_dir).kill_leftover_execs() == 0
+    assert sleeping(seconds) == [survivor] and _procs_in(cgroup) is not None
+    os.kill(survivor, signal.SIGKILL)
+    assert await until(lambda: not sleeping(seconds))
+    assert await RuncRuntime(runtime.root_dir).kill_leftover_execs() == 0
+    assert _procs_in(cgroup) is None, "an empty exec cgroup outlived the sweep"
+    assert os.listdir(runtime.execs_dir) == []
+
+
 _AGENT = r"""
 import asyncio, sys
 from hatchway.node import runtime_exec

@@ -12,7 +12,10 @@ Layout under ``root_dir`` (the node's data directory):
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 * ``execs/<pid>-<start time>.json`` — one record per exec while it runs (its root's pid,
-  start time and namespaces, its container): how a restarted agent knows what to kill.
+  start time and namespaces, its container, its cgroup; ``ended`` once its session ended
+  normally with processes left in its cgroup): how a restarted agent knows what to kill.
+  Each exec gets a cgroup of its own (:meth:`RuncRuntime._exec_cgroup`), found again by
+  the sweep of ``exec-*`` cgroups of running containers.
 
 Exec: app containers get the node's ``tini-static`` (Debian ``tini``; ``exec_init``)
 mounted read-only, recorded in ``meta.json`` as ``exec_init``, and a command found in the
@@ -60,10 +63,15 @@ from hatchway.node.runtime_host import (
 from hatchway.node.runtime_image import BUSYBOX, ImageStore
 from hatchway.node.runtime_tree import (
     EXEC_INIT_PATH,
+    ExecCgroup,
     Root,
+    cgroup_procs,
+    exec_cgroups,
     kill_step,
     leftover_roots,
+    make_exec_cgroup,
     process_tree,
+    remove_exec_cgroup,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +165,7 @@ class RuncRuntime:
         # container id → (init pid, its start time): state() of a running container
         # without a runc call per poll.
         self._alive: dict[str, tuple[int, int]] = {}
+        self._cgroup_warned = False  # exec cgroups cannot be made here: said once
         for d in (self.state_root, self.containers_dir, self.logs_dir, self.execs_dir):
             os.makedirs(d, exist_ok=True)
 
@@ -567,6 +576,7 @@ class RuncRuntime:
             raise ContainerNotRunningError(
                 f"container {st.container_name or container_id} is not running ({st.status})"
             )
+        cgroup = await asyncio.to_thread(self._exec_cgroup, st.pid)
         proc = await start_exec(
             [self.runc, "--root", self.state_root],
             container_id,
@@ -580,14 +590,30 @@ class RuncRuntime:
             init=await asyncio.to_thread(
                 self._exec_init_for, container_id, st.pid, argv[0] if argv else "", env, cwd
             ),
+            cgroup=cgroup,
         )
         root = proc._root
         if root is not None and proc.returncode is None:
             path = os.path.join(self.execs_dir, f"{root.pid}-{root.since}.json")
             with contextlib.suppress(OSError):
-                _write_json(path, {"container": container_id, **asdict(root)})
+                doc = {"container": container_id, "cgroup": proc.cgroup, **asdict(root)}
+                _write_json(path, doc)
                 proc.record = path
         return proc
+
+    def _exec_cgroup(self, init_pid: int) -> ExecCgroup | None:
+        """A new cgroup of its own for an exec in the container whose init is
+        ``init_pid`` (see :mod:`runtime_tree`); None where it cannot be made (the exec
+        then runs in the container's cgroup, found by parent links and session only)."""
+        if not init_pid:
+            return None
+        try:
+            return make_exec_cgroup(init_pid, secrets.token_hex(8))
+        except OSError as e:
+            if not self._cgroup_warned:
+                self._cgroup_warned = True
+                log.warning("exec cgroups unavailable (%s): execs run in the container's", e)
+            return None
 
     def _exec_init_for(
         self, cid: str, init_pid: int, argv0: str, env: Mapping[str, str] | None, cwd: str | None
@@ -613,49 +639,100 @@ class RuncRuntime:
         """Kill every exec'd process tree an earlier node agent left in this runtime's
         running containers (its exec helper was killed with it); how many trees.
 
-        Found two ways: the exec records (``execs/``: one per exec while it runs, removed
-        once it exited, so what a session that ended normally left running is not
-        touched, as in Kubernetes), which also find the session's processes after its
-        root exited; and exec roots without a record (:func:`runtime_tree.leftover_roots`).
+        Found three ways: the exec records (``execs/``: one per exec while it runs,
+        removed once it exited, so what a session that ended normally left running is
+        not touched, as in Kubernetes), which also find the session's processes after its
+        root exited; exec roots without a record (:func:`runtime_tree.leftover_roots`);
+        and the execs' own cgroups (``exec-*``), whose processes are killed unless their
+        record says the session ended normally (that cgroup is removed once empty).
         """
         running = {st.id: st.pid for st in await self.list() if st.running and st.pid}
-        roots: dict[tuple[int, int], Root] = {}
-        records = []
+        roots: dict[tuple[int, int], tuple[Root | None, str | None]] = {}
+        records: list[str] = []
+        ended: dict[str, str] = {}  # cgroup → record of a session that ended normally
+        cgroups_of: dict[tuple[int, int], str] = {}
         for name in os.listdir(self.execs_dir):
             path = os.path.join(self.execs_dir, name)
             records.append(path)
             found = _read_record(path)
-            if found is not None and found[0] in running:
-                roots[(found[1].pid, found[1].since)] = found[1]
+            if found is None or found.container not in running:
+                continue
+            key = (found.root.pid, found.root.since)
+            if found.ended:
+                if found.cgroup:
+                    ended[found.cgroup] = path
+            else:
+                roots[key] = (found.root, found.cgroup)
         for init_pid in running.values():
             for root in leftover_roots(init_pid):
-                roots.setdefault((root.pid, root.since), root)
+                roots.setdefault((root.pid, root.since), (root, None))
+        keep: set[str] = set()
+        for init_pid in running.values():
+            for cgroup in exec_cgroups(init_pid):
+                if cgroup in {cg for _, cg in roots.values()}:
+                    continue
+                inside = set(cgroup_procs(cgroup))
+                owner = next((k for k, (r, _) in roots.items() if r and r.pid in inside), None)
+                if cgroup in ended and owner is None:
+                    if not remove_exec_cgroup(cgroup):
+                        keep.add(ended[cgroup])  # its survivors still run
+                    continue
+                if owner is not None:  # (an exec root still runs there: no normal end)
+                    cgroups_of[owner] = cgroup
+                elif inside:
+                    roots[(0, len(roots))] = (None, cgroup)
+                else:
+                    remove_exec_cgroup(cgroup)
+        for key, cgroup in cgroups_of.items():
+            roots[key] = (roots[key][0], cgroup)
         count = 0
-        for root in roots.values():
-            if not process_tree(root.pid, root.since, guard=root):
-                continue
-            log.warning("killing exec %d left by an earlier node agent", root.pid)
-            count += 1
-            for attempt in range(2000):
-                if kill_step(root, attempt):
-                    break
-                await asyncio.sleep(0.005)
+        for root, cgroup in roots.values():
+            alive = bool(cgroup and cgroup_procs(cgroup))
+            if root is not None and process_tree(root.pid, root.since, guard=root):
+                alive = True
+            if alive:
+                what = f"exec {root.pid}" if root else f"cgroup {cgroup}"
+                log.warning("killing %s left by an earlier node agent", what)
+                count += 1
+                for attempt in range(2000):
+                    if kill_step(root, attempt, cgroup):
+                        break
+                    await asyncio.sleep(0.005)
+            if cgroup:
+                remove_exec_cgroup(cgroup)
         for path in records:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if path not in keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         return count
+
+
+@dataclass(frozen=True)
+class _Record:
+    """An exec record (``execs/``): its container, root, cgroup, and whether the session
+    ended normally (what it left running keeps its cgroup)."""
+
+    container: str
+    root: Root
+    cgroup: str | None
+    ended: bool
 
 
 _FIELDS = set(ContainerState.__dataclass_fields__)
 
 
-def _read_record(path: str) -> tuple[str, Root] | None:
-    """(container id, exec root) of an exec record; None if unreadable."""
+def _read_record(path: str) -> _Record | None:
+    """An exec record; None if unreadable. Its cgroup must be an ``exec-*`` directory
+    under /sys/fs/cgroup (the sweep only uses cgroups it finds itself anyway)."""
     try:
         with open(path) as f:
             doc = json.load(f)
         pid, since, pid_ns, mnt_ns = (int(doc[k]) for k in ("pid", "since", "pid_ns", "mnt_ns"))
-        return str(doc["container"]), Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
+        root = Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
+        cgroup = doc.get("cgroup")
+        if not isinstance(cgroup, str):
+            cgroup = None
+        return _Record(str(doc["container"]), root, cgroup, bool(doc.get("ended")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

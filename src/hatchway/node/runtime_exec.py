@@ -8,7 +8,11 @@ exit status (128+N when killed by signal N). In containers that have the exec in
 :mod:`hatchway.node.runtime_tree`), the command runs as ``tini -s -- argv`` and ``pid``
 is tini's; ``kill()`` kills the whole tree, background and setsid'd children included,
 leaving no zombie in the container, and the helper holds a copy of stdin so that only
-the agent's ``close_stdin()`` ends it.
+the agent's ``close_stdin()`` ends it. Given a cgroup of its own (``cgroup=``, made by the
+runtime: :func:`runtime_tree.make_exec_cgroup`), the exec runs in it (``runc exec
+--cgroup``), the kill takes everything in it too, and it is removed once empty: at the
+exit, or after a kill. Background processes that outlive a normal exit keep it (and the
+exec record says ``ended``), as Kubernetes leaves them running.
 
 Reading semantics (what the exec endpoint relies on):
 
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import posixpath
@@ -46,7 +51,13 @@ from typing import Any
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
 from hatchway.node.runtime_host import runc_error
-from hatchway.node.runtime_tree import Root, kill_step, process_tree
+from hatchway.node.runtime_tree import (
+    ExecCgroup,
+    Root,
+    kill_step,
+    process_tree,
+    remove_exec_cgroup,
+)
 from hatchway.node.runtime_tree import stat as _stat  # noqa: F401  (tests use it)
 
 __all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_exec_helper"]
@@ -169,11 +180,14 @@ class ExecProcess:
         self._started: asyncio.Future[int] | None = None
         self._cleanup: list[str] = []
         self._killed = False
+        self._lost = False  # the helper died before the exit: the status is unknown
         self._start_time = 0  # of the exec'd process, in clock ticks (see process_tree)
         self._root: Root | None = None  # what kill() kills (runtime_tree)
         self._report: socket.socket | None = None  # the helper's job socket (runtime_execshim)
         #: A file that says the exec runs, removed once it exited (RuncRuntime's records).
         self.record: str | None = None
+        #: The exec's own cgroup directory (runtime_tree.make_exec_cgroup), or None.
+        self.cgroup: str | None = None
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -256,9 +270,9 @@ class ExecProcess:
         right after the process exited: what it left behind is killed. Unread output is
         then dropped: ``wait()`` does not wait for a reader."""
         self._killed = True
-        if self._root is not None:
+        if self._root is not None or self.cgroup is not None:
             for attempt in range(KILL_ROUNDS):
-                if kill_step(self._root, attempt):
+                if kill_step(self._root, attempt, self.cgroup):
                     break
                 await asyncio.sleep(0.005)
             else:
@@ -285,6 +299,21 @@ class ExecProcess:
         for path in self._cleanup:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup.clear()
+        gone = self.cgroup is None or remove_exec_cgroup(self.cgroup)
+        if self.record is not None and not gone and self._lost:
+            # Not an end: the helper died and the tree may run on. The record stays as it
+            # is, so the next agent's sweep kills what is left in the cgroup.
+            self.record = None
+        elif self.record is not None and not gone and not self._killed:
+            # A normal end that left background processes: they keep their cgroup, and
+            # the record says the session ended (a restarted agent leaves them alone).
+            with contextlib.suppress(OSError, ValueError):
+                with open(self.record) as f:
+                    doc = json.load(f)
+                doc["ended"] = True
+                with open(self.record, "w") as f:
+                    json.dump(doc, f)
+                self.record = None
         if self.record is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.record)
@@ -325,17 +354,20 @@ async def start_exec(
     stderr: bool = True,
     start_timeout: float = 30,
     init: str | None = None,
+    cgroup: ExecCgroup | None = None,
 ) -> ExecProcess:
     """Start ``argv`` in the container; returns once it runs (``pid`` set) or failed to
     start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root.
     ``init``: the path of tini in the container, to run ``argv`` as ``init -s -- argv``
-    (a subreaper in the container's PID namespace: see :mod:`runtime_tree`)."""
+    (a subreaper in the container's PID namespace: see :mod:`runtime_tree`). ``cgroup``:
+    the exec's own (empty) cgroup, to run it in; the process removes it once empty."""
     if not argv:
         raise ContainerRuntimeError("exec: no command given")
     # In /tmp: the console socket path must stay under 108 bytes.
     tmp = tempfile.mkdtemp(prefix="hwx-")
     proc = ExecProcess(argv, tty, init=bool(init))
     proc._cleanup.append(tmp)
+    proc.cgroup = cgroup.path if cgroup is not None else None
     cmd = [*runc, "--log", os.path.join(tmp, "runc.log"), "--log-format", "json", "exec", "-d"]
     cmd += ["--pid-file", os.path.join(tmp, "pid")]
     for key, value in (env or {}).items():
@@ -346,6 +378,8 @@ async def start_exec(
     if tty:
         server = _console_socket(os.path.join(tmp, "console.sock"))
         cmd += ["--tty", "--console-socket", os.path.join(tmp, "console.sock")]
+    if cgroup is not None:
+        cmd += ["--cgroup", cgroup.arg]
     cmd += [container_id, *([init, "-s", "--"] if init else []), *argv]
     try:
         async with asyncio.timeout(start_timeout):
@@ -468,7 +502,9 @@ async def _spawn(proc: ExecProcess, tmp: str, cmd: list[str], stdio: list[int]) 
     process's pid and, later, its exit status (see :mod:`runtime_execshim`)."""
     hold = proc._stdin_fd if proc._stdin_fd is not None else -1
     try:
-        report = _HELPER.submit(cmd, os.path.join(tmp, "pid"), stdio, init=proc.init, hold=hold)
+        report = _HELPER.submit(
+            cmd, os.path.join(tmp, "pid"), stdio, init=proc.init, hold=hold, cgroup=proc.cgroup
+        )
     except ExecHelperError as e:
         raise ContainerRuntimeError(str(e)) from e
     finally:
@@ -499,6 +535,8 @@ async def _watch(proc: ExecProcess, report: socket.socket) -> None:
         writer.close()
         if not started.done():
             started.set_result(0)
+        if not proc._exited.is_set():
+            proc._lost = True
         proc._set_exit(255)  # the helper died: the status is unknown
 
 

@@ -14,7 +14,8 @@ Why one helper and not one per exec: a Python interpreter start per exec cost mo
 ``runc exec`` itself. The helper is started once (:class:`ExecHelper`, agent side) as
 ``python -m hatchway.node.runtime_execshim`` with a SOCK_SEQPACKET socket as its stdin.
 Each job is one message on it: JSON ``{"argv", "pid_file", "stdio": [bool, bool, bool],
-"init": bool}`` (``init``: the command runs under tini) with SCM_RIGHTS fds
+"init": bool, "cgroup": str | null}`` (``init``: the command runs under tini; ``cgroup``:
+the exec's own cgroup directory, whose processes the kill takes too) with SCM_RIGHTS fds
 ``[report, *the wanted stdio fds]``. On ``report`` (a socket of the job's own) the helper
 writes::
 
@@ -31,6 +32,14 @@ SCM_RIGHTS. The agent ends stdin by closing its own copy and writing ``eof`` on
 an EOF or a hangup (on which it would exit, and tini with it, before the helper could
 stop its tree and leave the orphans to tini): the helper lets go only once the tree is
 dead. Held fds are closed when the job ends.
+
+Where the exec has a cgroup of its own, each held fd also has a *holder*: a ``sleep`` (a
+host process, started by the helper) that inherits a copy of it and is moved into the
+exec's cgroup. The helper SIGKILLs it where it lets go of the fd. So if the agent and the
+helper are both SIGKILLed, stdin still does not end: ``cat`` and tini keep running, and the
+restarted agent finds the tree by its cgroup and kills it in tini's order (killing the
+holder with it), leaving no zombie with the container's init. The holder counts against
+the container's pids limit only for what it is (moving a process in is not limited).
 
 When the agent's end of the job socket closes (the agent exited, or was killed), the
 helper lets the runcs still starting finish, kills every process tree it started that
@@ -85,18 +94,67 @@ class _Job:
     report: socket.socket
     pid_file: str
     init: bool
+    cgroup: str | None = None
     held: dict[str, int] = field(default_factory=dict)
+    holders: dict[str, int] = field(default_factory=dict)  # kind → the holder's pid
+    live: set[int] = field(default_factory=set)  # the helper's unreaped holders
+
+    def hold(self, kind: str, fd: int, live: set[int]) -> None:
+        """Hold ``fd`` (and have a holder in the exec's cgroup hold a copy)."""
+        self.held[kind] = fd
+        if self.cgroup is None:
+            return
+        pid = _start_holder(fd, self.cgroup)
+        if pid:
+            self.holders[kind] = pid
+            self.live = live
+            live.add(pid)
 
     def release(self, kind: str | None = None) -> None:
         for name in [kind] if kind else list(self.held):
             fd = self.held.pop(name, None)
             if fd is not None:
                 os.close(fd)
+            pid = self.holders.pop(name, None)
+            if pid is not None and pid in self.live:  # (not reaped: its pid is still its)
+                self.live.discard(pid)
+                _end_holder(pid)
 
     def finish(self, text: str) -> None:
+        self.release()  # first: the holders leave the exec's cgroup before the agent empties it
         _report(self.report, text)
-        self.release()
         self.report.close()
+
+
+def _start_holder(fd: int, cgroup: str) -> int:
+    """A ``sleep`` holding a copy of ``fd`` (as its stdin, no other fd of ours), moved
+    into ``cgroup``; its pid, 0 if it could not be started or moved (then it is killed:
+    nothing else would find it)."""
+    try:
+        child = subprocess.Popen(
+            ["sleep", "2147483647"],
+            stdin=fd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        return 0
+    child.returncode = 0  # reaped by pid (see _Job.release); keep Popen's finaliser away
+    try:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(child.pid))
+    except OSError:
+        _end_holder(child.pid)
+        return 0
+    return child.pid
+
+
+def _end_holder(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 class _Helper:
@@ -109,6 +167,7 @@ class _Helper:
         self.procs: dict[int, _Job] = {}
         self.roots: dict[int, Root] = {}
         self.early: dict[int, int] = {}
+        self.holders: set[int] = set()  # pids of the holders (see the module docstring)
 
     def take_job(self) -> bool:
         """Start the next job's runc; False once the agent closed the job socket."""
@@ -126,13 +185,19 @@ class _Helper:
             return False
         spec = json.loads(data)
         wanted = sum(1 for w in spec["stdio"] if w)
-        job = _Job(socket.socket(fileno=fds[0]), spec["pid_file"], bool(spec.get("init")))
+        cgroup = spec.get("cgroup")
+        job = _Job(
+            socket.socket(fileno=fds[0]),
+            spec["pid_file"],
+            bool(spec.get("init")),
+            cgroup if isinstance(cgroup, str) else None,
+        )
         given = iter(fds[1 : 1 + wanted])
         for fd in fds[1 + wanted :]:  # the stdin to hold; never more than one
             if "stdin" in job.held:
                 os.close(fd)
             else:
-                job.held["stdin"] = fd
+                job.hold("stdin", fd, self.holders)
         stdio: list[Any] = [next(given) if want else subprocess.DEVNULL for want in spec["stdio"]]
         try:
             child = subprocess.Popen(
@@ -174,7 +239,7 @@ class _Helper:
             if "tty" in job.held:
                 os.close(fd)
             else:
-                job.held["tty"] = fd
+                job.hold("tty", fd, self.holders)
         if not data:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(job.report)
@@ -197,7 +262,9 @@ class _Helper:
             self._reaped(pid, _exit_code(status))
 
     def _reaped(self, pid: int, code: int) -> None:
-        if pid in self.runcs:
+        if pid in self.holders:
+            self.holders.discard(pid)
+        elif pid in self.runcs:
             job = self.runcs.pop(pid)
             started = self._pid(job.pid_file) if code == 0 else 0
             if not started:
@@ -234,7 +301,8 @@ class _Helper:
         attempt = 0
         while pending and time.monotonic() < deadline:
             for pid, root in list(pending.items()):
-                if kill_step(root, attempt):
+                job = self.procs.get(pid)
+                if kill_step(root, attempt, job.cgroup if job is not None else None):
                     del pending[pid]
             self.reap()
             attempt += 1
@@ -311,14 +379,18 @@ class ExecHelper:
         *,
         init: bool = False,
         hold: int = -1,
+        cgroup: str | None = None,
     ) -> socket.socket:
         """Start ``runc``'s ``argv`` with ``stdio`` (-1: /dev/null; the caller closes its
         copies); ``init``: it runs the command under tini; ``hold``: our end of the
-        command's stdin pipe, for the helper to hold (see the module docstring). Returns
+        command's stdin pipe, for the helper to hold (see the module docstring); ``cgroup``:
+        the exec's own cgroup directory (its processes are part of the tree). Returns
         the job's report socket (ours to read and close)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         wanted = [fd >= 0 for fd in stdio]
-        job = json.dumps({"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init})
+        job = json.dumps(
+            {"argv": argv, "pid_file": pid_file, "stdio": wanted, "init": init, "cgroup": cgroup}
+        )
         fds = [theirs.fileno(), *(fd for fd in stdio if fd >= 0), *([hold] if hold >= 0 else [])]
         try:
             with self._lock:

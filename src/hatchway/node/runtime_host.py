@@ -72,8 +72,12 @@ def host_devices() -> list[dict[str, Any]]:
 
 def remove_cgroups(relative: str) -> None:
     """Remove the container's (empty) cgroup directories, v1 and v2, if runc left them
-    (it does when its foreground process was killed instead of seeing the exit)."""
+    (it does when its foreground process was killed instead of seeing the exit), and the
+    (empty) ``exec-*`` cgroups of its execs first: a cgroup with children cannot go."""
     for path in [*glob.glob(f"/sys/fs/cgroup/*/{relative}"), f"/sys/fs/cgroup/{relative}"]:
+        for child in glob.glob(os.path.join(glob.escape(path), "exec-*")):
+            with contextlib.suppress(OSError):
+                os.rmdir(child)
         with contextlib.suppress(OSError):
             os.rmdir(path)
 

@@ -27,6 +27,14 @@ elsewhere keep the session). Two guards keep the kill on the container: a proces
 have started no earlier than the root (a recycled PID points at a newer process) and be in
 the root's PID namespace, and also its mount namespace where the PID namespace is the
 host's (``hostPID``).
+
+The kernel's link: each exec runs in a cgroup of its own (:func:`make_exec_cgroup`,
+``exec-<id>`` below the container's cgroup, in the v1 ``pids`` hierarchy or the v2 unified
+one; ``runc exec --cgroup``). Everything it starts stays there, whatever re-parenting or
+``setsid`` did, so the tree is also every pid in its ``cgroup.procs`` (host pids, read
+from the host; the container cannot leave its cgroup namespace's root nor see ours). Where
+tini is gone, everything in the cgroup is SIGKILLed until ``cgroup.procs`` is empty; the
+empty cgroup is then removed (:func:`remove_exec_cgroup`).
 """
 
 from __future__ import annotations
@@ -147,11 +155,19 @@ def _signal(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def kill_step(root: Root, attempt: int = 0) -> bool:
+def kill_step(root: Root | None, attempt: int = 0, cgroup: str | None = None) -> bool:
     """One round of the kill order in the module docstring; True once nothing of the
-    tree is left alive. Call again (a few ms later) until it returns True."""
-    victims = process_tree(root.pid, root.since, guard=root)
+    tree is left alive. Call again (a few ms later) until it returns True. ``cgroup``: the
+    exec's own cgroup directory, whose processes are part of the tree; ``root`` None:
+    only those (all SIGKILLed)."""
+    found = set(process_tree(root.pid, root.since, guard=root)) if root is not None else set()
+    found |= set(cgroup_procs(cgroup)) if cgroup else set()
+    victims = sorted(found)
     if not victims:
+        return True
+    if root is None:
+        _signal(victims, signal.SIGKILL)
+        return False
         return True
     if not root.tini or root.pid not in victims or attempt >= TINI_PATIENCE:
         _signal(victims, signal.SIGKILL)
@@ -168,13 +184,13 @@ def kill_step(root: Root, attempt: int = 0) -> bool:
     return False
 
 
-def kill_tree_sync(root: Root, timeout: float = 5.0) -> bool:
+def kill_tree_sync(root: Root, timeout: float = 5.0, cgroup: str | None = None) -> bool:
     """Kill ``root``'s tree, blocking (the exec helper's use). True if it is gone."""
     import time
 
     deadline = time.monotonic() + timeout
     attempt = 0
-    while not kill_step(root, attempt):
+    while not kill_step(root, attempt, cgroup):
         if time.monotonic() > deadline:
             return False
         attempt += 1
@@ -218,3 +234,92 @@ def _is_tini(pid: int) -> bool:
     except OSError:
         return False
     return argv0 == EXEC_INIT_PATH.encode()
+
+
+# -- the exec's own cgroup ---------------------------------------------------------------
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+#: Prefix of an exec's cgroup below the container's (the sweep looks for it).
+EXEC_CGROUP_PREFIX = "exec-"
+
+
+@dataclass(frozen=True)
+class ExecCgroup:
+    """An exec's cgroup: its directory on the host and ``runc exec --cgroup``'s value."""
+
+    path: str
+    arg: str
+
+
+def container_cgroup(init_pid: int) -> tuple[str, str] | None:
+    """(host directory, runc controller prefix) of the cgroup an exec's cgroup goes below
+    for the container whose init is ``init_pid``: v1's ``pids`` hierarchy (prefix
+    ``pids:``) or, on a pure v2 host, the unified one (no prefix). None if neither."""
+    try:
+        with open(f"/proc/{init_pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    unified = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if not unified and "pids" in controllers.split(","):
+            base, prefix = os.path.join(CGROUP_ROOT, "pids"), "pids:"
+        elif unified and controllers == "":
+            base, prefix = CGROUP_ROOT, ""
+        else:
+            continue
+        if path in ("", "/") or ".." in path.split("/"):
+            return None  # the container is in the root cgroup: nothing of its own
+        full = os.path.join(base, path.lstrip("/"))
+        return (full, prefix) if os.path.isdir(full) else None
+    return None
+
+
+def make_exec_cgroup(init_pid: int, name: str) -> ExecCgroup:
+    """Create the cgroup ``exec-<name>`` below the container's (see
+    :func:`container_cgroup`). Raises OSError where it cannot be made."""
+    where = container_cgroup(init_pid)
+    if where is None:
+        raise FileNotFoundError(f"no pids or unified cgroup of container init {init_pid}")
+    base, prefix = where
+    sub = EXEC_CGROUP_PREFIX + name
+    os.mkdir(os.path.join(base, sub), 0o755)
+    return ExecCgroup(os.path.join(base, sub), prefix + sub)
+
+
+def exec_cgroups(init_pid: int) -> list[str]:
+    """The exec cgroups (directories) below the container's."""
+    where = container_cgroup(init_pid)
+    if where is None:
+        return []
+    try:
+        names = os.listdir(where[0])
+    except OSError:
+        return []
+    return [
+        os.path.join(where[0], n)
+        for n in sorted(names)
+        if n.startswith(EXEC_CGROUP_PREFIX) and os.path.isdir(os.path.join(where[0], n))
+    ]
+
+
+def cgroup_procs(path: str) -> list[int]:
+    """Live (not zombie) processes in the cgroup ``path``; [] if it is gone."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            pids = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+    return [p for p in pids if (info := stat(p)) is not None and info[0] != "Z"]
+
+
+def remove_exec_cgroup(path: str) -> bool:
+    """Remove the (empty) cgroup; True if it is gone."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
