@@ -58,21 +58,24 @@ def bytes_acked(sock: Any) -> int | None:
     return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
 
 
-#: ``tcpi_state`` values (linux/tcp_states.h) of a connection the peer has not ended.
-_OPEN_STATES = {1}  # TCP_ESTABLISHED
+#: ``tcpi_state`` (linux/tcp_states.h) of a connection that is over: TCP_CLOSE, after a
+#: reset. Not CLOSE_WAIT: a peer that sent FIN may have finished cleanly, and what it
+#: sent before the FIN is still ours to read (stopping there lost the tail of slow
+#: readers' output in the soak).
+_ENDED_STATES = {7}
 
 
 def peer_ended(sock: Any) -> bool:
-    """The peer closed or reset ``sock``'s connection (the kernel knows, whether or not
-    anyone reads the socket: a paused reader never sees the EOF or the reset itself).
-    False where unknown (another OS, a Unix socket)."""
+    """The peer reset ``sock``'s connection (the kernel knows, whether or not anyone reads
+    the socket: a paused reader never sees the reset itself; a process killed with unread
+    data resets). False where unknown (another OS, a Unix socket)."""
     if sock is None or sock.family not in _TCP:
         return False
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
     except (OSError, AttributeError, ValueError):
         return False
-    return bool(info) and info[0] not in _OPEN_STATES
+    return bool(info) and info[0] in _ENDED_STATES
 
 
 async def wait_unless_ended(
