@@ -256,4 +256,3 @@ async def test_a_peer_that_dies_while_our_streams_are_full_ends_the_connection(t
         assert server.closed
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
