@@ -386,7 +386,8 @@ class ByteStream:
     async def wait_unless_ended(self, event: asyncio.Event) -> bool:
         """Wait for ``event`` (a reader's "buffers have room again"); False once the
         connection ended or the peer closed or reset it, which a reader that paused
-        reading would otherwise never see (:func:`.drain.wait_unless_ended`)."""
+        reading would otherwise never see (:func:`.drain.wait_unless_ended`; serving
+        side only, see :func:`.drain.peer_ended`)."""
         return await drain.wait_unless_ended(self._sock, event, self._protocol.closed)
 
     @property

@@ -58,17 +58,21 @@ def bytes_acked(sock: Any) -> int | None:
     return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
 
 
-#: ``tcpi_state`` (linux/tcp_states.h) of a connection that is over: TCP_CLOSE, after a
-#: reset. Not CLOSE_WAIT: a peer that sent FIN may have finished cleanly, and what it
-#: sent before the FIN is still ours to read (stopping there lost the tail of slow
-#: readers' output in the soak).
-_ENDED_STATES = {7}
+#: ``tcpi_state`` (linux/tcp_states.h) once the peer ended the connection: TCP_CLOSE
+#: (it reset) and TCP_CLOSE_WAIT (it sent FIN).
+_ENDED_STATES = {7, 8}
 
 
 def peer_ended(sock: Any) -> bool:
-    """The peer reset ``sock``'s connection (the kernel knows, whether or not anyone reads
-    the socket: a paused reader never sees the reset itself; a process killed with unread
-    data resets). False where unknown (another OS, a Unix socket)."""
+    """The peer closed or reset ``sock``'s connection (the kernel knows, whether or not
+    anyone reads the socket: a paused reader never sees it). False where unknown (another
+    OS, a Unix socket).
+
+    Only for the serving side of an exec connection, where the peer ending the connection
+    mid-session always means the client is gone. A client must not use it: a server that
+    finished sends FIN (or a reset, when our last pings were unread) with its last output
+    still in our receive buffer, for a slow consumer to read (stopping there lost the
+    tail of slow readers' output in the soak)."""
     if sock is None or sock.family not in _TCP:
         return False
     try:

@@ -378,7 +378,9 @@ class SpdyConnection(Connection):
             while not self._ended:
                 if self._blocked:
                     self._unblocked.clear()
-                    if not await self._bs.wait_unless_ended(self._unblocked):
+                    if self.client:  # our consumer is slow: what is queued is still ours
+                        await self._unblocked.wait()
+                    elif not await self._bs.wait_unless_ended(self._unblocked):
                         raise ConnectionClosedError("peer went away while its streams were full")
                     continue
                 data = await self._bs.read(READ_CHUNK)

@@ -345,7 +345,9 @@ class WebSocketConnection(Connection):
         ws = self._ws
         try:
             while ws.state is not State.CLOSED:
-                if not self._resume.is_set() and not await self._stream.wait_unless_ended(
+                if self.client:  # our consumer is slow: what is queued is still ours
+                    await self._resume.wait()
+                elif not self._resume.is_set() and not await self._stream.wait_unless_ended(
                     self._resume
                 ):
                     break  # the peer went away while our channel buffers were full
