@@ -242,6 +242,9 @@ async def test_a_new_agent_kills_the_session_of_an_exec_whose_root_exited(runtim
 
 
 async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
+    # What earlier tests left in this node's containers is not this test's (a killed
+    # exec whose cgroup was still emptying is the sweep's, by design).
+    await runtime.kill_leftover_execs()
     seconds = marker()
     proc = await runtime.exec(
         cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
