@@ -19,6 +19,7 @@ import pytest
 from hatchway.node.runtime import RuncRuntime
 
 from .conftest import SCALE, needs_runc
+from .test_runtime_exec import _procs_in
 
 pytestmark = [needs_runc, pytest.mark.runc]
 
@@ -257,15 +258,6 @@ async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
     assert await proc.wait() == 0
     assert await runtime.kill_leftover_execs() == 0
     assert len(sleeping(seconds)) == 1
-
-
-def _procs_in(cgroup: str) -> set[int] | None:
-    """The pids in the cgroup directory ``cgroup``; None if it does not exist."""
-    try:
-        with open(os.path.join(cgroup, "cgroup.procs")) as f:
-            return {int(p) for p in f.read().split()}
-    except FileNotFoundError:
-        return None
 
 
 async def test_what_a_normal_end_left_keeps_its_cgroup_until_it_is_empty(runtime, cid):
