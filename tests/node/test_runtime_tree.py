@@ -242,11 +242,6 @@ async def test_a_new_agent_kills_the_session_of_an_exec_whose_root_exited(runtim
         agent.wait()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race (issue 10 note): under load the sweep sometimes kills a normally "
-    "ended exec's cgroup; to be fixed first next session",
-)
 async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
     # What earlier tests left in this node's containers is not this test's (a killed
     # exec whose cgroup was still emptying is the sweep's, by design).
@@ -255,6 +250,32 @@ async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
     proc = await runtime.exec(
         cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
     )
+    assert await proc.wait() == 0
+    assert await runtime.kill_leftover_execs() == 0
+    assert len(sleeping(seconds)) == 1
+
+
+async def test_an_exec_that_ended_before_its_start_returned_is_no_leftover(
+    runtime, cid, monkeypatch
+):
+    # Under load a quick command can exit before the runtime's exec() returns; what it
+    # left in its cgroup is still a normal end's (CI saw the sweep kill it).
+    from hatchway.node import runtime as runtime_module
+
+    real = runtime_module.start_exec
+
+    async def slow_start(*args, **kwargs):
+        proc = await real(*args, **kwargs)
+        await proc._exited.wait()
+        return proc
+
+    monkeypatch.setattr(runtime_module, "start_exec", slow_start)
+    await runtime.kill_leftover_execs()
+    seconds = marker()
+    proc = await runtime.exec(
+        cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+    )
+    assert proc.returncode == 0
     assert await proc.wait() == 0
     assert await runtime.kill_leftover_execs() == 0
     assert len(sleeping(seconds)) == 1

@@ -277,13 +277,15 @@ def test_replace_with_a_privileged_container_is_refused(attacker: Attacker) -> N
     name = _name("replace")
     assert attacker.create(pod_manifest(name, attacker.namespace)).returncode == 0
     pod = attacker.get("pod", name)
+    # Unconditional (no resourceVersion): the node's status writes would otherwise make
+    # it a 409 Conflict, which Kubernetes checks before validation too.
+    pod["metadata"].pop("resourceVersion")
     pod["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     result = attacker.kubectl("replace", "-f", "-", input=json.dumps(pod).encode())
     assert result.returncode != 0
     assert f'Pod "{name}" is invalid: spec: Forbidden' in result.stderr.decode()
     pod["spec"]["containers"][0].pop("securityContext")
     pod["spec"]["containers"][0]["image"] = "busybox:other"
-    pod["metadata"].pop("resourceVersion")
     changed = attacker.kubectl("replace", "-f", "-", input=json.dumps(pod).encode())
     assert changed.returncode == 0, changed.stderr  # a plain pod's new image is fine
     after = attacker.get("pod", name)["spec"]["containers"][0]

@@ -11,7 +11,8 @@ Layout under ``root_dir`` (the node's data directory):
   O_APPEND file for both; runc copies each stream from its own pipe, so the order between
   stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
-* ``execs/<pid>-<start time>.json`` — one record per exec while it runs (its root's pid,
+* ``execs/<pid>-<start time>.json`` (or ``exec-<id>.json`` where the root was gone
+  already) — one record per exec while it runs (its root's pid,
   start time and namespaces, its container, its cgroup; ``ended`` once its session ended
   normally with processes left in its cgroup): how a restarted agent knows what to kill.
   Each exec gets a cgroup of its own (:meth:`RuncRuntime._exec_cgroup`), found again by
@@ -592,11 +593,16 @@ class RuncRuntime:
             ),
             cgroup=cgroup,
         )
+        # Written even when the command already exited (a quick ``sh -c 'sleep 9 &'``
+        # under load): what it left in its cgroup is a normal end's, which ``wait()``
+        # writes into this record; without one the sweep would take it for a leftover.
         root = proc._root
-        if root is not None and proc.returncode is None:
-            path = os.path.join(self.execs_dir, f"{root.pid}-{root.since}.json")
+        if root is not None or proc.cgroup is not None:
+            name = f"{root.pid}-{root.since}" if root else os.path.basename(proc.cgroup or "")
+            path = os.path.join(self.execs_dir, f"{name}.json")
             with contextlib.suppress(OSError):
-                doc = {"container": container_id, "cgroup": proc.cgroup, **asdict(root)}
+                doc = {"container": container_id, "cgroup": proc.cgroup}
+                doc.update(asdict(root) if root else {})
                 _write_json(path, doc)
                 proc.record = path
         return proc
@@ -657,12 +663,13 @@ class RuncRuntime:
             found = _read_record(path)
             if found is None or found.container not in running:
                 continue
-            key = (found.root.pid, found.root.since)
             if found.ended:
                 if found.cgroup:
                     ended[found.cgroup] = path
-            else:
-                roots[key] = (found.root, found.cgroup)
+            elif found.root is not None:
+                roots[(found.root.pid, found.root.since)] = (found.root, found.cgroup)
+            # (no root: the exec's process was gone when it was recorded; its cgroup is
+            # found by the sweep of exec-* cgroups below)
         for init_pid in running.values():
             for root in leftover_roots(init_pid):
                 roots.setdefault((root.pid, root.since), (root, None))
@@ -713,7 +720,7 @@ class _Record:
     ended normally (what it left running keeps its cgroup)."""
 
     container: str
-    root: Root
+    root: Root | None  # None: the exec's process had exited before it was recorded
     cgroup: str | None
     ended: bool
 
@@ -727,11 +734,15 @@ def _read_record(path: str) -> _Record | None:
     try:
         with open(path) as f:
             doc = json.load(f)
-        pid, since, pid_ns, mnt_ns = (int(doc[k]) for k in ("pid", "since", "pid_ns", "mnt_ns"))
-        root = Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
+        root = None
+        if "pid" in doc:
+            pid, since, pid_ns, mnt_ns = (int(doc[k]) for k in ("pid", "since", "pid_ns", "mnt_ns"))
+            root = Root(pid, since, pid_ns, mnt_ns, bool(doc["tini"]))
         cgroup = doc.get("cgroup")
         if not isinstance(cgroup, str):
             cgroup = None
+        if root is None and cgroup is None:
+            return None
         return _Record(str(doc["container"]), root, cgroup, bool(doc.get("ended")))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -168,7 +168,6 @@ def kill_step(root: Root | None, attempt: int = 0, cgroup: str | None = None) ->
     if root is None:
         _signal(victims, signal.SIGKILL)
         return False
-        return True
     if not root.tini or root.pid not in victims or attempt >= TINI_PATIENCE:
         _signal(victims, signal.SIGKILL)
         return False
