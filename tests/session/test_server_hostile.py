@@ -94,7 +94,7 @@ async def spdy_node(tmp_path):
         conns.append(conn)
         async with conn:
             options = ExecOptions(("sleep", "1000"), "main", stdout=True, stderr=False)
-            done.put_nowait(await ServerSession(conn, options, runner, websocket=False).run())
+            done.put_nowait(await ServerSession(conn, options, runner).run())
 
     server = Server(handler)
     await server.start("127.0.0.1", 0, ssl=tls.server)

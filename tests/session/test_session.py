@@ -99,9 +99,7 @@ async def session_pair(transport: str, version: str, options: ExecOptions):
         else:
             conn = WebSocketConnection(stream, client=False, protocol=version)
         conn.start()
-        outcome = await ServerSession(
-            conn, options, runner, websocket=transport == "websocket"
-        ).run()
+        outcome = await ServerSession(conn, options, runner).run()
         done.set_result(outcome)
 
     server = Server(handler)

@@ -75,7 +75,7 @@ async def test_a_client_that_stops_reading_is_cut_and_both_sides_say_so(transpor
         stream.drain_idle_timeout = IDLE
         conn = conn_type(stream, client=False, protocol=version)
         conn.start()
-        session = ServerSession(conn, options, BulkRunner(), websocket=transport == "websocket")
+        session = ServerSession(conn, options, BulkRunner())
         outcome.set_result(await session.run())
 
     server = Server(handler)

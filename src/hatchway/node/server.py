@@ -277,7 +277,7 @@ class NodeEndpoint:
         async def run(stream: ByteStream) -> None:
             conn = SpdyConnection(stream, client=False, protocol=protocol)
             async with conn:
-                await self._session(conn, options, container_id, websocket=False, audit_id=audit_id)
+                await self._session(conn, options, container_id, audit_id=audit_id)
 
         headers = [
             ("connection", "Upgrade"),
@@ -302,7 +302,7 @@ class NodeEndpoint:
         async def run(stream: ByteStream) -> None:
             conn = WebSocketConnection(stream, client=False, protocol=protocol)
             async with conn:
-                await self._session(conn, options, container_id, websocket=True, audit_id=audit_id)
+                await self._session(conn, options, container_id, audit_id=audit_id)
 
         headers = [
             ("upgrade", "websocket"),
@@ -314,14 +314,14 @@ class NodeEndpoint:
         return Response(101, headers, upgrade=run)
 
     async def _session(  # type: ignore[no-untyped-def]
-        self, conn, options, container_id, *, websocket: bool, audit_id: str | None = None
+        self, conn, options, container_id, *, audit_id: str | None = None
     ) -> None:
         self.sessions += 1
         # The API server's id, for its audit line's exit code only (see .sessions).
         record = self.outcomes.begin(audit_id)
         outcome = None
         try:
-            session = ServerSession(conn, options, self._runner(container_id), websocket=websocket)
+            session = ServerSession(conn, options, self._runner(container_id))
             outcome = await session.run()
             log.info(
                 "%s in %s ended: exit=%s error=%r in=%d out=%d",

@@ -13,7 +13,7 @@ import contextlib
 
 from hatchway.errors import ConnectionClosedError, RemoteCommandError
 from hatchway.protocol import channel
-from hatchway.session.server import expected_streams
+from hatchway.session.streams import expected_streams
 from hatchway.transport.base import Connection, Stream
 from hatchway.types import ExecOptions
 

@@ -1,13 +1,15 @@
 """The server side of one exec/attach session over an upgraded Connection.
 
-Choreography (spec 4.5 and 5.2): collect the streams the options call for (SPDY: accept
-the client's SYN_STREAMs, each replied to on arrival; WebSocket: the channels exist at
-once and the server sends one empty message on the lowest channel it writes to), start
+Choreography (spec 4.5 and 5.2): get the streams the options call for from the
+connection (``Connection.accept_streams``: SPDY accepts the client's SYN_STREAMs, each
+replied to on arrival; WebSocket's channels exist at once and the server sends one empty
+message on the lowest channel it writes to -- the session does not know which), start
 the process, pump bytes both ways with backpressure, apply resizes, pass stdin EOF on,
 and when the process exits: drain its output, write the status on the error stream,
-close. If the client goes away first (or before the status is written), the process tree
-is killed: an EOF on stdin that the lost connection caused is never passed on (a command
-that ends at EOF would race the kill), only the client's own close of stdin is. SPDY
+end the output (``Connection.finish_output``) and close. If the client goes away first
+(or before the status is written), the process tree is killed: an EOF on stdin that the
+lost connection caused is never passed on (a command that ends at EOF would race the
+kill), only the client's own close of stdin is. SPDY
 streams the session has no use for are reset, and once it has its streams the connection
 refuses any more, so a client cannot make the node hold streams nobody reads.
 """
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.protocol import channel
 from hatchway.session.runner import Process, Runner
+from hatchway.session.streams import OUTPUT_STREAMS, expected_streams
 from hatchway.transport.base import Connection, Stream
-from hatchway.transport.spdy import SpdyConnection
 from hatchway.types import ExecOptions
 
 log = logging.getLogger(__name__)
@@ -48,43 +50,6 @@ class SessionOutcome:
     client_gone: bool = False
 
 
-def expected_streams(options: ExecOptions, version: str) -> list[str]:
-    """The stream types a session needs, in the order clients create them."""
-    names = ["error"]
-    if options.stdin:
-        names.append("stdin")
-    if options.stdout:
-        names.append("stdout")
-    if options.stderr and not options.tty:
-        names.append("stderr")
-    if options.tty and channel.capabilities(version).resize:
-        names.append("resize")
-    return names
-
-
-async def collect_streams(
-    conn: Connection, names: list[str], *, websocket: bool, timeout: float
-) -> dict[str, Stream]:
-    """The session's streams by type. Over SPDY, waits for the client to open them."""
-    streams: dict[str, Stream] = {}
-    if websocket:
-        for name in names:
-            streams[name] = await conn.open_stream({"streamtype": name})
-        return streams
-    async with asyncio.timeout(timeout):
-        while not all(name in streams for name in names):
-            stream = await conn.accept_stream()
-            if stream.name in names and stream.name not in streams:
-                streams[stream.name] = stream
-            else:
-                # Reset, not ignored: an unread stream would stay allocated (and could
-                # fill its buffer and stall the connection's reader) until the end.
-                log.debug("resetting unexpected stream %r", stream.name)
-                stream.reset()
-    conn.stop_accepting()
-    return streams
-
-
 class ServerSession:
     """Runs one command for one client connection."""
 
@@ -94,13 +59,11 @@ class ServerSession:
         options: ExecOptions,
         runner: Runner,
         *,
-        websocket: bool,
         stream_timeout: float = STREAM_CREATION_TIMEOUT,
     ) -> None:
         self.conn = conn
         self.options = options.normalised()
         self.runner = runner
-        self.websocket = websocket
         self.version = conn.protocol
         self.stream_timeout = stream_timeout
         self.outcome = SessionOutcome()
@@ -109,17 +72,12 @@ class ServerSession:
     async def run(self) -> SessionOutcome:
         names = expected_streams(self.options, self.version)
         try:
-            streams = await collect_streams(
-                self.conn, names, websocket=self.websocket, timeout=self.stream_timeout
-            )
+            streams = await self.conn.accept_streams(names, timeout=self.stream_timeout)
         except (TimeoutError, ConnectionClosedError) as exc:
             log.info("client did not create its streams: %s", exc or "timeout")
             self.outcome.error = "timed out waiting for client to create streams"
             self.conn.abort()
             return self.outcome
-        if self.websocket:
-            first = next(n for n in ("stdout", "stderr", "error") if n in streams)
-            await streams[first].write(b"")
         first_size = await self._first_resize(streams.get("resize"))
         try:
             process = await self.runner.start(self.options)
@@ -250,16 +208,9 @@ class ServerSession:
                 await target.write(start_error.encode() + newline)
             if status:
                 await streams["error"].write(status)
-            if not self.websocket:
-                for name in ("stdout", "stderr", "error"):
-                    if name in streams:
-                        await streams[name].write_eof()
-                # spdystream hands DATA frames to per-stream worker queues but acts on a
-                # GOAWAY at once (spec 3.5, 3.6): closing first can drop the last output.
-                # The client closes as soon as it has read every stream to EOF: wait
-                # for that as long as it keeps reading (a fixed wait cut slow readers).
-                assert isinstance(self.conn, SpdyConnection)
-                await self.conn.wait_hang_up()
+            # Over SPDY: FIN each, then wait for the client to hang up as long as it
+            # reads (spdystream acts on a GOAWAY at once, spec 3.5, 3.6).
+            await self.conn.finish_output(streams[n] for n in OUTPUT_STREAMS if n in streams)
         except ConnectionClosedError:
             pass
         await self.conn.close()

@@ -19,12 +19,19 @@ Rules every driver keeps:
   socket until the consumer catches up, so a slow reader slows the peer through TCP.
 * ``write_eof()`` half-closes our side (SPDY FIN; WebSocket v5 close signal for stdin;
   a no-op where the protocol has no half-close).
+
+The serving side of a session never asks which transport it has: it gets its streams
+with :meth:`Connection.accept_streams` (SPDY: the client's SYN_STREAMs; WebSocket: the
+channels, then the server's one empty message), writes, and ends with
+:meth:`Connection.finish_output` and :meth:`Connection.close` (SPDY: FIN on each output
+stream, then wait for the client to hang up while it reads; WebSocket: the close
+handshake).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class Stream(abc.ABC):
@@ -96,6 +103,27 @@ class Connection(abc.ABC):
     def stop_accepting(self) -> None:  # noqa: B027  (a no-op unless the peer opens streams)
         """The peer may open no more streams: SPDY resets the ones not yet accepted and
         refuses later ones (RST_STREAM REFUSED_STREAM). WebSocket has none to refuse."""
+
+    @abc.abstractmethod
+    async def accept_streams(self, names: Sequence[str], *, timeout: float) -> dict[str, Stream]:
+        """Serving side: the streams of a session, by type, once the peer may use them.
+
+        SPDY: accepts the peer's streams (each replied to on arrival) until every type in
+        ``names`` is there, resets any other (an unread stream would stay allocated, and
+        could fill its buffer and stall the reader, until the end), then refuses more
+        (:meth:`stop_accepting`). WebSocket: the channels exist at once; the server's one
+        empty message goes out on the lowest output channel among them (spec 5.3).
+        Raises TimeoutError after ``timeout``, ConnectionClosedError when the connection
+        ends first."""
+
+    async def finish_output(self, streams: Iterable[Stream]) -> None:
+        """Serving side, after the session's last write: half-close ``streams`` and
+        wait until the peer can be let go without losing what it has not read yet;
+        :meth:`close` then ends the connection. Here: the half-close only (WebSocket's
+        close handshake does the waiting); SPDY also waits for the client to hang up.
+        Raises ConnectionClosedError when the connection is gone."""
+        for stream in streams:
+            await stream.write_eof()
 
     @abc.abstractmethod
     async def close(self) -> None:

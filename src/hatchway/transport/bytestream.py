@@ -194,6 +194,19 @@ class _Protocol(asyncio.BufferedProtocol):
         await waiter
 
 
+class _ServerProtocol(_Protocol):
+    """An accepted connection's protocol: tells its server once the transport is set up,
+    so that the handler starts from ``connection_made`` (no task or queue between)."""
+
+    def __init__(self, accepted: Callable[[asyncio.BaseTransport, _Protocol], None]) -> None:
+        super().__init__()
+        self._accepted = accepted
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._accepted(transport, self)
+
+
 class ByteStream:
     """A connected socket: ``read``/``unread``, ``write``/``drain``, half-close, close."""
 
@@ -518,19 +531,15 @@ class Server:
         self._server: asyncio.Server | None = None
 
     def _factory(self) -> _Protocol:
-        protocol = _Protocol()
-        orig = protocol.connection_made
+        return _ServerProtocol(self._accepted)
 
-        def connection_made(transport: asyncio.BaseTransport) -> None:
-            orig(transport)
-            task = asyncio.get_running_loop().create_task(
-                self._run(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        protocol.connection_made = connection_made  # type: ignore[method-assign]
-        return protocol
+    def _accepted(self, transport: asyncio.BaseTransport, protocol: _Protocol) -> None:
+        """A connection is made: its handler starts now, from the loop's callback."""
+        task = asyncio.get_running_loop().create_task(
+            self._run(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, stream: ByteStream) -> None:
         try:

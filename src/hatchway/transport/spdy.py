@@ -13,7 +13,7 @@ buffer to drain, so a peer that floods pings and never reads cannot grow our mem
 
 Closing never cuts a peer that is still reading (``ByteStream.close``); a server that
 must not send GOAWAY before the client is done (spdystream acts on it at once, section
-3.5) waits with :meth:`SpdyConnection.wait_hang_up`.
+3.5) waits with :meth:`SpdyConnection.finish_output` (:meth:`~SpdyConnection.wait_hang_up`).
 
 Streams: a SYN_STREAM the peer reset in the same read is never replied to; beyond
 ``SpdyLimits.max_streams`` open peer streams, and after :meth:`SpdyConnection.stop_accepting`,
@@ -27,7 +27,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from hatchway.errors import ConnectionClosedError, ProtocolError, StreamResetError
@@ -204,6 +204,14 @@ class SpdyConnection(Connection):
         if not await self._bs.aclose():
             self.cut = True
 
+    async def finish_output(self, streams: Iterable[Stream]) -> None:
+        """FIN on each of ``streams``, then :meth:`wait_hang_up`: spdystream hands DATA
+        frames to per-stream worker queues but acts on a GOAWAY at once (section 3.5,
+        3.6), so closing first can drop the client's last output. The client closes as
+        soon as it has read every stream to EOF; a fixed wait would cut slow readers."""
+        await super().finish_output(streams)
+        await self.wait_hang_up()
+
     async def wait_hang_up(self) -> bool:
         """Wait for the peer to end the connection for as long as it keeps taking what
         we sent (kubectl's pings, answered every 5 s, show it alive while it writes out
@@ -293,6 +301,20 @@ class SpdyConnection(Connection):
             finally:
                 self._accept_waiter = None
         return self._accepted.popleft()
+
+    async def accept_streams(self, names: Sequence[str], *, timeout: float) -> dict[str, Stream]:
+        """The peer's streams of the types in ``names`` (see :class:`Connection`)."""
+        streams: dict[str, Stream] = {}
+        async with asyncio.timeout(timeout):
+            while not all(name in streams for name in names):
+                stream = await self.accept_stream()
+                if stream.name in names and stream.name not in streams:
+                    streams[stream.name] = stream
+                else:
+                    log.debug("resetting unexpected stream %r", stream.name)
+                    stream.reset()
+        self.stop_accepting()
+        return streams
 
     def stop_accepting(self) -> None:
         """The session has all the streams it needs: streams opened but not yet taken by

@@ -11,10 +11,11 @@ Choices a caller should know:
   even before the channel is opened, so nothing sent right after the 101 is lost;
   messages for higher channels are discarded (spec 5.3).
 * ``accept_stream()`` always raises :class:`ConnectionClosedError`: WebSocket has no
-  peer-initiated streams; the session layer opens the channels it expects.
-* The server's initial empty message (spec 5.3) is *not* sent automatically: the session
-  layer knows which channel is the lowest it writes and calls
-  :meth:`WebSocketConnection.send_initial_message`.
+  peer-initiated streams; :meth:`WebSocketConnection.accept_streams` opens the channels a
+  session expects.
+* The server's initial empty message (spec 5.3) is *not* sent on its own: it goes out
+  when the session has its channels (:meth:`WebSocketConnection.accept_streams`, on the
+  lowest one the server writes), or with :meth:`WebSocketConnection.send_initial_message`.
 * ``read()`` returns ``b""`` at EOF for every ending (close signal, close frame, lost
   connection, protocol error); :attr:`WebSocketConnection.close_code` tells them apart
   (1000 clean; 1006 no close frame; otherwise the peer's code), and
@@ -37,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from websockets.exceptions import InvalidState
@@ -263,6 +264,18 @@ class WebSocketConnection(Connection):
         raise ConnectionClosedError(
             "WebSocket channels are not opened by the peer; use open_stream()"
         )
+
+    async def accept_streams(self, names: Sequence[str], *, timeout: float) -> dict[str, Stream]:
+        """The channels named by ``names``, then the server's one empty message on the
+        lowest of them it writes to (see :class:`Connection`)."""
+        streams: dict[str, Stream] = {}
+        for name in names:
+            streams[name] = await self.open_stream({"streamtype": name})
+        outputs = [n for n in (ch.STDOUT, ch.STDERR, ch.ERROR) if ch.NAME_BY_CHANNEL[n] in streams]
+        if outputs:
+            async with asyncio.timeout(timeout):
+                await self.send_initial_message(min(outputs))
+        return streams
 
     async def send_initial_message(self, channel: int | str) -> None:
         """The server's one empty message on its lowest writable channel (spec 5.3)."""
