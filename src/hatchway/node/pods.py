@@ -245,12 +245,6 @@ class PodManager:
         except ContainerNotFoundError:
             return False
 
-    async def sync_now(self, namespace: str, name: str, uid: str = "") -> None:
-        """Wake the pod's worker (tests; an event from the API server)."""
-        p = self.find_pod(namespace, name, uid)
-        if p is not None:
-            p.wake.set()
-
     # --- workers ----------------------------------------------------------------------
 
     def _spawn(self, p: _Pod) -> None:

@@ -268,10 +268,6 @@ class SpdyProtocol:
     def open_streams(self) -> list[int]:
         return list(self._streams)
 
-    @property
-    def last_peer_stream_id(self) -> int:
-        return self._last_peer_id
-
     def is_local(self, stream_id: int) -> bool:
         return stream_id & 1 == self._parity
 
