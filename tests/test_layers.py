@@ -30,12 +30,26 @@ SANS_IO = {"protocol", "api"}
 FORBIDDEN_IN_SANS_IO = {"asyncio", "socket", "ssl", "subprocess", "time", "selectors", "threading"}
 
 
-def _package_of(path: pathlib.Path) -> str:
-    rel = path.relative_to(SRC)
+def _package_of(path: pathlib.Path, src: pathlib.Path) -> str:
+    rel = path.relative_to(src)
     return rel.parts[0].removesuffix(".py")
 
 
-def _imports(path: pathlib.Path) -> list[str]:
+def _resolve_relative(path: pathlib.Path, src: pathlib.Path, level: int, module: str) -> str:
+    """The absolute name of ``from <level dots><module> import ...`` written in ``path``."""
+    rel = list(path.relative_to(src).with_suffix("").parts)
+    package = rel[:-1]  # the package the module is in (an __init__ is in its own package)
+    base = package[: len(package) - (level - 1)] if level - 1 <= len(package) else None
+    if base is None:
+        return "<beyond the top of hatchway>"
+    return ".".join(["hatchway", *base, *([module] if module else [])])
+
+
+def _imports(path: pathlib.Path, src: pathlib.Path) -> list[str]:
+    """Every module ``path`` imports, by absolute name, in every form: ``import a.b [as
+    c]``, ``from a import b`` (as ``a.b``: b may be a module), relative imports, imports
+    inside functions or under ``if``, and ``importlib.import_module("...")`` /
+    ``__import__("...")`` with a literal name."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: list[str] = []
     for node in ast.walk(tree):
@@ -43,29 +57,42 @@ def _imports(path: pathlib.Path) -> list[str]:
             found.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = list(path.relative_to(SRC).with_suffix("").parts[: -node.level])
-                mod = ".".join(["hatchway", *base, *([node.module] if node.module else [])])
-                found.append(mod)
-            elif node.module:
-                found.append(node.module)
+                mod = _resolve_relative(path, src, node.level, node.module or "")
+            else:
+                mod = node.module or ""
+            found.append(mod)
+            found.extend(f"{mod}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node.func):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append(arg.value)
     return found
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    if isinstance(func, ast.Name):
+        return func.id in {"__import__", "import_module"}
+    return isinstance(func, ast.Attribute) and func.attr == "import_module"
 
 
 MODULES = sorted(p for p in SRC.rglob("*.py") if p.name != "__init__.py" or p.parent != SRC)
 
 
-def check_module(path: pathlib.Path) -> list[str]:
-    """Every layering violation of one module, as messages."""
+def check_module(path: pathlib.Path, src: pathlib.Path = SRC) -> list[str]:
+    """Every layering violation of one module under ``src`` (the hatchway package), as
+    messages."""
     problems: list[str] = []
-    pkg = _package_of(path)
+    pkg = _package_of(path, src)
     if pkg not in LAYERS:
-        if path.parent == SRC and path.name in {"__init__.py", "__main__.py"}:
+        if path.parent == src and path.name in {"__init__.py", "__main__.py"}:
             return []
         return [f"{path}: package {pkg!r} has no layer in DESIGN.md"]
     layer = LAYERS[pkg]
-    for name in _imports(path):
+    for name in dict.fromkeys(_imports(path, src)):
         top = name.split(".")[0]
-        if top == "hatchway":
+        if name.startswith("<"):
+            problems.append(f"{path}: a relative import reaches {name}")
+        elif top == "hatchway":
             parts = name.split(".")
             if len(parts) == 1:
                 continue
@@ -97,7 +124,7 @@ def test_module_respects_layers(path: pathlib.Path) -> None:
     assert check_module(path) == []
 
 
-def test_checker_catches_violations(tmp_path: pathlib.Path, monkeypatch) -> None:
+def test_checker_catches_violations(tmp_path: pathlib.Path) -> None:
     """The checker itself must be able to fail."""
     fake = tmp_path / "hatchway"
     (fake / "protocol").mkdir(parents=True)
@@ -106,13 +133,67 @@ def test_checker_catches_violations(tmp_path: pathlib.Path, monkeypatch) -> None
     bad_upward.write_text("import asyncio\nfrom hatchway.transport import base\n")
     bad_sibling = fake / "node" / "agent.py"
     bad_sibling.write_text("from hatchway.apiserver import app\nimport subprocess\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", fake)
-    up = check_module(bad_upward)
+    up = check_module(bad_upward, fake)
     assert any("imports asyncio" in p for p in up)
     assert any("imports hatchway.transport" in p for p in up)
-    side = check_module(bad_sibling)
+    side = check_module(bad_sibling, fake)
     assert any("hatchway.apiserver" in p for p in side)
     assert any("run processes" in p for p in side)
+
+
+# Each source, written as node/agent.py, reaches the sibling apiserver (layer 4) or the
+# CLI (layer 5) in one import form; each must be flagged.
+BAD_FORMS = {
+    "from-package": "from hatchway import apiserver\n",
+    "from-package-as": "from hatchway import cli as c\n",
+    "import-as": "import hatchway.apiserver.app as app\n",
+    "import-plain": "import hatchway.cli.main\n",
+    "relative-parent": "from .. import apiserver\n",
+    "relative-sibling-module": "from ..apiserver import app\n",
+    "relative-sibling-package": "from ..cli.main import main\n",
+    "inside-function": "def f():\n    from hatchway import apiserver\n    return apiserver\n",
+    "under-if": "import typing\nif typing.TYPE_CHECKING:\n    from hatchway import cli\n",
+    "import-module": "import importlib\nm = importlib.import_module('hatchway.apiserver.app')\n",
+    "dunder-import": "m = __import__('hatchway.cli')\n",
+    "relative-too-far": "from .... import x\n",
+}
+
+
+@pytest.mark.parametrize("source", BAD_FORMS.values(), ids=BAD_FORMS.keys())
+def test_checker_sees_every_import_form(tmp_path: pathlib.Path, source: str) -> None:
+    fake = tmp_path / "hatchway"
+    (fake / "node").mkdir(parents=True)
+    module = fake / "node" / "agent.py"
+    module.write_text(source)
+    assert check_module(module, fake) != []
+
+
+GOOD_FORMS = {
+    "own-package-relative": "from . import runtime\nfrom .runtime import X\n",
+    "lower-layer-relative": "from .. import errors\nfrom ..session import server\n",
+    "lower-layer-from-package": "from hatchway import errors, protocol\n",
+    "version": "from hatchway import __version__\n",
+}
+
+
+@pytest.mark.parametrize("source", GOOD_FORMS.values(), ids=GOOD_FORMS.keys())
+def test_checker_allows_what_the_layering_allows(tmp_path: pathlib.Path, source: str) -> None:
+    fake = tmp_path / "hatchway"
+    (fake / "node").mkdir(parents=True)
+    module = fake / "node" / "agent.py"
+    module.write_text(source)
+    assert check_module(module, fake) == []
+
+
+def test_relative_import_in_a_package_init(tmp_path: pathlib.Path) -> None:
+    """In ``node/__init__.py`` one dot is ``node`` itself, two are ``hatchway``."""
+    fake = tmp_path / "hatchway"
+    (fake / "node").mkdir(parents=True)
+    init = fake / "node" / "__init__.py"
+    init.write_text("from . import agent\n")
+    assert check_module(init, fake) == []
+    init.write_text("from .. import cli\n")
+    assert check_module(init, fake) != []
 
 
 def test_there_are_modules() -> None:

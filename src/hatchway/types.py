@@ -31,12 +31,6 @@ class ExecOptions:
         return self.stdin or self.stdout or self.stderr
 
 
-@dataclass(frozen=True)
-class TerminalSize:
-    width: int
-    height: int
-
-
 @dataclass
 class ExecResult:
     """The outcome of one finished exec session, as a client sees it."""

@@ -95,8 +95,6 @@ def test_lookups():
     assert r.lookup("pods").kind == "Pod"
     assert r.lookup("roles") is None
     assert r.lookup("roles", r.RBAC).namespaced
-    assert r.by_kind("ClusterRole").name == "clusterroles"
-    assert r.by_kind("Pod", "rbac.authorization.k8s.io/v1") is None
     for token in ("po", "pod", "pods", "Pod", "pods."):
         assert r.resolve(token.rstrip(".")).name == "pods"
     assert r.resolve("roles.rbac.authorization.k8s.io").name == "roles"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hatchway import pki
-from hatchway.apiserver.connect import NodeEndpoint as Where
+from hatchway.apiserver.connect import NodeAddress
 from hatchway.apiserver.outcome import OutcomeClient, _parse
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
 from hatchway.node.identity import CallerIdentity
@@ -261,7 +261,7 @@ async def test_a_silent_node_is_given_up_on(tmp_path: Path) -> None:
     )
     try:
         outcomes = OutcomeClient(client, timeout=0.2)
-        assert await outcomes.fetch(Where("127.0.0.1", server.port), "r1") == (
+        assert await outcomes.fetch(NodeAddress("127.0.0.1", server.port), "r1") == (
             None,
             "the node did not answer in time",
         )

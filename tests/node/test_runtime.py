@@ -10,7 +10,7 @@ import os
 import pytest
 
 from hatchway.node.runtime import ContainerNotFoundError, RuncRuntime
-from hatchway.node.runtime_image import ImageNotFound
+from hatchway.node.runtime_image import ImageNotFoundError
 
 from .conftest import SCALE, needs_runc
 
@@ -101,7 +101,7 @@ async def test_start_failure_carries_runc_message(runtime, make_pod):
 async def test_unknown_image(runtime, make_pod):
     pod = make_pod(containers=[{"name": "c", "image": "nope:1", "command": ["x"]}])
     sandbox = await runtime.create_sandbox(pod)
-    with pytest.raises(ImageNotFound):
+    with pytest.raises(ImageNotFoundError):
         await runtime.create_container(pod, pod["spec"]["containers"][0], sandbox_id=sandbox)
     assert [s.id for s in await runtime.list()] == [sandbox]
 

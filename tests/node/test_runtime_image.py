@@ -15,7 +15,7 @@ from hatchway.errors import ConfigError, HatchwayError
 from hatchway.node.runtime_image import (
     BUSYBOX,
     ImageFormatError,
-    ImageNotFound,
+    ImageNotFoundError,
     ImageStore,
     check_static,
     normalize_name,
@@ -163,7 +163,7 @@ def test_busybox_aliases(images: ImageStore, alias: str):
 
 
 def test_unknown_image_is_a_clear_error(images: ImageStore):
-    with pytest.raises(ImageNotFound, match=r'image "nginx:1\.25" not found') as info:
+    with pytest.raises(ImageNotFoundError, match=r'image "nginx:1\.25" not found') as info:
         images.get("nginx:1.25")
     assert isinstance(info.value, HatchwayError)
     assert not images.exists("nginx")

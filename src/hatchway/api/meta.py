@@ -36,8 +36,3 @@ def metadata(obj: dict[str, Any]) -> dict[str, Any]:
 def name_of(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata")
     return str(meta.get("name") or "") if isinstance(meta, dict) else ""
-
-
-def namespace_of(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata")
-    return str(meta.get("namespace") or "") if isinstance(meta, dict) else ""

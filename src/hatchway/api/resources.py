@@ -157,14 +157,6 @@ def by_name(name: str) -> Resource | None:
     return None
 
 
-def by_kind(kind: str, api_version: str | None = None) -> Resource | None:
-    """The resource whose objects have this ``kind`` (and ``apiVersion`` when given)."""
-    for res in RESOURCES:
-        if res.kind == kind and (api_version is None or res.api_version == api_version):
-            return res
-    return None
-
-
 def resolve(token: str) -> Resource | None:
     """What kubectl-style argument ``token`` names: plural, singular, kind or short name,
     optionally qualified by group (``roles.rbac.authorization.k8s.io``)."""

@@ -273,16 +273,8 @@ def gone(message: str) -> dict[str, Any]:
     return status(410, "Gone", message)
 
 
-def not_acceptable(message: str) -> dict[str, Any]:
-    return status(406, "NotAcceptable", message)
-
-
 def unsupported_media_type(message: str) -> dict[str, Any]:
     return status(415, "UnsupportedMediaType", message)
-
-
-def request_entity_too_large(message: str) -> dict[str, Any]:
-    return status(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
 
 
 def not_found_path() -> dict[str, Any]:

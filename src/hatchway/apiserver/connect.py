@@ -173,7 +173,9 @@ def port_forward_target(namespace: str, pod: str, uid: str) -> str:
 
 
 @dataclass(frozen=True)
-class NodeEndpoint:
+class NodeAddress:
+    """Where the API server dials a node agent: its kubelet endpoint's host and port."""
+
     host: str
     port: int
 
@@ -182,7 +184,7 @@ class NodeEndpoint:
         return f"https://{host}:{self.port}{target}"
 
 
-def node_endpoint(node: Mapping[str, Any]) -> NodeEndpoint:
+def node_address(node: Mapping[str, Any]) -> NodeAddress:
     """Where a node agent listens: ``status.addresses`` (InternalIP, else Hostname) and
     ``status.daemonEndpoints.kubeletEndpoint.Port`` (default 10250)."""
     node_status = node.get("status") or {}
@@ -199,4 +201,4 @@ def node_endpoint(node: Mapping[str, Any]) -> NodeEndpoint:
         )
     endpoints = node_status.get("daemonEndpoints") or {}
     port = (endpoints.get("kubeletEndpoint") or {}).get("Port") or DEFAULT_KUBELET_PORT
-    return NodeEndpoint(str(host), int(port))
+    return NodeAddress(str(host), int(port))

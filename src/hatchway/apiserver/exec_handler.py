@@ -28,7 +28,7 @@ from hatchway.apiserver import connect
 from hatchway.apiserver.admission import exec_admission, exec_forbidden_status
 from hatchway.apiserver.app import Call
 from hatchway.apiserver.audit import AuditLogger
-from hatchway.apiserver.connect import NodeEndpoint
+from hatchway.apiserver.connect import NodeAddress
 from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
@@ -176,7 +176,7 @@ class ExecHandler:
         options: ExecOptions,
         slot: Slot,
     ) -> Response:
-        endpoint = connect.node_endpoint(node)
+        endpoint = connect.node_address(node)
         meta = pod.get("metadata") or {}
         target = connect.kubelet_target(
             str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), options
@@ -222,7 +222,7 @@ class ExecHandler:
             raise StatusError(status.internal_error(f"audit log unavailable: {exc}")) from None
 
     async def _audit_end(
-        self, session: _Session, endpoint: NodeEndpoint, stats: SpliceStats
+        self, session: _Session, endpoint: NodeAddress, stats: SpliceStats
     ) -> None:
         if self.audit is None:
             return

@@ -88,7 +88,7 @@ class LogHandler:
         if not node_name:
             return Response(200, [("Content-Type", "text/plain")], b"")
         node = await self.store.get("nodes", "", node_name)
-        endpoint = connect.node_endpoint(node)
+        endpoint = connect.node_address(node)
         uid = str((pod.get("metadata") or {}).get("uid") or "")
         target = log_target(info.namespace, info.name, uid, container, call.request.query)
         url = endpoint.url(target)

@@ -16,7 +16,7 @@ import ssl
 import urllib.parse
 from typing import Any
 
-from hatchway.apiserver.connect import NodeEndpoint
+from hatchway.apiserver.connect import NodeAddress
 from hatchway.errors import HatchwayError
 from hatchway.transport.http import HttpClient
 
@@ -56,7 +56,7 @@ class OutcomeClient:
         self.timeout = timeout
         self._http = HttpClient()
 
-    async def fetch(self, endpoint: NodeEndpoint, request_id: str) -> tuple[int | None, str]:
+    async def fetch(self, endpoint: NodeAddress, request_id: str) -> tuple[int | None, str]:
         """The exit code of the session ``request_id`` on ``endpoint``, or why not."""
         url = endpoint.url("/sessions/" + urllib.parse.quote(request_id, safe=""))
         try:

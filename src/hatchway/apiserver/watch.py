@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +20,6 @@ from hatchway.api.selectors import FieldSelector, LabelSelector
 from hatchway.api.status import StatusError
 from hatchway.store.base import BOOKMARK, Store
 from hatchway.transport.http import Response
-
-Convert = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _line(event_type: str, obj: dict[str, Any]) -> bytes:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from hatchway.errors import HatchwayError
+
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*\Z")
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)\Z")
 #: Plain scalars that are safely strings: no indicator first, no ": " or " #" inside,
@@ -26,7 +28,7 @@ _NULL = {"null", "Null", "NULL", "~", ""}
 _OTHER_BOOLS = {"y", "n", "yes", "no", "on", "off"}  # YAML 1.1: any case → bail
 
 
-class _GiveUp(Exception):
+class _GiveUp(HatchwayError):
     pass
 
 

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
+from hatchway.errors import HatchwayError
+
 _BLOCK = 64 * 1024
 
 
-class LogOptionsError(ValueError):
-    """A log query the node cannot answer; the message is the 400 text."""
+class LogOptionsError(HatchwayError, ValueError):
+    """A log query the node cannot answer; the message is the 400 text.
+
+    Still a ``ValueError`` (it was one before it joined the tree), so a caller catching
+    ``ValueError`` around option parsing behaves as before."""
 
 
 @dataclass(frozen=True)

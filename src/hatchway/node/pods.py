@@ -43,7 +43,7 @@ from hatchway.errors import ContainerRuntimeError, HatchwayError
 from hatchway.node.paths import is_uid
 from hatchway.node.pod_state import PodStateDir
 from hatchway.node.runtime import ContainerNotFoundError, ContainerState, RuncRuntime
-from hatchway.node.runtime_image import ImageNotFound, ImageStore
+from hatchway.node.runtime_image import ImageNotFoundError, ImageStore
 from hatchway.node.runtime_spec import SpecError
 
 log = logging.getLogger(__name__)
@@ -245,12 +245,6 @@ class PodManager:
         except ContainerNotFoundError:
             return False
 
-    async def sync_now(self, namespace: str, name: str, uid: str = "") -> None:
-        """Wake the pod's worker (tests; an event from the API server)."""
-        p = self.find_pod(namespace, name, uid)
-        if p is not None:
-            p.wake.set()
-
     # --- workers ----------------------------------------------------------------------
 
     def _spawn(self, p: _Pod) -> None:
@@ -338,7 +332,7 @@ class PodManager:
             cid = await self.runtime.create_container(
                 p.pod, spec, sandbox_id=p.sandbox_id, volumes=self._volumes(p)
             )
-        except ImageNotFound as e:
+        except ImageNotFoundError as e:
             reason = "ImagePullBackOff" if c.failures else "ErrImageNotFound"
             return self._create_failed(c, reason, str(e))
         except SpecError as e:

@@ -315,7 +315,7 @@ class RuncRuntime:
         """Create (not start) an app container of ``pod``; returns its id.
 
         It joins the sandbox ``sandbox_id`` (default: the pod's running sandbox). Raises
-        :class:`~hatchway.node.runtime_image.ImageNotFound` for an unknown image and
+        :class:`~hatchway.node.runtime_image.ImageNotFoundError` for an unknown image and
         :class:`~hatchway.node.runtime_spec.SpecError` for an unrunnable spec.
         """
         sandbox_pid = None

@@ -64,7 +64,6 @@ __all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_ex
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
 #: PATH directories :func:`resolves_in` looks in at most (more: exec without tini).
 MAX_PATH_DIRS = 64
 #: Rounds of the kill order (runtime_tree.kill_step) before giving up on a tree.

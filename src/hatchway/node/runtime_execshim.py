@@ -65,6 +65,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from hatchway.errors import HatchwayError
 from hatchway.node.runtime_tree import Root, kill_step
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -353,8 +354,11 @@ def serve(jobs: socket.socket) -> int:
         helper.reap()
 
 
-class ExecHelperError(OSError):
-    """The helper could not be started or reached."""
+class ExecHelperError(HatchwayError, OSError):
+    """The helper could not be started or reached.
+
+    Still an ``OSError``, as it was before it joined the tree: an unreachable helper is
+    an I/O failure, and callers that catch ``OSError`` around an exec keep doing so."""
 
 
 class ExecHelper:

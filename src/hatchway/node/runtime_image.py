@@ -32,7 +32,7 @@ _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-class ImageNotFound(HatchwayError):
+class ImageNotFoundError(HatchwayError):
     """The image is not in the node's store (there is no registry pull)."""
 
     def __init__(self, name: str) -> None:
@@ -119,13 +119,13 @@ class ImageStore:
             with open(os.path.join(path, "config.json")) as f:
                 config = json.load(f)
         except FileNotFoundError:
-            raise ImageNotFound(name) from None
+            raise ImageNotFoundError(name) from None
         return Image.from_config(norm, os.path.join(path, "rootfs"), config)
 
     def exists(self, name: str) -> bool:
         try:
             self.get(name)
-        except ImageNotFound:
+        except ImageNotFoundError:
             return False
         return True
 

@@ -183,20 +183,6 @@ def kill_step(root: Root | None, attempt: int = 0, cgroup: str | None = None) ->
     return False
 
 
-def kill_tree_sync(root: Root, timeout: float = 5.0, cgroup: str | None = None) -> bool:
-    """Kill ``root``'s tree, blocking (the exec helper's use). True if it is gone."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while not kill_step(root, attempt, cgroup):
-        if time.monotonic() > deadline:
-            return False
-        attempt += 1
-        time.sleep(0.005)
-    return True
-
-
 def leftover_roots(init_pid: int) -> list[Root]:
     """Exec roots left in the container whose init is ``init_pid`` by an earlier node
     agent: processes in the init's PID and mount namespaces, other than the init, whose

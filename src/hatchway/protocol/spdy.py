@@ -173,11 +173,13 @@ for _state in StreamState:
 _REMOTE_INPUTS = frozenset({I.RECV_REPLY, I.RECV_REPLY_FIN, I.RECV_DATA, I.RECV_FIN, I.RECV_RST})
 
 
-class StreamError(Exception):
-    """A received frame the stream's state does not allow; answered with RST_STREAM."""
+class StreamError(ProtocolError):
+    """A received frame the stream's state does not allow; answered with RST_STREAM.
+
+    ``status`` (also ``code``) is the RST_STREAM status to answer with."""
 
     def __init__(self, status: int) -> None:
-        super().__init__(status)
+        super().__init__(f"frame not allowed in the stream's state (RST {status})", code=status)
         self.status = status
 
 
@@ -265,10 +267,6 @@ class SpdyProtocol:
     @property
     def open_streams(self) -> list[int]:
         return list(self._streams)
-
-    @property
-    def last_peer_stream_id(self) -> int:
-        return self._last_peer_id
 
     def is_local(self, stream_id: int) -> bool:
         return stream_id & 1 == self._parity

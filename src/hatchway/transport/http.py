@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 
 import h11
 
-from hatchway.errors import ConnectionClosedError
+from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.transport.bytestream import DRAIN_IDLE_TIMEOUT, RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
@@ -89,7 +89,7 @@ def _scale() -> float:
     return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
 
 
-class _Refused(Exception):
+class _Refused(HatchwayError):
     """The request is refused before the application sees it."""
 
     def __init__(self, status: int, message: str) -> None:

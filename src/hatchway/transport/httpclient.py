@@ -219,11 +219,11 @@ class _Conn:
                 parts.append(bytes(event.data))
 
 
-class _Stale(Exception):
+class _Stale(HatchwayError):
     """A kept-alive connection was found closed before any answer to a request."""
 
 
-class _Truncated(Exception):
+class _Truncated(HatchwayError):
     def __init__(self, body: bytes) -> None:
         self.body = body
 

@@ -64,10 +64,6 @@ class Request(HeadersMixin):
         """``Connection`` names ``upgrade`` (case-insensitive), as Kubernetes decides."""
         return any("upgrade" in v.lower() for v in self.header_values("connection"))
 
-    @property
-    def query_string(self) -> str:
-        return self.target.partition("?")[2]
-
 
 @dataclass
 class Response:
