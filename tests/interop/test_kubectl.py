@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hatchway.protocol import exec_options
+from hatchway.types import ExecOptions
 from interop.support import (
     SLEEP,
     Kubectl,
@@ -59,6 +61,18 @@ def test_exec_output_over_the_expected_transport(kubectl_exec: Kubectl, pods: Po
     # WebSocket is a GET upgrade, SPDY a POST; no fallback happened (spec 5.8).
     expected = "GET" if kubectl_exec.transport == "ws" else "POST"
     assert upgrade_lines(err(result)) == [(expected, "101")], err(result)
+
+
+def test_exec_query_on_the_wire(kubectl_exec: Kubectl, pods: Pods) -> None:
+    """What every kubectl sends as the exec query is what our codec writes in the API
+    server spelling, byte for byte (escaping, key order, the defaulted container)."""
+    script = "echo 'a b/c|d+e%f&g=h'"
+    result = kubectl_exec("exec", "-v=6", "-i", pods.simple, "--", "sh", "-c", script, input=b"")
+    assert result.returncode == 0, err(result)
+    assert out(result) == "a b/c|d+e%f&g=h\n"
+    queries = re.findall(r'/exec\?([^\s"]+)', err(result))
+    wanted = ExecOptions(("sh", "-c", script), "main", stdin=True, stdout=True, stderr=True)
+    assert queries == [exec_options.encode(wanted, exec_options.APISERVER)], err(result)
 
 
 @pytest.mark.parametrize("code", [0, 3, 42])

@@ -17,6 +17,7 @@ from hatchway.node import runtime_spec, seccomp
 from hatchway.node.runtime import RuncRuntime
 from hatchway.node.runtime_host import host_capabilities, host_nofile_limit
 from hatchway.node.runtime_spec import SpecError
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc
 from .test_runtime import run_pod
@@ -32,7 +33,9 @@ def container(name: str = "main", command: list[str] | None = None, **fields) ->
 
 async def sh(rt: RuncRuntime, cid: str, script: str, tty: bool = False) -> tuple[int, str]:
     """Run ``sh -c script`` by exec; (exit code, stdout and stderr together)."""
-    proc = await rt.exec(cid, ["sh", "-c", f"{{ {script}\n}} 2>&1"], stdin=False, tty=tty)
+    proc = await rt.exec(
+        cid, ExecOptions(("sh", "-c", f"{{ {script}\n}} 2>&1"), stdin=False, tty=tty)
+    )
     out = b""
     while chunk := await proc.read_stdout():
         out += chunk

@@ -12,6 +12,7 @@ import pytest
 
 from hatchway.node.pods import PodManager, _phase
 from hatchway.node.runtime import RuncRuntime
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc, pod_uid
 
@@ -267,7 +268,7 @@ async def test_two_containers_share_localhost(manager, make_pod, runtime):
     out = b""
     for _ in range(50):
         proc = await runtime.exec(
-            cid, ["sh", "-c", "nc 127.0.0.1 9000 </dev/null"], stdin=False, tty=False
+            cid, ExecOptions(("sh", "-c", "nc 127.0.0.1 9000 </dev/null"), stdin=False, tty=False)
         )
         out = b""
         while chunk := await proc.read_stdout():

@@ -11,6 +11,7 @@ import pytest
 
 from hatchway.node.runtime import ContainerNotFoundError, RuncRuntime
 from hatchway.node.runtime_image import ImageNotFoundError
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc
 
@@ -28,7 +29,7 @@ async def run_pod(rt: RuncRuntime, pod: dict) -> tuple[str, list[str]]:
 
 
 async def output(rt: RuncRuntime, cid: str, argv: list[str]) -> tuple[int, bytes]:
-    proc = await rt.exec(cid, argv, stdin=False, tty=False)
+    proc = await rt.exec(cid, ExecOptions(tuple(argv), stdin=False, tty=False))
     out = b""
     while chunk := await proc.read_stdout():
         out += chunk

@@ -11,6 +11,7 @@ import pytest
 
 from hatchway.node.runtime import ContainerNotRunningError, RuncRuntime
 from hatchway.node.runtime_exec import ExecProcess, process_tree
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc
 
@@ -33,10 +34,12 @@ async def drain(read) -> bytes:
     return bytes(out)
 
 
-async def run(rt: RuncRuntime, cid: str, argv: list[str], **kw) -> tuple[int, bytes, bytes]:
-    kw.setdefault("stdin", False)
-    kw.setdefault("tty", False)
-    proc = await rt.exec(cid, argv, **kw)
+async def run(
+    rt: RuncRuntime, cid: str, argv: list[str], *, env=None, cwd=None, **flags
+) -> tuple[int, bytes, bytes]:
+    flags.setdefault("stdin", False)
+    flags.setdefault("tty", False)
+    proc = await rt.exec(cid, ExecOptions(tuple(argv), **flags), env=env, cwd=cwd)
     out, err = await asyncio.gather(drain(proc.read_stdout), drain(proc.read_stderr))
     async with asyncio.timeout(10 * SCALE):
         return await proc.wait(), out, err
@@ -62,7 +65,7 @@ async def test_env_and_cwd(runtime, cid):
 
 
 async def test_killed_from_outside_reports_137(runtime, cid):
-    proc = await runtime.exec(cid, ["sleep", "1000"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("sleep", "1000"), stdin=False, tty=False))
     assert proc.pid > 0
     os.kill(proc.pid, 9)
     await drain(proc.read_stdout)
@@ -78,7 +81,7 @@ async def test_missing_binary_is_127_with_the_runtime_message(runtime, cid, tty)
 
 
 async def test_missing_binary_message(runtime, cid):
-    proc = await runtime.exec(cid, ["nope"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("nope",), stdin=False, tty=False))
     assert await proc.wait() == 127
     assert proc.error_message is not None
     assert 'exec: "nope": executable file not found in $PATH' in proc.error_message
@@ -86,13 +89,13 @@ async def test_missing_binary_message(runtime, cid):
 
 
 async def test_not_executable_is_126(runtime, cid):
-    proc = await runtime.exec(cid, ["/etc"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("/etc",), stdin=False, tty=False))
     assert await proc.wait() == 126
     assert "permission denied" in (proc.error_message or "")
 
 
 async def test_stdin_64_mib_counted_inside_with_eof(runtime, cid):
-    proc = await runtime.exec(cid, ["wc", "-c"], stdin=True, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("wc", "-c"), stdin=True, tty=False))
     block = b"x" * (1 << 20)
 
     async def feed():
@@ -108,7 +111,7 @@ async def test_stdin_64_mib_counted_inside_with_eof(runtime, cid):
 @pytest.mark.slow
 async def test_256_mib_through_stdout_verified_by_sha256(runtime, cid):
     proc = await runtime.exec(
-        cid, ["dd", "if=/dev/zero", "bs=64k", "count=4096"], stdin=False, tty=False
+        cid, ExecOptions(("dd", "if=/dev/zero", "bs=64k", "count=4096"), stdin=False, tty=False)
     )
     digest = hashlib.sha256()
     total = 0
@@ -129,7 +132,7 @@ async def test_256_mib_through_stdout_verified_by_sha256(runtime, cid):
 
 
 async def test_wait_does_not_need_an_unread_empty_stream(runtime, cid):
-    proc = await runtime.exec(cid, ["sh", "-c", "seq 1 1000"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("sh", "-c", "seq 1 1000"), stdin=False, tty=False))
     out = await drain(proc.read_stdout)
     async with asyncio.timeout(5 * SCALE):
         assert await proc.wait() == 0  # stderr never read, but empty
@@ -137,14 +140,16 @@ async def test_wait_does_not_need_an_unread_empty_stream(runtime, cid):
 
 
 async def test_tty_resize_is_seen_by_stty(runtime, cid):
-    proc = await runtime.exec(cid, ["sh"], stdin=True, tty=True)
+    proc = await runtime.exec(cid, ExecOptions(("sh",), stdin=True, tty=True))
     proc.resize(123, 45)
     await proc.write_stdin(b"stty size; exit 7\n")
     out = await drain(proc.read_stdout)
     assert b"45 123" in out
     assert await proc.read_stderr() == b""
     assert await proc.wait() == 7
-    proc = await runtime.exec(cid, ["sh", "-c", "sleep 0.2; stty size"], stdin=False, tty=True)
+    proc = await runtime.exec(
+        cid, ExecOptions(("sh", "-c", "sleep 0.2; stty size"), stdin=False, tty=True)
+    )
     proc.resize(80, 24)
     assert await drain(proc.read_stdout) == b"24 80\r\n"
     assert await proc.wait() == 0
@@ -153,9 +158,11 @@ async def test_tty_resize_is_seen_by_stty(runtime, cid):
 async def test_tty_resize_while_running_sends_sigwinch(runtime, cid):
     proc = await runtime.exec(
         cid,
-        ["sh", "-c", "trap 'stty size' WINCH; echo ready; until read x; do :; done"],
-        stdin=True,
-        tty=True,
+        ExecOptions(
+            ("sh", "-c", "trap 'stty size' WINCH; echo ready; until read x; do :; done"),
+            stdin=True,
+            tty=True,
+        ),
     )
     seen = b""
     while b"ready" not in seen:
@@ -171,9 +178,11 @@ async def test_tty_resize_while_running_sends_sigwinch(runtime, cid):
 async def test_kill_leaves_no_process_of_the_exec(runtime, cid):
     proc = await runtime.exec(
         cid,
-        ["sh", "-c", "sleep 1000 & sleep 1000 & (sleep 1000 &); sleep 1000"],
-        stdin=True,
-        tty=False,
+        ExecOptions(
+            ("sh", "-c", "sleep 1000 & sleep 1000 & (sleep 1000 &); sleep 1000"),
+            stdin=True,
+            tty=False,
+        ),
     )
     for _ in range(100):
         tree = process_tree(proc.pid)
@@ -190,7 +199,9 @@ async def test_kill_leaves_no_process_of_the_exec(runtime, cid):
 
 
 async def test_tty_kill(runtime, cid):
-    proc = await runtime.exec(cid, ["sh", "-c", "sleep 1000 & sleep 1000"], stdin=True, tty=True)
+    proc = await runtime.exec(
+        cid, ExecOptions(("sh", "-c", "sleep 1000 & sleep 1000"), stdin=True, tty=True)
+    )
     await asyncio.sleep(0.2)
     tree = process_tree(proc.pid)
     assert len(tree) >= 2
@@ -212,7 +223,9 @@ def _zombie(pid: int) -> bool:
 @pytest.mark.parametrize("tty", [False, True])
 async def test_background_child_holding_stdout_does_not_hang(runtime, cid, tty):
     start = time.monotonic()
-    proc = await runtime.exec(cid, ["sh", "-c", "sleep 100 & echo hi"], stdin=False, tty=tty)
+    proc = await runtime.exec(
+        cid, ExecOptions(("sh", "-c", "sleep 100 & echo hi"), stdin=False, tty=tty)
+    )
     async with asyncio.timeout(5 * SCALE):
         out = await drain(proc.read_stdout)
         await drain(proc.read_stderr)
@@ -223,7 +236,7 @@ async def test_background_child_holding_stdout_does_not_hang(runtime, cid, tty):
 
 async def test_no_output_lost_before_wait(runtime, cid):
     proc = await runtime.exec(
-        cid, ["sh", "-c", "seq 1 20000; echo end >&2"], stdin=False, tty=False
+        cid, ExecOptions(("sh", "-c", "seq 1 20000; echo end >&2"), stdin=False, tty=False)
     )
     code_task = asyncio.ensure_future(proc.wait())
     out, err = await asyncio.gather(drain(proc.read_stdout), drain(proc.read_stderr))
@@ -237,16 +250,18 @@ async def test_exec_into_an_exited_container_fails_clearly(runtime, make_pod):
     sandbox = await runtime.create_sandbox(pod)
     cid = await runtime.create_container(pod, pod["spec"]["containers"][0], sandbox_id=sandbox)
     with pytest.raises(ContainerNotRunningError, match="not running"):
-        await runtime.exec(cid, ["echo"], stdin=False, tty=False)  # created, not started
+        await runtime.exec(
+            cid, ExecOptions(("echo",), stdin=False, tty=False)
+        )  # created, not started
     await runtime.start(cid)
     await runtime.wait_exit(cid, timeout=10 * SCALE)
     with pytest.raises(ContainerNotRunningError, match=r"container c is not running \(exited\)"):
-        await runtime.exec(cid, ["echo"], stdin=False, tty=False)
+        await runtime.exec(cid, ExecOptions(("echo",), stdin=False, tty=False))
 
 
 async def test_stdout_not_wanted_goes_nowhere(runtime, cid):
     proc = await runtime.exec(
-        cid, ["sh", "-c", "echo x; echo y >&2"], stdin=False, tty=False, stdout=False
+        cid, ExecOptions(("sh", "-c", "echo x; echo y >&2"), stdin=False, tty=False, stdout=False)
     )
     assert await proc.read_stdout() == b""
     assert await drain(proc.read_stderr) == b"y\n"
@@ -257,7 +272,7 @@ async def test_many_execs_leave_no_fds_or_files(runtime, cid):
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(10):
         assert (await run(runtime, cid, ["true"], stdin=True))[0] == 0
-    proc: ExecProcess = await runtime.exec(cid, ["cat"], stdin=True, tty=True)
+    proc: ExecProcess = await runtime.exec(cid, ExecOptions(("cat",), stdin=True, tty=True))
     await proc.close()
     assert len(os.listdir("/proc/self/fd")) <= before + 1
 
@@ -277,11 +292,13 @@ def test_exec_under_uvloop(tmp_path):
             cid = await rt.create_container(pod, c, sandbox_id=sandbox)
             await rt.start(cid)
             for tty in (False, True):
-                proc = await rt.exec(cid, ["sh", "-c", "read x; echo got $x"], stdin=True, tty=tty)
+                proc = await rt.exec(
+                    cid, ExecOptions(("sh", "-c", "read x; echo got $x"), stdin=True, tty=tty)
+                )
                 await proc.write_stdin(b"it\n")
                 results.append((await drain(proc.read_stdout)).splitlines()[-1])
                 results.append(await proc.wait())
-            proc = await rt.exec(cid, ["sleep", "100"], stdin=False, tty=False)
+            proc = await rt.exec(cid, ExecOptions(("sleep", "100"), stdin=False, tty=False))
             await proc.kill()
             results.append(await proc.wait())
         finally:
@@ -298,7 +315,9 @@ def test_exec_under_uvloop(tmp_path):
 
 async def test_wait_after_kill_does_not_wait_for_unread_output(runtime, cid):
     # What the endpoint does when the client went away: nobody reads any more.
-    proc = await runtime.exec(cid, ["dd", "if=/dev/zero", "bs=64k"], stdin=False, tty=False)
+    proc = await runtime.exec(
+        cid, ExecOptions(("dd", "if=/dev/zero", "bs=64k"), stdin=False, tty=False)
+    )
     await asyncio.sleep(0.2)  # the pipe is full by now
     await proc.kill()
     async with asyncio.timeout(5 * SCALE):
@@ -335,7 +354,9 @@ def _procs_in(cgroup: str) -> set[int] | None:
 
 async def test_exec_runs_in_a_cgroup_of_its_own_removed_at_the_end(runtime, cid):
     st = await runtime.state(cid)
-    proc = await runtime.exec(cid, ["sh", "-c", "setsid sleep 1000 & cat"], stdin=True, tty=False)
+    proc = await runtime.exec(
+        cid, ExecOptions(("sh", "-c", "setsid sleep 1000 & cat"), stdin=True, tty=False)
+    )
     try:
         for _ in range(100):
             tree = process_tree(proc.pid)
@@ -353,7 +374,7 @@ async def test_exec_runs_in_a_cgroup_of_its_own_removed_at_the_end(runtime, cid)
     await proc.close()
     assert _procs_in(proc.cgroup) is None, "the exec's cgroup outlived the kill"
     # A normal end with nothing left behind removes the cgroup too.
-    done = await runtime.exec(cid, ["true"], stdin=False, tty=False)
+    done = await runtime.exec(cid, ExecOptions(("true",), stdin=False, tty=False))
     path = done.cgroup
     assert path is not None and _procs_in(path) is not None
     assert await done.wait() == 0

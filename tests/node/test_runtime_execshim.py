@@ -11,6 +11,7 @@ import pytest
 
 from hatchway.node import runtime_exec
 from hatchway.node.runtime import RuncRuntime
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc
 
@@ -33,7 +34,7 @@ def _helper_pid() -> int:
 
 
 async def _true(runtime: RuncRuntime, cid: str) -> int:
-    proc = await runtime.exec(cid, ["sh", "-c", "exit 7"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("sh", "-c", "exit 7"), stdin=False, tty=False))
     async with asyncio.timeout(10 * SCALE):
         while await proc.read_stdout():
             pass
@@ -58,7 +59,7 @@ async def test_a_dead_helper_is_replaced_on_the_next_exec(runtime, cid):
 
 
 async def test_an_exec_whose_helper_died_ends_with_255(runtime, cid):
-    proc = await runtime.exec(cid, ["sleep", "1000"], stdin=False, tty=False)
+    proc = await runtime.exec(cid, ExecOptions(("sleep", "1000"), stdin=False, tty=False))
     os.kill(_helper_pid(), signal.SIGKILL)
     async with asyncio.timeout(5 * SCALE):
         assert await proc.wait() == 255

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from hatchway.node.runtime import RuncRuntime
+from hatchway.types import ExecOptions
 
 from .conftest import SCALE, needs_runc
 from .test_runtime_exec import _procs_in
@@ -112,7 +113,9 @@ async def drain(read) -> bytes:  # type: ignore[no-untyped-def]
 
 
 async def test_exec_runs_under_tini_and_ps_shows_the_command(runtime, cid):
-    proc = await runtime.exec(cid, ["ps", "-o", "pid,ppid,args"], stdin=False, tty=False)
+    proc = await runtime.exec(
+        cid, ExecOptions(("ps", "-o", "pid,ppid,args"), stdin=False, tty=False)
+    )
     out = await drain(proc.read_stdout)
     assert await proc.wait() == 0
     assert proc.init
@@ -124,7 +127,8 @@ async def test_exec_runs_under_tini_and_ps_shows_the_command(runtime, cid):
 async def test_setsid_double_forked_child_is_killed(runtime, cid):
     seconds = marker()
     proc = await runtime.exec(
-        cid, ["sh", "-c", f"setsid sh -c 'sleep {seconds} &'; cat"], stdin=True, tty=False
+        cid,
+        ExecOptions(("sh", "-c", f"setsid sh -c 'sleep {seconds} &'; cat"), stdin=True, tty=False),
     )
     assert await until(lambda: sleeping(seconds)), "the setsid'd sleep did not start"
     await proc.kill()
@@ -140,7 +144,7 @@ async def test_killed_sessions_leave_no_zombies_in_the_container(runtime, cid, t
         n = marker()
         markers.append(n)
         script = f"sleep {n} & sleep {n} & (sleep {n} &); setsid sh -c 'sleep {n} &'; cat"
-        proc = await runtime.exec(cid, ["sh", "-c", script], stdin=True, tty=tty)
+        proc = await runtime.exec(cid, ExecOptions(("sh", "-c", script), stdin=True, tty=tty))
         assert await until(lambda n=n: len(sleeping(n)) == 4)
         await proc.kill()
         await drain(proc.read_stdout)
@@ -153,7 +157,7 @@ async def test_killed_sessions_leave_no_zombies_in_the_container(runtime, cid, t
 async def test_normal_exit_keeps_what_the_user_backgrounded(runtime, cid):
     seconds = marker()
     proc = await runtime.exec(
-        cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+        cid, ExecOptions(("sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"), stdin=False, tty=False)
     )
     await drain(proc.read_stdout)
     assert await proc.wait() == 0
@@ -164,13 +168,13 @@ async def test_normal_exit_keeps_what_the_user_backgrounded(runtime, cid):
 
 @pytest.mark.parametrize("tty", [False, True])
 async def test_death_by_signal_is_128_plus_n(runtime, cid, tty):
-    proc = await runtime.exec(cid, ["sh", "-c", "kill -TERM $$"], stdin=False, tty=tty)
+    proc = await runtime.exec(cid, ExecOptions(("sh", "-c", "kill -TERM $$"), stdin=False, tty=tty))
     await drain(proc.read_stdout)
     assert await proc.wait() == 143
 
 
 async def test_tty_exec_is_interactive_with_resize_and_exit_code(runtime, cid):
-    proc = await runtime.exec(cid, ["sh"], stdin=True, tty=True)
+    proc = await runtime.exec(cid, ExecOptions(("sh",), stdin=True, tty=True))
     proc.resize(91, 33)
     await proc.write_stdin(b"stty size; tty; exit 5\n")
     out = await drain(proc.read_stdout)
@@ -248,7 +252,7 @@ async def test_an_exec_that_ended_normally_is_no_leftover(runtime, cid):
     await runtime.kill_leftover_execs()
     seconds = marker()
     proc = await runtime.exec(
-        cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+        cid, ExecOptions(("sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"), stdin=False, tty=False)
     )
     assert await proc.wait() == 0
     assert await runtime.kill_leftover_execs() == 0
@@ -273,7 +277,7 @@ async def test_an_exec_that_ended_before_its_start_returned_is_no_leftover(
     await runtime.kill_leftover_execs()
     seconds = marker()
     proc = await runtime.exec(
-        cid, ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+        cid, ExecOptions(("sh", "-c", f"sleep {seconds} >/dev/null 2>&1 &"), stdin=False, tty=False)
     )
     assert proc.returncode == 0
     assert await proc.wait() == 0
@@ -284,7 +288,10 @@ async def test_an_exec_that_ended_before_its_start_returned_is_no_leftover(
 async def test_what_a_normal_end_left_keeps_its_cgroup_until_it_is_empty(runtime, cid):
     seconds = marker()
     proc = await runtime.exec(
-        cid, ["sh", "-c", f"setsid sleep {seconds} >/dev/null 2>&1 &"], stdin=False, tty=False
+        cid,
+        ExecOptions(
+            ("sh", "-c", f"setsid sleep {seconds} >/dev/null 2>&1 &"), stdin=False, tty=False
+        ),
     )
     cgroup = proc.cgroup
     assert cgroup is not None
@@ -305,11 +312,12 @@ _AGENT = r"""
 import asyncio, sys
 from hatchway.node import runtime_exec
 from hatchway.node.runtime import RuncRuntime
+from hatchway.types import ExecOptions
 
 async def main():
     rt = RuncRuntime(sys.argv[1])
     stdin = sys.argv[4] == "stdin"
-    proc = await rt.exec(sys.argv[2], ["sh", "-c", sys.argv[3]], stdin=stdin, tty=False)
+    proc = await rt.exec(sys.argv[2], ExecOptions(("sh", "-c", sys.argv[3]), stdin=stdin))
     print(proc.pid, runtime_exec._HELPER._proc.pid, flush=True)
     await asyncio.Event().wait()
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.node.identity import CallerIdentity
-from hatchway.node.server import NodeEndpoint, parse_options
+from hatchway.node.server import NodeEndpoint
 from hatchway.transport import tls
 from hatchway.transport.http import HttpServer
 
@@ -270,27 +270,6 @@ async def test_both_spellings_and_methods(node: Node, spelling, method):
         ["sh", "-c", "echo out; echo err >&2"], spelling=spelling, method=method
     )
     assert (result.code, result.stdout, result.stderr) == (0, b"out\n", b"err\n")
-
-
-@pytest.mark.parametrize(
-    ("query", "stdin", "stdout", "stderr", "tty"),
-    [
-        ({"input": ["1"], "output": ["1"], "error": ["1"]}, True, True, True, False),
-        ({"input": ["true"], "output": ["1"]}, False, True, False, False),
-        ({"output": ["1"], "error": ["1"], "tty": ["1"]}, False, True, False, True),
-        ({"stdin": ["true"], "stdout": ["true"], "stderr": ["false"]}, True, True, False, False),
-        ({"stdout": ["1"], "tty": ["true"], "stderr": ["true"]}, False, True, False, True),
-    ],
-)
-def test_parse_options(query, stdin, stdout, stderr, tty):
-    options = parse_options("exec", "main", {"command": ["ls"], **query})
-    assert (options.stdin, options.stdout, options.stderr, options.tty) == (
-        stdin,
-        stdout,
-        stderr,
-        tty,
-    )
-    assert options.command == ("ls",)
 
 
 # --- bugs pinned in the session layer --------------------------------------------------

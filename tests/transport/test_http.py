@@ -326,10 +326,12 @@ async def ok_app(req: Request) -> Response:
     [
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-H: 1\r\n" * 200 + b"\r\n", 431),
+        # an exec query of ~8,000 arguments: the head limit bounds argv (exec_options)
+        (b"GET /?" + b"command=x&" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
         (b"\x16\x03garbage line\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 100, 413),
     ],
-    ids=["big-head", "many-headers", "garbage", "big-content-length"],
+    ids=["big-head", "many-headers", "big-request-line", "garbage", "big-content-length"],
 )
 async def test_limits(serve, client_ctx, data: bytes, status: int) -> None:
     url = await serve(ok_app)

@@ -3,9 +3,9 @@
 Everything here is decided *before* dialing the node, and answered with a Status and
 the right code (exec-protocol.md sections 2.1, 2.2 and 7):
 
-* options come from the query the API server way (:func:`options_from_query`) or, for
-  the legacy ``/proxy/minions/{node}/exec/{ns}/{pod}/{container}`` path, the kubelet way
-  (only ``1`` means on, :func:`options_from_kubelet_query`);
+* options come from the query (:func:`hatchway.protocol.exec_options.decode`) the API
+  server way or, for the legacy ``/proxy/minions/{node}/exec/{ns}/{pod}/{container}``
+  path, the kubelet way (only ``1`` means on);
 * :func:`validate` checks, in this order: the pod has a node (400 ``pod NAME does not
   have a host assigned``), the container (defaulting when the pod has exactly one;
   400 ``a container name must be specified for pod NAME[, choose one of: [a b]]``;
@@ -13,9 +13,10 @@ the right code (exec-protocol.md sections 2.1, 2.2 and 7):
   still run something (400), a command for exec, at least one stream;
 * :func:`kubelet_target` is the node's URL for it: ``/exec/{ns}/{pod}/{uid}/{container}``
   (the kubelet's 5-part form: the node answers only from the pod with that uid, never
-  from another pod that reuses the name, issue 9) with ``command=...`` repeated and
-  ``error``/``input``/``output``/``tty`` = ``1`` when on, keys sorted as Go's
-  ``url.Values.Encode`` does; :func:`port_forward_target` is the same for port-forward
+  from another pod that reuses the name, issue 9) with the query in the kubelet's
+  spelling (``command=...`` repeated, ``error``/``input``/``output``/``tty`` = ``1``
+  when on, keys sorted as Go's ``url.Values.Encode`` does, :mod:`exec_options`);
+  :func:`port_forward_target` is the same for port-forward
   (``/portForward/{ns}/{pod}/{uid}``, not served yet).
 
 Not running: the Kubernetes API server does not check it and the kubelet answers
@@ -30,16 +31,14 @@ A pod whose node has not reported statuses yet goes to the node, which decides.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from hatchway.api import status
 from hatchway.api.status import StatusError
-from hatchway.apiserver.request_info import query_bool
+from hatchway.protocol import exec_options
 from hatchway.types import ExecOptions
-
-Query = Mapping[str, Sequence[str]]
 
 NO_COMMAND = "you must specify at least one command for the container"
 NO_STREAM = "you must specify at least 1 of stdin, stdout, stderr"
@@ -49,36 +48,6 @@ DEFAULT_KUBELET_PORT = 10250
 
 def bad_request(message: str) -> StatusError:
     return StatusError(status.bad_request(message))
-
-
-def options_from_query(action: str, query: Query) -> ExecOptions:
-    """PodExecOptions / PodAttachOptions from an API server query string."""
-    return ExecOptions(
-        command=tuple(query.get("command", ())) if action == "exec" else (),
-        container=(query.get("container") or [""])[0],
-        stdin=query_bool(query.get("stdin")),
-        stdout=query_bool(query.get("stdout")),
-        stderr=query_bool(query.get("stderr")),
-        tty=query_bool(query.get("tty")),
-        action=action,
-    )
-
-
-def _kubelet_bool(values: Sequence[str] | None) -> bool:
-    return bool(values) and values[0] == "1"
-
-
-def options_from_kubelet_query(action: str, container: str, query: Query) -> ExecOptions:
-    """Options of the legacy path, whose query is in the kubelet's spelling."""
-    return ExecOptions(
-        command=tuple(query.get("command", ())) if action == "exec" else (),
-        container=container,
-        stdin=_kubelet_bool(query.get("input")),
-        stdout=_kubelet_bool(query.get("output")),
-        stderr=_kubelet_bool(query.get("error")),
-        tty=_kubelet_bool(query.get("tty")),
-        action=action,
-    )
 
 
 def container_names(pod: Mapping[str, Any]) -> list[str]:
@@ -153,17 +122,8 @@ def _segments(*parts: str) -> str:
 def kubelet_target(namespace: str, pod: str, uid: str, options: ExecOptions) -> str:
     """Path and query on the node for this exec/attach of the pod with ``uid``
     (kubelet vocabulary)."""
-    pairs: list[tuple[str, str]] = [("command", c) for c in options.command]
-    for key, on in (
-        ("error", options.stderr),
-        ("input", options.stdin),
-        ("output", options.stdout),
-        ("tty", options.tty),
-    ):
-        if on:
-            pairs.append((key, "1"))
     path = "/" + _segments(options.action, namespace, pod, uid, options.container)
-    query = urllib.parse.urlencode(pairs)
+    query = exec_options.encode(options, exec_options.KUBELET)
     return f"{path}?{query}" if query else path
 
 

@@ -33,6 +33,7 @@ from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
+from hatchway.protocol import exec_options
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.transport.http import Response
@@ -133,14 +134,17 @@ class ExecHandler:
             )
         pod = await self.store.get("pods", info.namespace, info.name)
         if info.legacy_node:
-            options = connect.options_from_kubelet_query(action, info.container, call.request.query)
+            options = exec_options.decode(
+                call.request.query, action, spelling=exec_options.KUBELET, container=info.container
+            )
             node_name = str((pod.get("spec") or {}).get("nodeName") or "")
             if node_name and node_name != info.legacy_node:
                 raise connect.bad_request(
                     f"pod {info.name} is not on node {info.legacy_node} but on {node_name}"
                 )
         else:
-            options = connect.options_from_query(action, call.request.query)
+            spelling = exec_options.APISERVER
+            options = exec_options.decode(call.request.query, action, spelling=spelling)
         options = connect.validate(pod, options)
         if not _is_upgrade(call):
             raise connect.bad_request(connect.UPGRADE_REQUIRED)

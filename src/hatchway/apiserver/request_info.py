@@ -42,6 +42,8 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hatchway.protocol.exec_options import apiserver_bool as query_bool
+
 __all__ = [
     "CONNECT_SUBRESOURCES",
     "RequestInfo",
@@ -99,15 +101,6 @@ class RequestInfo:
     def is_connect(self) -> bool:
         """True for exec, attach, portforward and proxy subresource requests."""
         return self.is_resource_request and self.subresource in CONNECT_SUBRESOURCES
-
-
-def query_bool(values: Sequence[str] | None) -> bool:
-    """The API server's boolean query parsing: absent, ``0`` or ``false`` (any case) is
-    false; anything else, including the empty string, is true."""
-    if not values:
-        return False
-    first = values[0]
-    return not (first == "0" or first.lower() == "false")
 
 
 def parse_query(query: Query) -> dict[str, list[str]]:

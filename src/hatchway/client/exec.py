@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from hatchway.errors import ApiError, ExecError, HandshakeError, ProtocolError
+from hatchway.protocol import exec_options
 from hatchway.rest import RestClient, status_from_response
 from hatchway.types import ExecOptions, ExecResult
 
@@ -44,19 +45,6 @@ PING_INTERVAL = 5.0
 #: Closing, how long we wait on a server that takes none of what we still send (stdin,
 #: our close): the session is over for us, so not the server's hours of idle timeout.
 CLOSE_IDLE_TIMEOUT = 30.0
-
-
-def exec_query(options: ExecOptions) -> list[tuple[str, str]]:
-    """The query kubectl sends: keys sorted, command repeated, booleans only when true."""
-    query: list[tuple[str, str]] = []
-    if options.action == "exec":
-        query.extend(("command", arg) for arg in options.command)
-    if options.container:
-        query.append(("container", options.container))
-    for name in ("stderr", "stdin", "stdout", "tty"):
-        if getattr(options, name):
-            query.append((name, "true"))
-    return query
 
 
 def _upgrade_failure(response) -> Exception:  # type: ignore[no-untyped-def]
@@ -167,7 +155,7 @@ async def open_session(
     """Upgrade, open the streams, and return the session (WebSocket first, then SPDY)."""
     options = options.normalised()
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
-    query = exec_query(options)
+    query = exec_options.query_pairs(options, exec_options.APISERVER)
     if transport not in {"auto", "websocket", "spdy"}:
         raise ValueError(f"unknown transport {transport!r}")
     conn: Connection

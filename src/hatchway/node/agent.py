@@ -216,14 +216,7 @@ class NodeAgent:
     async def _start_process(self, container_id: str, options: ExecOptions) -> Any:
         if options.action == "attach":
             return await attach(self.runtime, container_id, options)
-        return await self.runtime.exec(
-            container_id,
-            list(options.command),
-            stdin=options.stdin,
-            tty=options.tty,
-            stdout=options.stdout,
-            stderr=options.stderr,
-        )
+        return await self.runtime.exec(container_id, options)
 
     async def _logs(self, cid: str, options: LogOptions) -> AsyncIterator[bytes]:
         chunks = self.runtime.read_logs(

@@ -74,6 +74,7 @@ from hatchway.node.runtime_tree import (
     process_tree,
     remove_exec_cgroup,
 )
+from hatchway.types import ExecOptions
 
 log = logging.getLogger(__name__)
 
@@ -562,34 +563,28 @@ class RuncRuntime:
     async def exec(
         self,
         container_id: str,
-        argv: list[str],
+        options: ExecOptions,
         *,
-        stdin: bool,
-        tty: bool,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
     ) -> ExecProcess:
-        """Run ``argv`` in a running container (see :mod:`hatchway.node.runtime_exec`)."""
+        """Run ``options.command`` in a running container, with the streams and TTY that
+        ``options`` asks for (see :mod:`hatchway.node.runtime_exec`)."""
         st = await self.state(container_id)
         if not st.running:
             raise ContainerNotRunningError(
                 f"container {st.container_name or container_id} is not running ({st.status})"
             )
         cgroup = await asyncio.to_thread(self._exec_cgroup, st.pid)
+        argv0 = options.command[0] if options.command else ""
         proc = await start_exec(
             [self.runc, "--root", self.state_root],
             container_id,
-            argv,
-            stdin=stdin,
-            tty=tty,
+            options,
             env=env,
             cwd=cwd,
-            stdout=stdout,
-            stderr=stderr,
             init=await asyncio.to_thread(
-                self._exec_init_for, container_id, st.pid, argv[0] if argv else "", env, cwd
+                self._exec_init_for, container_id, st.pid, argv0, env, cwd
             ),
             cgroup=cgroup,
         )

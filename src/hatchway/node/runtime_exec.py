@@ -22,7 +22,7 @@ Reading semantics (what the exec endpoint relies on):
 * ``wait()`` returns the exit code only after the process exited **and** what it wrote
   has been read: while a stream still holds unread bytes, ``wait()`` waits for its reader
   (so read stdout/stderr concurrently, until ``b""``). Streams not asked for
-  (``stdout=False``) go to /dev/null. ``close()`` releases fds and temporary files.
+  (``ExecOptions.stdout`` false) go to /dev/null. ``close()`` releases fds and temporary files.
 * A command that cannot be started (not found, not executable) is not an exception: the
   process reports 127 (not found) or 126 (not executable) and ``error_message`` holds
   runc's message, so the endpoint can put it on stderr or in the status. Its output
@@ -59,6 +59,7 @@ from hatchway.node.runtime_tree import (
     remove_exec_cgroup,
 )
 from hatchway.node.runtime_tree import stat as _stat  # noqa: F401  (tests use it)
+from hatchway.types import ExecOptions
 
 __all__ = ["ExecProcess", "process_tree", "resolves_in", "start_exec", "start_exec_helper"]
 
@@ -343,23 +344,21 @@ class ExecProcess:
 async def start_exec(
     runc: list[str],
     container_id: str,
-    argv: list[str],
+    options: ExecOptions,
     *,
-    stdin: bool,
-    tty: bool,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
-    stdout: bool = True,
-    stderr: bool = True,
     start_timeout: float = 30,
     init: str | None = None,
     cgroup: ExecCgroup | None = None,
 ) -> ExecProcess:
-    """Start ``argv`` in the container; returns once it runs (``pid`` set) or failed to
-    start (``error_message`` set, 127/126). ``runc`` is the command prefix with --root.
-    ``init``: the path of tini in the container, to run ``argv`` as ``init -s -- argv``
-    (a subreaper in the container's PID namespace: see :mod:`runtime_tree`). ``cgroup``:
-    the exec's own (empty) cgroup, to run it in; the process removes it once empty."""
+    """Start ``options.command`` in the container with the streams and TTY ``options``
+    asks for; returns once it runs (``pid`` set) or failed to start (``error_message``
+    set, 127/126). ``runc`` is the command prefix with --root. ``init``: the path of tini
+    in the container, to run the command as ``init -s -- argv`` (a subreaper in the
+    container's PID namespace: see :mod:`runtime_tree`). ``cgroup``: the exec's own
+    (empty) cgroup, to run it in; the process removes it once empty."""
+    argv, tty = list(options.command), options.tty
     if not argv:
         raise ContainerRuntimeError("exec: no command given")
     # In /tmp: the console socket path must stay under 108 bytes.
@@ -386,7 +385,7 @@ async def start_exec(
                 stdio = await _spawn(proc, tmp, cmd, [-1, -1, -1])
                 await _take_console(proc, server)
             else:
-                stdio = _pipes(proc, stdin, stdout, stderr)
+                stdio = _pipes(proc, options.stdin, options.stdout, options.stderr)
                 await _spawn(proc, tmp, cmd, stdio)
             await _await_start(proc, tmp)
     except BaseException:

@@ -37,7 +37,7 @@ from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
-from hatchway.protocol import channel, handshake
+from hatchway.protocol import channel, exec_options, handshake
 from hatchway.session.heap import HeapTrimmer
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
@@ -88,39 +88,6 @@ def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = (
         ],
         body,
     )
-
-
-def _kubelet_bool(query: dict[str, list[str]], name: str) -> bool:
-    values = query.get(name)
-    return bool(values) and values[0] == "1"
-
-
-def _apiserver_bool(query: dict[str, list[str]], name: str) -> bool:
-    values = query.get(name)
-    if not values:
-        return False
-    return values[0].lower() not in {"0", "false"}
-
-
-def parse_options(action: str, container: str, query: dict[str, list[str]]) -> ExecOptions:
-    """Options from either spelling: the kubelet's (input=1) or the apiserver's (stdin=true)."""
-    kubelet = any(k in query for k in ("input", "output", "error"))
-    if kubelet:
-        stdin, stdout, stderr = (_kubelet_bool(query, k) for k in ("input", "output", "error"))
-        tty = _kubelet_bool(query, "tty")
-    else:
-        stdin, stdout, stderr, tty = (
-            _apiserver_bool(query, k) for k in ("stdin", "stdout", "stderr", "tty")
-        )
-    return ExecOptions(
-        command=tuple(query.get("command", [])),
-        container=container,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr and not tty,
-        tty=tty,
-        action=action,
-    ).normalised()
 
 
 class LookupRefusedError(HatchwayError):
@@ -243,7 +210,11 @@ class NodeEndpoint:
         return Response(200, [("content-type", "text/plain")], body_iter=body)
 
     async def _exec(self, request: Request, target: Target) -> Response:
-        options = parse_options(target.action, target.container, request.query)
+        # Either spelling: the kubelet's from the API server, the API server's from a
+        # client that talks to the node directly (tests, tools).
+        options = exec_options.decode(
+            request.query, target.action, container=target.container
+        ).normalised()
         if not options.any_stream:
             return text_response(400, "you must specify at least 1 of stdin, stdout, stderr")
         if options.action == "exec" and not options.command:
