@@ -22,6 +22,9 @@ from typing import Any
 import yaml
 
 SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
+#: The servers' timeouts stretch with the tests' ones: through their configuration (the
+#: daemons read no test variable).
+SCALE_ARGS = [f"--timeout-scale={SCALE}"] if SCALE != 1 else []
 
 
 def can_run_containers() -> str | None:
@@ -160,6 +163,7 @@ def start_cluster(base: pathlib.Path) -> Cluster:
             "0",
             "--detach",
             "--no-merge",
+            *SCALE_ARGS,
         ],
         capture_output=True,
         env=env,

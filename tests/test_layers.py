@@ -198,3 +198,11 @@ def test_relative_import_in_a_package_init(tmp_path: pathlib.Path) -> None:
 
 def test_there_are_modules() -> None:
     assert len(MODULES) >= 3
+
+
+def test_production_code_reads_no_test_variable() -> None:
+    """Tests stretch the servers' timeouts through their configuration
+    (``--timeout-scale``, ``ApiServerConfig.scaled``), never by an environment variable
+    that production code would read."""
+    readers = [p for p in SRC.rglob("*.py") if "HATCHWAY_TEST_" in p.read_text()]
+    assert readers == []

@@ -28,7 +28,7 @@ async def server(tmp_path: Path):
     tokens = tmp_path / "tokens.csv"
     tokens.write_text("tok-admin,root,1,system:masters\n")
     # A short body timeout: a server that waits for the bodies gives up soon enough.
-    limits = HttpLimits(body_timeout=5)
+    limits = HttpLimits(body_timeout=5 * SCALE)
     config = ApiServerConfig(
         data_dir=tmp_path / "data", port=0, token_file=tokens, http_limits=limits
     )

@@ -260,7 +260,7 @@ async def test_a_silent_node_is_given_up_on(tmp_path: Path) -> None:
         key_file=bundle.apiserver_kubelet_client.key,
     )
     try:
-        outcomes = OutcomeClient(client, timeout=0.2)
+        outcomes = OutcomeClient(client, timeout=0.2 * SCALE)
         assert await outcomes.fetch(NodeAddress("127.0.0.1", server.port), "r1") == (
             None,
             "the node did not answer in time",
@@ -288,3 +288,22 @@ async def test_a_silent_node_is_given_up_on(tmp_path: Path) -> None:
 )
 def test_the_nodes_answer_is_checked(body: bytes, expected) -> None:
     assert _parse(body) == expected
+
+
+async def test_timeouts_come_from_the_config(tmp_path: Path) -> None:
+    """The API server's connection and exec timeouts are its configuration; ``scaled``
+    stretches them all (what ``--timeout-scale`` does) and nothing else."""
+    config = ApiServerConfig(data_dir=tmp_path / "data", port=0, outcome_timeout=0.5)
+    scaled = config.scaled(4)
+    assert scaled.outcome_timeout == 2.0
+    assert scaled.exec_handshake_timeout == 4 * config.exec_handshake_timeout
+    assert scaled.exec_idle_timeout == 4 * config.exec_idle_timeout
+    assert scaled.http_limits == config.http_limits.scaled(4)
+    assert scaled.node_monitor_grace == config.node_monitor_grace
+    api = ApiServer(scaled)
+    await api.start()
+    try:
+        assert api.outcomes is not None and api.outcomes.timeout == 2.0
+        assert api.http is not None and api.http.limits.head_timeout == 4 * 30.0
+    finally:
+        await api.close()

@@ -161,7 +161,7 @@ async def api(data_dir: Path, tmp_path: Path, node: FakeNode):
         port=0,
         token_file=tokens,
         exec_limits=SessionLimits(per_user=2, total=50),
-        exec_handshake_timeout=5,
+        exec_handshake_timeout=5 * SCALE,
     )
     server = ApiServer(config)
     await server.start()

@@ -59,13 +59,25 @@ def test_up_reuse_down(tmp_path: pathlib.Path) -> None:
     flags = ("--data-dir", str(data))
     try:
         first = _hatchway(
-            env, "up", *flags, "--apiserver-port", "0", "--node-port", "0", "--detach"
+            env,
+            "up",
+            *flags,
+            "--apiserver-port",
+            "0",
+            "--node-port",
+            "0",
+            "--detach",
+            f"--timeout-scale={2 * SCALE}",
         )
         assert first.returncode == 0, first.stderr.decode() + _logs(data)
         assert b"cluster ready" in first.stdout
         state = json.loads((data / "cluster.json").read_text())
         assert state["apiserver_port"] not in (0, 6443) and state["node_port"] not in (0, 10250)
         assert _alive(state["apiserver_pid"]) and _alive(state["node_pid"])
+        # both daemons were given the timeout scale (their configuration, not a variable)
+        for pid in (state["apiserver_pid"], state["node_pid"]):
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert f"--timeout-scale={2 * SCALE}".encode() in argv, argv
         config = yaml.safe_load((home / ".kube" / "config").read_text())
         assert {c["name"] for c in config["contexts"]} == {"prod", "hatchway"}
         assert config["current-context"] == "hatchway"

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster import SCALE, Cluster, start_cluster, stop_cluster
+from cluster import SCALE, SCALE_ARGS, Cluster, start_cluster, stop_cluster
 from hatchway.client.api import Client
 
 TRIES = 5
@@ -189,7 +189,7 @@ def _restart(cluster: Cluster) -> None:
     """``hatchway up`` again: it restarts the component that died."""
     argv = [sys.executable, "-m", "hatchway", "up", "--data-dir", str(cluster.data_dir)]
     result = subprocess.run(
-        [*argv, "--detach", "--no-merge"],
+        [*argv, "--detach", "--no-merge", *SCALE_ARGS],
         capture_output=True,
         env=cluster.env,
         timeout=120 * SCALE,

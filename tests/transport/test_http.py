@@ -355,7 +355,7 @@ async def test_big_body_sent_whole_still_gets_413(serve, client_ctx) -> None:
 
 
 async def test_slowloris_head_times_out(serve, client_ctx) -> None:
-    url = await serve(ok_app, HttpLimits(head_timeout=0.5))
+    url = await serve(ok_app, HttpLimits(head_timeout=0.5 * SCALE))
     port = int(url.rsplit(":", 1)[1])
     stream = await ByteStream.connect(
         "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
@@ -382,7 +382,7 @@ async def test_slowloris_head_times_out(serve, client_ctx) -> None:
 
 
 async def test_idle_keep_alive_connection_is_closed(serve, client_ctx) -> None:
-    url = await serve(ok_app, HttpLimits(idle_timeout=0.3))
+    url = await serve(ok_app, HttpLimits(idle_timeout=0.3 * SCALE))
     request_bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     out = await raw_exchange(url, client_ctx, request_bytes)  # returns at EOF
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"ok")
@@ -457,3 +457,37 @@ async def test_module_stream_read_and_iter_body(serve, client_ctx) -> None:
     async with await stream_request("GET", url + "/logs", ssl=client_ctx, timeout=T) as resp:
         body = b"".join([chunk async for chunk in resp.iter_body()])
     assert body == b"line 0\nline 1\nline 2\n"
+
+
+def test_limits_scaled_multiplies_timeouts_only() -> None:
+    limits = HttpLimits(head_timeout=2.0, max_body=10).scaled(3)
+    assert limits.head_timeout == 6.0 and limits.body_timeout == 3 * HttpLimits.body_timeout
+    assert limits.idle_timeout == 3 * HttpLimits.idle_timeout
+    assert limits.linger == 3 * HttpLimits.linger
+    assert limits.linger_quiet == 3 * HttpLimits.linger_quiet
+    assert limits.stream_idle_timeout == 3 * HttpLimits.stream_idle_timeout
+    assert limits.max_body == 10 and limits.max_connections == HttpLimits.max_connections
+
+
+async def test_scaled_head_timeout_is_what_the_server_applies(
+    serve, client_ctx, monkeypatch
+) -> None:
+    """The server's timeout comes from its limits alone: a test variable in the
+    environment no longer stretches it."""
+    monkeypatch.setenv("HATCHWAY_TEST_TIMEOUT_SCALE", "1000")
+    url = await serve(ok_app, HttpLimits(head_timeout=0.1).scaled(2 * SCALE))
+    port = int(url.rsplit(":", 1)[1])
+    stream = await ByteStream.connect(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+    )
+    out = b""
+    try:
+        stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        async with asyncio.timeout(T):
+            while chunk := await stream.read():
+                out += chunk
+    except (ConnectionClosedError, ConnectionError):
+        pass
+    finally:
+        stream.abort()
+    assert out.startswith(b"HTTP/1.1 408 ")

@@ -11,7 +11,6 @@ deadline: this happens after the session, never on its critical path. The answer
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import urllib.parse
 from typing import Any
@@ -25,10 +24,6 @@ __all__ = ["DEFAULT_TIMEOUT", "OutcomeClient"]
 DEFAULT_TIMEOUT = 2.0
 #: The node's answer is a small JSON object; anything bigger is not one.
 MAX_ANSWER = 4096
-
-
-def _scale() -> float:
-    return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
 
 
 def _parse(body: bytes) -> tuple[int | None, str]:
@@ -64,7 +59,7 @@ class OutcomeClient:
                 "GET",
                 url,
                 ssl=self.ssl_context,
-                timeout=self.timeout * _scale(),
+                timeout=self.timeout,
                 max_body=MAX_ANSWER,
             )
         except TimeoutError:

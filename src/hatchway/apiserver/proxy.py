@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,10 +46,6 @@ DROPPED_REQUEST_HEADERS = frozenset(
 DROPPED_PREFIXES = ("impersonate-",)
 #: Response headers of the node that the HTTP layer sets itself.
 DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
-
-
-def _scale() -> float:
-    return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
 
 
 @dataclass
@@ -163,7 +158,7 @@ class ExecProxy:
                 url,
                 headers=headers,
                 ssl=self.ssl_context,
-                timeout=self.handshake_timeout * _scale(),
+                timeout=self.handshake_timeout,
             )
         except TimeoutError:
             raise StatusError(
@@ -208,7 +203,7 @@ class ExecProxy:
         async def upgrade(client: ByteStream) -> None:
             stats = SpliceStats()
             try:
-                stats.reason = await splice(client, node, stats, self.idle_timeout * _scale())
+                stats.reason = await splice(client, node, stats, self.idle_timeout)
             finally:
                 stats.ended = time.monotonic()
                 await on_end(stats)

@@ -22,7 +22,7 @@ import logging
 import os
 import ssl
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.nodes import NodeMonitor
+from hatchway.apiserver.outcome import DEFAULT_TIMEOUT as OUTCOME_TIMEOUT
 from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.proxy import ExecProxy
@@ -75,8 +76,12 @@ class ApiServerConfig:
     exec_limits: SessionLimits = field(default_factory=SessionLimits)
     #: Concurrent ``logs -f`` streams per user and in total.
     log_follow_limits: SessionLimits = field(default_factory=SessionLimits)
+    #: The node's answer to a forwarded exec upgrade must come within this.
     exec_handshake_timeout: float = 30.0
+    #: A spliced exec session where nothing moved either way for this long is cut.
     exec_idle_timeout: float = 4 * 3600.0
+    #: Asking the node how a session ended (for the audit event), after the splice.
+    outcome_timeout: float = OUTCOME_TIMEOUT
     #: glibc's mmap threshold for the serving process, fixed (see
     #: :func:`fix_mmap_threshold`); 0 leaves glibc's dynamic default.
     mmap_threshold: int = 128 * 1024
@@ -84,6 +89,19 @@ class ApiServerConfig:
     node_monitor_grace: float = 40.0
     node_monitor_interval: float = 5.0
     scheduler_interval: float = 5.0
+
+    def scaled(self, factor: float) -> ApiServerConfig:
+        """This configuration with its connection and exec timeouts (``http_limits``'s,
+        ``exec_*_timeout``, ``outcome_timeout``) multiplied by ``factor``, for a slow or
+        loaded machine (``hatchway apiserver --timeout-scale``). The node monitor and
+        scheduler periods are not timeouts and stay."""
+        return replace(
+            self,
+            http_limits=self.http_limits.scaled(factor),
+            exec_handshake_timeout=self.exec_handshake_timeout * factor,
+            exec_idle_timeout=self.exec_idle_timeout * factor,
+            outcome_timeout=self.outcome_timeout * factor,
+        )
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,7 @@ class ApiServer:
             handshake_timeout=config.exec_handshake_timeout,
             idle_timeout=config.exec_idle_timeout,
         )
-        self.outcomes = OutcomeClient(kubelet_ctx)
+        self.outcomes = OutcomeClient(kubelet_ctx, timeout=config.outcome_timeout)
         return ApiApp(
             authenticator=Authenticator(config.token_file),
             authorizer=authorizer,

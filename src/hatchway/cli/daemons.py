@@ -67,6 +67,23 @@ def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _timeout_scale_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply the connection and exec timeouts (a slow or loaded machine; %(default)s)",
+    )
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -128,6 +145,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
     _session_limit_args(parser)
     _connection_limit_args(parser)
+    _timeout_scale_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _logging(args.verbose)
@@ -149,7 +167,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
         log_follow_limits=SessionLimits(
             per_user=args.max_log_follows_per_user, total=args.max_log_follows
         ),
-    )
+    ).scaled(args.timeout_scale)
     return _serve(run_apiserver(config))
 
 
@@ -164,6 +182,7 @@ def node_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--cleanup", action="store_true", help="delete every container of this node and exit"
     )
+    _timeout_scale_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _logging(args.verbose)
@@ -184,6 +203,7 @@ def node_main(argv: Sequence[str]) -> int:
         port=args.port,
         address=args.address,
     )
+    config.http_limits = config.http_limits.scaled(args.timeout_scale)
     # The runtime's child processes and fd readers hang under uvloop: plain asyncio.
     return _serve(run_node(config), uvloop=False)
 
@@ -206,6 +226,7 @@ def up_main(argv: Sequence[str]) -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
     _session_limit_args(parser)
     _connection_limit_args(parser)
+    _timeout_scale_arg(parser)
     args = parser.parse_args(argv)
     from hatchway.cli.up import up
 
@@ -220,6 +241,7 @@ def up_main(argv: Sequence[str]) -> int:
             apiserver_args=[
                 f"--{name.replace('_', '-')}={getattr(args, name)}" for name in UP_APISERVER_LIMITS
             ],
+            timeout_scale=args.timeout_scale,
         )
     except HatchwayError as exc:
         return report(exc)

@@ -177,14 +177,16 @@ def up(
     merge: bool = True,
     timeout: float = 60.0,
     apiserver_args: Sequence[str] = (),
+    timeout_scale: float = 1.0,
 ) -> int:
     """Start (or reuse) the cluster; returns the process exit status.
 
-    ``apiserver_args`` are extra ``hatchway apiserver`` flags (not applied to a reused
-    cluster)."""
+    ``apiserver_args`` are extra ``hatchway apiserver`` flags; ``timeout_scale`` is both
+    daemons' ``--timeout-scale`` (neither applied to a reused cluster)."""
     from hatchway import pki as pki_module
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scale = [f"--timeout-scale={timeout_scale}"] if timeout_scale != 1.0 else []
     state = ClusterState.load(data_dir)
     api_alive = state is not None and _alive(state.apiserver_pid)
     node_alive = state is not None and _alive(state.node_pid)
@@ -195,11 +197,13 @@ def up(
         # sessions and the kubeconfig pointing at it stay as they are.
         if not api_alive:
             print("hatchway: restarting the API server", file=sys.stderr)
-            state.apiserver_pid = _spawn_apiserver(data_dir, state.apiserver_port, apiserver_args)
+            state.apiserver_pid = _spawn_apiserver(
+                data_dir, state.apiserver_port, [*apiserver_args, *scale]
+            )
         if not node_alive:
             print("hatchway: restarting the node agent", file=sys.stderr)
             state.node_pid = _spawn_node(
-                data_dir, state.node_port, state.apiserver_port, state.node_name
+                data_dir, state.node_port, state.apiserver_port, state.node_name, scale
             )
         state.save(data_dir)
     else:
@@ -209,8 +213,8 @@ def up(
         pki_module.ensure_pki(data_dir, node_name=node_name)
         api_port = apiserver_port or free_port()
         kubelet_port = node_port or free_port()
-        api_pid = _spawn_apiserver(data_dir, api_port, apiserver_args)
-        node_pid = _spawn_node(data_dir, kubelet_port, api_port, node_name)
+        api_pid = _spawn_apiserver(data_dir, api_port, [*apiserver_args, *scale])
+        node_pid = _spawn_node(data_dir, kubelet_port, api_port, node_name, scale)
         previous = (state.kubeconfig, state.previous_context) if state else ("", "")
         state = ClusterState(api_port, kubelet_port, api_pid, node_pid, node_name, *previous)
         state.save(data_dir)
@@ -253,7 +257,9 @@ def _spawn_apiserver(data_dir: pathlib.Path, port: int, args: Sequence[str]) -> 
     )
 
 
-def _spawn_node(data_dir: pathlib.Path, port: int, api_port: int, node_name: str) -> int:
+def _spawn_node(
+    data_dir: pathlib.Path, port: int, api_port: int, node_name: str, args: Sequence[str] = ()
+) -> int:
     return _spawn(
         [
             "node",
@@ -265,6 +271,7 @@ def _spawn_node(data_dir: pathlib.Path, port: int, api_port: int, node_name: str
             f"https://127.0.0.1:{api_port}",
             "--node-name",
             node_name,
+            *args,
         ],
         data_dir / "logs" / "node.log",
     )

@@ -59,6 +59,11 @@ class NodeConfig:
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
     labels: dict[str, str] = field(default_factory=dict)
+    #: The HTTPS endpoint's bounds and timeouts. Every connection comes from the API
+    #: server: no per-source cap below the total.
+    http_limits: HttpLimits = field(
+        default_factory=lambda: HttpLimits(max_connections_per_source=HttpLimits.max_connections)
+    )
 
 
 def _now() -> str:
@@ -151,10 +156,8 @@ class NodeAgent:
         cert, key, _, client_ca = self._credentials()
         # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
         tlsbuffer.share_receive_buffers()
-        # Every connection comes from the API server: no per-source cap below the total.
-        limits = HttpLimits(max_connections_per_source=HttpLimits.max_connections)
         self._endpoint = self.endpoint(client_ca)
-        self.server = HttpServer(self._endpoint, limits=limits)
+        self.server = HttpServer(self._endpoint, limits=self.config.http_limits)
         ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 

@@ -27,14 +27,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import ssl as ssl_module
 from collections.abc import AsyncIterator
 
 import h11
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
-from hatchway.transport.bytestream import DRAIN_IDLE_TIMEOUT, RECV_HIGH, ByteStream, Server
+from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
     HeaderInjectionError,
@@ -80,13 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Lingering after a refusal ends once the client has been quiet this long.
-LINGER_QUIET = 0.25
-
-
-def _scale() -> float:
-    return float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1") or 1)
 
 
 class _Refused(HatchwayError):
@@ -135,7 +127,7 @@ class _Exchange:
         """Wait for the start of the next request; False on EOF or idle timeout."""
         if self.conn.trailing_data[0]:
             return True
-        timeout = (self.limits.head_timeout if first else self.limits.idle_timeout) * _scale()
+        timeout = self.limits.head_timeout if first else self.limits.idle_timeout
         try:
             async with asyncio.timeout(timeout):
                 data = await self.stream.read()
@@ -151,7 +143,7 @@ class _Exchange:
         if not await self._wait_first_byte(first):
             return None
         try:
-            async with asyncio.timeout(self.limits.head_timeout * _scale()):
+            async with asyncio.timeout(self.limits.head_timeout):
                 event = await self._head_event()
         except TimeoutError:
             raise _Refused(408, "request head timed out") from None
@@ -167,7 +159,7 @@ class _Exchange:
     async def read_body(self, event: h11.Request) -> bytes:
         self.stream.set_recv_limit(RECV_HIGH)
         try:
-            async with asyncio.timeout(self.limits.body_timeout * _scale()):
+            async with asyncio.timeout(self.limits.body_timeout):
                 return await self._read_body(event)
         except TimeoutError:
             raise _Refused(408, "request body timed out") from None
@@ -296,7 +288,7 @@ class _Exchange:
         # A streaming session now, no longer a request: a peer still reading its output
         # is given the streaming idle timeout, not the keep-alive one (the callback may
         # set its own, as the API server's splice does).
-        self.stream.drain_idle_timeout = DRAIN_IDLE_TIMEOUT * _scale()
+        self.stream.drain_idle_timeout = self.limits.stream_idle_timeout
         try:
             await resp.upgrade(self.stream)
         except Exception:
@@ -323,9 +315,9 @@ class _Exchange:
         closing with unread data would reset the connection and lose our answer."""
         self.stream.write_eof()
         budget = 4 * self.limits.max_body + self.limits.max_head
-        quiet = min(LINGER_QUIET, self.limits.linger) * _scale()
+        quiet = min(self.limits.linger_quiet, self.limits.linger)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.limits.linger * _scale()):
+            async with asyncio.timeout(self.limits.linger):
                 while budget > 0:
                     # A client that has stopped sending has nothing left to lose.
                     data = await asyncio.wait_for(self.stream.read(), quiet)
@@ -405,7 +397,7 @@ class HttpServer:
         self.check_head = check_head
         # A connection closed after its answer waits as long as a keep-alive one would
         # for a client that reads nothing of it.
-        self._server = Server(self._handle, self.limits.idle_timeout * _scale())
+        self._server = Server(self._handle, self.limits.idle_timeout)
         #: Open connections, in total and by source address (refused ones not counted).
         self.connections = 0
         self.by_source: collections.Counter[str] = collections.Counter()

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import http
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import h11
 
-from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.bytestream import DRAIN_IDLE_TIMEOUT, ByteStream
 from hatchway.transport.httpclient import HeadersMixin, decode_headers
 
 Upgrade = Callable[[ByteStream], Awaitable[None]]
@@ -34,9 +34,23 @@ class HttpLimits:
     #: After refusing a request, how long to swallow what the client still sends so the
     #: refusal is not lost to a TCP reset.
     linger: float = 2.0
+    #: ... and lingering ends sooner once the client has been quiet this long.
+    linger_quiet: float = 0.25
+    #: An upgraded connection (a streaming session): how long a write may wait for a
+    #: peer that reads nothing before the connection is cut.
+    stream_idle_timeout: float = DRAIN_IDLE_TIMEOUT
     #: Open connections per server (503 beyond) and per source address (429 beyond).
     max_connections: int = 4096
     max_connections_per_source: int = 256
+
+    def scaled(self, factor: float) -> HttpLimits:
+        """These limits with every timeout multiplied by ``factor`` (a slow or loaded
+        machine; ``--timeout-scale``); the size and count bounds stay."""
+        return replace(self, **{name: getattr(self, name) * factor for name in TIMEOUTS})
+
+
+#: The fields of :class:`HttpLimits` that are durations, in seconds.
+TIMEOUTS = tuple(f.name for f in fields(HttpLimits) if f.type in ("float", float))
 
 
 @dataclass
