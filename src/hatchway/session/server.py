@@ -1,6 +1,6 @@
 """The server side of one exec/attach session over an upgraded Connection.
 
-Choreography (spec 4.5 and 5.2): collect the streams the options call for (SPDY: accept
+Choreography (protocol.md 4.5 and 5.2): collect the streams the options call for (SPDY: accept
 the client's SYN_STREAMs, each replied to on arrival; WebSocket: the channels exist at
 once and the server sends one empty message on the lowest channel it writes to), start
 the process, pump bytes both ways with backpressure, apply resizes, pass stdin EOF on,
@@ -175,7 +175,7 @@ class ServerSession:
                 else None,
             ]
             inputs = []
-            # Resize first: kubectl sends the terminal size before any stdin (spec 4.4),
+            # Resize first: kubectl sends the terminal size before any stdin (protocol.md 4.4),
             # and what is already buffered must reach the process in that order.
             if "resize" in streams:
                 inputs.append(group.create_task(self._pump_resize(process, streams["resize"])))
@@ -240,7 +240,7 @@ class ServerSession:
     async def _finish(
         self, streams: dict[str, Stream], code: int | None, start_error: str | None
     ) -> None:
-        """Write the status and end the connection cleanly (spec 4.5 step 5)."""
+        """Write the status and end the connection cleanly (protocol.md 4.5 step 5)."""
         status = self._status(code, start_error)
         try:
             # The runtime's message goes where the user looks: stderr, or the terminal.
@@ -255,7 +255,7 @@ class ServerSession:
                     if name in streams:
                         await streams[name].write_eof()
                 # spdystream hands DATA frames to per-stream worker queues but acts on a
-                # GOAWAY at once (spec 3.5, 3.6): closing first can drop the last output.
+                # GOAWAY at once (protocol.md 3.5, 3.6): closing first can drop the last output.
                 # The client closes as soon as it has read every stream to EOF: wait
                 # for that as long as it keeps reading (a fixed wait cut slow readers).
                 assert isinstance(self.conn, SpdyConnection)

@@ -4,7 +4,7 @@ One reader task feeds the socket's bytes to the protocol and dispatches its even
 optional pinger task pings every ``ping_interval`` (kubectl does every 5 s). The
 connection owns both and cancels and awaits them on close.
 
-Backpressure (spec section 3.6, SPDY as Kubernetes speaks it has no windows): each stream
+Backpressure (protocol.md 3.6, SPDY as Kubernetes speaks it has no windows): each stream
 buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
 reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
 the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as
@@ -12,7 +12,7 @@ fast as the peer reads: after a read that made us write, the reader waits for th
 buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
 
 Closing never cuts a peer that is still reading (``ByteStream.close``); a server that
-must not send GOAWAY before the client is done (spdystream acts on it at once, section
+must not send GOAWAY before the client is done (spdystream acts on it at once, protocol.md
 3.5) waits with :meth:`SpdyConnection.wait_hang_up`.
 
 Streams: a SYN_STREAM the peer reset in the same read is never replied to; beyond
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 STREAM_BUFFER = 1024 * 1024
-REPLY_TIMEOUT = 30.0  # client-go waits this long for each SYN_REPLY (section 3.8)
+REPLY_TIMEOUT = 30.0  # client-go waits this long for each SYN_REPLY (protocol.md 3.8)
 _LOCAL_DONE = (StreamState.HALF_CLOSED_LOCAL, StreamState.SYN_SENT_FIN, StreamState.CLOSED)
 _AWAITING_REPLY = (StreamState.SYN_RECEIVED, StreamState.SYN_RECEIVED_FIN)
 
@@ -393,7 +393,7 @@ class SpdyConnection(Connection):
                 for event in events:
                     self._dispatch(event)
                 if self.goaway is not None:
-                    break  # spdystream processes nothing after GOAWAY (section 3.5)
+                    break  # spdystream processes nothing after GOAWAY (protocol.md 3.5)
                 if replied and self._bs.write_blocked:
                     # What the peer sent made us answer (PING, RST_STREAM, SYN_REPLY) and
                     # it does not read: read no more until it does, or a ping flood would
@@ -467,7 +467,7 @@ class SpdyConnection(Connection):
             return
         stream = SpdyStream(self, event.stream_id, event.headers)
         self._streams[event.stream_id] = stream
-        # Reply at once: kubectl waits for each reply before its next SYN_STREAM (3.5).
+        # Reply at once: kubectl waits for each reply before its next SYN_STREAM (protocol.md 3.5).
         self._proto.reply(event.stream_id)
         self._flush()
         if event.fin:

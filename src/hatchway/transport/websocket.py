@@ -9,10 +9,10 @@ Choices a caller should know:
 * Channels are local. ``open_stream({"streamtype": "stdout"})`` returns the channel
   object without any wire traffic, on both sides. Messages for channels 0-4 are buffered
   even before the channel is opened, so nothing sent right after the 101 is lost;
-  messages for higher channels are discarded (spec 5.3).
+  messages for higher channels are discarded (protocol.md 5.3).
 * ``accept_stream()`` always raises :class:`ConnectionClosedError`: WebSocket has no
   peer-initiated streams; the session layer opens the channels it expects.
-* The server's initial empty message (spec 5.3) is *not* sent automatically: the session
+* The server's initial empty message (protocol.md 5.3) is *not* sent automatically: the session
   layer knows which channel is the lowest it writes and calls
   :meth:`WebSocketConnection.send_initial_message`.
 * ``read()`` returns ``b""`` at EOF for every ending (close signal, close frame, lost
@@ -265,7 +265,7 @@ class WebSocketConnection(Connection):
         )
 
     async def send_initial_message(self, channel: int | str) -> None:
-        """The server's one empty message on its lowest writable channel (spec 5.3)."""
+        """The server's one empty message on its lowest writable channel (protocol.md 5.3)."""
         number = ch.CHANNEL_BY_NAME[channel] if isinstance(channel, str) else channel
         await self._send(number, b"")
 
