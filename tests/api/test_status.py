@@ -15,7 +15,7 @@ def wire(obj: dict) -> str:
 
 
 def test_not_found_exact_bytes():
-    # exec-protocol.md section 7, the reference shape
+    # protocol.md 7, the reference shape
     assert wire(st.not_found("pods", "nope")) == (
         '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
         '"message":"pods \\"nope\\" not found","reason":"NotFound",'

@@ -263,7 +263,7 @@ async def test_many_sessions_at_once(rest: RestClient, pod: str) -> None:
 
 
 def test_websocket_offer_is_v5_only_with_stdin() -> None:
-    # v4 over WebSocket cannot carry stdin EOF; kubectl offers v5 alone (spec 5.1).
+    # v4 over WebSocket cannot carry stdin EOF; kubectl offers v5 alone (protocol.md 5.1).
     with_stdin = ExecOptions(("cat",), stdin=True)
     assert client_exec.websocket_offer(with_stdin) == ("v5.channel.k8s.io",)
     without = ExecOptions(("ls",))

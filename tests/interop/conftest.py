@@ -1,7 +1,7 @@
 """Real third-party clients against one Hatchway cluster: every bundled kubectl, the
 official Python client, and Hatchway's own client.
 
-The kubectl on PATH is a "dispatcher" (spec 2.8) that picks a bundled kubectl by the
+The kubectl on PATH is a "dispatcher" (protocol.md 2.8) that picks a bundled kubectl by the
 server's ``/version`` minor, so the bundled binaries beside it (``kubectl.1.27`` …
 ``kubectl.1.33``) are run directly. Each version gets its own HOME so that one
 version's discovery cache never feeds another.

@@ -23,7 +23,7 @@ import yaml
 from cluster import SCALE, Cluster
 
 VERSIONS = ("1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33")
-#: kubectl 1.30 and later try WebSocket first (spec 5.8); older ones speak SPDY only.
+#: kubectl 1.30 and later try WebSocket first (protocol.md 5.8); older ones speak SPDY only.
 WEBSOCKET_SINCE = (1, 30)
 
 

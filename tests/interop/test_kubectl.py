@@ -3,7 +3,7 @@
 ``kubectl_exec`` runs each exec-shaped test with every version, and for 1.30+ both over
 WebSocket (the default) and over SPDY (``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``);
 ``kubectl`` runs the other commands once per version. Expected texts are kubectl's own
-(spec section 7).
+(protocol.md 7).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_exec_output_over_the_expected_transport(kubectl_exec: Kubectl, pods: Po
     assert result.returncode == 0, err(result)
     assert out(result) == "out\n"
     assert "\nerr\n" in err(result) or err(result).startswith("err\n")
-    # WebSocket is a GET upgrade, SPDY a POST; no fallback happened (spec 5.8).
+    # WebSocket is a GET upgrade, SPDY a POST; no fallback happened (protocol.md 5.8).
     expected = "GET" if kubectl_exec.transport == "ws" else "POST"
     assert upgrade_lines(err(result)) == [(expected, "101")], err(result)
 
@@ -129,7 +129,7 @@ def test_exec_tty_in_a_pty_with_resize(kubectl_exec: Kubectl, pods: Pods) -> Non
 
 def test_exec_tty_flags_without_a_terminal(kubectl_exec: Kubectl, pods: Pods) -> None:
     # -t without -i is ignored silently; -it with a pipe warns and runs without a TTY
-    # (spec 2.7 item 5).
+    # (protocol.md 2.7 item 5).
     result = kubectl_exec("exec", "-t", pods.simple, "--", "tty")
     assert (result.returncode, out(result)) == (1, "not a tty\n"), err(result)
     result = kubectl_exec("exec", "-it", pods.simple, "--", "sh", "-c", "cat; tty", input=b"in\n")
@@ -177,7 +177,7 @@ def test_cp_to_the_pod_and_back(kubectl_exec: Kubectl, pods: Pods, tmp_path: Any
 
 def test_exec_forbidden_without_pods_exec(kubectl_exec: Kubectl, pods: Pods, users: Users) -> None:
     # view may read the pod but not exec: the WebSocket GET and then the SPDY POST are
-    # both refused, kubectl prints the second (spec 2.6).
+    # both refused, kubectl prints the second (protocol.md 2.6).
     result = kubectl_exec("exec", pods.simple, "--", "true", kubeconfig=users.viewer)
     assert result.returncode == 1
     user = users.names["viewer"]

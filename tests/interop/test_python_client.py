@@ -2,7 +2,7 @@
 
 It speaks WebSocket only, offers ``v5.channel.k8s.io,v4.channel.k8s.io``, never GETs the
 pod first (the server defaults the container), and reads the exit code from channel 3
-(spec 5.1, 7).
+(protocol.md 5.1, 7).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def handshake_error(call: Any) -> ApiException:
 def test_errors_are_handshake_failures(
     api: Any, pods: Pods, cluster: Cluster, users: Users
 ) -> None:
-    # The Python client never falls back and reports the refused upgrade (spec 7).
+    # The Python client never falls back and reports the refused upgrade (protocol.md 7).
     missing = handshake_error(lambda: exec_stream(api, "nope", ["true"]))
     assert "404" in str(missing.reason)
     multi = handshake_error(lambda: exec_stream(api, pods.multi, ["true"]))
@@ -136,7 +136,7 @@ def test_rest_reads_and_writes(api: Any, pods: Pods) -> None:
 
 
 def test_v4_only_offer_of_older_clients(api: Any, pods: Pods) -> None:
-    # Python client releases up to 35.x offer only v4 (spec 5.1): no close signal, so
+    # Python client releases up to 35.x offer only v4 (protocol.md 5.1): no close signal, so
     # the command reads just what it needs; text frames carry the stdin.
     response = exec_stream(
         api,

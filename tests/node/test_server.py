@@ -189,7 +189,7 @@ async def test_an_upgrade_by_another_identity_never_runs(node: Node, who):
 SCRIPT = ["sh", "-c", "echo out; echo err >&2; exit 3"]
 
 #: v1 has no exit code: only a failure text on the error stream, which kubectl does not
-#: wait for (lost by design, spec 4.2); a client that reads the stream to EOF sees it.
+#: wait for (lost by design, protocol.md 4.2); a client that reads the stream to EOF sees it.
 V1_TEXT = {
     "code": None,
     "error": "Error executing remote command: command terminated with non-zero exit code: "
@@ -311,7 +311,7 @@ class RecordingProcess:
 
 @module_loop
 async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
-    """kubectl sends the terminal size before any stdin (spec 4.4): a process that reads
+    """kubectl sends the terminal size before any stdin (protocol.md 4.4): a process that reads
     its size right after its first input must see it. Both arrive while the process is
     being started, and the session must hand them over in the order they were sent."""
     process = RecordingProcess()

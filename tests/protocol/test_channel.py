@@ -352,7 +352,7 @@ def test_parse_status_plain_text_versions():
     for version in (ch.V2, ch.V3):
         out = ch.parse_status(version, text)
         assert out.exit_code is None
-        # kubectl prints "error: " + this (spec 7 row 13)
+        # kubectl prints "error: " + this (protocol.md 7 row 13)
         assert out.message == "error executing remote command: " + text.decode()
         assert ch.parse_status(version, b"").exit_code == 0
     out = ch.parse_status(ch.V1, b"boom")

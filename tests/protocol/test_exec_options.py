@@ -1,4 +1,4 @@
-"""The exec options query codec, both spellings (exec-protocol.md 2.1, 2.2).
+"""The exec options query codec, both spellings (protocol.md 2.1, 2.2).
 
 Byte-exact vectors of what goes on the wire: kubectl's queries to the API server (seen
 on the wire from kubectl 1.32, and the same in 1.27-1.33, whose query building did not

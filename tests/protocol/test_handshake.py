@@ -1,4 +1,4 @@
-"""Upgrade handshake rules (spec 3.1, 5.1, 5.2)."""
+"""Upgrade handshake rules (protocol.md 3.1, 5.1, 5.2)."""
 
 from __future__ import annotations
 
@@ -284,7 +284,7 @@ def test_spdy_headers():
 def test_check_spdy_response():
     ok = hs.spdy_response_headers("v4.channel.k8s.io")
     assert hs.check_spdy_response(101, ok) == "v4.channel.k8s.io"
-    # Missing version header: silently the unversioned protocol (spec 3.1, row 14).
+    # Missing version header: silently the unversioned protocol (protocol.md 3.1; 7 row 14).
     assert hs.check_spdy_response(101, hs.spdy_response_headers("")) == "channel.k8s.io"
     with pytest.raises(hs.UpgradeFailedError):
         hs.check_spdy_response(101, [("Connection", "Upgrade"), ("Upgrade", "websocket")])

@@ -306,7 +306,7 @@ async def test_initial_message_bytes(tls):
     async with stream_pair(tls) as (cbs, sbs):
         srv = WebSocketConnection(sbs, client=False, protocol=ch.V5).start()
         await srv.send_initial_message("stdout")
-        assert await cbs.readexactly(3) == bytes.fromhex("820101")  # spec 5.9 vector
+        assert await cbs.readexactly(3) == bytes.fromhex("820101")  # protocol.md 5.9 vector
         srv.abort()
 
 
@@ -391,7 +391,7 @@ async def test_base64_end_to_end(tls):
         await out.write(b"\n")
         f1, f2 = await peer.frame(), await peer.frame()
         assert (f1.opcode, f1.data) == (Opcode.TEXT, b"1")
-        assert (f2.opcode, f2.data) == (Opcode.TEXT, b"1Cg==")  # spec 5.5
+        assert (f2.opcode, f2.data) == (Opcode.TEXT, b"1Cg==")  # protocol.md 5.5
         peer.send(Opcode.TEXT, b"0Zm9vCg==")
         s_in = await srv.open_stream({"streamtype": "stdin"})
         assert await read_exactly(s_in, 4) == b"foo\n"

@@ -267,7 +267,7 @@ def version_info(
     runtime: str = "python",
 ) -> dict[str, str]:
     """``GET /version``. Minor ``32`` matters: kubectl's dispatcher build picks its
-    client from it (exec-protocol.md section 2.8)."""
+    client from it (protocol.md 2.8)."""
     return {
         "major": "1",
         "minor": "32",

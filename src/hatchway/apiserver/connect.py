@@ -1,7 +1,7 @@
 """Exec and attach requests before any byte goes to a node: options, validation, target.
 
 Everything here is decided *before* dialing the node, and answered with a Status and
-the right code (exec-protocol.md sections 2.1, 2.2 and 7):
+the right code (protocol.md 2.1, 2.2 and 7):
 
 * options come from the query (:func:`hatchway.protocol.exec_options.decode`) the API
   server way or, for the legacy ``/proxy/minions/{node}/exec/{ns}/{pod}/{container}``

@@ -1,6 +1,6 @@
 """The upgrade-aware exec/attach proxy: dial the node, and splice only after its 101.
 
-The rules (exec-protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go``):
+The rules (protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go``):
 
 * The caller is authenticated, authorised and admitted before :meth:`ExecProxy.dial`.
 * The request goes to the node over mutual TLS with the API server's kubelet-client

@@ -1,4 +1,4 @@
-"""``hatchway exec`` arguments with kubectl's semantics (exec-protocol.md section 2.7),
+"""``hatchway exec`` arguments with kubectl's semantics (protocol.md 2.7),
 and the client-side choices kubectl makes before the exec request: the container, the
 completed-pod refusal and the TTY downgrade.
 
@@ -193,7 +193,7 @@ def _pod_name(word: str) -> str:
 
 
 def resolve_tty(args: ExecArgs, stdin_is_terminal: bool) -> tuple[bool, str | None]:
-    """Whether to ask for a TTY, and the warning to print (section 2.7 item 5): ``-t``
+    """Whether to ask for a TTY, and the warning to print (protocol.md 2.7 item 5): ``-t``
     without ``-i`` is dropped silently; ``-it`` on a non-terminal stdin is dropped with
     kubectl's warning."""
     if not args.tty or not args.stdin:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 WEBSOCKET_OFFER = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-#: With stdin only v5 is offered, as kubectl does (spec 5.1): a pre-1.30 API server
+#: With stdin only v5 is offered, as kubectl does (protocol.md 5.1): a pre-1.30 API server
 #: passes other WebSocket offers through to the kubelet, which would pick v4 -- and v4
 #: over WebSocket cannot signal stdin EOF, so ``write_eof()`` could never reach the
 #: command. Refusing v5 there makes the kubelet answer 403, and we fall back to SPDY.
@@ -40,7 +40,7 @@ SPDY_OFFER = (
     "v2.channel.k8s.io",
     "channel.k8s.io",
 )
-#: kubectl's SPDY ping period (spec 3.7) and WebSocket ping period (5.7).
+#: kubectl's SPDY ping period (protocol.md 3.7) and WebSocket ping period (protocol.md 5.7).
 PING_INTERVAL = 5.0
 #: Closing, how long we wait on a server that takes none of what we still send (stdin,
 #: our close): the session is over for us, so not the server's hours of idle timeout.

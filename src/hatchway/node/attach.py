@@ -7,7 +7,7 @@ stdout stream; the stderr stream ends at once. When the container spec has
 by its shim, so the process never sees EOF between attaches, as with ``stdinOnce:
 false``); attach writes the client's stdin into that FIFO.
 
-The session ends with Success when the container exits (spec 6.1, no exit code for
+The session ends with Success when the container exits (protocol.md 6.1, no exit code for
 attach). ``kill()`` only detaches: a client that goes away never stops the container.
 """
 

@@ -1,6 +1,6 @@
 """The node agent's HTTPS endpoint: exec, attach and container logs, for the API server only.
 
-Routes (GET and POST alike, spec 2.4)::
+Routes (GET and POST alike, protocol.md 2.4)::
 
     /exec/{ns}/{pod}/{uid}/{container}      /exec/{ns}/{pod}/{container}
     /attach/{ns}/{pod}/{uid}/{container}    /attach/{ns}/{pod}/{container}
@@ -64,7 +64,7 @@ WEBSOCKET_PROTOCOLS = (
     "channel.k8s.io",
     "",
 )
-#: The kubelet's SPDY choice for kubectl is v4 (spec 3.1); we stay with that whenever
+#: The kubelet's SPDY choice for kubectl is v4 (protocol.md 3.1); we stay with that whenever
 #: v4 is offered, and take v5 (which behaves as v4 over SPDY) only from a client that
 #: offers no v4.
 SPDY_PREFERENCE = SPDY_PROTOCOLS[1:]

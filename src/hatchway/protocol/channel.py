@@ -1,9 +1,10 @@
 """The Kubernetes remote-command channel protocols (``*.channel.k8s.io``), sans-I/O.
 
-Versions are a capability table (spec 4.2): negotiation picks a name, and everything
+Versions are a capability table (protocol.md 4.2): negotiation picks a name, and everything
 else asks :func:`capabilities` what that name can do. This module also holds the
-WebSocket channel message codec (spec 5.3-5.5), the error-channel Status JSON (spec 4.3)
-with the client's reading of it (spec 4.2), and the resize JSON (spec 4.4).
+WebSocket channel message codec (protocol.md 5.3-5.5), the error-channel Status JSON
+(protocol.md 4.3) with the client's reading of it (protocol.md 4.2), and the resize JSON
+(protocol.md 4.4).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from hatchway.errors import HandshakeError, LimitExceededError, ProtocolError
 
-# -- channels (spec 4.1) ----------------------------------------------------------------
+# -- channels (protocol.md 4.1) ----------------------------------------------------------------
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 #: v5 WebSocket control message ``FF <channel>``: the sender writes no more there.
@@ -35,7 +36,7 @@ CHANNEL_BY_NAME: dict[str, int] = {
 }
 NAME_BY_CHANNEL: dict[int, str] = {v: k for k, v in CHANNEL_BY_NAME.items()}
 
-# -- versions (spec 4.2) ----------------------------------------------------------------
+# -- versions (protocol.md 4.2) ----------------------------------------------------------------
 
 V1 = "channel.k8s.io"
 V2 = "v2.channel.k8s.io"
@@ -54,7 +55,7 @@ class Capabilities:
     status_json: bool  # error channel carries a metav1.Status, always written (v4+)
     resize: bool  # resize stream / channel 4 exists (v3+)
     close_signal: bool  # WebSocket ``FF <ch>`` half-close (v5)
-    base64: bool  # WebSocket text messages, '0'+channel then base64 (spec 5.5)
+    base64: bool  # WebSocket text messages, '0'+channel then base64 (protocol.md 5.5)
     client_waits_for_error_eof: bool  # v2+: the client reads the error stream to EOF
 
 
@@ -75,7 +76,7 @@ VERSIONS: dict[str, Capabilities] = {
 SPDY_SERVER_PROTOCOLS = (V5, V4, V3, V2, V1)
 #: What kubectl offers over SPDY (one header line each, this order).
 SPDY_CLIENT_PROTOCOLS = (V5, V4, V3, V2, V1)
-#: The kubelet's WebSocket set ("" is the unversioned protocol), spec 5.2.
+#: The kubelet's WebSocket set ("" is the unversioned protocol), protocol.md 5.2.
 WEBSOCKET_SERVER_PROTOCOLS = (V5, "", V1, BASE64_V1, V4, BASE64_V4)
 
 VersionLike = str | Capabilities
@@ -91,7 +92,7 @@ def capabilities(version: VersionLike) -> Capabilities:
         raise ProtocolError(f"unknown channel protocol {version!r}") from None
 
 
-# -- negotiation (spec 3.1, 5.2) --------------------------------------------------------
+# -- negotiation (protocol.md 3.1, 5.2) --------------------------------------------------------
 
 
 class NegotiationError(HandshakeError):
@@ -141,7 +142,7 @@ def parse_websocket_protocols(header_value: str | None) -> list[str]:
 
 
 def negotiate_websocket(header_value: str | None, server_supported: Sequence[str]) -> str:
-    """First client entry the server allows (x/net); no match is a bare 403 (spec 5.2)."""
+    """First client entry the server allows (x/net); no match is a bare 403 (protocol.md 5.2)."""
     for proto in parse_websocket_protocols(header_value):
         if proto in server_supported:
             return proto
@@ -155,7 +156,7 @@ def websocket_protocols_header(protocols: Sequence[str]) -> str:
     return ", ".join(protocols)
 
 
-# -- WebSocket message codec (spec 5.3-5.5) ---------------------------------------------
+# -- WebSocket message codec (protocol.md 5.3-5.5) ---------------------------------------------
 
 
 def encode_message(version: VersionLike, channel: int, data: bytes) -> bytes | str:
@@ -172,7 +173,7 @@ def encode_message(version: VersionLike, channel: int, data: bytes) -> bytes | s
 
 
 def encode_close_signal(channel: int) -> bytes:
-    """The v5 close signal ``FF <channel>`` (spec 5.4)."""
+    """The v5 close signal ``FF <channel>`` (protocol.md 5.4)."""
     return bytes((CLOSE_SIGNAL, channel))
 
 
@@ -208,7 +209,7 @@ def decode_message(
     return channel, bytes(raw[1:])
 
 
-# -- Status JSON (spec 4.3) -------------------------------------------------------------
+# -- Status JSON (protocol.md 4.3) -------------------------------------------------------------
 
 
 def _go_json(obj: Any) -> bytes:
@@ -270,7 +271,7 @@ class ExecOutcome:
 
 
 class StatusProtocolError(ProtocolError):
-    """The error channel held something a v4/v5 client cannot read (spec 4.2)."""
+    """The error channel held something a v4/v5 client cannot read (protocol.md 4.2)."""
 
 
 def _go_quote(s: str) -> str:
@@ -346,7 +347,7 @@ def _exit_code_outcome(status: dict[str, Any]) -> ExecOutcome:
 
 
 def parse_status(version: VersionLike, raw: bytes) -> ExecOutcome:
-    """Read the whole error channel the way client-go does (spec 4.2).
+    """Read the whole error channel the way client-go does (protocol.md 4.2).
 
     Malformed v4/v5 statuses raise :class:`StatusProtocolError` with kubectl's text.
     """
@@ -378,7 +379,7 @@ def parse_status(version: VersionLike, raw: bytes) -> ExecOutcome:
     raise StatusProtocolError("error stream protocol error: unknown error")
 
 
-# -- resize (spec 4.4) ------------------------------------------------------------------
+# -- resize (protocol.md 4.4) ------------------------------------------------------------------
 
 MAX_RESIZE_OBJECT = 1024
 

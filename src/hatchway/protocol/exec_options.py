@@ -1,6 +1,6 @@
 """The exec/attach options query in both of its spellings, sans-I/O: one encoder, one decoder.
 
-The same PodExecOptions / PodAttachOptions travel twice (exec-protocol.md 2.1, 2.2):
+The same PodExecOptions / PodAttachOptions travel twice (protocol.md 2.1, 2.2):
 
 * **API server spelling** (:data:`APISERVER`), what kubectl sends to the API server::
 

@@ -1,8 +1,8 @@
 """HTTP upgrade handshake rules for the SPDY and WebSocket transports, sans-I/O.
 
 Server side: decide whether a request may be upgraded and build the 101 exactly as the
-Go servers write it (spec 3.1, 5.2). Client side: decide whether a response is an
-accepted upgrade (spec 3.1 "client acceptance", 5.2 "client-go acceptance"); anything
+Go servers write it (protocol.md 3.1, 5.2). Client side: decide whether a response is an
+accepted upgrade (protocol.md 3.1 "client acceptance", 5.2 "client-go acceptance"); anything
 else is an :class:`UpgradeFailedError`, which is what makes kubectl fall back to SPDY.
 
 Headers are accepted as a mapping or as a sequence of ``(name, value)`` pairs, str or
@@ -145,7 +145,7 @@ def check_websocket_request(method: str, headers: HeadersLike) -> str:
 
 
 def negotiate_websocket_request(headers: HeadersLike, server_supported: Sequence[str]) -> str:
-    """Subprotocol choice; no match is x/net's bare ``403 Forbidden`` (spec 5.2)."""
+    """Subprotocol choice; no match is x/net's bare ``403 Forbidden`` (protocol.md 5.2)."""
     values = header_values(headers, "sec-websocket-protocol")
     try:
         return channel.negotiate_websocket(",".join(values) if values else None, server_supported)
@@ -156,7 +156,7 @@ def negotiate_websocket_request(headers: HeadersLike, server_supported: Sequence
 
 
 def websocket_request_headers(key: str, protocols: Sequence[str]) -> list[tuple[str, str]]:
-    """Upgrade headers of kubectl's request (spec 5.1), sorted by name as Go sends them.
+    """Upgrade headers of kubectl's request (protocol.md 5.1), sorted by name as Go sends them.
     Host, User-Agent and Authorization are the HTTP client's."""
     headers = [("Connection", "Upgrade"), ("Sec-WebSocket-Key", key)]
     if protocols:
@@ -178,7 +178,7 @@ def websocket_response_headers(key: str, protocol: str) -> list[tuple[str, str]]
 
 
 def websocket_response_bytes(key: str, protocol: str) -> bytes:
-    """The whole 101, byte-exact as x/net writes it (spec 5.2)."""
+    """The whole 101, byte-exact as x/net writes it (protocol.md 5.2)."""
     return _raw_response(101, websocket_response_headers(key, protocol))
 
 
@@ -260,7 +260,7 @@ def check_spdy_request(headers: HeadersLike, server_supported: Sequence[str] | N
 
 
 def spdy_request_headers(protocols: Sequence[str]) -> list[tuple[str, str]]:
-    """Upgrade headers of kubectl's SPDY request (spec 3.1): one version line each."""
+    """Upgrade headers of kubectl's SPDY request (protocol.md 3.1): one version line each."""
     headers = [("Connection", "Upgrade"), ("Upgrade", SPDY_UPGRADE)]
     return headers + [("X-Stream-Protocol-Version", p) for p in protocols]
 
@@ -280,7 +280,7 @@ def spdy_response_bytes(protocol: str, date: str | None = None) -> bytes:
 
 def check_spdy_response(status: int, headers: HeadersLike, body: bytes = b"") -> str:
     """Accept a SPDY 101 as client-go does; returns the negotiated protocol, which is
-    ``channel.k8s.io`` when the header is missing (spec 3.1: kubectl silently degrades)."""
+    ``channel.k8s.io`` when the header is missing (protocol.md 3.1: kubectl silently degrades)."""
     if status != 101 or not (
         is_upgrade_request(headers) and _any_contains(headers, "upgrade", "spdy/3.1")
     ):

@@ -1,4 +1,4 @@
-"""SPDY/3.1 connection state, sans I/O, as moby/spdystream behaves (spec sections 3.5-3.7).
+"""SPDY/3.1 connection state, sans I/O, as moby/spdystream behaves (protocol.md 3.5-3.7).
 
 Feed received bytes to :meth:`SpdyProtocol.receive_data`, act on the events it returns,
 and write out what :meth:`SpdyProtocol.buffers_to_send` hands back. No socket, task or
@@ -20,7 +20,7 @@ Choices where spdystream is lax or the draft and spdystream differ:
   half-closes like a DATA FIN; their contents are not reported.
 * After :meth:`SpdyProtocol.refuse_streams` (a server session with all its streams) the
   zlib contexts are gone: later header blocks are skipped undecoded, SYN_STREAMs refused.
-* No flow-control windows (section 3.6): SETTINGS and WINDOW_UPDATE are parsed and dropped.
+* No flow-control windows (protocol.md 3.6): SETTINGS and WINDOW_UPDATE are parsed and dropped.
 """
 
 from __future__ import annotations
@@ -417,7 +417,7 @@ class SpdyProtocol:
             events.append(GoAwayReceived(frame.last_good_stream_id, frame.status))
         elif isinstance(frame, fr.HeadersFrame):
             self._on_headers(frame, events)
-        # SETTINGS and WINDOW_UPDATE: parsed, then dropped (section 3.6).
+        # SETTINGS and WINDOW_UPDATE: parsed, then dropped (protocol.md 3.6).
 
     def _on_data(self, sid: int, data: bytes | memoryview, fin: bool, events: list[Event]) -> None:
         if sid not in self._streams:
@@ -468,7 +468,7 @@ class SpdyProtocol:
 
     def _on_ping(self, ping_id: int, events: list[Event]) -> None:
         if ping_id & 1 == self._parity:
-            # The answer to one of ours: never echo it (section 3.7, the ping storm).
+            # The answer to one of ours: never echo it (protocol.md 3.7, the ping storm).
             if ping_id in self._pings:
                 del self._pings[ping_id]
                 events.append(PingAcknowledged(ping_id))

@@ -1,4 +1,4 @@
-"""SPDY/3.1 frame codec, as moby/spdystream reads and writes frames (spec section 3.2/3.3).
+"""SPDY/3.1 frame codec, as moby/spdystream reads and writes frames (protocol.md 3.2/3.3).
 
 Frames carry header blocks still compressed: decompression needs the per-connection zlib
 context, which lives in :mod:`hatchway.protocol.spdy_header` and is driven in frame order by

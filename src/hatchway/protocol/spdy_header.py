@@ -1,4 +1,4 @@
-"""SPDY/3 header blocks: the name/value encoding and its zlib context (spec section 3.4).
+"""SPDY/3 header blocks: the name/value encoding and its zlib context (protocol.md 3.4).
 
 Each direction of a connection has one zlib stream, primed with the SPDY/3 dictionary and
 sync-flushed after every block, so one :class:`HeaderCompressor` and one

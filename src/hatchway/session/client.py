@@ -1,9 +1,9 @@
 """The client side of one exec/attach session over an upgraded Connection.
 
 Streams are created one at a time in the order client-go uses (error, stdin, stdout,
-stderr, resize), each waiting for its SYN_REPLY over SPDY (spec 3.5). The status is read
+stderr, resize), each waiting for its SYN_REPLY over SPDY (protocol.md 3.5). The status is read
 from the error stream to EOF and decoded by the rules of the negotiated version
-(spec 4.2).
+(protocol.md 4.2).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ClientSession:
     async def _read_status(self) -> int:
         raw = await self.streams["error"].read_all(MAX_STATUS)
         if not raw and channel.capabilities(self.version).status_json:
-            # v4/v5 servers always write a Status, Success included (spec 4.2), so an
+            # v4/v5 servers always write a Status, Success included (protocol.md 4.2), so an
             # empty error stream means the session was cut: reporting exit 0 (as
             # client-go does) would turn a lost connection into a success.
             raise ConnectionClosedError(SESSION_CUT)

@@ -1,6 +1,6 @@
 """The server side of one exec/attach session over an upgraded Connection.
 
-Choreography (spec 4.5 and 5.2): get the streams the options call for from the
+Choreography (protocol.md 4.5 and 5.2): get the streams the options call for from the
 connection (``Connection.accept_streams``: SPDY accepts the client's SYN_STREAMs, each
 replied to on arrival; WebSocket's channels exist at once and the server sends one empty
 message on the lowest channel it writes to -- the session does not know which), start
@@ -133,7 +133,7 @@ class ServerSession:
                 else None,
             ]
             inputs = []
-            # Resize first: kubectl sends the terminal size before any stdin (spec 4.4),
+            # Resize first: kubectl sends the terminal size before any stdin (protocol.md 4.4),
             # and what is already buffered must reach the process in that order.
             if "resize" in streams:
                 inputs.append(group.create_task(self._pump_resize(process, streams["resize"])))
@@ -198,7 +198,7 @@ class ServerSession:
     async def _finish(
         self, streams: dict[str, Stream], code: int | None, start_error: str | None
     ) -> None:
-        """Write the status and end the connection cleanly (spec 4.5 step 5)."""
+        """Write the status and end the connection cleanly (protocol.md 4.5 step 5)."""
         status = self._status(code, start_error)
         try:
             # The runtime's message goes where the user looks: stderr, or the terminal.
@@ -209,7 +209,7 @@ class ServerSession:
             if status:
                 await streams["error"].write(status)
             # Over SPDY: FIN each, then wait for the client to hang up as long as it
-            # reads (spdystream acts on a GOAWAY at once, spec 3.5, 3.6).
+            # reads (spdystream acts on a GOAWAY at once, protocol.md 3.5, 3.6).
             await self.conn.finish_output(streams[n] for n in OUTPUT_STREAMS if n in streams)
         except ConnectionClosedError:
             pass

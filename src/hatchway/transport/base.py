@@ -112,7 +112,7 @@ class Connection(abc.ABC):
         ``names`` is there, resets any other (an unread stream would stay allocated, and
         could fill its buffer and stall the reader, until the end), then refuses more
         (:meth:`stop_accepting`). WebSocket: the channels exist at once; the server's one
-        empty message goes out on the lowest output channel among them (spec 5.3).
+        empty message goes out on the lowest output channel among them (protocol.md 5.3).
         Raises TimeoutError after ``timeout``, ConnectionClosedError when the connection
         ends first."""
 

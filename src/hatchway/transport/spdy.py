@@ -4,7 +4,7 @@ One reader task feeds the socket's bytes to the protocol and dispatches its even
 optional pinger task pings every ``ping_interval`` (kubectl does every 5 s). The
 connection owns both and cancels and awaits them on close.
 
-Backpressure (spec section 3.6, SPDY as Kubernetes speaks it has no windows): each stream
+Backpressure (protocol.md 3.6, SPDY as Kubernetes speaks it has no windows): each stream
 buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
 reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
 the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as

@@ -3,7 +3,7 @@ client certificate carries.
 
 Servers offer only ``http/1.1`` by ALPN -- never ``h2``: an exec upgrade is an HTTP/1.1
 mechanism -- and still speak HTTP/1.1 when the client offers no ALPN at all, which is
-what kubectl's exec upgrade connections do (exec-protocol.md section 2.7).
+what kubectl's exec upgrade connections do (protocol.md 2.7).
 """
 
 from __future__ import annotations

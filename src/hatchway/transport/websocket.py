@@ -9,11 +9,11 @@ Choices a caller should know:
 * Channels are local. ``open_stream({"streamtype": "stdout"})`` returns the channel
   object without any wire traffic, on both sides. Messages for channels 0-4 are buffered
   even before the channel is opened, so nothing sent right after the 101 is lost;
-  messages for higher channels are discarded (spec 5.3).
+  messages for higher channels are discarded (protocol.md 5.3).
 * ``accept_stream()`` always raises :class:`ConnectionClosedError`: WebSocket has no
   peer-initiated streams; :meth:`WebSocketConnection.accept_streams` opens the channels a
   session expects.
-* The server's initial empty message (spec 5.3) is *not* sent on its own: it goes out
+* The server's initial empty message (protocol.md 5.3) is *not* sent on its own: it goes out
   when the session has its channels (:meth:`WebSocketConnection.accept_streams`, on the
   lowest one the server writes), or with :meth:`WebSocketConnection.send_initial_message`.
 * ``read()`` returns ``b""`` at EOF for every ending (close signal, close frame, lost
@@ -278,7 +278,7 @@ class WebSocketConnection(Connection):
         return streams
 
     async def send_initial_message(self, channel: int | str) -> None:
-        """The server's one empty message on its lowest writable channel (spec 5.3)."""
+        """The server's one empty message on its lowest writable channel (protocol.md 5.3)."""
         number = ch.CHANNEL_BY_NAME[channel] if isinstance(channel, str) else channel
         await self._send(number, b"")
 
