@@ -159,13 +159,19 @@ BAD_FORMS = {
 }
 
 
-@pytest.mark.parametrize("source", BAD_FORMS.values(), ids=BAD_FORMS.keys())
-def test_checker_sees_every_import_form(tmp_path: pathlib.Path, source: str) -> None:
+def _check_as_node_agent(tmp_path: pathlib.Path, source: str) -> list[str]:
+    """The checker's verdict on ``source`` as the module hatchway/node/agent.py of a
+    synthetic tree."""
     fake = tmp_path / "hatchway"
     (fake / "node").mkdir(parents=True)
     module = fake / "node" / "agent.py"
     module.write_text(source)
-    assert check_module(module, fake) != []
+    return check_module(module, fake)
+
+
+@pytest.mark.parametrize("source", BAD_FORMS.values(), ids=BAD_FORMS.keys())
+def test_checker_sees_every_import_form(tmp_path: pathlib.Path, source: str) -> None:
+    assert _check_as_node_agent(tmp_path, source) != []
 
 
 GOOD_FORMS = {
@@ -178,11 +184,7 @@ GOOD_FORMS = {
 
 @pytest.mark.parametrize("source", GOOD_FORMS.values(), ids=GOOD_FORMS.keys())
 def test_checker_allows_what_the_layering_allows(tmp_path: pathlib.Path, source: str) -> None:
-    fake = tmp_path / "hatchway"
-    (fake / "node").mkdir(parents=True)
-    module = fake / "node" / "agent.py"
-    module.write_text(source)
-    assert check_module(module, fake) == []
+    assert _check_as_node_agent(tmp_path, source) == []
 
 
 def test_relative_import_in_a_package_init(tmp_path: pathlib.Path) -> None:
