@@ -299,3 +299,21 @@ def test_check_spdy_response():
         "unable to upgrade connection: unable to upgrade: unable to negotiate protocol: "
         "client supports [v9], server accepts [v4.channel.k8s.io]"
     )
+
+
+def test_a_refusal_without_a_body_reads_its_reason():
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_websocket_response(403, [], "k", ["v5.channel.k8s.io"], b"", "Forbidden")
+    assert str(info.value) == "unable to upgrade connection: Forbidden"
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_spdy_response(403, [], b"no\n", "Forbidden")
+    assert str(info.value) == "unable to upgrade connection: no"
+
+
+def test_nested_brackets_are_no_status():
+    # A peer's body: json.loads raised RecursionError out of check_*_response.
+    body = b"[" * 60000
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_spdy_response(500, [], body)
+    assert info.value.api_status is None
+    assert info.value.body == body
