@@ -45,13 +45,15 @@ async def open_session(
     transport: str = "auto",
 ) -> ClientSession:
     """Upgrade, open the streams, and return the session (WebSocket first, then SPDY)."""
-    # Imported here, once an exec is asked for: the other commands never need it.
+    # Imported when an exec is asked for (the other commands never need them); the
+    # session after the 101, while the server starts the command (see session.upgrade).
     from hatchway.session import upgrade
-    from hatchway.session.client import ClientSession
 
     options = options.normalised()
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
     conn = await upgrade.dial(rest, path, options, query=exec_query(options), transport=transport)
+    from hatchway.session.client import ClientSession
+
     session = ClientSession(conn, options)
     try:
         await session.start()

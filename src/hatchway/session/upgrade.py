@@ -18,17 +18,22 @@ on the wire. Port-forward is to use the same module.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hatchway.errors import ApiError
 from hatchway.protocol import channel, handshake
 from hatchway.transport.base import Connection
 from hatchway.transport.bytestream import ByteStream
 from hatchway.transport.httpclient import ClientResponse
-from hatchway.transport.httpmessage import Request, Response, plain_response
-from hatchway.transport.spdy import SpdyConnection
-from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions
+
+if TYPE_CHECKING:
+    from hatchway.transport.httpmessage import Request, Response
+
+# The drivers (transport.websocket, transport.spdy: tens of milliseconds of imports) are
+# imported where a connection is made, once the 101 is in: the server is then starting
+# the command, and ``hatchway exec``'s imports overlap with that instead of delaying the
+# request (measured with bench/ab.py). Python imports each module once.
 
 TRANSPORTS = ("auto", "websocket", "spdy")
 #: kubectl's SPDY ping period (spec 3.7) and WebSocket ping period (5.7).
@@ -127,6 +132,8 @@ async def _dial_websocket(
     response, stream = await rest.upgrade("GET", path, query, {}, extra_headers=headers)
     protocol = _check(response, stream, handshake.check_websocket_response, key, offer)
     assert stream is not None  # a 101 that checks out came with its stream
+    from hatchway.transport.websocket import WebSocketConnection
+
     stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
     conn = WebSocketConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
@@ -138,6 +145,8 @@ async def _dial_spdy(rest: Upgrader, path: str, query: Sequence[tuple[str, str]]
     response, stream = await rest.upgrade("POST", path, query, {}, extra_headers=headers)
     protocol = _check(response, stream, handshake.check_spdy_response)
     assert stream is not None
+    from hatchway.transport.spdy import SpdyConnection
+
     stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
     conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
     conn.start()
@@ -159,50 +168,55 @@ def accept(request: Request, serve: Serve) -> Response:
     WebSocket refusals of x/net (405, 400, the bare 403 of no common subprotocol), the
     SPDY ones of the kubelet (400 no version, 403 no common version).
     """
+    # Server side only: ``hatchway exec`` never pays for it.
+    from hatchway.transport.httpmessage import Response, plain_response
+
     if not handshake.is_upgrade_request(request.headers):
         return plain_response(400, "Upgrade request required")
     upgrade = (request.header("upgrade") or "").lower()
-    if "websocket" in upgrade:
-        return _accept_websocket(request, serve)
-    if "spdy/3.1" in upgrade:
-        return _accept_spdy(request, serve)
-    return plain_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
-
-
-def _refusal(exc: handshake.HandshakeError) -> Response:
-    return Response(exc.status, list(exc.headers), exc.body)
-
-
-def _accept_websocket(request: Request, serve: Serve) -> Response:
     try:
-        key = handshake.check_websocket_request(request.method, request.headers)
-        protocol = handshake.negotiate_websocket_request(
-            request.headers, channel.WEBSOCKET_SERVER_PROTOCOLS
-        )
-    except handshake.HandshakeRefusedError as exc:
-        return _refusal(exc)
+        if "websocket" in upgrade:
+            headers, run = _accept_websocket(request, serve)
+        elif "spdy/3.1" in upgrade:
+            headers, run = _accept_spdy(request, serve)
+        else:
+            return plain_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
+    except (handshake.HandshakeRefusedError, channel.NegotiationError) as exc:
+        return Response(exc.status, list(exc.headers), exc.body)
+    return Response(101, headers, upgrade=run)
+
+
+Accepted = tuple[list[tuple[str, str]], Callable[[ByteStream], Awaitable[None]]]
+
+
+def _accept_websocket(request: Request, serve: Serve) -> Accepted:
+    """The 101's headers and upgrade callback; raises the x/net refusal."""
+    key = handshake.check_websocket_request(request.method, request.headers)
+    protocol = handshake.negotiate_websocket_request(
+        request.headers, channel.WEBSOCKET_SERVER_PROTOCOLS
+    )
 
     async def run(stream: ByteStream) -> None:
+        from hatchway.transport.websocket import WebSocketConnection
+
         conn = WebSocketConnection(stream, client=False, protocol=protocol)
         async with conn:
             await serve(conn)
 
-    headers = handshake.websocket_response_headers(key, protocol)
-    return Response(101, headers, upgrade=run)
+    return handshake.websocket_response_headers(key, protocol), run
 
 
-def _accept_spdy(request: Request, serve: Serve) -> Response:
+def _accept_spdy(request: Request, serve: Serve) -> Accepted:
+    """The 101's headers and upgrade callback; raises the kubelet's refusal."""
     offered = request.header_values("x-stream-protocol-version")
-    try:
-        protocol = handshake.check_spdy_request(
-            request.headers, channel.spdy_server_supported(offered)
-        )
-    except (channel.NegotiationError, handshake.HandshakeRefusedError) as exc:
-        return _refusal(exc)
+    supported = channel.spdy_server_supported(offered)
+    protocol = handshake.check_spdy_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
+        from hatchway.transport.spdy import SpdyConnection
+
         conn = SpdyConnection(stream, client=False, protocol=protocol)
         async with conn:
             await serve(conn)
 
-    return Response(101, handshake.spdy_response_headers(protocol), upgrade=run)
+    return handshake.spdy_response_headers(protocol), run
