@@ -13,9 +13,6 @@ from hatchway.errors import HatchwayError
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "hatchway"
 
-# Renamed by another part of issue 11 (the handshake rewrite); drop it from here then.
-NOT_YET_RENAMED = {"hatchway.protocol.handshake.HandshakeRefused"}
-
 
 def _module_names() -> list[str]:
     names = []
@@ -49,8 +46,7 @@ def test_there_are_exceptions() -> None:
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
 def test_exception_is_in_the_tree(cls: type[BaseException]) -> None:
     assert issubclass(cls, HatchwayError), [b.__name__ for b in cls.__mro__]
-    qualified = f"{cls.__module__}.{cls.__qualname__}"
-    if not cls.__name__.startswith("_") and qualified not in NOT_YET_RENAMED:
+    if not cls.__name__.startswith("_"):
         assert cls.__name__.endswith("Error")
 
 

@@ -20,6 +20,7 @@ from hatchway.client import exec as client_exec
 from hatchway.client.api import Client
 from hatchway.errors import ApiError, ConnectionClosedError, ExecError
 from hatchway.rest import RestClient
+from hatchway.session import upgrade
 from hatchway.types import ExecOptions
 
 TRANSPORTS = ["websocket", "spdy"]
@@ -265,6 +266,6 @@ async def test_many_sessions_at_once(rest: RestClient, pod: str) -> None:
 def test_websocket_offer_is_v5_only_with_stdin() -> None:
     # v4 over WebSocket cannot carry stdin EOF; kubectl offers v5 alone (protocol.md 5.1).
     with_stdin = ExecOptions(("cat",), stdin=True)
-    assert client_exec.websocket_offer(with_stdin) == ("v5.channel.k8s.io",)
+    assert upgrade.websocket_offer(with_stdin) == ("v5.channel.k8s.io",)
     without = ExecOptions(("ls",))
-    assert client_exec.websocket_offer(without) == ("v5.channel.k8s.io", "v4.channel.k8s.io")
+    assert upgrade.websocket_offer(without) == ("v5.channel.k8s.io", "v4.channel.k8s.io")

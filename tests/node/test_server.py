@@ -13,6 +13,7 @@ import pytest_asyncio
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.server import NodeEndpoint
+from hatchway.protocol import handshake
 from hatchway.transport import tls
 from hatchway.transport.http import HttpServer
 
@@ -257,6 +258,42 @@ async def test_stdin_on_every_transport(node: Node, stdin_transport):
     assert out.strip() == b"5" if command[0] == "wc" else out == b"hello"
     assert await session.wait() == 0
     await session.close()
+
+
+# --- the 101 on the wire is the handshake builders' ---------------------------------------
+
+
+async def _raw_101(node: Node, request_head: list[str]) -> bytes:
+    """Send an upgrade request by hand over the node's mutual TLS and return the bytes
+    of its answer up to the end of the head (the next protocol starts there)."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", node.agent.port, ssl=node.context(), server_hostname="127.0.0.1"
+    )
+    try:
+        writer.write(("\r\n".join(request_head) + "\r\n\r\n").encode())
+        async with asyncio.timeout(10 * SCALE):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+@module_loop
+async def test_the_spdy_101_on_the_wire_is_the_builders(node: Node):
+    request = [f"POST {ECHO} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 0"]
+    request += [f"{k}: {v}" for k, v in handshake.spdy_request_headers(SPDY_ALL)]
+    raw = await _raw_101(node, request)
+    assert raw == handshake.spdy_response_bytes("v4.channel.k8s.io")
+
+
+@pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.base64.channel.k8s.io", ""])
+@module_loop
+async def test_the_websocket_101_on_the_wire_is_the_builders(node: Node, protocol):
+    key = handshake.new_websocket_key()
+    request = [f"GET {ECHO} HTTP/1.1", "Host: 127.0.0.1"]
+    offer = [protocol] if protocol else []
+    request += [f"{k}: {v}" for k, v in handshake.websocket_request_headers(key, offer)]
+    raw = await _raw_101(node, request)
+    assert raw == handshake.websocket_response_bytes(key, protocol)
 
 
 # --- both query spellings, both methods ---------------------------------------------------

@@ -466,3 +466,12 @@ def test_base64_stdlib_agrees():
     # Guard against a codec that only round-trips with itself.
     msg = ch.encode_message(ch.BASE64_V4, 2, b"\x00\xff binary")
     assert msg == "2" + base64.b64encode(b"\x00\xff binary").decode()
+
+
+def test_the_node_prefers_v4_over_spdy_when_it_is_offered():
+    # The kubelet's choice for kubectl is v4 (protocol.md 3.1); v5 only for a client without v4.
+    everything = [", ".join(ch.SPDY_CLIENT_PROTOCOLS)]
+    supported = ch.spdy_server_supported(everything)
+    assert ch.negotiate_spdy(everything, supported) == ch.V4
+    assert ch.negotiate_spdy([ch.V5], ch.spdy_server_supported([ch.V5])) == ch.V5
+    assert ch.spdy_server_supported(["v9.channel.k8s.io"]) == ch.SPDY_SERVER_PROTOCOLS

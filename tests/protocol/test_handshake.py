@@ -131,7 +131,7 @@ def _with(headers, name, value):
     ],
 )
 def test_check_websocket_request_refusals(method, headers, status, body, raw):
-    with pytest.raises(hs.HandshakeRefused) as info:
+    with pytest.raises(hs.HandshakeRefusedError) as info:
         hs.check_websocket_request(method, headers)
     err = info.value
     assert (err.status, err.body) == (status, body)
@@ -141,7 +141,7 @@ def test_check_websocket_request_refusals(method, headers, status, body, raw):
 
 
 def test_websocket_subprotocol_refusal_is_bare_403():
-    with pytest.raises(hs.HandshakeRefused) as info:
+    with pytest.raises(hs.HandshakeRefusedError) as info:
         hs.negotiate_websocket_request(KUBECTL_WS, ["v4.channel.k8s.io"])
     assert info.value.raw == b"HTTP/1.1 403 Forbidden\r\n\r\n"
     assert hs.negotiate_websocket_request(PYTHON_WS, ["v4.channel.k8s.io"]) == "v4.channel.k8s.io"
@@ -256,7 +256,7 @@ def test_check_spdy_request_refusals():
             _without(KUBECTL_SPDY, "X-Stream-Protocol-Version"), ["v4.channel.k8s.io"]
         )
     assert info.value.status == 400
-    with pytest.raises(hs.HandshakeRefused) as info2:
+    with pytest.raises(hs.HandshakeRefusedError) as info2:
         hs.check_spdy_request([("Connection", "Upgrade"), ("Upgrade", "websocket")])
     err = info2.value
     assert err.status == 400
@@ -299,3 +299,21 @@ def test_check_spdy_response():
         "unable to upgrade connection: unable to upgrade: unable to negotiate protocol: "
         "client supports [v9], server accepts [v4.channel.k8s.io]"
     )
+
+
+def test_a_refusal_without_a_body_reads_its_reason():
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_websocket_response(403, [], "k", ["v5.channel.k8s.io"], b"", "Forbidden")
+    assert str(info.value) == "unable to upgrade connection: Forbidden"
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_spdy_response(403, [], b"no\n", "Forbidden")
+    assert str(info.value) == "unable to upgrade connection: no"
+
+
+def test_nested_brackets_are_no_status():
+    # A peer's body: json.loads raised RecursionError out of check_*_response.
+    body = b"[" * 60000
+    with pytest.raises(hs.UpgradeFailedError) as info:
+        hs.check_spdy_response(500, [], body)
+    assert info.value.api_status is None
+    assert info.value.body == body

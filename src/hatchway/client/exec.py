@@ -10,138 +10,17 @@ refused. The same code works against a real Kubernetes API server.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from hatchway.errors import ApiError, ExecError, HandshakeError, ProtocolError
-from hatchway.protocol import exec_options
-from hatchway.rest import RestClient, status_from_response
+from hatchway.errors import ExecError
+from hatchway.rest import RestClient
 from hatchway.types import ExecOptions, ExecResult
 
 if TYPE_CHECKING:
     from hatchway.session.client import ClientSession
-    from hatchway.transport.base import Connection, Stream
-
-T = TypeVar("T")
-
-WEBSOCKET_OFFER = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-#: With stdin only v5 is offered, as kubectl does (protocol.md 5.1): a pre-1.30 API server
-#: passes other WebSocket offers through to the kubelet, which would pick v4 -- and v4
-#: over WebSocket cannot signal stdin EOF, so ``write_eof()`` could never reach the
-#: command. Refusing v5 there makes the kubelet answer 403, and we fall back to SPDY.
-WEBSOCKET_OFFER_STDIN = ("v5.channel.k8s.io",)
-SPDY_OFFER = (
-    "v5.channel.k8s.io",
-    "v4.channel.k8s.io",
-    "v3.channel.k8s.io",
-    "v2.channel.k8s.io",
-    "channel.k8s.io",
-)
-#: kubectl's SPDY ping period (protocol.md 3.7) and WebSocket ping period (protocol.md 5.7).
-PING_INTERVAL = 5.0
-#: Closing, how long we wait on a server that takes none of what we still send (stdin,
-#: our close): the session is over for us, so not the server's hours of idle timeout.
-CLOSE_IDLE_TIMEOUT = 30.0
-
-
-def _upgrade_failure(response) -> Exception:  # type: ignore[no-untyped-def]
-    status = status_from_response(response.status, response.reason, response.body)
-    body = response.body or b""
-    if body.lstrip().startswith(b"{") and status.get("kind") == "Status":
-        return ApiError(status)
-    text = body.decode("utf-8", "replace").strip() or response.reason
-    return HandshakeError(
-        f"unable to upgrade connection: {text}",
-        status=response.status,
-        headers=list(response.headers),
-        body=body,
-    )
-
-
-def websocket_offer(options: ExecOptions) -> tuple[str, ...]:
-    return WEBSOCKET_OFFER_STDIN if options.stdin else WEBSOCKET_OFFER
-
-
-async def _connect_websocket(
-    rest: RestClient, path: str, query: list[tuple[str, str]], offer: tuple[str, ...]
-) -> Connection:
-    key = base64.b64encode(os.urandom(16)).decode()
-    headers = {
-        "connection": "Upgrade",
-        "upgrade": "websocket",
-        "sec-websocket-key": key,
-        "sec-websocket-version": "13",
-        "sec-websocket-protocol": ", ".join(offer),
-    }
-    response, stream = await _while_waiting(
-        rest.upgrade("GET", path, query, headers), _import_websocket_session
-    )
-    if stream is None:
-        raise _upgrade_failure(response)
-    from hatchway.protocol import handshake
-    from hatchway.transport.websocket import WebSocketConnection
-
-    try:
-        protocol = handshake.check_websocket_response(response.status, response.headers, key, offer)
-    except HatchwayErrors as exc:
-        stream.abort()
-        raise HandshakeError(str(exc), status=response.status) from exc
-
-    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
-    conn = WebSocketConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
-    conn.start()
-    return conn
-
-
-async def _connect_spdy(rest: RestClient, path: str, query: list[tuple[str, str]]) -> Connection:
-    headers = {"connection": "Upgrade", "upgrade": "SPDY/3.1"}
-    extra = [("x-stream-protocol-version", p) for p in SPDY_OFFER]
-    response, stream = await rest.upgrade("POST", path, query, headers, extra_headers=extra)
-    if stream is None:
-        raise _upgrade_failure(response)
-    from hatchway.protocol import handshake
-
-    try:
-        protocol = handshake.check_spdy_response(response.status, response.headers)
-    except HatchwayErrors as exc:
-        stream.abort()
-        raise HandshakeError(str(exc), status=response.status) from exc
-    # Imported here: SPDY is only the fallback, and exec should start fast.
-    from hatchway.transport.spdy import SpdyConnection
-
-    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
-    conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
-    conn.start()
-    return conn
-
-
-HatchwayErrors = (ProtocolError, HandshakeError, ValueError)
-
-
-async def _while_waiting(request: Awaitable[T], work: Callable[[], object]) -> T:
-    """Start ``request`` (its bytes go out at its first wait), do ``work`` while the
-    server answers, then return the answer."""
-    pending = asyncio.ensure_future(request)
-    await asyncio.sleep(0)
-    if not pending.done():
-        try:
-            work()
-        except BaseException:
-            pending.cancel()
-            raise
-    return await pending
-
-
-def _import_websocket_session() -> None:
-    """What an exec needs once the 101 is in (tens of milliseconds of imports at
-    start-up): imported while the API server and the node work on the upgrade and start
-    the command, instead of before the request goes out."""
-    import hatchway.protocol.handshake
-    import hatchway.session.client
-    import hatchway.transport.websocket  # noqa: F401
+    from hatchway.transport.base import Stream
 
 
 async def open_session(
@@ -153,21 +32,13 @@ async def open_session(
     transport: str = "auto",
 ) -> ClientSession:
     """Upgrade, open the streams, and return the session (WebSocket first, then SPDY)."""
+    # Imported when an exec is asked for (the other commands never need them); the
+    # session after the 101, while the server starts the command (see session.upgrade).
+    from hatchway.session import upgrade
+
     options = options.normalised()
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
-    query = exec_options.query_pairs(options, exec_options.APISERVER)
-    if transport not in {"auto", "websocket", "spdy"}:
-        raise ValueError(f"unknown transport {transport!r}")
-    conn: Connection
-    if transport == "spdy":
-        conn = await _connect_spdy(rest, path, query)
-    else:
-        try:
-            conn = await _connect_websocket(rest, path, query, websocket_offer(options))
-        except (ApiError, HandshakeError):
-            if transport == "websocket":
-                raise
-            conn = await _connect_spdy(rest, path, query)
+    conn = await upgrade.dial(rest, path, options, transport=transport)
     from hatchway.session.client import ClientSession
 
     session = ClientSession(conn, options)

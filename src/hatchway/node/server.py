@@ -37,44 +37,16 @@ from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
-from hatchway.protocol import channel, exec_options, handshake
+from hatchway.protocol import exec_options
+from hatchway.session import upgrade
 from hatchway.session.heap import HeapTrimmer
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
-from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.base import Connection
 from hatchway.transport.http import Request, Response
-from hatchway.transport.spdy import SpdyConnection
-from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions
 
 log = logging.getLogger(__name__)
-
-SPDY_PROTOCOLS = (
-    "v5.channel.k8s.io",
-    "v4.channel.k8s.io",
-    "v3.channel.k8s.io",
-    "v2.channel.k8s.io",
-    "channel.k8s.io",
-)
-WEBSOCKET_PROTOCOLS = (
-    "v5.channel.k8s.io",
-    "v4.channel.k8s.io",
-    "v4.base64.channel.k8s.io",
-    "base64.channel.k8s.io",
-    "channel.k8s.io",
-    "",
-)
-#: The kubelet's SPDY choice for kubectl is v4 (protocol.md 3.1); we stay with that whenever
-#: v4 is offered, and take v5 (which behaves as v4 over SPDY) only from a client that
-#: offers no v4.
-SPDY_PREFERENCE = SPDY_PROTOCOLS[1:]
-
-
-def negotiate_spdy(values: list[str]) -> str:
-    """The client's first supported version, v4 over v5 (see SPDY_PREFERENCE)."""
-    offered = {p.strip() for v in values for p in v.split(",")}
-    supported = SPDY_PREFERENCE if "v4.channel.k8s.io" in offered else SPDY_PROTOCOLS
-    return channel.negotiate_spdy(values, supported)
 
 
 def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
@@ -225,67 +197,24 @@ class NodeEndpoint:
         container_id, running = found
         if container_id is None or not running:
             return text_response(500, f'container not found ("{target.container}")')
-        if not handshake.is_upgrade_request(request.headers):
-            return text_response(400, "Upgrade request required")
-        upgrade = (request.header("upgrade") or "").lower()
-        if "websocket" in upgrade:
-            return self._websocket(request, container_id, options)
-        if "spdy/3.1" in upgrade:
-            return self._spdy(request, container_id, options)
-        return text_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
+        audit_id = request.header(AUDIT_ID_HEADER)
+        found_id: str = container_id
+
+        async def serve(conn: Connection) -> None:
+            await self._session(conn, options, found_id, audit_id=audit_id)
+
+        return upgrade.accept(request, serve)
 
     def _runner(self, container_id: str) -> _BoundRunner:
         return _BoundRunner(self.start, container_id)
 
-    def _spdy(self, request: Request, container_id: str, options: ExecOptions) -> Response:
-        try:
-            protocol = negotiate_spdy(request.header_values("x-stream-protocol-version"))
-        except channel.NegotiationError as exc:
-            return Response(exc.status, list(exc.headers), exc.body)
-
-        audit_id = request.header(AUDIT_ID_HEADER)
-
-        async def run(stream: ByteStream) -> None:
-            conn = SpdyConnection(stream, client=False, protocol=protocol)
-            async with conn:
-                await self._session(conn, options, container_id, audit_id=audit_id)
-
-        headers = [
-            ("connection", "Upgrade"),
-            ("upgrade", "SPDY/3.1"),
-            ("x-stream-protocol-version", protocol),
-        ]
-        return Response(101, headers, upgrade=run)
-
-    def _websocket(self, request: Request, container_id: str, options: ExecOptions) -> Response:
-        try:
-            key = handshake.check_websocket_request(request.method, request.headers)
-        except handshake.HandshakeRefused as exc:
-            return Response(exc.status, list(exc.headers), exc.body)
-        offered = request.header("sec-websocket-protocol")
-        try:
-            protocol = channel.negotiate_websocket(offered, WEBSOCKET_PROTOCOLS)
-        except channel.NegotiationError:
-            return Response(403, [], b"")
-
-        audit_id = request.header(AUDIT_ID_HEADER)
-
-        async def run(stream: ByteStream) -> None:
-            conn = WebSocketConnection(stream, client=False, protocol=protocol)
-            async with conn:
-                await self._session(conn, options, container_id, audit_id=audit_id)
-
-        headers = [
-            ("upgrade", "websocket"),
-            ("connection", "Upgrade"),
-            ("sec-websocket-accept", handshake.websocket_accept(key)),
-        ]
-        if protocol:
-            headers.append(("sec-websocket-protocol", protocol))
-        return Response(101, headers, upgrade=run)
-
-    async def _session(  # type: ignore[no-untyped-def]
-        self, conn, options, container_id, *, audit_id: str | None = None
+    async def _session(
+        self,
+        conn: Connection,
+        options: ExecOptions,
+        container_id: str,
+        *,
+        audit_id: str | None = None,
     ) -> None:
         self.sessions += 1
         # The API server's id, for its audit line's exit code only (see .sessions).

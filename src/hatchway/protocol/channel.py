@@ -72,12 +72,20 @@ VERSIONS: dict[str, Capabilities] = {
     )
 }
 
-#: What a node agent offers over SPDY, in the kubelet's order.
+# The offer and supported tables, one per transport and side: the exec upgrade
+# (``session/upgrade.py``) and the byte-exact handshake tests use these and no copies.
+
+#: What a node agent supports over SPDY, in the kubelet's order (its 403 lists them so).
 SPDY_SERVER_PROTOCOLS = (V5, V4, V3, V2, V1)
 #: What kubectl offers over SPDY (one header line each, this order).
 SPDY_CLIENT_PROTOCOLS = (V5, V4, V3, V2, V1)
-#: The kubelet's WebSocket set ("" is the unversioned protocol), protocol.md 5.2.
+#: The kubelet's WebSocket set ("" is the unversioned protocol) plus v5, protocol.md 5.2.
 WEBSOCKET_SERVER_PROTOCOLS = (V5, "", V1, BASE64_V1, V4, BASE64_V4)
+#: What our client offers over WebSocket: v5 first, and v4 for a server without v5 --
+#: but only when there is no stdin (:data:`WEBSOCKET_CLIENT_PROTOCOLS_STDIN`).
+WEBSOCKET_CLIENT_PROTOCOLS = (V5, V4)
+#: With stdin kubectl offers v5 alone (protocol.md 5.1; the reason is at the upgrade's use).
+WEBSOCKET_CLIENT_PROTOCOLS_STDIN = (V5,)
 
 VersionLike = str | Capabilities
 
@@ -133,6 +141,15 @@ def negotiate_spdy(client_values: list[str], server_supported: Sequence[str]) ->
     raise NegotiationError(
         msg, status=403, headers=accepted + text_headers, body=msg.encode() + b"\n"
     )
+
+
+def spdy_server_supported(client_values: list[str]) -> tuple[str, ...]:
+    """What a node agent accepts from this SPDY offer: the kubelet's choice for kubectl is
+    v4 (protocol.md 3.1), so we stay with that whenever v4 is offered, and take v5 (which
+    behaves as v4 over SPDY) only from a client that offers no v4."""
+    if V4 in _split(client_values):
+        return tuple(p for p in SPDY_SERVER_PROTOCOLS if p != V5)
+    return SPDY_SERVER_PROTOCOLS
 
 
 def parse_websocket_protocols(header_value: str | None) -> list[str]:

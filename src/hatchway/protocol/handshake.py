@@ -33,7 +33,7 @@ _REASONS = {
 }
 
 
-class HandshakeRefused(HandshakeError):
+class HandshakeRefusedError(HandshakeError):
     """The server refuses an upgrade request. ``status``/``headers``/``body`` are the
     answer; :attr:`raw` is the exact byte form where Go writes one by hand (x/net)."""
 
@@ -119,12 +119,12 @@ def new_websocket_key() -> str:
 
 def _refuse_ws(
     status: int, text: str, headers: list[tuple[str, str]] | None = None
-) -> HandshakeRefused:
+) -> HandshakeRefusedError:
     # x/net writes status line, optional headers, blank line, the error text; no length.
     body = text.encode()
     headers = headers or []
     raw = _raw_response(status, headers, body)
-    return HandshakeRefused(text, status=status, headers=headers, body=body, raw=raw)
+    return HandshakeRefusedError(text, status=status, headers=headers, body=body, raw=raw)
 
 
 def check_websocket_request(method: str, headers: HeadersLike) -> str:
@@ -150,7 +150,7 @@ def negotiate_websocket_request(headers: HeadersLike, server_supported: Sequence
     try:
         return channel.negotiate_websocket(",".join(values) if values else None, server_supported)
     except channel.NegotiationError:
-        raise HandshakeRefused(
+        raise HandshakeRefusedError(
             "no acceptable WebSocket subprotocol", status=403, raw=_raw_response(403, [])
         ) from None
 
@@ -187,11 +187,18 @@ def _go_quoted_list(items: Sequence[str]) -> str:
 
 
 def check_websocket_response(
-    status: int, headers: HeadersLike, key: str, offered: Sequence[str], body: bytes = b""
+    status: int,
+    headers: HeadersLike,
+    key: str,
+    offered: Sequence[str],
+    body: bytes = b"",
+    reason: str = "",
 ) -> str:
-    """Accept a WebSocket 101 as gorilla + client-go do; returns the subprotocol."""
+    """Accept a WebSocket 101 as gorilla + client-go do; returns the subprotocol.
+    Anything else is an :class:`UpgradeFailedError` (see :func:`_upgrade_failed` for a
+    refusal's ``body`` and ``reason``)."""
     if status != 101:
-        raise _upgrade_failed(status, headers, body)
+        raise _upgrade_failed(status, headers, body, reason)
     upgrade_ok = any(
         t.strip().lower() == "websocket"
         for v in header_values(headers, "upgrade")
@@ -247,7 +254,7 @@ def check_spdy_request(headers: HeadersLike, server_supported: Sequence[str] | N
         )
     if not (is_upgrade_request(headers) and _any_contains(headers, "upgrade", "spdy/3.1")):
         msg = f"unable to upgrade: missing upgrade headers in request: {_go_header_repr(headers)}"
-        raise HandshakeRefused(
+        raise HandshakeRefusedError(
             msg,
             status=400,
             headers=[
@@ -278,22 +285,33 @@ def spdy_response_bytes(protocol: str, date: str | None = None) -> bytes:
     return _raw_response(101, spdy_response_headers(protocol, date))
 
 
-def check_spdy_response(status: int, headers: HeadersLike, body: bytes = b"") -> str:
+def check_spdy_response(
+    status: int, headers: HeadersLike, body: bytes = b"", reason: str = ""
+) -> str:
     """Accept a SPDY 101 as client-go does; returns the negotiated protocol, which is
-    ``channel.k8s.io`` when the header is missing (protocol.md 3.1: kubectl silently degrades)."""
+    ``channel.k8s.io`` when the header is missing (protocol.md 3.1: kubectl silently degrades).
+    Anything else is an :class:`UpgradeFailedError`."""
     if status != 101 or not (
         is_upgrade_request(headers) and _any_contains(headers, "upgrade", "spdy/3.1")
     ):
-        raise _upgrade_failed(status, headers, body)
+        raise _upgrade_failed(status, headers, body, reason)
     return _first(headers, "x-stream-protocol-version").strip() or channel.V1
 
 
-def _upgrade_failed(status: int, headers: HeadersLike, body: bytes) -> UpgradeFailedError:
+def _upgrade_failed(
+    status: int, headers: HeadersLike, body: bytes, reason: str = ""
+) -> UpgradeFailedError:
+    """The one rule for a refused upgrade (protocol.md 3.1, 5.2): a body that is a
+    ``metav1.Status`` is the error (``api_status``; the client raises it as the server's
+    :class:`~hatchway.errors.ApiError`), anything else is ``unable to upgrade
+    connection: <trimmed body>`` -- the status line's ``reason`` when there is no body
+    (a pre-1.30 server's bare 403 reads ``...: Forbidden``)."""
     api_status = _as_status(body)
     if api_status is not None:
         message = str(api_status.get("message") or api_status.get("reason") or f"HTTP {status}")
     else:
-        message = "unable to upgrade connection: " + body.decode("utf-8", "replace").strip()
+        text = body.decode("utf-8", "replace").strip() or reason
+        message = "unable to upgrade connection: " + text
     return UpgradeFailedError(
         message, status=status, headers=_pairs(headers), body=body, api_status=api_status
     )
@@ -302,7 +320,8 @@ def _upgrade_failed(status: int, headers: HeadersLike, body: bytes) -> UpgradeFa
 def _as_status(body: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a peer's body of nested brackets (64 KiB of "[") is no Status.
         return None
     if isinstance(obj, dict) and (
         obj.get("kind") == "Status" or ("status" in obj and "kind" not in obj)
