@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ApiError
+from hatchway.protocol import peer_json
 from hatchway.transport import httpclient as http  # not the server half: starts faster
 from hatchway.transport.bytestream import ByteStream
 
@@ -27,7 +28,7 @@ MAX_WATCH_LINE = 16 * 1024 * 1024
 def status_from_response(status: int, reason: str, body: bytes) -> dict[str, Any]:
     """The Status a failed response carries, or one built from its status line."""
     try:
-        decoded = json.loads(body)
+        decoded = peer_json.loads(body)
     except (ValueError, UnicodeDecodeError):
         decoded = None
     if isinstance(decoded, dict) and decoded.get("kind") == "Status":
@@ -136,7 +137,7 @@ class RestClient:
             raise ApiError(status_from_response(response.status, response.reason, response.body))
         if not response.body:
             return None
-        return json.loads(response.body)
+        return peer_json.loads(response.body)
 
     async def get(self, path: str, params: Params = None) -> Any:
         return await self.request("GET", path, params=params)
@@ -187,7 +188,7 @@ class RestClient:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
-                    yield json.loads(line)
+                    yield peer_json.loads(line)
             if len(buffer) > MAX_WATCH_LINE:
                 raise ApiError(status_from_response(500, "watch line too long", b""))
 

@@ -160,3 +160,59 @@ async def test_a_request_is_authenticated_once(server: ApiServer) -> None:
     )
     assert resp.status == 200, resp.body
     assert calls == ["tok-admin"]
+
+
+async def _post_pod(server: ApiServer, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(30 * SCALE):
+        return await http.request(
+            "POST",
+            f"https://127.0.0.1:{server.port}{PODS}",
+            headers=[("Authorization", "Bearer tok-admin"), ("Content-Type", content_type)],
+            body=body,
+            ssl=_context(server),
+        )
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/yaml"])
+async def test_a_body_nested_past_the_depth_limit_is_a_400(
+    server: ApiServer, content_type: str
+) -> None:
+    """A body of 100,000 nested lists (Go's decoder stops at 10,000 levels with 'exceeded
+    max depth') is a bad request, not the server's RecursionError as a 500."""
+    depth = 100_000
+    nested = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    resp = await _post_pod(server, nested, content_type)
+    assert resp.status == 400, resp.body[:200]
+    assert b"exceeded max depth" in resp.body, resp.body[:200]
+
+
+async def test_a_yaml_alias_bomb_is_a_400(server: ApiServer) -> None:
+    """Nine levels of nine aliases each: 400 bytes of YAML that are 9**9 strings once
+    expanded (what storing it as JSON would do). Kubernetes' YAML decoder refuses the
+    excessive aliasing; so do we, at once and without the memory."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, 10):
+        refs = ", ".join(f"*a{level - 1}" for _ in range(9))
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    body = ("\n".join(lines) + "\n").encode()
+    resp = await _post_pod(server, body, "application/yaml")
+    assert resp.status == 400, resp.body[:200]
+    assert b"alias" in resp.body, resp.body[:200]
+
+
+async def test_a_recursive_yaml_alias_is_a_400(server: ApiServer) -> None:
+    """``&a [*a]`` is a list that holds itself: no JSON can store it."""
+    resp = await _post_pod(server, b"metadata: &a {name: [*a]}\n", "application/yaml")
+    assert resp.status == 400, resp.body[:200]
+    assert b"excessive aliasing" in resp.body, resp.body[:200]
+
+
+async def test_yaml_anchors_used_sparingly_are_read(server: ApiServer) -> None:
+    body = (
+        b"apiVersion: v1\nkind: Pod\nmetadata: {name: anchored, labels: &l {app: x}}\n"
+        b"spec:\n  containers:\n  - {name: c, image: busybox}\n"
+        b"  nodeSelector: *l\n"
+    )
+    resp = await _post_pod(server, body, "application/yaml")
+    assert resp.status in (201, 422), resp.body[:200]  # read and judged
+    assert b"aliasing" not in resp.body

@@ -284,6 +284,8 @@ async def test_a_silent_node_is_given_up_on(tmp_path: Path) -> None:
         (b'{"finished":true,"exitCode":"42"}', (None, "the node reported no exit code")),
         (b"[42]", (None, "the node's answer is not a JSON object")),
         (b"\xff", (None, "the node's answer is not JSON")),
+        # Within MAX_ANSWER, yet deeper than Python's decoder goes: not a crash.
+        (b"[" * 2048 + b"]" * 2048, (None, "the node's answer is not JSON")),
     ],
 )
 def test_the_nodes_answer_is_checked(body: bytes, expected) -> None:

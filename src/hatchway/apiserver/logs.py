@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import http as http_status
-import json
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.exec_handler import SessionLimits, SessionSlots, Slot
 from hatchway.apiserver.request_info import query_bool
 from hatchway.errors import HatchwayError
+from hatchway.protocol import peer_json
 from hatchway.store.base import Store
 from hatchway.transport import http
 from hatchway.transport.http import Response
@@ -122,7 +122,7 @@ class LogHandler:
         finally:
             await upstream.aclose()
         try:
-            decoded = json.loads(body)
+            decoded = peer_json.loads(body)
         except (ValueError, UnicodeDecodeError):
             decoded = None
         if isinstance(decoded, dict) and decoded.get("kind") == "Status":

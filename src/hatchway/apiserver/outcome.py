@@ -10,13 +10,13 @@ deadline: this happens after the session, never on its critical path. The answer
 
 from __future__ import annotations
 
-import json
 import ssl
 import urllib.parse
 from typing import Any
 
 from hatchway.apiserver.connect import NodeAddress
 from hatchway.errors import HatchwayError
+from hatchway.protocol import peer_json
 from hatchway.transport.http import HttpClient
 
 __all__ = ["DEFAULT_TIMEOUT", "OutcomeClient"]
@@ -28,7 +28,7 @@ MAX_ANSWER = 4096
 
 def _parse(body: bytes) -> tuple[int | None, str]:
     try:
-        answer: Any = json.loads(body)
+        answer: Any = peer_json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None, "the node's answer is not JSON"
     if not isinstance(answer, dict):

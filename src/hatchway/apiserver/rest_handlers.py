@@ -36,6 +36,7 @@ from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.watch import watch_response
+from hatchway.protocol import peer_json
 from hatchway.store.base import Store
 from hatchway.transport.http import Response
 
@@ -70,17 +71,62 @@ def decode_body(call: Call) -> Any:
             )
         )
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        pass
+        return peer_json.loads(raw)
+    except ValueError as exc:
+        if peer_json.too_deep(exc):
+            raise StatusError(
+                status.bad_request(f"invalid JSON body: {peer_json.TOO_DEEP}")
+            ) from None
     if "yaml" in content_type:
-        import yaml
-
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise StatusError(status.bad_request(f"invalid YAML body: {exc}")) from None
+        return _yaml_body(raw)
     raise StatusError(status.bad_request("the body of the request was in an unknown format"))
+
+
+#: How many nodes YAML aliases may add to a body once expanded (a YAML body is stored as
+#: JSON, which expands every alias): Kubernetes' decoder refuses "excessive aliasing" too.
+MAX_ALIAS_EXPANSION = 1_000_000
+
+
+def _yaml_body(raw: bytes) -> Any:
+    import yaml
+
+    try:
+        obj = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise StatusError(status.bad_request(f"invalid YAML body: {exc}")) from None
+    except RecursionError:
+        raise StatusError(status.bad_request(f"invalid YAML body: {peer_json.TOO_DEEP}")) from None
+    if _alias_expansion(obj) > MAX_ALIAS_EXPANSION:
+        raise StatusError(
+            status.bad_request("invalid YAML body: document contains excessive aliasing")
+        )
+    return obj
+
+
+def _alias_expansion(root: Any) -> int:
+    """How many more nodes ``root`` has as a tree than as the graph YAML built (shared
+    by aliases); a cycle (``&a [*a]``) counts as endless. Iterative: the graph may be as
+    deep as the parser allowed."""
+    tree: dict[int, int] = {}  # container id -> its node count as a tree
+    graph = 0  # nodes of the graph, each container once
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, children_counted = stack.pop()
+        kids = list(obj.values()) if isinstance(obj, dict) else obj
+        if not isinstance(kids, list) or (id(obj) in tree and not children_counted):
+            continue
+        if children_counted:
+            on_path.discard(id(obj))
+            tree[id(obj)] = 1 + sum(tree.get(id(kid), 1) for kid in kids)
+            graph += 1 + sum(1 for kid in kids if not isinstance(kid, (dict, list)))
+            continue
+        if id(obj) in on_path:
+            return MAX_ALIAS_EXPANSION + 1
+        on_path.add(id(obj))
+        stack.append((obj, True))
+        stack.extend((kid, False) for kid in kids if isinstance(kid, (dict, list)))
+    return tree.get(id(root), 1) - max(graph, 1)
 
 
 def _body_object(call: Call) -> dict[str, Any]:

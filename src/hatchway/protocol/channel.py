@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hatchway.errors import HandshakeError, LimitExceededError, ProtocolError
+from hatchway.protocol import peer_json
 
 # -- channels (protocol.md 4.1) ----------------------------------------------------------------
 
@@ -328,7 +329,7 @@ def _json_error_text(exc: json.JSONDecodeError) -> str:
 def _decode_status(raw: bytes) -> dict[str, Any]:
     text = raw.decode("utf-8", errors="replace")
     try:
-        obj = json.loads(text)
+        obj = peer_json.loads(text)
     except json.JSONDecodeError as exc:
         raise StatusProtocolError(
             f"error stream protocol error: {_json_error_text(exc)} in {_go_quote(text)}"
@@ -469,7 +470,7 @@ class ResizeDecoder:
     @staticmethod
     def _decode(obj: bytes) -> tuple[int, int]:
         try:
-            value = json.loads(obj)
+            value = peer_json.loads(obj)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"resize: invalid JSON: {exc}") from None
         if not isinstance(value, dict):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import HandshakeError
-from hatchway.protocol import channel
+from hatchway.protocol import channel, peer_json
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SPDY_UPGRADE = "SPDY/3.1"
@@ -319,9 +319,8 @@ def _upgrade_failed(
 
 def _as_status(body: bytes) -> dict[str, Any] | None:
     try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # RecursionError: a peer's body of nested brackets (64 KiB of "[") is no Status.
+        obj = peer_json.loads(body)
+    except ValueError:  # nested brackets too (64 KiB of "["): no Status
         return None
     if isinstance(obj, dict) and (
         obj.get("kind") == "Status" or ("status" in obj and "kind" not in obj)
