@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from cluster import SCALE, Cluster
-from hatchway.client.api import Client
-from hatchway.errors import ApiError
-from interop.support import Pods, Users
+from hatchway.client.api import Client, SyncClient
+from hatchway.client.pods import CompletedPodError
+from hatchway.errors import ApiError, ExecError
+from interop.support import Pods, Users, container, pod_manifest
 
 TRANSPORTS = ["websocket", "spdy", "auto"]
 
@@ -65,6 +66,72 @@ async def test_library_forbidden_texts(pods: Pods, users: Users, transport: str)
         "container"
     )
     assert (await editor.run(pods.simple, ["true"], transport=transport)).returncode == 0
+
+
+async def test_library_chooses_the_container_as_kubectl_does(
+    cluster: Cluster, pods: Pods, transport: str
+) -> None:
+    """No container asked for: the annotated one, else the first -- not the server's
+    'a container name must be specified' for a pod with several."""
+    client = Client.from_kubeconfig(str(cluster.kubeconfig))
+    try:
+        result = await client.run(pods.multi, ["sh", "-c", "echo $WHO"], transport=transport)
+        assert (result.returncode, result.stdout) == (0, b"app\n")
+        result = await client.run(pods.annotated, ["sh", "-c", "echo $WHO"], transport=transport)
+        assert (result.returncode, result.stdout) == (0, b"sidecar\n")
+        process = await client.create_process(pods.annotated, ["true"], transport=transport)
+        async with process:
+            assert (process.container, await process.wait()) == ("sidecar", 0)
+    finally:
+        await client.close()
+
+
+async def test_library_refuses_a_completed_pod(cluster: Cluster) -> None:
+    name = f"done-{uuid.uuid4().hex[:6]}"
+    spec = {"restartPolicy": "Never", "containers": [container("main", ["true"])]}
+    cluster.apply_pod(pod_manifest(name, spec))
+    cluster.wait_phase(name, ("Succeeded",))
+    client = Client.from_kubeconfig(str(cluster.kubeconfig))
+    try:
+        with pytest.raises(CompletedPodError) as info:
+            await client.run(name, ["true"])
+        assert str(info.value) == (
+            "cannot exec into a container in a completed pod; current phase is Succeeded"
+        )
+    finally:
+        await client.close()
+        cluster.kubectl("delete", "pod", name, "--wait=false")
+
+
+async def test_library_wait_takes_check_and_timeout(cluster: Cluster, pods: Pods) -> None:
+    client = Client.from_kubeconfig(str(cluster.kubeconfig))
+    try:
+        command = ["sh", "-c", "read line; exit 7"]
+        async with await client.create_process(pods.simple, command, stdin=True) as process:
+            with pytest.raises(TimeoutError):
+                await process.wait(timeout=0.2)  # it waits for its stdin: still running
+            assert process.returncode is None
+            await process.stdin.write(b"go\n")
+            with pytest.raises(ExecError) as info:
+                await process.wait(check=True, timeout=30 * SCALE)
+            assert (info.value.returncode, info.value.command) == (7, command)
+            assert (process.returncode, await process.wait()) == (7, 7)
+    finally:
+        await client.close()
+
+
+def test_sync_wait_takes_check_and_timeout(cluster: Cluster, pods: Pods) -> None:
+    with SyncClient.from_kubeconfig(str(cluster.kubeconfig)) as client:
+        process = client.create_process(pods.simple, ["sh", "-c", "read l; exit 5"], stdin=True)
+        try:
+            with pytest.raises(TimeoutError):
+                process.wait(0.2)
+            process.write(b"go\n")
+            with pytest.raises(ExecError):
+                process.wait(30 * SCALE, check=True)
+            assert process.wait() == 5 and process.container == "main"
+        finally:
+            process.close()
 
 
 def test_cli_default_container_and_exit_code(cluster: Cluster, pods: Pods) -> None:

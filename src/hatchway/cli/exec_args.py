@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hatchway.errors import ConfigError, HatchwayError
+from hatchway.errors import ConfigError
 
 HELP_HINT = "See 'hatchway exec -h' for help and examples"
-DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 NO_TTY_WARNING = "Unable to use a TTY - input is not a terminal or the right kind of file"
 
 EXEC_HELP = """\
@@ -73,10 +72,6 @@ class ExecUsageError(ConfigError):
     def __init__(self, message: str, *, hint: str = HELP_HINT) -> None:
         super().__init__(message)
         self.hint = hint
-
-
-class CompletedPodError(HatchwayError):
-    """The pod has finished (Succeeded or Failed): nothing runs in it any more."""
 
 
 @dataclass
@@ -201,45 +196,3 @@ def resolve_tty(args: ExecArgs, stdin_is_terminal: bool) -> tuple[bool, str | No
     if not stdin_is_terminal:
         return False, NO_TTY_WARNING
     return True, None
-
-
-def default_container(pod: dict[str, Any], requested: str | None) -> tuple[str, str | None]:
-    """The container to exec into and the notice to print on stderr (None: say nothing;
-    ``-q`` suppresses it). An explicit name is used unchecked: the server validates it.
-    Otherwise the ``kubectl.kubernetes.io/default-container`` annotation when it names
-    an existing container (regular, init or ephemeral), silently; else the first
-    container, announced when there was a choice."""
-    if requested:
-        return requested, None
-    spec = pod.get("spec") or {}
-    regular = _names(spec.get("containers"))
-    init = _names(spec.get("initContainers"))
-    ephemeral = _names(spec.get("ephemeralContainers"))
-    if not regular:
-        meta = pod.get("metadata") or {}
-        raise ConfigError(
-            f"pod {meta.get('namespace', '')}/{meta.get('name', '')} does not have any containers"
-        )
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    wanted = annotations.get(DEFAULT_CONTAINER_ANNOTATION)
-    if wanted and wanted in (*regular, *init, *ephemeral):
-        return wanted, None
-    chosen = regular[0]
-    if len(regular) == 1 and not init and not ephemeral:
-        return chosen, None
-    everything = [*regular, *(f"{n} (ephem)" for n in ephemeral), *(f"{n} (init)" for n in init)]
-    return chosen, f'Defaulted container "{chosen}" out of: {", ".join(everything)}'
-
-
-def _names(containers: Any) -> list[str]:
-    if not isinstance(containers, list):
-        return []
-    return [c["name"] for c in containers if isinstance(c, dict) and c.get("name")]
-
-
-def check_pod_active(pod: dict[str, Any], *, attach: bool = False) -> None:
-    """kubectl refuses to exec into (or attach to) a pod that has completed."""
-    phase = (pod.get("status") or {}).get("phase")
-    if phase in {"Succeeded", "Failed"}:
-        what = "attach a container" if attach else "exec into a container"
-        raise CompletedPodError(f"cannot {what} in a completed pod; current phase is {phase}")

@@ -91,10 +91,12 @@ async def _exec(args: exec_args.ExecArgs) -> int:
 
 
 async def _exec_with(client, args: exec_args.ExecArgs) -> int:  # type: ignore[no-untyped-def]
+    from hatchway.client import pods
+
     namespace = args.namespace or client.namespace
     pod = await client.get_pod(args.pod, namespace)
-    exec_args.check_pod_active(pod)
-    container, notice = exec_args.default_container(pod, args.container or None)
+    pods.check_pod_active(pod)
+    container, notice = pods.default_container(pod, args.container or None)
     if notice and not args.quiet:
         print(notice, file=sys.stderr)
     stdin_tty = is_terminal(sys.stdin.fileno())

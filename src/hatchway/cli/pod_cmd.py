@@ -122,7 +122,7 @@ def logs_main(argv: list[str]) -> int:
 
 
 async def _logs(args: argparse.Namespace) -> int:
-    from hatchway.cli.exec_args import default_container
+    from hatchway.client.pods import default_container
 
     client, namespace = commands.connect(args)
     container = args.container

@@ -257,6 +257,7 @@ class SyncProcess:
         self._process = process
         self._call = call
         self.command = process.command
+        self.container = process.container
         self.protocol = process.protocol
 
     @property
@@ -279,8 +280,9 @@ class SyncProcess:
     def resize(self, width: int, height: int) -> None:
         self._call(self._process.resize(width, height))
 
-    def wait(self, timeout: float | None = None) -> int:
-        return self._call(self._process.wait(), timeout)
+    def wait(self, timeout: float | None = None, *, check: bool = False) -> int:
+        """As :meth:`RemoteProcess.wait <hatchway.client.exec.RemoteProcess.wait>`."""
+        return self._call(self._process.wait(check=check, timeout=timeout))
 
     def terminate(self) -> None:
         self._call(_terminate(self._process))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from hatchway.client import pods
 from hatchway.errors import ExecError
 from hatchway.rest import RestClient
 from hatchway.types import ExecOptions, ExecResult
@@ -21,6 +23,8 @@ from hatchway.types import ExecOptions, ExecResult
 if TYPE_CHECKING:
     from hatchway.session.client import ClientSession
     from hatchway.transport.base import Stream
+
+log = logging.getLogger(__name__)
 
 
 async def open_session(
@@ -83,9 +87,11 @@ class StreamWriter:
 class RemoteProcess:
     """A command running in a container, shaped like asyncio's Process."""
 
-    def __init__(self, session: ClientSession, command: Sequence[str]) -> None:
+    def __init__(self, session: ClientSession, command: Sequence[str], container: str = "") -> None:
         self._session = session
         self.command = list(command)
+        #: The container it runs in (the chosen one when none was asked for).
+        self.container = container
         self.stdin = StreamWriter(session)
         self.stdout = StreamReader(session.stdout)
         self.stderr = StreamReader(session.stderr)
@@ -98,11 +104,17 @@ class RemoteProcess:
     async def resize(self, width: int, height: int) -> None:
         await self._session.resize(width, height)
 
-    async def wait(self) -> int:
+    async def wait(self, *, check: bool = False, timeout: float | None = None) -> int:
         """The exit code. Raises RemoteCommandError when the server reported a failure
-        without one."""
+        without one; with ``check``, :class:`~hatchway.errors.ExecError` for a non-zero
+        code (without the output, which the caller read). After ``timeout`` seconds
+        ``TimeoutError``: the command keeps running, and ``wait()`` may be called again
+        (or :meth:`terminate`), as with ``subprocess.Popen.wait``."""
         if self.returncode is None:
-            self.returncode = await self._session.wait()
+            async with asyncio.timeout(timeout):
+                self.returncode = await self._session.wait()  # shielded: a timeout keeps it
+        if check and self.returncode != 0:
+            raise ExecError(self.command, self.returncode)
         return self.returncode
 
     async def close(self) -> None:
@@ -119,6 +131,18 @@ class RemoteProcess:
         await self.close()
 
 
+async def choose_container(rest: RestClient, namespace: str, pod: str) -> str:
+    """The container kubectl execs into without ``-c``: the pod is read (a completed one
+    is :class:`~hatchway.client.pods.CompletedPodError`), then its default-container
+    annotation, else its first container (the notice kubectl prints is logged)."""
+    found = await rest.get(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    pods.check_pod_active(found)
+    container, notice = pods.default_container(found, None)
+    if notice:
+        log.info("%s", notice)
+    return container
+
+
 async def create_process(
     rest: RestClient,
     namespace: str,
@@ -132,9 +156,13 @@ async def create_process(
     tty: bool = False,
     transport: str = "auto",
 ) -> RemoteProcess:
+    """Start ``command`` in ``container`` of ``pod``; without a container, in the one
+    kubectl would choose (:func:`choose_container`: one more request, as kubectl makes)."""
+    if not container:
+        container = await choose_container(rest, namespace, pod)
     options = ExecOptions(tuple(command), container, stdin, stdout, stderr, tty)
     session = await open_session(rest, namespace, pod, options, transport=transport)
-    return RemoteProcess(session, command)
+    return RemoteProcess(session, command, container)
 
 
 async def run(
