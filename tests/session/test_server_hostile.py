@@ -19,6 +19,8 @@ from hatchway.types import ExecOptions
 from hostile import RawSpdyClient, make_tls
 
 SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
+#: The sessions' stream-creation timeout (a test may shorten it).
+SETTINGS = {"stream_timeout": 30.0 * SCALE}
 
 
 class SubprocessProcess:
@@ -94,7 +96,10 @@ async def spdy_node(tmp_path):
         conns.append(conn)
         async with conn:
             options = ExecOptions(("sleep", "1000"), "main", stdout=True, stderr=False)
-            done.put_nowait(await ServerSession(conn, options, runner).run())
+            session = ServerSession(
+                conn, options, runner, stream_timeout=SETTINGS["stream_timeout"]
+            )
+            done.put_nowait(await session.run())
 
     server = Server(handler)
     await server.start("127.0.0.1", 0, ssl=tls.server)
@@ -173,3 +178,32 @@ async def test_streams_the_session_does_not_use_are_reset(spdy_node) -> None:
         client.stream.abort()
         await done.get()
     assert process.proc.returncode is not None
+
+
+async def test_a_client_gone_before_its_streams_is_told_apart_from_a_slow_one(
+    spdy_node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome says which: a client that hung up (it is gone, nothing was started)
+    is not one that took too long to create its streams."""
+    connect, runner, done, _ = spdy_node
+    client = await connect()
+    client.send(client.syn("error")[1])  # stdout never comes
+    await asyncio.sleep(0.05)
+    client.stream.abort()
+    async with asyncio.timeout(10 * SCALE):
+        gone = await done.get()
+    assert (gone.error, gone.client_gone) == (
+        "the client went away before creating its streams",
+        True,
+    )
+    monkeypatch.setitem(SETTINGS, "stream_timeout", 0.2)
+    slow = await connect()
+    slow.send(slow.syn("error")[1])
+    async with asyncio.timeout(10 * SCALE):
+        late = await done.get()
+    assert (late.error, late.client_gone) == (
+        "timed out waiting for client to create streams",
+        False,
+    )
+    slow.stream.abort()
+    assert runner.started.empty()  # no process for either

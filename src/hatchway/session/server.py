@@ -73,9 +73,15 @@ class ServerSession:
         names = expected_streams(self.options, self.version)
         try:
             streams = await self.conn.accept_streams(names, timeout=self.stream_timeout)
-        except (TimeoutError, ConnectionClosedError) as exc:
-            log.info("client did not create its streams: %s", exc or "timeout")
+        except TimeoutError:
+            log.info("client did not create its streams in %.0f s", self.stream_timeout)
             self.outcome.error = "timed out waiting for client to create streams"
+            self.conn.abort()
+            return self.outcome
+        except ConnectionClosedError as exc:
+            log.info("client went away before creating its streams: %s", exc)
+            self.outcome.error = "the client went away before creating its streams"
+            self.outcome.client_gone = True
             self.conn.abort()
             return self.outcome
         first_size = await self._first_resize(streams.get("resize"))
