@@ -259,9 +259,10 @@ class ResourceHandler:
     async def create(self, call: Call, res: resources.Resource, namespace: str) -> Response:
         if call.info.subresource:
             raise StatusError(status.method_not_allowed(res.name, "create", res.group))
+        dry_run = _dry_run(call, "CreateOptions")
         obj = _body_object(call)
         warnings = field_validation.check(call.request.query, res, obj)
-        created = await self._create(res, namespace, obj, call)
+        created = await self._create(res, namespace, obj, call, dry_run=dry_run)
         return json_response(created, 201, warnings)
 
     async def _create(
@@ -271,7 +272,12 @@ class ResourceHandler:
         obj: dict[str, Any],
         call: Call,
         managed: list[dict[str, Any]] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
+        """Default, validate, admit and store ``obj``; with ``dry_run`` the same up to the
+        store, which is only asked whether the name is free: the answer is the object as
+        it would have been stored (without a resourceVersion, as Kubernetes answers)."""
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -293,6 +299,9 @@ class ResourceHandler:
         await self._check_namespace(res, namespace)
         if self.admission is not None:
             await self.admission.admit(call, res.name, obj, None)
+        if dry_run:
+            await self._check_absent(res, namespace, obj_meta.get("name", ""))
+            return obj
         created = await self.store.create(res.name, obj)
         await self._changed(res.name, created)
         return created
@@ -306,11 +315,18 @@ class ResourceHandler:
         expect_rv: str | None,
         call: Call,
         managed: list[dict[str, Any]] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
+        """Merge, validate, admit and store an update; with ``dry_run`` nothing is stored
+        and the answer is what would have been (its resourceVersion still the old one)."""
         new = merge_for_update(res.name, old, new, subresource, managed)
         validation.check_update(res.name, new, old)
         if self.admission is not None:
             await self.admission.admit(call, res.name, new, old)
+        if dry_run:
+            _check_version(res, old, expect_rv)
+            return new
         stored = await self.store.update(res.name, new, expect_rv=expect_rv)
         await self._changed(res.name, stored)
         return stored
@@ -318,6 +334,7 @@ class ResourceHandler:
     async def update(
         self, call: Call, res: resources.Resource, namespace: str, name: str
     ) -> Response:
+        dry_run = _dry_run(call, "UpdateOptions")
         obj = _body_object(call)
         warnings = field_validation.check(call.request.query, res, obj)
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
@@ -337,15 +354,16 @@ class ResourceHandler:
             )
         old = await self.store.get(res.name, namespace, name)
         rv = str(meta.get("resourceVersion") or "") or None
-        stored = await self._write(res, old, obj, call.info.subresource, rv, call)
+        stored = await self._write(res, old, obj, call.info.subresource, rv, call, dry_run=dry_run)
         return json_response(stored, headers=warnings)
 
     async def patch(
         self, call: Call, res: resources.Resource, namespace: str, name: str
     ) -> Response:
         content_type = call.request.header("content-type") or ""
+        dry_run = _dry_run(call, "PatchOptions")
         if apply.is_apply(content_type):
-            return await self.server_side_apply(call, res, namespace, name)
+            return await self.server_side_apply(call, res, namespace, name, dry_run)
         patch_doc = decode_body(call)
         for _ in range(PATCH_RETRIES):
             old = await self.store.get(res.name, namespace, name)
@@ -356,7 +374,9 @@ class ResourceHandler:
             if wanted and wanted != old_rv:
                 raise StatusError(status.conflict(res.name, name, res.group))
             try:
-                stored = await self._write(res, old, patched, call.info.subresource, old_rv, call)
+                stored = await self._write(
+                    res, old, patched, call.info.subresource, old_rv, call, dry_run=dry_run
+                )
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue  # someone wrote in between: patch the new version
@@ -365,7 +385,7 @@ class ResourceHandler:
         raise StatusError(status.conflict(res.name, name, res.group))
 
     async def server_side_apply(
-        self, call: Call, res: resources.Resource, namespace: str, name: str
+        self, call: Call, res: resources.Resource, namespace: str, name: str, dry_run: bool
     ) -> Response:
         """PATCH application/apply-patch+yaml: see :mod:`.apply` (and its limits)."""
         if call.info.subresource:
@@ -384,7 +404,7 @@ class ResourceHandler:
                     raise
                 obj = apply.record(json.loads(json.dumps(config)), res, config, manager, now)
                 managed = obj["metadata"]["managedFields"]
-                created = await self._create(res, namespace, obj, call, managed)
+                created = await self._create(res, namespace, obj, call, managed, dry_run=dry_run)
                 return json_response(created, 201, warnings)
             merged = apply.record(apply.merge(old, config), res, config, manager, now)
             old_rv = str(old["metadata"].get("resourceVersion") or "")
@@ -393,7 +413,9 @@ class ResourceHandler:
                 raise StatusError(status.conflict(res.name, name, res.group))
             try:
                 managed = merged["metadata"]["managedFields"]
-                stored = await self._write(res, old, merged, "", old_rv, call, managed)
+                stored = await self._write(
+                    res, old, merged, "", old_rv, call, managed, dry_run=dry_run
+                )
             except StatusError as exc:
                 if exc.reason == "Conflict" and not wanted:
                     continue
@@ -405,8 +427,9 @@ class ResourceHandler:
         self, call: Call, res: resources.Resource, namespace: str, name: str
     ) -> Response:
         options = _delete_options(call)
+        dry_run = _dry_run(call, "DeleteOptions", options)
         if res.name == "namespaces":
-            return json_response(await self._delete_namespace(name))
+            return json_response(await self._delete_namespace(name, dry_run))
         preconditions = options.get("preconditions") or {}
         expect_rv = preconditions.get("resourceVersion") or None
         if preconditions.get("uid"):
@@ -418,6 +441,10 @@ class ResourceHandler:
                     f" UID in object meta: {uid}"
                 )
                 raise StatusError(status.conflict(res.name, name, res.group, detail))
+        if dry_run:  # the object as it is: deleting it would be allowed
+            current = await self.store.get(res.name, namespace, name)
+            _check_version(res, current, expect_rv)
+            return json_response(current)
         if res.name == "pods":
             obj = await pods.delete_pod(
                 self.store, namespace, name, options.get("gracePeriodSeconds"), expect_rv
@@ -434,11 +461,16 @@ class ResourceHandler:
             raise StatusError(status.method_not_allowed(res.name, "deletecollection"))
         labels = parse_label_selector(_first(call, "labelSelector"))
         fields = parse_field_selector(_first(call, "fieldSelector"), res.name)
-        grace = _delete_options(call).get("gracePeriodSeconds")
+        options = _delete_options(call)
+        dry_run = _dry_run(call, "DeleteOptions", options)
+        grace = options.get("gracePeriodSeconds")
         items, _ = await self.store.list(res.name, namespace or None)
         deleted = []
         for obj in items:
             if not (labels.matches_object(obj) and fields.matches(obj)):
+                continue
+            if dry_run:
+                deleted.append(obj)
                 continue
             meta = obj["metadata"]
             try:
@@ -466,12 +498,14 @@ class ResourceHandler:
             }
         )
 
-    async def _delete_namespace(self, name: str) -> dict[str, Any]:
+    async def _delete_namespace(self, name: str, dry_run: bool = False) -> dict[str, Any]:
         if name in PROTECTED_NAMESPACES:
             raise StatusError(
                 status.forbidden_message("namespaces", name, "this namespace may not be deleted")
             )
-        await self.store.get("namespaces", "", name)
+        namespace = await self.store.get("namespaces", "", name)
+        if dry_run:
+            return namespace
         for resource in ("pods", "rolebindings", "roles"):
             items, _ = await self.store.list(resource, name)
             for obj in items:
@@ -483,6 +517,45 @@ class ResourceHandler:
                     continue
                 await self._changed(resource, gone)
         return await self.store.delete("namespaces", "", name)
+
+    async def _check_absent(self, res: resources.Resource, namespace: str, name: str) -> None:
+        """A dry-run create's one question to the store: 409 AlreadyExists as a create."""
+        if not name:
+            return
+        try:
+            await self.store.get(res.name, namespace, name)
+        except StatusError as exc:
+            if exc.code == 404:
+                return
+            raise
+        raise StatusError(status.already_exists(res.name, name, res.group))
+
+
+#: The one dryRun value Kubernetes knows: every stage runs, nothing is stored.
+DRY_RUN_ALL = "All"
+
+
+def _dry_run(call: Call, options_kind: str, body: dict[str, Any] | None = None) -> bool:
+    """Whether the write is a dry run: ``dryRun=All`` in the query, or in a
+    DeleteOptions body (how ``kubectl delete --dry-run=server`` sends it). Any other
+    value is refused as Kubernetes refuses it (422 on the options kind), so a typo
+    never turns a dry run into a real write."""
+    values = list(call.request.query.get("dryRun") or [])
+    if body is not None and isinstance(body.get("dryRun"), list):
+        values += [v if isinstance(v, str) else str(v) for v in body["dryRun"]]
+    unknown = [v for v in values if v != DRY_RUN_ALL]
+    if unknown:
+        cause = status.not_supported("dryRun", unknown, [DRY_RUN_ALL])
+        raise StatusError(status.invalid(options_kind, "", [cause], "meta.k8s.io"))
+    return bool(values)
+
+
+def _check_version(res: resources.Resource, current: dict[str, Any], expect_rv: str | None) -> None:
+    """A dry run's resourceVersion precondition, as the store would check it."""
+    rv = str((current.get("metadata") or {}).get("resourceVersion") or "")
+    if expect_rv and expect_rv != rv:
+        name = str((current.get("metadata") or {}).get("name") or "")
+        raise StatusError(status.conflict(res.name, name, res.group))
 
 
 def _delete_options(call: Call) -> dict[str, Any]:

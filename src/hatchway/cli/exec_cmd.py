@@ -65,21 +65,7 @@ async def _resizes(process) -> None:  # type: ignore[no-untyped-def]
         await process.resize(width, height)
 
 
-def _skip_websockets_version_lookup() -> None:
-    """``websockets.version`` imports importlib.metadata (tens of milliseconds, about a
-    tenth of an exec) only to know its own version string; exec never shows it."""
-    if "websockets" in sys.modules or "websockets.version" in sys.modules:
-        return
-    import types
-
-    stub = types.ModuleType("websockets.version")
-    stub.version = stub.tag = stub.commit = "unknown"  # type: ignore[attr-defined]
-    stub.released = True  # type: ignore[attr-defined]
-    sys.modules["websockets.version"] = stub
-
-
 async def _exec(args: exec_args.ExecArgs) -> int:
-    _skip_websockets_version_lookup()
     from hatchway.client.api import Client
 
     client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
