@@ -294,6 +294,12 @@ async def test_exec_spdy_and_websocket_reach_the_node_rewritten(api, node: FakeN
     await _echo_roundtrip(resp, stream)
     legacy_target = f"/exec/default/web/{uid}/main?command=ls&command=-l&output=1"
     assert node.requests[-1].target == legacy_target
+    # The seed's users write the API server's spelling there: it means the same.
+    resp, stream = await admin.upgrade(
+        "/proxy/minions/n1/exec/default/web/main?command=ls&stdout=true&stdin=1"
+    )
+    await _echo_roundtrip(resp, stream)
+    assert node.requests[-1].target == f"/exec/default/web/{uid}/main?command=ls&input=1&output=1"
     wrong = await _status(admin, "/proxy/minions/n2/exec/default/web/main?command=ls&output=1")
     assert wrong["code"] == 400
 

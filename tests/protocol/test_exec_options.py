@@ -271,3 +271,21 @@ def test_round_trip_both_spellings(command, container, flags, action) -> None:
         if options.stdin or options.stdout or options.stderr:
             # what the node detects on its own is the spelling that was sent
             assert eo.decode(_query(wire), action, container=container) == options
+
+
+@pytest.mark.parametrize(
+    ("raw", "flags"),
+    [
+        ("command=id&output=1", (False, True, False, False)),  # the kubelet's spelling
+        ("command=id&stdout=true", (False, True, False, False)),  # the seed user's
+        ("command=sh&stdin=1&stdout=True&tty=true", (True, True, False, True)),
+        ("command=sh&input=1&error=1&tty=1", (True, False, True, True)),
+        ("command=id&input=true&stdout=false", (False, False, False, False)),
+        ("command=id&stderr=yes&output=0", (False, False, False, False)),  # not Go's true
+    ],
+)
+def test_the_legacy_path_reads_both_spellings(raw: str, flags: tuple[bool, ...]) -> None:
+    query = urllib.parse.parse_qs(raw, keep_blank_values=True)
+    options = eo.decode_legacy(query, "exec", "main")
+    assert (options.stdin, options.stdout, options.stderr, options.tty) == flags
+    assert (options.command, options.container) == ((raw.split("&")[0][8:],), "main")

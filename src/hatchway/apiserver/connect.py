@@ -5,7 +5,7 @@ the right code (protocol.md 2.1, 2.2 and 7):
 
 * options come from the query (:func:`hatchway.protocol.exec_options.decode`) the API
   server way or, for the legacy ``/proxy/minions/{node}/exec/{ns}/{pod}/{container}``
-  path, the kubelet way (only ``1`` means on);
+  path, in either spelling (:func:`~hatchway.protocol.exec_options.decode_legacy`);
 * :func:`validate` checks, in this order: the pod has a node (400 ``pod NAME does not
   have a host assigned``), the container (defaulting when the pod has exactly one;
   400 ``a container name must be specified for pod NAME[, choose one of: [a b]]``;

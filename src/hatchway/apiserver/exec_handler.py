@@ -134,9 +134,7 @@ class ExecHandler:
             )
         pod = await self.store.get("pods", info.namespace, info.name)
         if info.legacy_node:
-            options = exec_options.decode(
-                call.request.query, action, spelling=exec_options.KUBELET, container=info.container
-            )
+            options = exec_options.decode_legacy(call.request.query, action, info.container)
             node_name = str((pod.get("spec") or {}).get("nodeName") or "")
             if node_name and node_name != info.legacy_node:
                 raise connect.bad_request(

@@ -75,6 +75,22 @@ def kubelet_bool(values: Sequence[str] | None) -> bool:
     return bool(values) and values[0] == "1"
 
 
+#: Go's ``strconv.ParseBool`` true values.
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+
+def decode_legacy(query: Query, action: str, container: str) -> ExecOptions:
+    """The options of the seed's legacy ``/proxy/minions/{node}/exec/...`` path, which
+    takes both spellings: a stream is on when its kubelet key is ``1`` (``input=1``) or
+    its API server key is true as Go parses a boolean (``stdin=true``, ``stdout=1``). A
+    user following the seed writes the API server's; the path is the kubelet's."""
+    kubelet = decode(query, action, spelling=KUBELET, container=container)
+    ours = [bool(query.get(name)) and query[name][0] in _GO_TRUE for name in _FLAGS[APISERVER]]
+    theirs = (kubelet.stdin, kubelet.stdout, kubelet.stderr, kubelet.tty)
+    stdin, stdout, stderr, tty = (a or b for a, b in zip(theirs, ours, strict=True))
+    return ExecOptions(kubelet.command, container, stdin, stdout, stderr, tty, action=action)
+
+
 def query_pairs(options: ExecOptions, spelling: Spelling) -> list[tuple[str, str]]:
     """The query of ``options`` as ``(name, value)`` pairs in wire order (keys sorted)."""
     pairs: list[tuple[str, str]] = []
