@@ -309,6 +309,9 @@ async def test_validation_texts_before_dialing(api, node: FakeNode) -> None:
     containers = [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]
     await admin.ok("POST", PODS, _pod("two", containers))
     await admin.ok("POST", PODS, _pod("nohost", containers[:1], node=""))
+    init = [{"name": "i", "image": "x"}]
+    await admin.ok("POST", PODS, _pod("twoinit", containers, initContainers=init))
+    await admin.ok("POST", PODS, _pod("oneinit", containers[:1], initContainers=init))
     cases = {
         f"{PODS}/ghost/exec?command=ls&stdout=1": (404, 'pods "ghost" not found'),
         f"{PODS}/nohost/exec?command=ls&stdout=1": (
@@ -319,6 +322,17 @@ async def test_validation_texts_before_dialing(api, node: FakeNode) -> None:
             400,
             "a container name must be specified for pod two, choose one of: [a b]",
         ),
+        f"{PODS}/twoinit/exec?command=ls&stdout=1": (
+            400,
+            "a container name must be specified for pod twoinit, choose one of: [a b]"
+            " or one of the init containers: [i]",
+        ),
+        # One regular container is the default, whatever the init containers: the
+        # request gets as far as its missing command.
+        f"{PODS}/oneinit/exec?stdout=1": (
+            400,
+            "you must specify at least one command for the container",
+        ),
         f"{PODS}/two/exec?command=ls&stdout=1&container=c": (
             400,
             "container c is not valid for pod two",
@@ -326,6 +340,10 @@ async def test_validation_texts_before_dialing(api, node: FakeNode) -> None:
         f"{PODS}/web/exec?stdout=1": (
             400,
             "you must specify at least one command for the container",
+        ),
+        f"{PODS}/web/exec?command=echo&command=a%00b&stdout=1": (
+            400,
+            "command argument 1 contains a NUL byte",
         ),
         f"{PODS}/web/exec?command=ls&stdout=false&stderr=0": (
             400,

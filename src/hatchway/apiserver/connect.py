@@ -64,17 +64,23 @@ def _pod_name(pod: Mapping[str, Any]) -> str:
 
 
 def choose_container(pod: Mapping[str, Any], requested: str) -> str:
-    """The container to use, defaulted when the pod has exactly one; else StatusError."""
+    """The container to use, or StatusError in Kubernetes' words. Without one asked for:
+    the pod's only regular container, whatever its init containers (the API server's
+    rule; kubectl's annotation rule is the client's, :mod:`hatchway.client.pods`)."""
     name = _pod_name(pod)
-    names = container_names(pod)
+    spec = pod.get("spec") or {}
     if not requested:
-        if len(names) == 1:
-            return names[0]
+        regular = [str(c.get("name") or "") for c in spec.get("containers") or ()]
+        if len(regular) == 1:
+            return regular[0]
         text = f"a container name must be specified for pod {name}"
-        if names:
-            text += f", choose one of: [{' '.join(names)}]"
+        if regular:
+            text += f", choose one of: [{' '.join(regular)}]"
+            init = [str(c.get("name") or "") for c in spec.get("initContainers") or ()]
+            if init:
+                text += f" or one of the init containers: [{' '.join(init)}]"
         raise bad_request(text)
-    if requested not in names:
+    if requested not in container_names(pod):
         raise bad_request(f"container {requested} is not valid for pod {name}")
     return requested
 
@@ -109,6 +115,9 @@ def validate(pod: Mapping[str, Any], options: ExecOptions) -> ExecOptions:
     _check_running(pod, container, options.action)
     if options.action == "exec" and not options.command:
         raise bad_request(NO_COMMAND)
+    for number, arg in enumerate(options.command if options.action == "exec" else ()):
+        if "\0" in arg:  # execve() ends each argument at its first NUL: it cannot be sent
+            raise bad_request(f"command argument {number} contains a NUL byte")
     if not options.any_stream:
         raise bad_request(NO_STREAM)
     return replace(options, container=container)
