@@ -31,7 +31,7 @@ from hatchway.api.meta import format_time
 from hatchway.api.patch import apply_patch
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
-from hatchway.apiserver import apply, field_validation, node_restriction, pods
+from hatchway.apiserver import apply, field_validation, namespaces, node_restriction, pods
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.request_info import query_bool
@@ -252,9 +252,11 @@ class ResourceHandler:
         )
 
     # -- writes ------------------------------------------------------------------------
-    async def _check_namespace(self, res: resources.Resource, namespace: str) -> None:
+    async def _check_namespace(self, res: resources.Resource, namespace: str, name: str) -> None:
+        """A create's namespace exists and is not Terminating (NamespaceLifecycle)."""
         if res.namespaced:
-            await self.store.get("namespaces", "", namespace)
+            found = await self.store.get("namespaces", "", namespace)
+            namespaces.check_not_terminating(found, res.name, name, res.group)
 
     async def create(self, call: Call, res: resources.Resource, namespace: str) -> Response:
         if call.info.subresource:
@@ -296,7 +298,7 @@ class ResourceHandler:
         if res.name == "pods":
             pods.prepare_create(obj)
         validation.check(res.name, obj)
-        await self._check_namespace(res, namespace)
+        await self._check_namespace(res, namespace, str(obj_meta.get("name") or ""))
         if self.admission is not None:
             await self.admission.admit(call, res.name, obj, None)
         if dry_run:
@@ -503,20 +505,11 @@ class ResourceHandler:
             raise StatusError(
                 status.forbidden_message("namespaces", name, "this namespace may not be deleted")
             )
-        namespace = await self.store.get("namespaces", "", name)
         if dry_run:
-            return namespace
-        for resource in ("pods", "rolebindings", "roles"):
-            items, _ = await self.store.list(resource, name)
-            for obj in items:
-                try:
-                    gone = await self.store.delete(resource, name, obj["metadata"]["name"])
-                except StatusError as exc:
-                    if exc.code != 404:
-                        raise
-                    continue
-                await self._changed(resource, gone)
-        return await self.store.delete("namespaces", "", name)
+            return await self.store.get("namespaces", "", name)
+        marked = await namespaces.terminate(self.store, name)
+        await self._changed("namespaces", marked)
+        return marked
 
     async def _check_absent(self, res: resources.Resource, namespace: str, name: str) -> None:
         """A dry-run create's one question to the store: 409 AlreadyExists as a create."""

@@ -33,6 +33,7 @@ from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
+from hatchway.apiserver.namespaces import NamespaceController
 from hatchway.apiserver.nodes import NodeMonitor
 from hatchway.apiserver.outcome import DEFAULT_TIMEOUT as OUTCOME_TIMEOUT
 from hatchway.apiserver.outcome import OutcomeClient
@@ -161,6 +162,7 @@ class ApiServer:
         self.outcomes: OutcomeClient | None = None
         self.trimmer = HeapTrimmer()
         self.scheduler: Scheduler | None = None
+        self.namespaces: NamespaceController | None = None
         self.node_monitor: NodeMonitor | None = None
         self.audit: AuditLogger | None = None
         self.paths: _Paths | None = None
@@ -192,12 +194,15 @@ class ApiServer:
         self.node_monitor = NodeMonitor(
             store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
         )
+        self.namespaces = NamespaceController(store, interval=config.scheduler_interval)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.scheduler.run(), name="hatchway-scheduler"),
             loop.create_task(self.node_monitor.run(), name="hatchway-node-monitor"),
+            loop.create_task(self.namespaces.run(), name="hatchway-namespaces"),
         ]
         self.scheduler.kick()
+        self.namespaces.kick()  # a Terminating namespace from before a restart
         log.info("API server listening on https://%s:%d", config.host, self.port)
 
     def _build_app(self, store: Store, kubelet_ctx: ssl.SSLContext) -> ApiApp:
@@ -210,6 +215,8 @@ class ApiServer:
                 policy.invalidate()
             elif resource in ("pods", "nodes") and self.scheduler is not None:
                 self.scheduler.kick()
+            if resource in ("pods", "namespaces") and self.namespaces is not None:
+                self.namespaces.kick()
 
         proxy = ExecProxy(
             kubelet_ctx,
