@@ -98,6 +98,17 @@ RESOURCES: tuple[Resource, ...] = (
         ),
     ),
     Resource(
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        CORE,
+        "v1",
+        True,
+        _RW,
+        ("sa",),
+        subresources=(Subresource("token", "TokenRequest", ("create",)),),
+    ),
+    Resource(
         "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", RBAC, "v1", False, _RW
     ),
     Resource("clusterroles", "clusterrole", "ClusterRole", RBAC, "v1", False, _RW),

@@ -277,6 +277,18 @@ BINDING_COLUMNS = [
 DEFAULT_COLUMNS = [NAME, _col("Created At", "date", desc=_AGE_DESC)]
 
 
+SERVICE_ACCOUNT_COLUMNS = [
+    NAME,
+    _col("Secrets", "integer", desc="The number of secrets of the service account"),
+    AGE,
+]
+
+
+def _service_account_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
+    secrets = obj.get("secrets") if isinstance(obj.get("secrets"), list) else []
+    return [_meta(obj).get("name", ""), len(secrets), age(_meta(obj).get("creationTimestamp"), now)]
+
+
 def _created_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp")]
 
@@ -307,6 +319,7 @@ PRINTERS: dict[str, tuple[list[Column], Cells]] = {
     "pods": (POD_COLUMNS, _pod_cells),
     "nodes": (NODE_COLUMNS, _node_cells),
     "namespaces": (NAMESPACE_COLUMNS, _namespace_cells),
+    "serviceaccounts": (SERVICE_ACCOUNT_COLUMNS, _service_account_cells),
     "roles": (ROLE_COLUMNS, _created_cells),
     "clusterroles": (ROLE_COLUMNS, _created_cells),
     "rolebindings": (BINDING_COLUMNS, _binding_cells),

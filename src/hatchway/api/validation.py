@@ -381,10 +381,15 @@ def _review(obj: dict[str, Any]) -> list[FieldError]:
     return errs
 
 
+def _service_account(obj: dict[str, Any]) -> list[FieldError]:
+    return _metadata(obj, True, dns1123_subdomain)
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], list[FieldError]]] = {
     "pods": _pod,
     "namespaces": _namespace,
     "nodes": _node,
+    "serviceaccounts": _service_account,
     "roles": _role(True),
     "clusterroles": _role(False),
     "rolebindings": _binding(True),

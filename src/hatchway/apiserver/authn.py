@@ -18,6 +18,8 @@ Kubernetes' order:
    :func:`hmac.compare_digest` over SHA-256 digests against every entry (no early exit,
    no length leak). The file is re-read when its mtime, size or inode changes (checked
    at most once a second); a bad reload keeps the previous table and logs why.
+3. any other bearer token, by the ``token_authenticators`` in turn (the API server's
+   service-account tokens, :mod:`hatchway.apiserver.serviceaccounts`).
 
 Anything else gives ``None``. Every authenticated user gets the group
 ``system:authenticated``. Tokens are never logged, and errors name only file and line.
@@ -35,7 +37,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +174,11 @@ class Authenticator:
         *,
         client_cert_issuers: Collection[str] | None = None,
         reload_interval: float = RELOAD_INTERVAL,
+        token_authenticators: Sequence[Callable[[str], UserInfo | None]] = (),
     ) -> None:
+        #: Asked in turn for a bearer token the token file does not hold (service
+        #: account tokens); each answers None for a token that is not its own.
+        self.token_authenticators = tuple(token_authenticators)
         self._token_file = os.fspath(token_file) if token_file is not None else None
         self._issuers = frozenset(client_cert_issuers) if client_cert_issuers else None
         self._reload_interval = reload_interval
@@ -191,11 +197,20 @@ class Authenticator:
         if user is not None:
             return user
         token = bearer_token(authorization_header)
-        if token is None or self._token_file is None:
+        if token is None:
             return None
         return self.authenticate_token(token)
 
     def authenticate_token(self, token: str) -> UserInfo | None:
+        """The token file's user for ``token``, else the first token authenticator's."""
+        found = self._from_file(token) if self._token_file is not None else None
+        for other in self.token_authenticators:
+            if found is not None:
+                break
+            found = other(token)
+        return found
+
+    def _from_file(self, token: str) -> UserInfo | None:
         """Look a bearer token up in constant time over the whole table."""
         self._maybe_reload()
         digest = _digest(token)

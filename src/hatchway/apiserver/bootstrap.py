@@ -5,11 +5,17 @@ changed): the namespaces ``default``, ``kube-system``, ``kube-public``; Kubernet
 default ClusterRoles and ClusterRoleBindings (``cluster-admin`` bound to
 ``system:masters``, ``admin``, ``edit``, ``view``, discovery and basic-user for every
 authenticated user); and ``system:node``, bound to the group ``system:nodes``, which
-lets node agents register and heartbeat their Node, read pods and write pod status.
+lets node agents register and heartbeat their Node, read pods and write pod status; the
+``default`` service account of every namespace. A default ClusterRole that exists but
+lacks rules of this version gets them added, as Kubernetes reconciles its bootstrap roles
+(unless an administrator set its ``rbac.authorization.kubernetes.io/autoupdate`` to
+``"false"``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -24,7 +30,10 @@ from hatchway.apiserver.rbac import (
     default_cluster_role_bindings,
     default_cluster_roles,
 )
+from hatchway.apiserver.serviceaccounts import ensure_default
 from hatchway.store.base import Store
+
+log = logging.getLogger(__name__)
 
 NAMESPACES = ("default", "kube-system", "kube-public")
 NODE_GROUP = "system:nodes"
@@ -74,14 +83,49 @@ async def _ensure(store: Store, resource: str, obj: dict[str, Any]) -> None:
             raise
 
 
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+
+
+async def _reconcile_role(store: Store, role: dict[str, Any]) -> None:
+    """Create a default ClusterRole, or add the rules a stored one lacks while it keeps
+    ``autoupdate: "true"`` (Kubernetes' reconciliation at start: permissions added by a
+    newer version reach an older data directory; rules an administrator added stay, and
+    a role they set ``autoupdate: "false"`` on is left alone)."""
+    name = role["metadata"]["name"]
+    try:
+        stored = await store.get("clusterroles", "", name)
+    except StatusError as exc:
+        if exc.code != 404:
+            raise
+        await _ensure(store, "clusterroles", role)
+        return
+    annotations = (stored.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(AUTOUPDATE, "true") != "true":
+        return
+    rules = list(stored.get("rules") or [])
+    missing = [rule for rule in role.get("rules") or [] if rule not in rules]
+    if missing:
+        stored["rules"] = rules + missing
+        with contextlib.suppress(StatusError):  # changed meanwhile: the next start
+            await store.update(
+                "clusterroles", stored, expect_rv=stored["metadata"].get("resourceVersion")
+            )
+        log.info("cluster role %s: %d rules added by reconciliation", name, len(missing))
+
+
 async def seed(store: Store) -> None:
-    """Create whatever of the defaults is missing."""
+    """Create whatever of the defaults is missing (default roles reconciled), and the
+    ``default`` service account of every namespace."""
     for name in NAMESPACES:
         await _ensure(store, "namespaces", {"metadata": {"name": name}})
     for role in [*default_cluster_roles(), node_cluster_role()]:
-        await _ensure(store, "clusterroles", role)
+        await _reconcile_role(store, role)
     for binding in [*default_cluster_role_bindings(), node_cluster_role_binding()]:
         await _ensure(store, "clusterrolebindings", binding)
+    namespaces, _ = await store.list("namespaces")
+    for namespace in namespaces:
+        if not (namespace.get("metadata") or {}).get("deletionTimestamp"):
+            await ensure_default(store, namespace["metadata"]["name"])
 
 
 class PolicyCache:

@@ -33,7 +33,7 @@ from hatchway.store.base import Store
 log = logging.getLogger(__name__)
 
 #: What a namespace's deletion removes at once: nothing runs for them.
-IMMEDIATE = ("rolebindings", "roles")
+IMMEDIATE = ("rolebindings", "roles", "serviceaccounts")
 
 
 def is_terminating(namespace: dict[str, Any]) -> bool:

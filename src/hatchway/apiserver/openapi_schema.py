@@ -204,6 +204,12 @@ def _core() -> dict[str, Any]:
         CORE + "Pod": top("", "v1", "Pod", {"spec": ref(CORE + "PodSpec"), "status": ANY}),
         CORE + "Namespace": top("", "v1", "Namespace", {"spec": ANY, "status": ANY}),
         CORE + "Node": top("", "v1", "Node", {"spec": ANY, "status": ANY}),
+        CORE + "ServiceAccount": top(
+            "",
+            "v1",
+            "ServiceAccount",
+            {"automountServiceAccountToken": BOOL, "imagePullSecrets": ANY, "secrets": ANY},
+        ),
     }
 
 

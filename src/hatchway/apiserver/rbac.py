@@ -492,15 +492,27 @@ def _rule(verbs: list[str], groups: list[str], resources: list[str]) -> dict[str
 
 def _view_rules() -> list[dict[str, Any]]:
     return [
-        _rule(_READ, [""], ["pods", "pods/log", "pods/status", "namespaces", "namespaces/status"])
+        _rule(
+            _READ,
+            [""],
+            [
+                "pods",
+                "pods/log",
+                "pods/status",
+                "namespaces",
+                "namespaces/status",
+                "serviceaccounts",
+            ],
+        )
     ]
 
 
 def _edit_rules() -> list[dict[str, Any]]:
     return [
         *_view_rules(),
-        _rule(_WRITE, [""], ["pods"]),
+        _rule(_WRITE, [""], ["pods", "serviceaccounts"]),
         _rule(["create", *_READ], [""], ["pods/exec", "pods/attach", "pods/portforward"]),
+        _rule(["create"], [""], ["serviceaccounts/token"]),
     ]
 
 
@@ -528,9 +540,10 @@ def _cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
 def default_cluster_roles() -> list[dict[str, Any]]:
     """cluster-admin, admin, edit, view, system:basic-user, system:discovery.
 
-    view reads pods (with log and status) and namespaces but cannot exec, attach or
-    port-forward; edit adds writing pods and create on pods/exec, pods/attach and
-    pods/portforward; admin adds Roles and RoleBindings. Only resources Hatchway serves.
+    view reads pods (with log and status), namespaces and service accounts but cannot
+    exec, attach or port-forward; edit adds writing pods and service accounts, create on
+    pods/exec, pods/attach and pods/portforward, and serviceaccounts/token (Kubernetes'
+    edit has it too); admin adds Roles and RoleBindings. Only resources Hatchway serves.
     """
     return [
         _cluster_role(

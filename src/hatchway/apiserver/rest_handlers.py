@@ -35,6 +35,7 @@ from hatchway.apiserver import apply, field_validation, namespaces, node_restric
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.pod_security import PodSecurityAdmission
 from hatchway.apiserver.request_info import query_bool
+from hatchway.apiserver.serviceaccounts import ServiceAccountTokens
 from hatchway.apiserver.watch import watch_response
 from hatchway.protocol import peer_json
 from hatchway.store.base import Store
@@ -148,10 +149,13 @@ class ResourceHandler:
         store: Store,
         on_change: Hook | None = None,
         admission: PodSecurityAdmission | None = None,
+        tokens: ServiceAccountTokens | None = None,
     ) -> None:
         self.store = store
         self.on_change = on_change
         self.admission = admission
+        #: Answers ``serviceaccounts/NAME/token`` (TokenRequest); None: not served.
+        self.tokens = tokens
 
     async def _changed(self, resource: str, obj: dict[str, Any]) -> None:
         if self.on_change is not None:
@@ -168,6 +172,8 @@ class ResourceHandler:
             raise StatusError(status.not_found_path())
         if info.subresource and res.subresource(info.subresource) is None:
             raise StatusError(status.not_found_path())
+        if info.subresource == "token" and res.name == "serviceaccounts" and self.tokens:
+            return await self._token_request(call, info.namespace, info.name)
         if info.subresource and info.subresource != "status":
             raise StatusError(status.not_found_path())
         namespace = "" if not res.namespaced else info.namespace
@@ -510,6 +516,14 @@ class ResourceHandler:
         marked = await namespaces.terminate(self.store, name)
         await self._changed("namespaces", marked)
         return marked
+
+    async def _token_request(self, call: Call, namespace: str, name: str) -> Response:
+        assert self.tokens is not None
+        if call.request.method != "POST":
+            action = call.request.method.lower()
+            raise StatusError(status.method_not_allowed("serviceaccounts/token", action))
+        answer = await self.tokens.token_request(namespace, name, _body_object(call))
+        return json_response(answer, 201)
 
     async def _check_absent(self, res: resources.Resource, namespace: str, name: str) -> None:
         """A dry-run create's one question to the store: 409 AlreadyExists as a create."""

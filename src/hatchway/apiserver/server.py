@@ -22,6 +22,7 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
-from hatchway.apiserver.namespaces import NamespaceController
+from hatchway.apiserver.namespaces import NamespaceController, is_terminating
 from hatchway.apiserver.nodes import NodeMonitor
 from hatchway.apiserver.outcome import DEFAULT_TIMEOUT as OUTCOME_TIMEOUT
 from hatchway.apiserver.outcome import OutcomeClient
@@ -43,6 +44,11 @@ from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.apiserver.rest_handlers import ResourceHandler
 from hatchway.apiserver.reviews import ReviewHandler
 from hatchway.apiserver.scheduler import Scheduler
+from hatchway.apiserver.serviceaccounts import (
+    ServiceAccountTokens,
+    ensure_default,
+    load_or_create_key,
+)
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.store.sqlite import SqliteStore
@@ -71,6 +77,9 @@ class ApiServerConfig:
     kubelet_client_key: PathArg = None
     kubelet_ca: PathArg = None
     store_path: PathArg = None
+    #: The service-account token signing key (created when missing): default
+    #: ``DATA_DIR/pki/service-account.key``.
+    service_account_key: PathArg = None
     #: Extra SANs for the API server certificate when it is created here.
     apiserver_hosts: tuple[str, ...] = ()
     http_limits: HttpLimits = field(default_factory=HttpLimits)
@@ -163,6 +172,7 @@ class ApiServer:
         self.trimmer = HeapTrimmer()
         self.scheduler: Scheduler | None = None
         self.namespaces: NamespaceController | None = None
+        self.tokens: ServiceAccountTokens | None = None
         self.node_monitor: NodeMonitor | None = None
         self.audit: AuditLogger | None = None
         self.paths: _Paths | None = None
@@ -187,6 +197,10 @@ class ApiServer:
             cert_file=paths.kubelet_client_cert,
             key_file=paths.kubelet_client_key,
         )
+        default_key = Path(config.data_dir) / "pki" / "service-account.key"
+        key_path = Path(config.service_account_key or default_key)
+        self.tokens = ServiceAccountTokens(load_or_create_key(key_path), store)
+        await self.tokens.refresh()
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
@@ -200,6 +214,7 @@ class ApiServer:
             loop.create_task(self.scheduler.run(), name="hatchway-scheduler"),
             loop.create_task(self.node_monitor.run(), name="hatchway-node-monitor"),
             loop.create_task(self.namespaces.run(), name="hatchway-namespaces"),
+            loop.create_task(self.tokens.run(), name="hatchway-service-accounts"),
         ]
         self.scheduler.kick()
         self.namespaces.kick()  # a Terminating namespace from before a restart
@@ -210,13 +225,21 @@ class ApiServer:
         policy = PolicyCache(store)
         authorizer = RbacAuthorizer(policy)
 
-        def on_change(resource: str, obj: dict[str, Any]) -> None:
+        tokens = self.tokens
+        assert tokens is not None
+
+        def on_change(resource: str, obj: dict[str, Any]) -> Awaitable[None] | None:
+            if resource in ("pods", "namespaces") and self.namespaces is not None:
+                self.namespaces.kick()
+            if resource == "serviceaccounts":
+                return tokens.refresh()  # answered once a deleted account's tokens fail
+            if resource == "namespaces" and not is_terminating(obj):
+                return ensure_default(store, obj["metadata"]["name"])
             if resource in RBAC_RESOURCES:
                 policy.invalidate()
             elif resource in ("pods", "nodes") and self.scheduler is not None:
                 self.scheduler.kick()
-            if resource in ("pods", "namespaces") and self.namespaces is not None:
-                self.namespaces.kick()
+            return None
 
         proxy = ExecProxy(
             kubelet_ctx,
@@ -225,11 +248,13 @@ class ApiServer:
         )
         self.outcomes = OutcomeClient(kubelet_ctx, timeout=config.outcome_timeout)
         return ApiApp(
-            authenticator=Authenticator(config.token_file),
+            authenticator=Authenticator(
+                config.token_file, token_authenticators=[tokens.authenticate]
+            ),
             authorizer=authorizer,
             audit=self.audit,
             resource_handler=ResourceHandler(
-                store, on_change, PodSecurityAdmission(store, authorizer)
+                store, on_change, PodSecurityAdmission(store, authorizer), tokens
             ),
             exec_handler=ExecHandler(
                 store,
