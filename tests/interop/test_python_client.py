@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from typing import Any
 
 import pytest
@@ -19,6 +20,9 @@ from interop.support import Pods, Users
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.rest import ApiException  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def core_api(kubeconfig: Any) -> Any:
@@ -154,3 +158,46 @@ def test_v4_only_offer_of_older_clients(api: Any, pods: Pods) -> None:
         assert response.returncode == 3
     finally:
         response.close()
+
+
+def test_service_account_token_from_the_official_client(
+    api: Any, cluster: Cluster, pods: Pods
+) -> None:
+    """create_namespaced_service_account_token (a TokenRequest), then exec with the token
+    alone, as automation would."""
+
+    name = f"robot-{uuid.uuid4().hex[:6]}"
+    body = kubernetes.client.V1ServiceAccount(metadata=kubernetes.client.V1ObjectMeta(name=name))
+    api.create_namespaced_service_account("default", body)
+    request = kubernetes.client.AuthenticationV1TokenRequest(
+        spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+    )
+    answer = api.create_namespaced_service_account_token(name, "default", request)
+    assert answer.status.token and answer.spec.expiration_seconds == 600
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api.api_client)
+    rbac.create_namespaced_role_binding(
+        "default",
+        {
+            "metadata": {"name": f"{name}-edit"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "edit",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+        },
+    )
+    configuration = kubernetes.client.Configuration()
+    configuration.host = api.api_client.configuration.host
+    configuration.ssl_ca_cert = api.api_client.configuration.ssl_ca_cert
+    configuration.api_key = {"authorization": answer.status.token}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    robot = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+    try:
+        assert exec_stream(robot, pods.simple, ["echo", "robot"]) == "robot\n"
+        api.delete_namespaced_service_account(name, "default")
+        with pytest.raises(ApiException) as info:
+            robot.list_namespaced_pod("default")
+        assert info.value.status == 401
+    finally:
+        rbac.delete_namespaced_role_binding(f"{name}-edit", "default")
