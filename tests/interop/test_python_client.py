@@ -21,7 +21,6 @@ kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.rest import ApiException  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
 
-
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
