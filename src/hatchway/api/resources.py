@@ -97,6 +97,7 @@ RESOURCES: tuple[Resource, ...] = (
             Subresource("status", "Pod", ("get", "patch", "update")),
         ),
     ),
+    Resource("events", "event", "Event", CORE, "v1", True, _RW, ("ev",)),
     Resource(
         "serviceaccounts",
         "serviceaccount",

@@ -222,6 +222,20 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "status.nominatedNodeName",
     ),
     "namespaces": ("metadata.name", "status.phase"),
+    "events": (
+        *_COMMON_FIELDS,
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
     "nodes": ("metadata.name", "spec.unschedulable"),
 }
 

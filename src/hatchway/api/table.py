@@ -277,6 +277,44 @@ BINDING_COLUMNS = [
 DEFAULT_COLUMNS = [NAME, _col("Created At", "date", desc=_AGE_DESC)]
 
 
+EVENT_COLUMNS = [
+    _col("Last Seen", desc="The time at which the most recent occurrence was recorded."),
+    _col("Type", desc="Type of this event (Normal, Warning)."),
+    _col("Reason", desc="A short, machine understandable reason for the transition."),
+    _col("Object", desc="The object this event is about."),
+    _col("Subobject", desc="The part of the object, such as a container.", prio=1),
+    _col("Source", desc="The component reporting this event.", prio=1),
+    _col("Message", desc="A human-readable description of the status of this operation."),
+    _col("First Seen", desc="The time at which the event was first recorded.", prio=1),
+    _col("Count", "integer", desc="The number of times this event has occurred.", prio=1),
+    _col("Name", desc=_NAME_DESC, prio=1),
+]
+
+
+def _event_cells(event: dict[str, Any], now: datetime) -> list[Any]:
+    """printEvent, wide (the server always answers every column)."""
+    first = age(event.get("firstTimestamp") or event.get("eventTime"), now)
+    last = age(event.get("lastTimestamp"), now) if event.get("lastTimestamp") else first
+    ref = event.get("involvedObject") or {}
+    kind = str(ref.get("kind") or "").lower()
+    target = f"{kind}/{ref['name']}" if ref.get("name") else kind
+    source = event.get("source") or {}
+    origin = source.get("component") or event.get("reportingComponent") or ""
+    host = source.get("host") or event.get("reportingInstance") or ""
+    return [
+        last,
+        event.get("type", ""),
+        event.get("reason", ""),
+        target,
+        ref.get("fieldPath", ""),
+        f"{origin}, {host}" if host else origin,
+        str(event.get("message") or "").strip(),
+        first,
+        int(event.get("count") or 1),
+        _meta(event).get("name", ""),
+    ]
+
+
 SERVICE_ACCOUNT_COLUMNS = [
     NAME,
     _col("Secrets", "integer", desc="The number of secrets of the service account"),
@@ -320,6 +358,7 @@ PRINTERS: dict[str, tuple[list[Column], Cells]] = {
     "nodes": (NODE_COLUMNS, _node_cells),
     "namespaces": (NAMESPACE_COLUMNS, _namespace_cells),
     "serviceaccounts": (SERVICE_ACCOUNT_COLUMNS, _service_account_cells),
+    "events": (EVENT_COLUMNS, _event_cells),
     "roles": (ROLE_COLUMNS, _created_cells),
     "clusterroles": (ROLE_COLUMNS, _created_cells),
     "rolebindings": (BINDING_COLUMNS, _binding_cells),

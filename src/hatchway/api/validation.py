@@ -381,6 +381,22 @@ def _review(obj: dict[str, Any]) -> list[FieldError]:
     return errs
 
 
+def _event(obj: dict[str, Any]) -> list[FieldError]:
+    errs = _metadata(obj, True, dns1123_subdomain)
+    ref = obj.get("involvedObject")
+    if not isinstance(ref, dict) or not ref.get("kind"):
+        errs.append(required("involvedObject.kind"))
+    elif ref.get("namespace") and ref["namespace"] != (obj.get("metadata") or {}).get("namespace"):
+        errs.append(
+            invalid_value(
+                "involvedObject.namespace", ref["namespace"], "does not match event.namespace"
+            )
+        )
+    if not obj.get("reason"):
+        errs.append(required("reason"))
+    return errs
+
+
 def _service_account(obj: dict[str, Any]) -> list[FieldError]:
     return _metadata(obj, True, dns1123_subdomain)
 
@@ -390,6 +406,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], list[FieldError]]] = {
     "namespaces": _namespace,
     "nodes": _node,
     "serviceaccounts": _service_account,
+    "events": _event,
     "roles": _role(True),
     "clusterroles": _role(False),
     "rolebindings": _binding(True),

@@ -60,6 +60,7 @@ def node_cluster_role() -> dict[str, Any]:
                 "resources": ["nodes/status", "pods/status"],
             },
             {"verbs": ["delete"], "apiGroups": [""], "resources": ["pods"]},
+            {"verbs": ["create", "update", "patch"], "apiGroups": [""], "resources": ["events"]},
         ],
     }
 

@@ -1,4 +1,4 @@
-"""A node agent may write only its own Node and the pods bound to it.
+"""A node agent may write only its own Node, the pods bound to it, and events about them.
 
 RBAC (``system:node``, bound to ``system:nodes``) says *what* a node agent may do; this
 says *to which objects*, as Kubernetes' Node authorizer and NodeRestriction admission
@@ -59,4 +59,16 @@ async def check(
                 user, "pods", name, "can only modify pods bound to it, not one on " + repr(bound)
             )
         return
+    if resource == "events" and method in ("POST", "PATCH", "PUT"):
+        event = body if method == "POST" else await store.get("events", namespace, name)
+        ref = (event or {}).get("involvedObject") or {}
+        if ref.get("kind") == "Node" and ref.get("name") == node:
+            return
+        if ref.get("kind") == "Pod":
+            pod = await store.get(
+                "pods", str(ref.get("namespace") or namespace), ref.get("name", "")
+            )
+            if (pod.get("spec") or {}).get("nodeName") == node:
+                return
+        raise _forbid(user, "events", name, "may only report events about itself and its pods")
     raise _forbid(user, resource, name, f"may not {method.lower()} {resource}")

@@ -502,6 +502,7 @@ def _view_rules() -> list[dict[str, Any]]:
                 "namespaces",
                 "namespaces/status",
                 "serviceaccounts",
+                "events",
             ],
         )
     ]

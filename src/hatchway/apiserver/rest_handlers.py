@@ -186,7 +186,9 @@ class ResourceHandler:
     async def _route(self, call: Call, res: resources.Resource, namespace: str) -> Response:
         method, name = call.request.method, call.info.name
         if node_restriction.node_identity(call.user) is not None:
-            body = _body_object(call) if method == "POST" and res.name == "nodes" else None
+            body = (
+                _body_object(call) if method == "POST" and res.name in ("nodes", "events") else None
+            )
             await node_restriction.check(
                 self.store, call.user, method, res.name, namespace, name, body
             )

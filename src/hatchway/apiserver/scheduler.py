@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from hatchway.api.events import WARNING
 from hatchway.api.meta import format_time
 from hatchway.api.status import StatusError
+from hatchway.apiserver.events import EventStore
 from hatchway.apiserver.nodes import node_ready
 from hatchway.store.base import Store
 
@@ -55,6 +58,32 @@ def feasible(pod: dict[str, Any], node: dict[str, Any]) -> bool:
     return True
 
 
+#: How often a pod that still fits no node gets its FailedScheduling event again.
+FAILED_EVERY = 60.0
+
+
+def unschedulable_message(pod: dict[str, Any], nodes: list[dict[str, Any]]) -> str:
+    """The scheduler's ``0/N nodes are available: ...`` with a count per reason."""
+    reasons: dict[str, int] = {}
+    for node in nodes:
+        spec = node.get("spec") or {}
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        if not node_ready(node):
+            why = "node(s) were not ready"
+        elif spec.get("unschedulable"):
+            why = "node(s) were unschedulable"
+        elif any(labels.get(k) != v for k, v in selector.items()):
+            why = "node(s) didn't match Pod's node affinity/selector"
+        else:
+            why = "node(s) had untolerated taint"
+        reasons[why] = reasons.get(why, 0) + 1
+    text = f"0/{len(nodes)} nodes are available"
+    if reasons:
+        text += ": " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) + "."
+    return text
+
+
 def _bind(pod: dict[str, Any], node_name: str) -> dict[str, Any]:
     pod["spec"]["nodeName"] = node_name
     st = pod.setdefault("status", {})
@@ -74,11 +103,16 @@ def _bind(pod: dict[str, Any], node_name: str) -> dict[str, Any]:
 class Scheduler:
     """Binds pods to nodes (see module docstring)."""
 
-    def __init__(self, store: Store, *, interval: float = 5.0) -> None:
+    def __init__(
+        self, store: Store, *, interval: float = 5.0, events: EventStore | None = None
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.events = events
         self._wake = asyncio.Event()
         self._turn = 0
+        #: uid -> (message, when) of the last FailedScheduling event: one a minute at most.
+        self._unschedulable: dict[str, tuple[str, float]] = {}
 
     def kick(self) -> None:
         """Run a pass soon."""
@@ -112,6 +146,7 @@ class Scheduler:
                 continue
             choice = self._choose(pod, nodes, load)
             if choice is None:
+                await self._failed(pod, nodes)
                 continue
             meta = pod["metadata"]
             try:
@@ -123,7 +158,27 @@ class Scheduler:
                 continue
             load[choice] = load.get(choice, 0) + 1
             bound[f"{meta.get('namespace')}/{meta['name']}"] = choice
+            self._unschedulable.pop(str(meta.get("uid") or ""), None)
+            if self.events is not None:
+                text = f"Successfully assigned {meta.get('namespace')}/{meta['name']} to {choice}"
+                await self.events.record(pod, "Scheduled", text)
+        live = {str(p["metadata"].get("uid") or "") for p in pods}
+        for uid in set(self._unschedulable) - live:
+            del self._unschedulable[uid]
         return bound
+
+    async def _failed(self, pod: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+        """A FailedScheduling event saying why no node fits (at most one a minute)."""
+        if self.events is None:
+            return
+        text = unschedulable_message(pod, nodes)
+        uid = str(pod["metadata"].get("uid") or "")
+        last = self._unschedulable.get(uid)
+        now = time.monotonic()
+        if last is not None and last[0] == text and now - last[1] < FAILED_EVERY:
+            return
+        self._unschedulable[uid] = (text, now)
+        await self.events.record(pod, "FailedScheduling", text, type_=WARNING)
 
     async def run(self) -> None:
         while True:

@@ -32,6 +32,7 @@ from hatchway.apiserver.app import ApiApp
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
+from hatchway.apiserver.events import EventStore
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.namespaces import NamespaceController, is_terminating
@@ -173,6 +174,7 @@ class ApiServer:
         self.scheduler: Scheduler | None = None
         self.namespaces: NamespaceController | None = None
         self.tokens: ServiceAccountTokens | None = None
+        self.events: EventStore | None = None
         self.node_monitor: NodeMonitor | None = None
         self.audit: AuditLogger | None = None
         self.paths: _Paths | None = None
@@ -204,7 +206,8 @@ class ApiServer:
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
-        self.scheduler = Scheduler(store, interval=config.scheduler_interval)
+        self.events = EventStore(store)
+        self.scheduler = Scheduler(store, interval=config.scheduler_interval, events=self.events)
         self.node_monitor = NodeMonitor(
             store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
         )
@@ -215,6 +218,7 @@ class ApiServer:
             loop.create_task(self.node_monitor.run(), name="hatchway-node-monitor"),
             loop.create_task(self.namespaces.run(), name="hatchway-namespaces"),
             loop.create_task(self.tokens.run(), name="hatchway-service-accounts"),
+            loop.create_task(self.events.run(), name="hatchway-event-expiry"),
         ]
         self.scheduler.kick()
         self.namespaces.kick()  # a Terminating namespace from before a restart

@@ -21,6 +21,7 @@ from typing import Any
 from hatchway import pki as pki_module
 from hatchway.errors import ApiError, HatchwayError
 from hatchway.node.attach import attach
+from hatchway.node.events import NodeEvents
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
@@ -82,6 +83,7 @@ class NodeAgent:
             self.runtime,
             self.images,
             on_status=self._report_status,
+            on_event=self._emit_event,
             backoff_initial=config.backoff_initial,
             backoff_max=config.backoff_max,
             host_ip=config.address,
@@ -89,6 +91,7 @@ class NodeAgent:
         self.server: HttpServer | None = None
         self._endpoint: NodeEndpoint | None = None
         self.rest: RestClient | None = None
+        self.events: NodeEvents | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pods: dict[str, dict[str, Any]] = {}  # the API server's view, by uid
         self._dirty = asyncio.Event()
@@ -107,12 +110,20 @@ class NodeAgent:
             ssl_context=tls.client_context(ca_file=ca, cert_file=cert, key_file=key),
             user_agent=f"hatchway-node/{KUBELET_VERSION}",
         )
+        self.events = NodeEvents(self.rest, cfg.node_name)
         loop = asyncio.get_running_loop()
         self._tasks = [
+            loop.create_task(self.events.run()),
             loop.create_task(self._heartbeat_loop()),
             loop.create_task(self._watch_loop()),
             loop.create_task(self._reconcile_loop()),
         ]
+
+    def _emit_event(
+        self, pod: dict[str, Any], reason: str, message: str, type_: str, field_path: str
+    ) -> None:
+        if self.events is not None:  # before start(): nobody to tell yet
+            self.events.emit(pod, reason, message, type_=type_, field_path=field_path)
 
     def _credentials(self) -> tuple[str, str, str, str]:
         """``(cert, key, ca, client_ca)``: the node's own certificate, the cluster CA and

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hatchway.api.events import NORMAL, WARNING, container_path
 from hatchway.errors import ContainerRuntimeError, HatchwayError
 from hatchway.node.paths import is_uid
 from hatchway.node.pod_state import PodStateDir
@@ -49,6 +50,8 @@ from hatchway.node.runtime_spec import SpecError
 log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[dict[str, Any]], Awaitable[Any]]
+#: ``(pod, reason, message, type, fieldPath)``: one event about the pod.
+EventCallback = Callable[[dict[str, Any], str, str, str, str], None]
 
 
 def rfc3339(t: float | None) -> str | None:
@@ -126,6 +129,7 @@ class PodManager:
         images: ImageStore,
         *,
         on_status: StatusCallback | None = None,
+        on_event: EventCallback | None = None,
         state_dir: str | None = None,
         backoff_initial: float = 10.0,
         backoff_max: float = 300.0,
@@ -135,6 +139,8 @@ class PodManager:
         self.runtime = runtime
         self.images = images
         self.on_status = on_status
+        #: ``(pod, reason, message, type, fieldPath)`` for each event (never awaited).
+        self.on_event = on_event
         self.state_dir = state_dir or os.path.join(runtime.root_dir, "pods")
         self.state = PodStateDir(self.state_dir)
         self.backoff_initial = backoff_initial
@@ -318,6 +324,11 @@ class PodManager:
                     c.next_start = now + self._backoff(c.restart_count)
                     c.waiting = ("CrashLoopBackOff", _crash_message(c, spec))
                     self._save(p)
+                    name, ns = p.key[1], p.key[0]
+                    text = (
+                        f"Back-off restarting failed container {c.name} in pod {name}_{ns}({p.uid})"
+                    )
+                    self._event(p, "BackOff", text, WARNING, c.name)
                 if now < c.next_start:
                     return
                 with contextlib.suppress(HatchwayError):
@@ -334,15 +345,43 @@ class PodManager:
             )
         except ImageNotFoundError as e:
             reason = "ImagePullBackOff" if c.failures else "ErrImageNotFound"
+            image = spec.get("image")
+            if c.failures:
+                self._event(p, "BackOff", f'Back-off pulling image "{image}"', WARNING, c.name)
+            else:
+                self._event(p, "Failed", f'Failed to pull image "{image}": {e}', WARNING, c.name)
             return self._create_failed(c, reason, str(e))
         except SpecError as e:
+            self._event(p, "Failed", f"Error: {e}", WARNING, c.name)
             return self._create_failed(c, "CreateContainerConfigError", str(e))
         except ContainerRuntimeError as e:
+            self._event(p, "Failed", f"Error: {e}", WARNING, c.name)
             return self._create_failed(c, "CreateContainerError", str(e))
         c.id, c.failures, c.next_start = cid, 0, 0.0
         c.waiting = ("ContainerCreating", "")
         self._save(p)
+        image = spec.get("image")
+        self._event(
+            p, "Pulled", f'Container image "{image}" already present on machine', container=c.name
+        )
+        self._event(p, "Created", f"Created container: {c.name}", container=c.name)
         await self.runtime.start(cid)
+        self._event(p, "Started", f"Started container {c.name}", container=c.name)
+
+    def _event(
+        self, p: _Pod, reason: str, message: str, type_: str = NORMAL, container: str = ""
+    ) -> None:
+        if self.on_event is None:
+            return
+        init = any(
+            s.get("name") == container
+            for s in (p.pod.get("spec") or {}).get("initContainers") or ()
+        )
+        path = container_path(container, init) if container else ""
+        try:
+            self.on_event(p.pod, reason, message, type_, path)
+        except Exception:  # an event must never break the pod's worker
+            log.exception("event %s for %s/%s not emitted", reason, *p.key)
 
     def _volumes(self, p: _Pod) -> dict[str, str]:
         """Host directories of the pod's emptyDir and hostPath volumes."""
@@ -467,6 +506,9 @@ class PodManager:
     async def _remove(self, p: _Pod) -> None:
         await _cancel(p.task)
         ids = [c.id for c in p.containers.values() if c.id]
+        for c in p.containers.values():
+            if c.id:
+                self._event(p, "Killing", f"Stopping container {c.name}", container=c.name)
         await asyncio.gather(*(self._stop(cid, p) for cid in ids))
         for cid in [*ids, p.sandbox_id]:
             if cid:
