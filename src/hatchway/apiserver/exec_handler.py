@@ -262,7 +262,7 @@ class _Session:
     def fields(self) -> dict[str, Any]:
         call, options = self.call, self.options
         return {
-            "user": call.user,
+            **call.audit_users,
             "info": call.info,
             "pod_uid": self.pod_uid,
             "container": options.container,
