@@ -6,7 +6,9 @@ on what a peer may send."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,10 @@ from hatchway.apiserver.impersonation import (
 from hatchway.apiserver.rbac import RbacAuthorizer, RbacPolicy
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
 from hatchway.transport import http, tls
+
+from .test_proxy import EXEC_Q, PODS, SCALE, Client, _echo_roundtrip, api, data_dir, node
+
+__all__ = ["api", "data_dir", "node"]  # test_proxy's fixtures, used by name
 
 RBAC = "rbac.authorization.k8s.io"
 ADMIN = UserInfo("admin", ("system:masters", AUTHENTICATED_GROUP))
@@ -524,3 +530,57 @@ async def test_privileged_exec_is_decided_for_the_impersonated_user(server: ApiS
     # Past admission: the pod's node is not there, so the exec cannot be proxied.
     assert resp.status != 403, resp.body
     assert refused_text not in resp.body.decode()
+
+
+# -- through the exec proxy, with test_proxy's fake node ------------------------------------
+def _as(user: str, *groups: str) -> list[tuple[str, str]]:
+    return [("Impersonate-User", user), *(("Impersonate-Group", g) for g in groups)]
+
+
+async def test_the_node_never_sees_impersonation_headers(api, node) -> None:  # type: ignore[no-untyped-def]
+    admin = Client(api, "admin", ["system:masters"])
+    admin.headers = [
+        *_as("ops", "system:masters"),
+        ("Impersonate-Uid", "7"),
+        ("Impersonate-Extra-Ticket", "T-1"),
+    ]
+    resp, stream = await admin.upgrade(f"{PODS}/web/exec{EXEC_Q}")
+    assert resp.status == 101
+    await _echo_roundtrip(resp, stream)
+    sent = node.requests[-1]
+    assert [k for k, _ in sent.headers if k.lower().startswith("impersonate-")] == []
+    assert api.paths is not None and api.paths.audit is not None
+    deadline = time.monotonic() + 5 * SCALE
+    while True:
+        lines = [json.loads(x) for x in api.paths.audit.read_text().splitlines()]
+        sessions = [x for x in lines if x["type"] in ("session_start", "session_end")]
+        if len(sessions) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert [x["type"] for x in sessions] == ["session_start", "session_end"]
+    for line in sessions:
+        assert line["user"] == "admin"
+        assert line["impersonated_user"] == {
+            "username": "ops",
+            "groups": ["system:masters", "system:authenticated"],
+            "uid": "7",
+            "extra": {"ticket": ["T-1"]},
+        }
+
+
+async def test_session_slots_are_charged_to_the_caller(api, node) -> None:  # type: ignore[no-untyped-def]
+    """per_user is 2 here: acting as a third user buys no third session."""
+    node.mode = "hold"
+    admin = Client(api, "admin", ["system:masters"])
+    held = []
+    for i in range(2):
+        admin.headers = _as(f"u{i}", "system:masters")
+        held.append(await admin.upgrade(f"{PODS}/web/exec{EXEC_Q}"))
+    assert [resp.status for resp, _ in held] == [101, 101]
+    admin.headers = _as("u2", "system:masters")
+    resp, stream = await admin.upgrade(f"{PODS}/web/exec{EXEC_Q}")
+    assert stream is None and resp.status == 429
+    assert json.loads(resp.body)["message"].endswith("for user 'admin'")
+    for _, s in held:
+        assert s is not None
+        s.close()

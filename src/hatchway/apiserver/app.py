@@ -68,7 +68,13 @@ class Call:
     @property
     def audit_users(self) -> dict[str, UserInfo | None]:
         """The audit's ``user`` (who authenticated) and ``impersonated_user``."""
-        return {"user": self.requestor or self.user, "impersonated_user": self.impersonated}
+        return {"user": self.caller, "impersonated_user": self.impersonated}
+
+    @property
+    def caller(self) -> UserInfo:
+        """Who authenticated: what per-user bounds (session slots) are charged to, so
+        that acting as many users never buys more than one user's share."""
+        return self.requestor or self.user
 
     @property
     def impersonated(self) -> UserInfo | None:
