@@ -584,3 +584,24 @@ async def test_session_slots_are_charged_to_the_caller(api, node) -> None:  # ty
     for _, s in held:
         assert s is not None
         s.close()
+
+
+async def test_acting_as_a_node_is_held_to_that_nodes_objects(server: ApiServer) -> None:
+    """Node restriction decides for the impersonated identity, as Kubernetes' Node
+    authorizer does."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"nodeName": "n2", "containers": [{"name": "main", "image": "x"}]},
+    }
+    await create(server, "/api/v1/namespaces/default/pods", pod)
+    as_node = [("Impersonate-User", "system:node:n1"), ("Impersonate-Group", "system:nodes")]
+    path = "/api/v1/namespaces/default/pods/elsewhere"
+    resp = await call(server, path, creds=admin(server), headers=as_node, method="DELETE")
+    assert resp.status == 403
+    assert json.loads(resp.body)["message"] == (
+        'pods "elsewhere" is forbidden: node "n1" can only modify pods bound to it,'
+        " not one on 'n2'"
+    )
+    assert (await call(server, path, creds=admin(server))).status == 200
