@@ -49,6 +49,7 @@ from hatchway.api import status
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.apiserver.authn import AUTHENTICATED_GROUP, UserInfo
 from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
+from hatchway.errors import HatchwayError
 
 __all__ = [
     "ANONYMOUS",
@@ -76,8 +77,9 @@ MAX_VALUE_CHARS = 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
 
 
-class ImpersonationError(Exception):
-    """The headers cannot be acted on; ``response`` says how to answer (see module)."""
+class ImpersonationError(HatchwayError):
+    """The headers cannot be acted on: answer ``code`` with the Status ``body``, or
+    without one (Kubernetes' plain-text 500) with ``message`` as text."""
 
     def __init__(self, code: int, message: str, body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -148,22 +150,20 @@ def _extra_key(suffix: str) -> str:
 
 
 def _bounded(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``Impersonate-*`` headers, refused (400, saying which bound) beyond the
+    bounds of the module docstring."""
     found = [(k, v) for k, v in headers if k.startswith("impersonate-")]
+    text = ""
     if len(found) > MAX_VALUES:
-        raise ImpersonationError(
-            400,
-            f"too many impersonation headers: {len(found)}, at most {MAX_VALUES} are accepted",
-            status.bad_request(
-                f"too many impersonation headers: {len(found)}, at most {MAX_VALUES} are accepted"
-            ),
-        )
+        text = f"too many impersonation headers: {len(found)}, at most {MAX_VALUES} are accepted"
     for key, value in found:
-        if len(value) > MAX_VALUE_CHARS:
+        if not text and len(value) > MAX_VALUE_CHARS:
             text = (
                 f"impersonation header {key} is {len(value)} characters long,"
                 f" at most {MAX_VALUE_CHARS} are accepted"
             )
-            raise ImpersonationError(400, text, status.bad_request(text))
+    if text:
+        raise ImpersonationError(400, text, status.bad_request(text))
     return found
 
 
