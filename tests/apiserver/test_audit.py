@@ -635,3 +635,36 @@ def test_more_secrets_never_reach_either_session_line(context) -> None:
             assert any(REDACTED in a for a in rec["command"])
 
     check()
+
+
+def test_impersonation_names_both_users_on_every_line() -> None:
+    """Kubernetes' ``user`` and ``impersonatedUser``: the caller, then who it acted as;
+    extra values (the caller chose them) are redacted like any free text."""
+    buf = io.StringIO()
+    audit = AuditLogger(buf)
+    bob = UserInfo("bob", ("g", AUTHENTICATED_GROUP), "42", {"note": ("password=hunter2",)})
+    session = {"container": "main", "command": ["sh"], "tty": False, "stdin": False}
+    audit.log_request(user=ALICE, impersonated_user=bob, info=EXEC, decision="allow", code=101)
+    audit.log_session_start(user=ALICE, impersonated_user=bob, info=EXEC, code=101, **session)
+    audit.log_session_end(
+        user=ALICE,
+        impersonated_user=bob,
+        info=EXEC,
+        duration=1,
+        bytes_in=0,
+        bytes_out=0,
+        exit_code=0,
+        **session,
+    )
+    audit.log_request(user=ALICE, info=EXEC, decision="allow", code=101)
+    *impersonating, plain = lines_of(buf)
+    for rec in impersonating:
+        assert (rec["user"], rec["groups"]) == ("alice", ["dev", AUTHENTICATED_GROUP])
+        assert rec["impersonated_user"] == {
+            "username": "bob",
+            "groups": ["g", AUTHENTICATED_GROUP],
+            "uid": "42",
+            "extra": {"note": [f"password={REDACTED}"]},
+        }
+    assert "hunter2" not in buf.getvalue()
+    assert "impersonated_user" not in plain

@@ -1,7 +1,9 @@
-"""The API server's HTTP application: authn -> request info -> authz -> handler, audited.
+"""The API server's HTTP application: authn -> impersonation -> authz -> handler, audited.
 
 Every request is authenticated (client certificate from the cluster CA, or a bearer
-token; anything else is 401, discovery included), classified by
+token; anything else is 401, discovery included), switched to the user its
+``Impersonate-*`` headers name if the caller may impersonate it (:mod:`.impersonation`;
+from there on, authorisation, admission and the handlers see only that user), classified by
 :func:`~hatchway.apiserver.request_info.parse_request_info`, authorised by RBAC (exec
 and attach are always ``create`` on ``pods/exec``/``pods/attach``), then served:
 
@@ -15,7 +17,8 @@ and attach are always ``create`` on ``pods/exec``/``pods/attach``), then served:
 * access reviews: :mod:`.reviews`;
 * everything else: :mod:`.rest_handlers`.
 
-One audit line per request, with the decision and the code answered.
+One audit line per request, with the decision and the code answered; when the request
+impersonates, the line names both the caller (``user``) and the impersonated user.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from typing import Any
 
 from hatchway.api import resources, status
 from hatchway.api.status import AdmissionDeniedError
-from hatchway.apiserver import openapi, openapi_v2
+from hatchway.apiserver import impersonation, openapi, openapi_v2
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator, UserInfo
 from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
 from hatchway.apiserver.request_info import RequestInfo, parse_request_info
 from hatchway.errors import ApiError
-from hatchway.transport.http import Request, Response
+from hatchway.transport.http import Request, Response, plain_response
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +55,63 @@ class Call:
     """One authenticated, authorised request on its way to a handler."""
 
     request: Request
+    #: Who the request runs as: the impersonated user when it impersonates.
     user: UserInfo
     info: RequestInfo
     request_id: str
+    #: The authenticated caller when the request impersonates ``user``, else None.
+    requestor: UserInfo | None = None
     #: Added by admission: ``Warning`` headers for the answer, annotations for the audit.
     warnings: list[tuple[str, str]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
 
     @property
+    def audit_users(self) -> dict[str, UserInfo | None]:
+        """The audit's ``user`` (who authenticated) and ``impersonated_user``."""
+        return {"user": self.caller, "impersonated_user": self.impersonated}
+
+    @property
+    def caller(self) -> UserInfo:
+        """Who authenticated: what per-user bounds (session slots) are charged to, so
+        that acting as many users never buys more than one user's share."""
+        return self.requestor or self.user
+
+    @property
+    def impersonated(self) -> UserInfo | None:
+        return self.user if self.requestor is not None else None
+
+    @property
     def source(self) -> str:
-        peer = self.request.peer
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return f"{peer[0]}:{peer[1]}"
-        return str(peer or "")
+        return _source(self.request)
 
     @property
     def source_address(self) -> str:
         peer = self.request.peer
         return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+@dataclass
+class _Unauthenticated:
+    """A request refused before anyone was authenticated, as the audit sees it."""
+
+    request: Request
+    info: RequestInfo
+    request_id: str
+
+    @property
+    def audit_users(self) -> dict[str, UserInfo | None]:
+        return {"user": None, "impersonated_user": None}
+
+    @property
+    def source(self) -> str:
+        return _source(self.request)
+
+
+def _source(request: Request) -> str:
+    peer = request.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -128,7 +170,7 @@ class ApiApp:
             return None
         info = parse_request_info(request.method, request.raw_path, request.query)
         body = status.unauthorized()
-        return self._audited(request, None, info, str(uuid.uuid4()), "deny", body)
+        return self._audited(_Unauthenticated(request, info, str(uuid.uuid4())), "deny", body)
 
     async def __call__(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -137,58 +179,67 @@ class ApiApp:
             request.peercert, request.header("authorization")
         )
         if user is None:
-            return self._audited(request, None, info, request_id, "deny", status.unauthorized())
-        decision = await self.authz.authorize(user, Attributes.from_request_info(info))
-        if not decision.allowed:
-            body = forbidden_status(user, Attributes.from_request_info(info), decision.reason)
-            return self._audited(request, user, info, request_id, "deny", body)
+            anonymous = _Unauthenticated(request, info, request_id)
+            return self._audited(anonymous, "deny", status.unauthorized())
         call = Call(request, user, info, request_id)
+        refusal = await self._impersonate(call)
+        if refusal is not None:
+            return refusal
+        decision = await self.authz.authorize(call.user, Attributes.from_request_info(info))
+        if not decision.allowed:
+            attrs = Attributes.from_request_info(info)
+            return self._audited(call, "deny", forbidden_status(call.user, attrs, decision.reason))
         try:
             response = await self._dispatch(call)
         except AdmissionDeniedError as exc:
             # Refused by policy after authorisation: a denial, with admission's reason.
-            return self._audited(
-                request, user, info, request_id, "deny", exc.status, call.annotations
-            )
+            return self._audited(call, "deny", exc.status, call.annotations)
         except ApiError as exc:
             # A 403 past authorization is an admission refusal: a denial, with its reason.
             decision = "deny" if exc.code == 403 else "allow"
-            return self._audited(
-                request, user, info, request_id, decision, exc.status, call.annotations
-            )
+            return self._audited(call, decision, exc.status, call.annotations)
         except Exception as exc:
             log.exception("handler failed: %s %s", request.method, request.raw_path)
             body = status.internal_error(f"{type(exc).__name__}: {exc}")
-            return self._audited(request, user, info, request_id, "error", body)
+            return self._audited(call, "error", body)
         response.headers.extend(call.warnings)
-        self._audit(
-            request, user, info, request_id, "allow", response.status, annotations=call.annotations
-        )
+        self._audit(call, "allow", response.status, annotations=call.annotations)
         return response
+
+    async def _impersonate(self, call: Call) -> Response | None:
+        """Switches ``call`` to the user its ``Impersonate-*`` headers ask for, or
+        answers the refusal (see :mod:`.impersonation`)."""
+        request = call.request
+        try:
+            wanted = impersonation.parse_headers(request.headers, request.target)
+        except impersonation.ImpersonationError as exc:
+            if exc.body is not None:
+                return self._audited(call, "deny", exc.body)
+            self._audit(call, "deny", exc.code, exc.message)
+            return plain_response(exc.code, exc.message)
+        if not wanted:
+            return None
+        outcome = await impersonation.impersonate(self.authz, call.user, wanted)
+        if isinstance(outcome, dict):
+            return self._audited(call, "deny", outcome)
+        call.requestor, call.user = call.user, outcome
+        return None
 
     def _audited(
         self,
-        request: Request,
-        user: UserInfo | None,
-        info: RequestInfo,
-        request_id: str,
+        call: Call | _Unauthenticated,
         decision: str,
         body: dict[str, Any],
         annotations: dict[str, str] | None = None,
     ) -> Response:
         response = status_response(body)
         message = str(body.get("message", ""))
-        self._audit(
-            request, user, info, request_id, decision, response.status, message, annotations
-        )
+        self._audit(call, decision, response.status, message, annotations)
         return response
 
     def _audit(
         self,
-        request: Request,
-        user: UserInfo | None,
-        info: RequestInfo,
-        request_id: str,
+        call: Call | _Unauthenticated,
         decision: str,
         code: int,
         reason: str = "",
@@ -196,18 +247,17 @@ class ApiApp:
     ) -> None:
         if self.audit is None:
             return
-        peer = request.peer
-        source = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
+        request = call.request
         try:
             self.audit.log_request(
-                user=user,
-                info=info,
+                **call.audit_users,
+                info=call.info,
                 decision=decision,
                 code=code,
                 reason=reason,
-                source=source,
+                source=call.source,
                 user_agent=request.header("user-agent") or "",
-                request_id=request_id,
+                request_id=call.request_id,
                 annotations=annotations,
             )
         except (OSError, ValueError):

@@ -13,7 +13,10 @@
 
 Every line carries ``type``, ``timestamp`` (RFC 3339 UTC, microseconds), ``request_id``
 (one per request: a session's start and end lines and its request line share it; the
-node is given it as the ``Audit-ID`` header), ``user``, ``groups``, ``verb``,
+node is given it as the ``Audit-ID`` header), ``user`` and ``groups`` (who
+authenticated), ``impersonated_user`` when the request impersonated someone (as
+Kubernetes' ``impersonatedUser``: ``username``, ``groups``, ``uid`` and ``extra`` when
+set; the identity everything else about the request was decided for), ``verb``,
 ``resource`` (``pods/exec`` form), ``namespace``, ``name`` and ``path``. Then by type:
 
 * ``request``: ``decision`` (allow; deny for a refusal by authentication,
@@ -145,6 +148,7 @@ class AuditLogger:
         self,
         *,
         user: UserInfo | None,
+        impersonated_user: UserInfo | None = None,
         info: RequestInfo | None,
         decision: str,
         code: int,
@@ -157,7 +161,7 @@ class AuditLogger:
         """One request: ``decision`` is "allow", "deny" or "error"."""
         if decision not in {"allow", "deny", "error"}:
             raise ValueError(f"decision must be allow, deny or error, not {decision!r}")
-        record = self._base("request", user, info, request_id)
+        record = self._base("request", user, info, request_id, impersonated_user)
         record.update(
             decision=decision,
             reason=redact_text(reason),
@@ -173,6 +177,7 @@ class AuditLogger:
         self,
         *,
         user: UserInfo | None,
+        impersonated_user: UserInfo | None = None,
         info: RequestInfo | None,
         container: str,
         command: Sequence[str],
@@ -185,7 +190,7 @@ class AuditLogger:
         request_id: str = "",
     ) -> None:
         """The node's answer to one admitted exec/attach (attach: an empty ``command``)."""
-        record = self._base("session_start", user, info, request_id)
+        record = self._base("session_start", user, info, request_id, impersonated_user)
         redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
         record.update(source=source, code=int(code))
         if error:
@@ -196,6 +201,7 @@ class AuditLogger:
         self,
         *,
         user: UserInfo | None,
+        impersonated_user: UserInfo | None = None,
         info: RequestInfo | None,
         container: str,
         command: Sequence[str],
@@ -212,7 +218,7 @@ class AuditLogger:
         request_id: str = "",
     ) -> None:
         """The end of one exec/attach session (attach has an empty ``command``)."""
-        record = self._base("session_end", user, info, request_id)
+        record = self._base("session_end", user, info, request_id, impersonated_user)
         redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
         record.update(
             duration=round(float(duration), 6),
@@ -262,7 +268,12 @@ class AuditLogger:
                 self._stream.flush()
 
     def _base(
-        self, kind: str, user: UserInfo | None, info: RequestInfo | None, request_id: str
+        self,
+        kind: str,
+        user: UserInfo | None,
+        info: RequestInfo | None,
+        request_id: str,
+        impersonated: UserInfo | None = None,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "type": kind,
@@ -271,6 +282,8 @@ class AuditLogger:
             "user": user.name if user else "",
             "groups": list(user.groups) if user else [],
         }
+        if impersonated is not None:
+            record["impersonated_user"] = _user_record(impersonated)
         if info is None:
             record.update(verb="", resource="", namespace="", name="", path="")
         else:
@@ -293,6 +306,17 @@ class AuditLogger:
             else:
                 self._stream.write(line)
             self._stream.flush()
+
+
+def _user_record(user: UserInfo) -> dict[str, Any]:
+    """Kubernetes' audit ``impersonatedUser``: name and groups, uid and extra when set
+    (extra values through :func:`redact_text`: a peer chose them)."""
+    out: dict[str, Any] = {"username": user.name, "groups": list(user.groups)}
+    if user.uid:
+        out["uid"] = user.uid
+    if user.extra:
+        out["extra"] = {k: [redact_text(v) for v in vs] for k, vs in user.extra.items()}
+    return out
 
 
 def _dump(record: dict[str, Any]) -> str:

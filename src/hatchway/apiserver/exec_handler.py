@@ -7,7 +7,8 @@ request (400 ``Upgrade request required``), run exec admission (403 for privileg
 host-namespace pods, or pods violating the namespace's Pod Security enforce level,
 unless cluster admin; raised as AdmissionDeniedError so that it is audited as a
 denial), take a session slot (429 with ``Retry-After`` beyond the per-user
-or total bound). Then :class:`~.proxy.ExecProxy` dials the pod's node, sending the
+or total bound; "per user" is per authenticated caller, so impersonating many users
+buys no more slots). Then :class:`~.proxy.ExecProxy` dials the pod's node, sending the
 request id as ``Audit-ID``, and either relays its refusal or switches protocols and
 splices. The node's answer is audited at once with the command (``session_start``);
 when the splice ends the node is asked for the exit code (:mod:`.outcome`) and the
@@ -152,7 +153,7 @@ class ExecHandler:
         if reason is not None:  # raised, so the audit line records a denial and why
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
-        slot = self.slots.acquire(call.user.name)
+        slot = self.slots.acquire(call.caller.name)
         try:
             return await self._proxy(call, pod, node, options, slot)
         except BaseException:
@@ -262,7 +263,7 @@ class _Session:
     def fields(self) -> dict[str, Any]:
         call, options = self.call, self.options
         return {
-            "user": call.user,
+            **call.audit_users,
             "info": call.info,
             "pod_uid": self.pod_uid,
             "container": options.container,

@@ -10,9 +10,9 @@ parameters the kubelet understands are passed on (``follow``, ``previous``,
 a Status with the node's code and text. Redirects are never followed.
 
 Follow streams hold a node connection for as long as the client likes, so they are
-bounded per user and in total (:class:`~.exec_handler.SessionSlots`, 429 with
-``Retry-After`` beyond); the slot goes back when the stream ends, whichever side ends
-it, or when it is never streamed at all.
+bounded per user (the authenticated one, not whom it impersonates) and in total
+(:class:`~.exec_handler.SessionSlots`, 429 with ``Retry-After`` beyond); the slot goes
+back when the stream ends, whichever side ends it, or when it is never streamed at all.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class LogHandler:
         url = endpoint.url(target)
         slot = None
         if query_bool(call.request.query.get("follow")):
-            slot = self.follows.acquire(call.user.name)
+            slot = self.follows.acquire(call.caller.name)
         try:
             return await self._stream(url, slot)
         except BaseException:

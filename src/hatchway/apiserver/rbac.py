@@ -514,6 +514,9 @@ def _edit_rules() -> list[dict[str, Any]]:
         _rule(_WRITE, [""], ["pods", "serviceaccounts"]),
         _rule(["create", *_READ], [""], ["pods/exec", "pods/attach", "pods/portforward"]),
         _rule(["create"], [""], ["serviceaccounts/token"]),
+        # Kubernetes' system:aggregate-to-edit grants this too: an editor may act as the
+        # service accounts of the namespaces it edits (whose tokens it can mint anyway).
+        _rule(["impersonate"], [""], ["serviceaccounts"]),
     ]
 
 
@@ -543,8 +546,10 @@ def default_cluster_roles() -> list[dict[str, Any]]:
 
     view reads pods (with log and status), namespaces and service accounts but cannot
     exec, attach or port-forward; edit adds writing pods and service accounts, create on
-    pods/exec, pods/attach and pods/portforward, and serviceaccounts/token (Kubernetes'
-    edit has it too); admin adds Roles and RoleBindings. Only resources Hatchway serves.
+    pods/exec, pods/attach and pods/portforward, serviceaccounts/token and ``impersonate``
+    on serviceaccounts (Kubernetes' edit has both); admin adds Roles and RoleBindings.
+    Only resources Hatchway serves, and users, groups and uids to impersonate (granted
+    by cluster-admin's ``*`` alone, as on Kubernetes).
     """
     return [
         _cluster_role(
