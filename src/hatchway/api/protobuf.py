@@ -20,8 +20,9 @@ a string, ``runtime.RawExtension`` and ``metav1.FieldsV1`` {raw=1} the JSON they
 What a peer controls is bounded: malformed input (truncated varints or fields, lengths
 past the end, wire types that do not fit the field, field number 0, invalid UTF-8) is a
 400 "malformed protobuf body: ...", message nesting is limited to :data:`MAX_DEPTH`
-(the tables have no recursive message today; the limit keeps it so), and sizes are
-bounded by the body limit before we are called.
+(the tables have no recursive message today; the limit keeps it so), the work a body
+may cost to :data:`MAX_WORK` fields (protobuf claims far more per byte than JSON), and
+sizes are bounded by the body limit before we are called.
 
 Skipped, as Kubernetes' own decoder skips them: field numbers a table does not know (a
 field added to Kubernetes after our tables; nothing Hatchway reads). Never skipped: an
@@ -194,25 +195,28 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
     return _Decoder().message(name, data, 1)
 
 
-#: How many JSON values one body may decode to. A JSON body at the 3 MiB body limit
-#: holds at most ~1.5 million; protobuf could claim more (an empty element of a
-#: repeated message is two bytes and decodes to every non-omitempty field of it).
-MAX_VALUES = 2_000_000
+#: How much work one body may cost, in fields: each message decoded costs the size of
+#: its table (every field is looked at, to write Go's zero values), each field read one
+#: more. A real object costs thousands; protobuf lets a peer claim far more per byte
+#: than JSON does (an empty element of a repeated message is two bytes and decodes to
+#: every non-omitempty field of it), so a flood of them is cut here.
+MAX_WORK = 1_000_000
 
 
 class _Decoder:
     def __init__(self) -> None:
-        self.values = 0
+        self.work = 0
 
     def _count(self, n: int) -> None:
-        self.values += n
-        if self.values > MAX_VALUES:
-            raise _bad(f"the object has more than {MAX_VALUES} values")
+        self.work += n
+        if self.work > MAX_WORK:
+            raise _bad(f"the object costs more than {MAX_WORK} fields to decode")
 
     def message(self, name: str, data: bytes, depth: int) -> dict[str, Any]:
         if depth > MAX_DEPTH:
             raise _bad(f"messages nested deeper than {MAX_DEPTH}")
         table = _table(name)
+        self._count(len(table))
         found: dict[int, Any] = {}
         for number, wire, value in _fields(data):
             field = table.get(number)
@@ -245,12 +249,11 @@ class _Decoder:
                 if "p" not in flags and _omitted(kind, flags, value):
                     continue
                 out[json_name] = value
-            elif "o" in flags and (kind != "message" or "p" in flags or "r" in flags):
+            elif "o" in flags and _omittable(kind, flags):
                 continue  # omitempty and absent: Go leaves it out (a struct is never empty)
             elif "z" in flags:
                 continue
             else:
-                self._count(1)
                 out[json_name] = self._zero(kind, ref, flags, depth)
         return out
 
@@ -312,12 +315,18 @@ _ZEROS: dict[str, Any] = {
 }
 
 
+def _omittable(kind: str, flags: str) -> bool:
+    """Whether omitempty can leave the field out: scalars, pointers, slices and maps;
+    structs (messages and the special types) are never "empty" to encoding/json."""
+    return kind in _SCALARS or any(f in flags for f in "prmw")
+
+
 def _omitted(kind: str, flags: str, value: Any) -> bool:
     """Whether Go's encoding/json leaves out a present non-pointer ``value``."""
     if "z" in flags and value is None:  # omitzero on a zero time
         return True
-    if "o" not in flags or ("r" not in flags and "m" not in flags and kind not in _SCALARS):
-        return False  # structs are never "empty" to omitempty
+    if "o" not in flags or not _omittable(kind, flags):
+        return False
     return value in ("", 0, False) or value == [] or value == {}
 
 
