@@ -167,3 +167,46 @@ def test_debug_copy_to(
     # And runs: the debug container is a real process in it.
     ran = kubectl_pb("exec", copy, "-c", "dbg", "--", "echo", "copied")
     assert _ok(ran) == "copied\n"
+
+
+#: Generators and their arguments; each is run by a JSON-sending kubectl (1.31) and the
+#: protobuf-sending ones with --dry-run=server, and the answers compared.
+GENERATORS = [
+    ("namespace", "NAME"),
+    ("serviceaccount", "NAME"),
+    ("role", "NAME", "--verb=get,watch", "--resource=pods,nodes", "--resource-name=x"),
+    ("clusterrole", "NAME", "--verb=*", "--non-resource-url=/healthz", "--resource=pods"),
+    ("clusterrole", "NAME", "--aggregation-rule=a=b,c=d"),
+    ("rolebinding", "NAME", "--clusterrole=view", "--user=u", "--serviceaccount=default:s"),
+    ("clusterrolebinding", "NAME", "--clusterrole=edit", "--group=g1", "--group=g2"),
+]
+#: What the server fills in differently each time.
+VOLATILE = ("uid", "creationTimestamp", "managedFields", "resourceVersion")
+
+
+def _dry_run(kubectl: Kubectl, name: str, generator: tuple[str, ...]) -> dict[str, Any]:
+    args = [a.replace("NAME", name) for a in generator]
+    answer = json.loads(_ok(kubectl("create", *args, "--dry-run=server", "-o", "json")))
+    for key in VOLATILE:
+        answer["metadata"].pop(key, None)
+    return answer  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=lambda g: "-".join(g[:2]))
+def test_protobuf_and_json_bodies_make_the_same_object(
+    cluster: Cluster, kubectl_homes: dict[str, pathlib.Path], generator: tuple[str, ...]
+) -> None:
+    """The decoded protobuf is the JSON the same request carries: the would-be objects of
+    a server dry run are equal whichever encoding kubectl used."""
+    binary = kubectl_binary("1.31")
+    if binary is None:
+        pytest.skip("kubectl.1.31 is not installed")
+    json_kubectl = Kubectl("1.31", "ws", binary, cluster, kubectl_homes["1.31"])
+    name = _name("pb-eq")
+    expected = _dry_run(json_kubectl, name, generator)
+    for version in PROTOBUF_VERSIONS:
+        found = kubectl_binary(version)
+        if found is None:
+            continue
+        pb = Kubectl(version, "ws", found, cluster, kubectl_homes[version])
+        assert _dry_run(pb, name, generator) == expected, version
