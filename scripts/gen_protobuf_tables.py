@@ -249,6 +249,9 @@ def main() -> None:
     for pkg, kinds in ROOTS.items():
         for kind in kinds:
             out.append(f"    ({groups[pkg]!r}, {kind!r}): {pkg + '.' + kind!r},")
+    # meta/v1 kinds are also served as core v1 ones (a Status is apiVersion v1).
+    for kind in ROOTS["meta/v1"]:
+        out.append(f"    ('', {kind!r}): {'meta/v1.' + kind!r},")
     out.append("}")
     print("\n".join(out))
 

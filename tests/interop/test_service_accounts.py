@@ -15,6 +15,7 @@ from interop.support import Kubectl, Pods
 
 pytestmark = pytest.mark.runc
 
+
 def _token_kubeconfig(cluster: Cluster, token: str, path: pathlib.Path) -> pathlib.Path:
     """The admin kubeconfig's server and CA, with the bearer token as the only credential."""
     config = yaml.safe_load(cluster.kubeconfig.read_text())

@@ -483,6 +483,14 @@ def parse_go_duration(text: str) -> int:
 # -- encoding --------------------------------------------------------------------------
 
 
+def only_protobuf(accept: str) -> bool:
+    """Whether an ``Accept`` header allows protobuf and nothing else (client-go's typed
+    clients send ``application/vnd.kubernetes.protobuf, application/json``: JSON is
+    then fine, and what we answer)."""
+    ranges = [r.split(";")[0].strip().lower() for r in accept.split(",") if r.strip()]
+    return bool(ranges) and all(r == MEDIA_TYPE for r in ranges)
+
+
 class EncodeError(ValueError):
     """An object that has no protobuf form in our tables."""
 
@@ -508,7 +516,9 @@ def _json_keys(name: str) -> set[str]:
 def encode_message(name: str, obj: dict[str, Any]) -> bytes:
     if not isinstance(obj, dict):
         raise EncodeError(f"{name}: expected an object, got {type(obj).__name__}")
-    extra = set(obj) - _json_keys(name)
+    # apiVersion and kind of an object inside another (a list's items) are its TypeMeta,
+    # which protobuf carries only in the envelope.
+    extra = set(obj) - _json_keys(name) - {"apiVersion", "kind"}
     if extra:
         raise EncodeError(f"{name}: no field for {sorted(extra)}")
     out = bytearray()

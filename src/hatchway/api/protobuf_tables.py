@@ -1446,4 +1446,6 @@ KINDS: dict[tuple[str, str], str] = {
     ("events.k8s.io", "EventList"): "events/v1.EventList",
     ("meta.k8s.io", "Status"): "meta/v1.Status",
     ("meta.k8s.io", "DeleteOptions"): "meta/v1.DeleteOptions",
+    ("", "Status"): "meta/v1.Status",
+    ("", "DeleteOptions"): "meta/v1.DeleteOptions",
 }
