@@ -210,3 +210,87 @@ def test_protobuf_and_json_bodies_make_the_same_object(
             continue
         pb = Kubectl(version, "ws", found, cluster, kubectl_homes[version])
         assert _dry_run(pb, name, generator) == expected, version
+
+
+def _rich_pod(name: str) -> dict[str, Any]:
+    """A pod using much of PodSpec: what ``debug --copy-to`` copies, field for field."""
+    main = {
+        "name": "main",
+        "image": "busybox",
+        "command": ["sleep", "3600"],
+        "args": ["--", "x"],
+        "workingDir": "/tmp",
+        "env": [
+            {"name": "A", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "1m"}},
+        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch", "readOnly": True}],
+        "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 30},
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "failureThreshold": 9},
+        "startupProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 1},
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": False},
+        "stdin": True,
+        "tty": True,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    spec = {
+        "containers": [main],
+        "initContainers": [{"name": "init", "image": "busybox", "command": ["true"]}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}],
+        "restartPolicy": "OnFailure",
+        "terminationGracePeriodSeconds": 1,
+        "activeDeadlineSeconds": 3600,
+        "hostname": "rich",
+        "subdomain": "sub",
+        "securityContext": {"runAsUser": 0, "supplementalGroups": [1, 2], "fsGroup": 3},
+        "tolerations": [
+            {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+        ],
+        "priority": 0,
+        "enableServiceLinks": False,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "annotations": {"note": "rich"}},
+        "spec": spec,
+    }
+
+
+#: What differs between two copies of one pod made a moment apart.
+POD_VOLATILE = ("uid", "creationTimestamp", "managedFields", "resourceVersion", "name")
+
+
+def test_debug_copy_of_a_rich_pod_is_the_same_from_protobuf_and_json(
+    cluster: Cluster, kubectl_homes: dict[str, pathlib.Path], cleanup: list[tuple[str, ...]]
+) -> None:
+    """kubectl 1.31 posts the copy as JSON, 1.32/1.33 as protobuf: the stored copies are
+    equal, so every PodSpec field the copy carries was decoded as its JSON."""
+    original = _name("pb-rich")
+    cleanup.append(("pod", original))
+    cluster.apply_pod(_rich_pod(original))
+    copies: dict[str, dict[str, Any]] = {}
+    for version in ("1.31", *PROTOBUF_VERSIONS):
+        binary = kubectl_binary(version)
+        if binary is None:
+            pytest.skip(f"kubectl.{version} is not installed")
+        kubectl = Kubectl(version, "ws", binary, cluster, kubectl_homes[version])
+        copy = _name(f"pb-copy{version.replace('.', '')}")
+        cleanup.append(("pod", copy))
+        made = kubectl(
+            "debug", original, f"--copy-to={copy}", "--image=busybox", "--container=dbg",
+            "--", "sleep", "3600",
+        )  # fmt: skip
+        _ok(made)
+        stored = _get(kubectl, "pod", copy)
+        for key in POD_VOLATILE:
+            stored["metadata"].pop(key, None)
+        stored["spec"].pop("nodeName", None)  # set by the scheduler, when it has run
+        stored.pop("status", None)
+        copies[version] = stored
+    assert copies["1.31"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == "http"
+    assert copies["1.31"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "1Mi"}
+    for version in PROTOBUF_VERSIONS:
+        assert copies[version] == copies["1.31"], version
