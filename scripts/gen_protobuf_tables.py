@@ -8,8 +8,13 @@ k8s.io/apimachinery and writes our own tables: one per message reachable from th
 Hatchway serves.
 
     python scripts/gen_protobuf_tables.py API_GIT_DIR APIMACHINERY_GIT_DIR [REV] > OUT
+    ruff format OUT
 
-Each ``*_GIT_DIR`` is a git directory (``git --git-dir``); REV defaults to HEAD.
+Each ``*_GIT_DIR`` is a git directory (``git --git-dir``); REV defaults to HEAD. The
+tables are then checked against each package's ``generated.proto`` (same field numbers,
+names, repeated and map fields); a mismatch stops the script. The checked-in tables were
+made from k8s.io/api 10b39a39b and k8s.io/apimachinery eed236ce (field numbers never
+change across Kubernetes versions; newer fields are skipped by older decoders).
 """
 
 from __future__ import annotations
@@ -49,15 +54,31 @@ WRAPPED: set[str] = set()
 #: The kinds served (and their lists), by package.
 ROOTS = {
     "core/v1": [
-        "Pod", "PodList", "Namespace", "NamespaceList", "Node", "NodeList",
-        "ServiceAccount", "ServiceAccountList", "Event", "EventList",
+        "Pod",
+        "PodList",
+        "Namespace",
+        "NamespaceList",
+        "Node",
+        "NodeList",
+        "ServiceAccount",
+        "ServiceAccountList",
+        "Event",
+        "EventList",
     ],
     "rbac/v1": [
-        "Role", "RoleList", "ClusterRole", "ClusterRoleList", "RoleBinding",
-        "RoleBindingList", "ClusterRoleBinding", "ClusterRoleBindingList",
+        "Role",
+        "RoleList",
+        "ClusterRole",
+        "ClusterRoleList",
+        "RoleBinding",
+        "RoleBindingList",
+        "ClusterRoleBinding",
+        "ClusterRoleBindingList",
     ],
     "authorization/v1": [
-        "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview",
+        "SelfSubjectAccessReview",
+        "SubjectAccessReview",
+        "LocalSubjectAccessReview",
         "SelfSubjectRulesReview",
     ],
     "authentication/v1": ["SelfSubjectReview", "TokenRequest", "TokenReview"],
@@ -210,6 +231,7 @@ def main() -> None:
                 todo.append(ref)
         tables[msg] = sorted(rows)
 
+    cross_check(repo_dirs, rev, tables)
     out = [
         '"""Field tables of Kubernetes\' protobuf messages for the kinds Hatchway serves.',
         "",
@@ -254,6 +276,54 @@ def main() -> None:
         out.append(f"    ('', {kind!r}): {'meta/v1.' + kind!r},")
     out.append("}")
     print("\n".join(out))
+
+
+PROTO_FIELD = re.compile(
+    r"^\s+(optional|repeated|required)?\s*(map<[^>]+>|[\w.]+)\s+(\w+)\s*=\s*(\d+)"
+)
+
+
+def cross_check(
+    repo_dirs: dict[str, str], rev: str, tables: dict[str, list[tuple[int, str, str, str, str]]]
+) -> None:
+    """The tables against each package's generated.proto: the same field numbers per
+    message, repeated and map where the proto says so, the proto name equal to the JSON
+    name (case aside: the proto spells some Go names, ``uID``). Exits on a mismatch."""
+    protos: dict[str, dict[str, dict[int, tuple[str, str, str]]]] = {}
+    for pkg, (repo, paths) in PACKAGES.items():
+        text = read(repo_dirs, rev, repo, paths[0].rsplit("/", 1)[0] + "/generated.proto")
+        messages: dict[str, dict[int, tuple[str, str, str]]] = {}
+        current = None
+        for line in text.splitlines():
+            m = re.match(r"^message (\w+) \{", line)
+            if m:
+                current = messages.setdefault(m.group(1), {})
+            elif line.startswith("}"):
+                current = None
+            elif current is not None and (m := PROTO_FIELD.match(line)):
+                current[int(m.group(4))] = (m.group(3), m.group(1) or "", m.group(2))
+        protos[pkg] = messages
+    problems = []
+    for msg, rows in tables.items():
+        pkg, name = msg.rsplit(".", 1)
+        proto = protos[pkg].get(name)
+        if proto is None:
+            problems.append(f"{msg}: not in generated.proto")
+            continue
+        if set(proto) != {row[0] for row in rows}:
+            problems.append(f"{msg}: field numbers {sorted(proto)} in generated.proto")
+        for number, json_name, _kind, _ref, flags in rows:
+            if number not in proto:
+                continue
+            pname, label, ptype = proto[number]
+            if "i" not in flags and pname.lower() != json_name.lower():
+                problems.append(f"{msg}.{number}: {pname} in generated.proto, {json_name} here")
+            if ("r" in flags) != (label == "repeated") or ("m" in flags) != ptype.startswith(
+                "map<"
+            ):
+                problems.append(f"{msg}.{number}: {label} {ptype} in generated.proto ({flags})")
+    if problems:
+        sys.exit("\n".join(problems))
 
 
 if __name__ == "__main__":
