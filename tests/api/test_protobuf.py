@@ -224,6 +224,13 @@ def test_unknown_fields_are_skipped() -> None:
     }
 
 
+def test_a_message_given_twice_is_merged() -> None:
+    """As protobuf (and Go) have it: not the last one alone, which would drop fields."""
+    meta = _field(1, _field(1, b"ns")) + _field(1, _field(11, _field(1, b"a") + _field(2, b"b")))
+    obj = protobuf.decode(_body("v1", "Namespace", meta))
+    assert obj["metadata"] == {"name": "ns", "labels": {"a": "b"}}
+
+
 def test_older_selfsubjectreview_versions() -> None:
     obj = protobuf.decode(_body("authentication.k8s.io/v1beta1", "SelfSubjectReview", b""))
     assert obj["kind"] == "SelfSubjectReview"

@@ -218,6 +218,7 @@ class _Decoder:
         table = _table(name)
         self._count(len(table))
         found: dict[int, Any] = {}
+        parts: dict[int, list[bytes]] = {}
         for number, wire, value in _fields(data):
             field = table.get(number)
             if field is None:
@@ -236,8 +237,16 @@ class _Decoder:
                     items.extend(packed)
                 else:
                     items.append(self._value(where, field, wire, value, depth))
+            elif kind == "message" and "w" not in flags:
+                # A message field given twice is the merge of both, as protobuf has it
+                # (and Go decodes it): the concatenation of their bytes.
+                parts.setdefault(number, []).append(_bytes(where, wire, value))
             else:
                 found[number] = self._value(where, field, wire, value, depth)
+        for number, chunks in parts.items():
+            json_name, kind, ref, flags = table[number]
+            merged = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            found[number] = self.message(ref, merged, depth + 1)
         out: dict[str, Any] = {}
         for number, (json_name, kind, ref, flags) in table.items():
             if "i" in flags:
