@@ -97,3 +97,28 @@ async def test_what_has_no_protobuf_form_stays_json(server: ApiServer) -> None:
     code, ctype, body = await call(server, "GET", "/api/v1", accept=PB)
     assert (code, ctype) == (200, "application/json")
     assert json.loads(body)["kind"] == "APIResourceList"
+
+
+async def test_a_protobuf_delete_options_body(server: ApiServer) -> None:
+    """client-go's typed DELETE sends DeleteOptions in the resource's group version: a
+    dry run in it keeps the object, then a real one removes it."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "r"},
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+    }
+    path = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles"
+    code, _, _ = await call(server, "POST", path, accept=TYPED_CLIENT, body=protobuf.encode(role))
+    assert code == 201
+    options = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "DeleteOptions"}
+    dry = protobuf.encode({**options, "dryRun": ["All"]})
+    code, _, _ = await call(server, "DELETE", f"{path}/r", accept=TYPED_CLIENT, body=dry)
+    assert code == 200
+    code, _, body = await call(server, "GET", f"{path}/r", accept="application/json")
+    assert code == 200 and json.loads(body)["rules"][0]["verbs"] == ["get"]
+    real = protobuf.encode({**options, "propagationPolicy": "Background"})
+    code, _, _ = await call(server, "DELETE", f"{path}/r", accept=TYPED_CLIENT, body=real)
+    assert code == 200
+    code, _, _ = await call(server, "GET", f"{path}/r", accept="application/json")
+    assert code == 404

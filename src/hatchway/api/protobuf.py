@@ -152,6 +152,11 @@ def _put_bytes(number: int, data: bytes) -> bytes:
 _OTHER_VERSIONS = {("authentication.k8s.io", "SelfSubjectReview"): ("v1alpha1", "v1beta1")}
 
 
+#: Options kinds a typed client sends in the group version of the resource it acts on
+#: (an rbac client's DELETE carries an ``rbac.authorization.k8s.io/v1`` DeleteOptions).
+_EVERY_GROUP = {"DeleteOptions": "meta/v1.DeleteOptions"}
+
+
 def decode(body: bytes) -> dict[str, Any]:
     """The object of a protobuf request body as its JSON form."""
     if not body.startswith(MAGIC):
@@ -176,7 +181,7 @@ def decode(body: bytes) -> dict[str, Any]:
     api_version = type_meta.get("apiVersion", "")
     kind = type_meta.get("kind", "")
     group, _, version = api_version.rpartition("/")
-    message = KINDS.get((group, kind))
+    message = KINDS.get((group, kind)) or _EVERY_GROUP.get(kind)
     if message is None or version not in ("v1", *_OTHER_VERSIONS.get((group, kind), ())):
         raise StatusError(
             status.unsupported_media_type(
@@ -508,6 +513,7 @@ def encode(obj: dict[str, Any]) -> bytes:
     """``obj`` (with apiVersion and kind) as a protobuf body."""
     api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
     message = KINDS.get((str(api_version).rpartition("/")[0], str(kind)))
+    message = message or _EVERY_GROUP.get(str(kind))
     if message is None:
         raise EncodeError(f"no protobuf table for {api_version} {kind}")
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
