@@ -35,6 +35,7 @@ not protobuf — those are refused rather than decoded into a different object.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import struct
 from collections.abc import Iterator
@@ -521,11 +522,13 @@ def encode(obj: dict[str, Any]) -> bytes:
     return MAGIC + _put_bytes(1, type_meta) + _put_bytes(2, encode_message(message, body))
 
 
-def _json_keys(name: str) -> set[str]:
+@functools.cache
+def _json_keys(name: str) -> frozenset[str]:
+    """The JSON keys of message ``name``, its inlined structs' included."""
     keys: set[str] = set()
     for json_name, _kind, ref, flags in _table(name).values():
         keys |= _json_keys(ref) if "i" in flags else {json_name}
-    return keys
+    return frozenset(keys)
 
 
 def encode_message(name: str, obj: dict[str, Any]) -> bytes:
