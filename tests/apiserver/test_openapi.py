@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from hatchway.api import defaults, resources
+from hatchway.api.protobuf import fields
 from hatchway.api.status import StatusError
 from hatchway.apiserver import field_validation, openapi_schema, openapi_v2
-from hatchway.apiserver.protobuf import fields
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
 from hatchway.transport import http, tls
 

@@ -15,10 +15,6 @@ from interop.support import Kubectl, Pods
 
 pytestmark = pytest.mark.runc
 
-#: kubectl versions whose generators send protobuf bodies (the protobuf codec is the
-#: other half of issue 12's list; until it lands these are expected to fail).
-PROTOBUF_GENERATORS = {"1.32", "1.33"}
-
 
 def _token_kubeconfig(cluster: Cluster, token: str, path: pathlib.Path) -> pathlib.Path:
     """The admin kubeconfig's server and CA, with the bearer token as the only credential."""
@@ -34,8 +30,6 @@ def _token_kubeconfig(cluster: Cluster, token: str, path: pathlib.Path) -> pathl
 def test_a_service_account_token_runs_exec_until_the_account_goes(
     cluster: Cluster, kubectl: Kubectl, pods: Pods, tmp_path: pathlib.Path
 ) -> None:
-    if kubectl.version in PROTOBUF_GENERATORS:
-        pytest.xfail("kubectl 1.32+ sends 'create serviceaccount' as protobuf: not read yet")
     name = f"bot-{uuid.uuid4().hex[:6]}"
     made = kubectl("create", "serviceaccount", name)
     assert made.returncode == 0, made.stderr

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hatchway.api import resources, status
+from hatchway.api import protobuf, resources, status
 from hatchway.api.status import AdmissionDeniedError
 from hatchway.apiserver import impersonation, openapi, openapi_v2
 from hatchway.apiserver.audit import AuditLogger
@@ -133,6 +133,28 @@ def status_response(body: dict[str, Any]) -> Response:
     return json_response(body, code, headers)
 
 
+def negotiated(request: Request, response: Response) -> Response:
+    """``response`` in protobuf when the client accepts only protobuf and the object has
+    a protobuf form (every served kind, its list, a Status); otherwise as it is, JSON,
+    which client-go decodes by the Content-Type whatever it asked for. Streams (watch)
+    and upgrades stay as they are."""
+    if response.body_iter is not None or response.upgrade is not None or not response.body:
+        return response
+    if not protobuf.only_protobuf(request.header("accept") or ""):
+        return response
+    types = [v for k, v in response.headers if k.lower() == "content-type"]
+    if types != [JSON]:
+        return response
+    try:
+        body = protobuf.encode(json.loads(response.body))
+    except (ValueError, TypeError):  # EncodeError is a ValueError: no protobuf form
+        return response
+    headers = [(k, v) for k, v in response.headers if k.lower() != "content-type"]
+    response.headers = [("Content-Type", protobuf.MEDIA_TYPE), *headers]
+    response.body = body
+    return response
+
+
 class ApiApp:
     """The application :class:`~hatchway.transport.http.HttpServer` serves.
 
@@ -204,7 +226,7 @@ class ApiApp:
             return self._audited(call, "error", body)
         response.headers.extend(call.warnings)
         self._audit(call, "allow", response.status, annotations=call.annotations)
-        return response
+        return negotiated(request, response)
 
     async def _impersonate(self, call: Call) -> Response | None:
         """Switches ``call`` to the user its ``Impersonate-*`` headers ask for, or
@@ -232,7 +254,7 @@ class ApiApp:
         body: dict[str, Any],
         annotations: dict[str, str] | None = None,
     ) -> Response:
-        response = status_response(body)
+        response = negotiated(call.request, status_response(body))
         message = str(body.get("message", ""))
         self._audit(call, decision, response.status, message, annotations)
         return response

@@ -29,6 +29,8 @@ from typing import Any
 from hatchway.api import defaults, resources, server_fields, status, table, validation
 from hatchway.api.meta import format_time
 from hatchway.api.patch import apply_patch
+from hatchway.api.protobuf import MEDIA_TYPE as PROTOBUF
+from hatchway.api.protobuf import decode as decode_protobuf
 from hatchway.api.selectors import parse_field_selector, parse_label_selector
 from hatchway.api.status import StatusError
 from hatchway.apiserver import apply, field_validation, namespaces, node_restriction, pods
@@ -59,11 +61,14 @@ def _first(call: Call, key: str) -> str | None:
 
 
 def decode_body(call: Call) -> Any:
-    """The JSON body (YAML accepted too, as kubectl never sends it but people do)."""
+    """The JSON body (YAML accepted too, as kubectl never sends it but people do); a
+    Kubernetes protobuf body (kubectl 1.32+'s typed clients) as the JSON it stands for."""
     raw = call.request.body
     if not raw:
         raise StatusError(status.bad_request("the request body is empty"))
     content_type = (call.request.header("content-type") or "").lower()
+    if content_type.split(";")[0].strip() == PROTOBUF:
+        return decode_protobuf(raw)
     if "protobuf" in content_type or "cbor" in content_type:
         media = content_type.split(";")[0].strip()
         raise StatusError(

@@ -17,7 +17,6 @@ from typing import Any
 from hatchway.api import resources, status, validation
 from hatchway.api.resources import AUTHZ
 from hatchway.api.status import StatusError
-from hatchway.apiserver import protobuf
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.authn import UserInfo
 from hatchway.apiserver.rbac import RbacAuthorizer
@@ -37,11 +36,7 @@ class ReviewHandler:
         if call.request.method != "POST":
             action = "list" if call.request.method == "GET" else call.request.method.lower()
             raise StatusError(status.method_not_allowed(res.name, action, res.group))
-        content_type = (call.request.header("content-type") or "").lower()
-        if content_type.startswith(protobuf.MEDIA_TYPE):
-            review: Any = protobuf.decode_review(call.request.body)
-        else:
-            review = decode_body(call)
+        review: Any = decode_body(call)  # JSON, YAML or protobuf
         if not isinstance(review, dict):
             raise StatusError(status.bad_request("the request body is not a JSON object"))
         review["apiVersion"] = f"{res.group}/{info.api_version}"
