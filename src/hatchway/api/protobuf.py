@@ -45,6 +45,7 @@ from typing import Any
 from hatchway.api import status
 from hatchway.api.protobuf_tables import KINDS, MESSAGES, Field
 from hatchway.api.status import StatusError
+from hatchway.errors import HatchwayError
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
@@ -506,7 +507,7 @@ def only_protobuf(accept: str) -> bool:
     return bool(ranges) and all(r == MEDIA_TYPE for r in ranges)
 
 
-class EncodeError(ValueError):
+class EncodeError(HatchwayError, ValueError):
     """An object that has no protobuf form in our tables."""
 
 
