@@ -128,6 +128,18 @@ def test_auth_whoami_shows_the_impersonated_user(kubectl: Kubectl) -> None:
     ], err(table)
 
 
+def test_whoami_with_uid_and_can_i_list_as_the_viewer(kubectl: Kubectl, users: Users) -> None:
+    result = kubectl("--as", "bob", "--as-uid", "42", "auth", "whoami", "-o", "json")
+    assert result.returncode == 0, err(result)
+    info = json.loads(result.stdout)["status"]["userInfo"]
+    assert (info["username"], info["uid"]) == ("bob", "42")
+    listed = kubectl("--as", users.names["viewer"], "auth", "can-i", "--list")
+    assert listed.returncode == 0, err(listed)
+    rows = {line.split()[0]: line for line in out(listed).splitlines()[1:] if line.strip()}
+    assert "[get list watch]" in rows["pods"]
+    assert "pods/exec" not in rows
+
+
 def test_exec_as_a_non_admin_identity_is_refused_privileged_pods(
     kubectl_exec: Kubectl, pods: Pods, users: Users
 ) -> None:
