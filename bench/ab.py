@@ -1,6 +1,6 @@
 """A paired A/B of ``hatchway exec POD -- CMD`` wall time between source trees.
 
-    sudo .venv/bin/python bench/ab.py --tree A=/tmp/a/src --tree B=/tmp/b/src [--runs 30]
+    .venv/bin/python bench/ab.py --tree A=/tmp/a/src --tree B=/tmp/b/src [--runs 30]
 
 Each tree is a ``src`` directory (for example ``git archive REV src | tar -x -C DIR``);
 the CLI runs with ``PYTHONPATH`` set to it, so only the code differs, never the

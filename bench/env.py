@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Cluster:
     apiserver_pid: int
     node_pid: int
     kubeconfigs: list[str] = field(default_factory=list)  # one per bench user
+    up_argv: list[str] = field(default_factory=list)  # how it was started (for restarts)
 
     @property
     def runc_root(self) -> str:
@@ -128,9 +130,44 @@ def start_cluster(stack: contextlib.ExitStack, base: pathlib.Path, users: int) -
     pod = "bench"
     _create_pod(env, pod)
     cid = _container_id(data_dir, _pod_uid(env, pod))
-    cluster = Cluster(data_dir, env, pod, cid, state["apiserver_pid"], state["node_pid"], [])
+    cluster = Cluster(data_dir, env, pod, cid, state["apiserver_pid"], state["node_pid"], [], up)
     cluster.kubeconfigs = _user_kubeconfigs(data_dir, users)
     return cluster
+
+
+def restart_servers(cluster: Cluster, timeout: float = 60) -> None:
+    """Fresh API server and node agent processes (the pod's container keeps running):
+    each peer's memory figure is then measured on servers that no earlier peer grew.
+    ``hatchway up`` restarts exactly the components that died, on the same ports."""
+    pids = [cluster.apiserver_pid, cluster.node_pid]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the servers {pids} did not stop within {timeout}s")
+        time.sleep(0.05)
+    result = _run(cluster.up_argv, env=cluster.env)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace")
+        raise RuntimeError(f"hatchway up (restart) failed: {detail}")
+    state = json.loads((cluster.data_dir / "cluster.json").read_text())
+    cluster.apiserver_pid, cluster.node_pid = state["apiserver_pid"], state["node_pid"]
+    probe = [HATCHWAY, "exec", "--kubeconfig", cluster.kubeconfig(0), cluster.pod, "--", "true"]
+    while _run(probe, env=cluster.env, timeout=timeout).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the restarted cluster does not run an exec")
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _stop_cluster(data_dir: pathlib.Path, env: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.env import HATCHWAY, Peers
+from bench.env import HATCHWAY, Peers, restart_servers
 
 ORDER = ("runc", "podman", "ssh", "hatchway", "kubectl-ws", "kubectl-spdy")
 FLOOR = "runc"
@@ -31,6 +31,8 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)
     # The processes that serve sessions for this peer: name → pid (for memory figures).
     servers: Callable[[], dict[str, list[int]]] = dict
+    # Replaces those processes by fresh ones before a memory figure (None: nothing to do).
+    fresh: Callable[[], None] | None = None
 
     def argv(
         self, cmd: Sequence[str], *, stdin: bool = False, tty: bool = False, session: int = 0
@@ -75,14 +77,17 @@ def make_peers(peers: Peers, base_env: dict[str, str]) -> dict[str, Peer]:
         kubeconfig = ["--kubeconfig", cluster.kubeconfig(session)]
         return [HATCHWAY, "exec", *kubeconfig, cluster.pod, *flags, "--", *cmd]
 
-    out["hatchway"] = Peer("hatchway", hatchway, env, servers)
+    def fresh() -> None:
+        restart_servers(cluster)
+
+    out["hatchway"] = Peer("hatchway", hatchway, env, servers, fresh)
 
     def kubectl(cmd: Sequence[str], stdin: bool, tty: bool, session: int) -> list[str]:
         flags = (["-i"] if stdin else []) + (["-t"] if tty else [])
         kubeconfig = ["--kubeconfig", cluster.kubeconfig(session)]
         return ["kubectl", *kubeconfig, "exec", cluster.pod, *flags, "--", *cmd]
 
-    out["kubectl-ws"] = Peer("kubectl-ws", kubectl, env, servers)
+    out["kubectl-ws"] = Peer("kubectl-ws", kubectl, env, servers, fresh)
     spdy_env = {**env, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
-    out["kubectl-spdy"] = Peer("kubectl-spdy", kubectl, spdy_env, servers)
+    out["kubectl-spdy"] = Peer("kubectl-spdy", kubectl, spdy_env, servers, fresh)
     return out

@@ -32,8 +32,9 @@ from bench import measure, report
 from bench.echo import echo
 from bench.peers import ORDER, Peer, make_peers
 
-# Idle before streaming: a server that has streamed keeps its grown heap, which would
-# hide the per-session cost of the next idle measurement.
+# Idle before streaming: a server that has streamed keeps its grown heap. Each peer's
+# idle figure is also measured on fresh server processes (Peer.fresh), so the peer
+# measured first does not pay the heap growth the others then reuse.
 FIGURES = ("stdout", "stdin", "latency", "idle", "concurrent", "echo")
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -153,6 +154,9 @@ def _figure(
     tries: dict[str, list[dict[str, Any]]] = {name: [] for name in columns}
     for _ in range(rounds):  # peers take turns, round by round
         for name, peer in columns.items():
+            if figure == "idle" and peer.fresh is not None:
+                benv.log(f"  fresh servers for {name}")
+                peer.fresh()
             tries[name].append(_measure_one(job, peer))
     if rounds == 1:
         return {name: t[0] for name, t in tries.items()}

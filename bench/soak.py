@@ -1,8 +1,8 @@
 """Soak: thousands of exec sessions against a cluster of its own, with kills, restarts,
 slow readers and idle sessions; every byte checked, every process and fd accounted for.
 
-    sudo .venv/bin/python bench/soak.py                       # 10,000 sessions, ~30 min
-    sudo .venv/bin/python bench/soak.py --sessions 200 --concurrency 50 --time-limit 300
+    .venv/bin/python bench/soak.py                       # 10,000 sessions, ~30 min
+    .venv/bin/python bench/soak.py --sessions 200 --concurrency 50 --time-limit 300
 
 Starts ``hatchway up`` in a temporary data directory (free ports) with busybox pods,
 runs the sessions (Hatchway's library over WebSocket and SPDY, the ``hatchway exec``
