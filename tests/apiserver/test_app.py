@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from apiserver.support import TokenServer
 from hatchway import pki
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
 from hatchway.transport import http, tls
@@ -26,13 +27,8 @@ AGGREGATED = (
 
 
 @pytest.fixture
-async def server(tmp_path: Path):
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text("tok-view,viewer,1\n")
-    srv = ApiServer(ApiServerConfig(data_dir=tmp_path / "data", port=0, token_file=tokens))
-    await srv.start()
-    yield srv
-    await srv.close()
+async def server(token_server: TokenServer) -> ApiServer:
+    return await token_server("tok-view,viewer,1\n")
 
 
 def _ca(server: ApiServer) -> Path:

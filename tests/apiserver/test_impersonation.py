@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from apiserver.support import TokenServer
 from hatchway import pki
 from hatchway.apiserver.authn import AUTHENTICATED_GROUP, UserInfo
 from hatchway.apiserver.impersonation import (
@@ -26,7 +27,7 @@ from hatchway.apiserver.impersonation import (
     split_service_account,
 )
 from hatchway.apiserver.rbac import RbacAuthorizer, RbacPolicy
-from hatchway.apiserver.server import ApiServer, ApiServerConfig
+from hatchway.apiserver.server import ApiServer
 from hatchway.transport import http, tls
 
 from .test_proxy import EXEC_Q, PODS, SCALE, Client, _echo_roundtrip, api, data_dir, node
@@ -290,13 +291,8 @@ async def test_a_node_may_not_impersonate() -> None:
 
 # -- over TLS against the API server -------------------------------------------------------
 @pytest.fixture
-async def server(tmp_path: Path):
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text("tok-alice,alice,1\ntok-ed,ed,2\n")
-    srv = ApiServer(ApiServerConfig(data_dir=tmp_path / "data", port=0, token_file=tokens))
-    await srv.start()
-    yield srv
-    await srv.close()
+async def server(token_server: TokenServer) -> ApiServer:
+    return await token_server("tok-alice,alice,1\ntok-ed,ed,2\n")
 
 
 async def call(
@@ -389,16 +385,10 @@ async def test_whoami_and_can_i_answer_for_the_impersonated_user(server: ApiServ
         ("Impersonate-Extra-Reason", "debugging"),
     ]
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-    resp = await call(
-        server,
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        creds=admin(server),
-        headers=headers,
-        method="POST",
-        body=json.dumps(review).encode(),
+    answer = await post_review(
+        server, "authentication.k8s.io", "selfsubjectreviews", review, headers
     )
-    assert resp.status == 201, resp.body
-    assert json.loads(resp.body)["status"]["userInfo"] == {
+    assert answer["status"]["userInfo"] == {
         "username": "bob",
         "groups": ["g", "system:authenticated"],
         "extra": {"reason": ["debugging"]},
@@ -410,15 +400,26 @@ async def test_whoami_and_can_i_answer_for_the_impersonated_user(server: ApiServ
             "resourceAttributes": {"namespace": "default", "verb": "list", "resource": "pods"}
         },
     }
+    answer = await post_review(
+        server, "authorization.k8s.io", "selfsubjectaccessreviews", sar, headers
+    )
+    assert answer["status"]["allowed"] is False
+
+
+async def post_review(
+    server: ApiServer, group: str, resource: str, review: dict, headers: list[tuple[str, str]]
+) -> dict:
+    """POST ``review`` as the admin with ``headers``; the 201 answer's body."""
     resp = await call(
         server,
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        f"/apis/{group}/v1/{resource}",
         creds=admin(server),
         headers=headers,
         method="POST",
-        body=json.dumps(sar).encode(),
+        body=json.dumps(review).encode(),
     )
-    assert resp.status == 201 and json.loads(resp.body)["status"]["allowed"] is False
+    assert resp.status == 201, resp.body
+    return json.loads(resp.body)
 
 
 async def test_group_without_user_is_refused_as_kubernetes_does(server: ApiServer) -> None:

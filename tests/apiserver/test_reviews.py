@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hatchway.apiserver.server import ApiServer, ApiServerConfig
+from apiserver.support import TokenServer
+from hatchway.apiserver.server import ApiServer
 from hatchway.transport import http, tls
 
 RULES = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
@@ -17,13 +17,8 @@ WHOAMI = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 @pytest.fixture
-async def server(tmp_path: Path):
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text('tok-dev,dev,42,"devs,qa"\n')
-    srv = ApiServer(ApiServerConfig(data_dir=tmp_path / "data", port=0, token_file=tokens))
-    await srv.start()
-    yield srv
-    await srv.close()
+async def server(token_server: TokenServer) -> ApiServer:
+    return await token_server('tok-dev,dev,42,"devs,qa"\n')
 
 
 async def call(
