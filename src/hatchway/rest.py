@@ -90,6 +90,11 @@ class RestClient:
             self._http_loop = loop
         return self._http
 
+    @property
+    def connect_seconds(self) -> float:
+        """Time the pooled client spent in TCP and TLS handshakes so far."""
+        return self._http.connect_seconds if self._http is not None else 0.0
+
     async def aclose(self) -> None:
         """Close pooled connections (of the running loop's client)."""
         client, self._http = self._http, None

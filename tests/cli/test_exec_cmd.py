@@ -55,6 +55,30 @@ def test_stdin_with_eof(cluster: Cluster, pod: str) -> None:
     assert b"Unable to use a TTY" in result.stderr
 
 
+def test_timing_line_names_every_phase(cluster: Cluster, pod: str) -> None:
+    env = {**cluster.env, "HATCHWAY_TIMING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hatchway", "exec", pod, "--", "echo", "hi"],
+        capture_output=True,
+        env=env,
+        timeout=60 * SCALE,
+    )
+    assert result.returncode == 0 and result.stdout == b"hi\n", result.stderr
+    line = result.stderr.decode().strip()
+    assert line.startswith("timing (ms): "), line
+    phases = [part.rsplit(" ", 1) for part in line.removeprefix("timing (ms): ").split(" | ")]
+    names = [name for name, _ in phases]
+    assert names == [
+        "start", "kubeconfig", "connect", "pod get", "upgrade", "first output", "output",
+        "exit status", "teardown", "total",
+    ]  # fmt: skip
+    values = [float(value) for _, value in phases]
+    assert all(v >= 0 for v in values) and values[-1] >= max(values[:-1])
+    # Off by default: nothing but the command's own output.
+    quiet = cluster.hatchway("exec", pod, "--", "true")
+    assert quiet.returncode == 0 and quiet.stderr == b""
+
+
 def test_seed_form_without_dashes(cluster: Cluster, pod: str) -> None:
     result = cluster.hatchway("exec", pod, "-c", "main", "sh", "-c", "echo $0-$1", "a", "-n")
     assert result.returncode == 0, result.stderr

@@ -53,6 +53,9 @@ Options:
       --context='': The name of the kubeconfig context to use
   -h, --help: Help for exec
 
+Environment:
+  HATCHWAY_TIMING=1: print where the time went (start, connect, upgrade, ...) on stderr
+
 Usage:
   hatchway exec (POD | pod/NAME) [-c CONTAINER] [flags] -- COMMAND [args...]
 """

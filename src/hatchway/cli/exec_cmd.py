@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from hatchway.cli import exec_args
 from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
+from hatchway.cli.timing import Phases
 
 STDIN_CHUNK = 64 * 1024
 
@@ -49,8 +50,9 @@ def _write_out(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-async def _copy_out(reader, fd: int) -> None:  # type: ignore[no-untyped-def]
+async def _copy_out(reader, fd: int, phases: Phases) -> None:  # type: ignore[no-untyped-def]
     while chunk := await reader.read(256 * 1024):
+        phases.mark("first output")
         _write_out(fd, chunk)
 
 
@@ -65,22 +67,25 @@ async def _resizes(process) -> None:  # type: ignore[no-untyped-def]
         await process.resize(width, height)
 
 
-async def _exec(args: exec_args.ExecArgs) -> int:
+async def _exec(args: exec_args.ExecArgs, phases: Phases) -> int:
     from hatchway.client.api import Client
 
     client = Client.from_kubeconfig(args.kubeconfig or None, context=args.context or None)
     set_server(client.config.server)
+    phases.mark("kubeconfig")
     try:
-        return await _exec_with(client, args)
+        return await _exec_with(client, args, phases)
     finally:
         await client.close()
 
 
-async def _exec_with(client, args: exec_args.ExecArgs) -> int:  # type: ignore[no-untyped-def]
+async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  # type: ignore[no-untyped-def]
     from hatchway.client import pods
 
     namespace = args.namespace or client.namespace
     pod = await client.get_pod(args.pod, namespace)
+    phases.mark("pod get")
+    phases.split("connect", client.rest.connect_seconds, of="pod get")
     pods.check_pod_active(pod)
     container, notice = pods.default_container(pod, args.container or None)
     if notice and not args.quiet:
@@ -99,6 +104,7 @@ async def _exec_with(client, args: exec_args.ExecArgs) -> int:  # type: ignore[n
         stderr=not tty,
         tty=tty,
     )
+    phases.mark("upgrade")
     loop = asyncio.get_running_loop()
     raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
     async with process:
@@ -115,10 +121,13 @@ async def _exec_with(client, args: exec_args.ExecArgs) -> int:  # type: ignore[n
                 tasks.append(asyncio.ensure_future(_copy_in(process, queue)))
             try:
                 await asyncio.gather(
-                    _copy_out(process.stdout, sys.stdout.fileno()),
-                    _copy_out(process.stderr, sys.stderr.fileno()),
+                    _copy_out(process.stdout, sys.stdout.fileno(), phases),
+                    _copy_out(process.stderr, sys.stderr.fileno(), phases),
                 )
+                phases.mark("first output")  # a command that wrote nothing
+                phases.mark("output")
                 code = await process.wait()
+                phases.mark("exit status")
             finally:
                 for task in tasks:
                     task.cancel()
@@ -145,7 +154,11 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _run(args: exec_args.ExecArgs) -> int:
+    phases = Phases.from_environment()
     try:
-        return asyncio.run(_exec(args))
+        return asyncio.run(_exec(args, phases))
     except Exception as exc:  # every failure is reported, none is a traceback
         return report(exc)
+    finally:
+        phases.mark("teardown")
+        phases.report()

@@ -301,6 +301,7 @@ class HttpClient:
         self.user_agent = user_agent
         self._pool_enabled = pool
         self._pool: dict[tuple[Any, ...], list[_Conn]] = {}
+        self.connect_seconds = 0.0  # spent in TCP and TLS handshakes, all connections
 
     # -- connections -----------------------------------------------------------------------
     @staticmethod
@@ -314,7 +315,9 @@ class HttpClient:
     ) -> _Conn:
         ctx = self._context(origin, ssl)
         key = (origin.scheme, origin.host, origin.port, ctx)
+        started = time.perf_counter()
         stream = await ByteStream.connect(origin.host, origin.port, ssl=ctx, timeout=timeout)
+        self.connect_seconds += time.perf_counter() - started
         return _Conn(stream, key)
 
     def _checkout(self, origin: Origin, ssl: ssl_module.SSLContext | None) -> _Conn | None:
