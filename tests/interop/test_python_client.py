@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from typing import Any
 
 import pytest
 
 from cluster import Cluster
-from interop.support import Pods, Users
+from interop.support import SLEEP, Pods, Users, container, pod_manifest
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.rest import ApiException  # noqa: E402
@@ -200,3 +201,39 @@ def test_service_account_token_from_the_official_client(
         assert info.value.status == 401
     finally:
         rbac.delete_namespaced_role_binding(f"{name}-edit", "default")
+
+
+def test_events_listed_and_watched_by_the_official_client(api: Any, cluster: Cluster) -> None:
+    """A new pod's life as the official client sees it: a watch on core/v1 events with a
+    field selector gets Scheduled … Started as they happen, and a list finds them too."""
+    name = f"pyev-{uuid.uuid4().hex[:6]}"
+    selector = f"involvedObject.name={name}"
+    wanted = {"Scheduled", "Pulled", "Created", "Started"}
+    seen: list[tuple[str, str]] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        watcher = kubernetes.watch.Watch()
+        stream_ = watcher.stream(
+            api.list_namespaced_event, "default", field_selector=selector, timeout_seconds=60
+        )
+        watching.set()
+        for event in stream_:
+            seen.append((event["type"], event["object"].reason))
+            if wanted <= {reason for _, reason in seen}:
+                watcher.stop()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert watching.wait(30)
+    cluster.apply_pod(pod_manifest(name, {"containers": [container("main", SLEEP)]}))
+    try:
+        thread.join(90)
+        assert not thread.is_alive(), f"the watch saw only {seen}"
+        assert wanted <= {reason for kind, reason in seen if kind == "ADDED"}, seen
+        listed = api.list_namespaced_event("default", field_selector=selector)
+        assert wanted <= {e.reason for e in listed.items}
+        assert all(e.involved_object.name == name for e in listed.items)
+        assert all(e.involved_object.kind == "Pod" for e in listed.items)
+    finally:
+        api.delete_namespaced_pod(name, "default", grace_period_seconds=0)
