@@ -166,3 +166,12 @@ def test_field_error_values_like_go():
     assert st.invalid_value("f", None, "d").body() == 'Invalid value: "null": d'
     assert st.invalid_value("f", 'a"b').body() == 'Invalid value: "a\\"b"'
     assert st.forbidden_field("spec", "no").body() == "Forbidden: no"
+
+
+def test_a_list_value_is_printed_as_go_prints_a_string_slice() -> None:
+    error = st.not_supported("dryRun", ["Yes", "No"], ["All"])
+    doc = st.invalid("CreateOptions", "", [error], "meta.k8s.io")
+    assert (
+        'dryRun: Unsupported value: []string{"Yes", "No"}: supported values: "All"'
+        in (doc["message"])
+    )

@@ -104,6 +104,9 @@ def _go_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return _go_quote(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # Go's %#v of a []string, as field.Error prints a list value
+        return "[]string{" + ", ".join(_go_quote(v) for v in value) + "}"
     return json.dumps(value, separators=(",", ":"))
 
 
