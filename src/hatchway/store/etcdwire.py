@@ -1,7 +1,7 @@
 """etcd v3's JSON gateway without I/O: request bodies in, parsed responses out.
 
-etcd serves its gRPC API as JSON over HTTP/1.1 on the client port (docs/protocol.md,
-"etcd v3 JSON gateway"): ``POST /v3/kv/range``, ``/v3/kv/txn``, ``/v3/kv/compaction``
+etcd serves its gRPC API as JSON over HTTP/1.1 on the client port (protocol.md 9.1):
+``POST /v3/kv/range``, ``/v3/kv/txn``, ``/v3/kv/compaction``
 and a streaming ``/v3/watch``. Keys and values are base64; 64-bit integers are JSON
 strings; fields at their zero value are left out (an event with no ``type`` is a PUT).
 The watch stream is one JSON object per line. Everything here is bounded by the caller's
