@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Hatchway and its tests need on a Debian machine (run as root):
 # runc, busybox-static and tini (its tini-static is the exec init mounted into containers)
-# from Debian, and a virtual environment in .venv with the
+# and etcd-server/etcd-client from Debian, and a virtual environment in .venv with the
 # package and its test extras. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 [ -x /usr/bin/tini-static ] || need+=(tini)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# etcd for the etcd store and its tests (they start their own etcd on free ports).
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -18,6 +21,15 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q >/dev/null 2>&1
     apt-get install -y -q "${need[@]}" >/dev/null
   }
+  # Debian's etcd-server enables and starts a system etcd on 2379: nothing here uses it,
+  # so leave none running (where the package could start one at all).
+  if [[ " ${need[*]} " == *" etcd-server "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    else
+      invoke-rc.d etcd stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 PY=${PYTHON:-python3}
@@ -30,4 +42,4 @@ fi
 # Byte-compile ahead of time: the CLI starts faster, even where PYTHONDONTWRITEBYTECODE
 # keeps Python from writing the caches itself.
 .venv/bin/python -m compileall -q src .venv/lib/python3*/site-packages >/dev/null 2>&1 || true
-echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1), $(tini-static --version))" >&2
+echo "setup: ok ($(.venv/bin/python --version), $(runc --version | head -1), $(tini-static --version), etcd $(etcd --version | sed -n 's/^etcd Version: //p'))" >&2

@@ -1,7 +1,10 @@
-"""The Store contract, run against every implementation (test_memory.py, test_sqlite.py).
+"""The Store contract, run against every implementation (test_memory.py, test_sqlite.py,
+test_etcd.py).
 
 A module importing this defines a ``make_store`` fixture: ``make_store(**kwargs)``
 returns a fresh store (same backing file for a given test, where there is one).
+resourceVersions are counted from the store's ``current_rv()`` at the start of a test:
+a fresh memory or SQLite store starts at 0, an etcd cluster at whatever revision it has.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ async def next_event(watch):
 class StoreContract:
     async def test_create_get_roundtrip(self, make_store):
         store = make_store()
+        base = int(await store.current_rv())
         created = await store.create("pods", pod("a"))
-        assert created["metadata"]["resourceVersion"] == "1"
+        assert created["metadata"]["resourceVersion"] == str(base + 1)
         assert created["metadata"]["uid"]
         assert created["metadata"]["creationTimestamp"].endswith("Z")
         got = await store.get("pods", "default", "a")
@@ -110,6 +114,7 @@ class StoreContract:
 
     async def test_list_sorted_with_rv(self, make_store):
         store = make_store()
+        base = int(await store.current_rv())
         await store.create("pods", pod("b", "ns2"))
         await store.create("pods", pod("b"))
         await store.create("pods", pod("a"))
@@ -120,10 +125,10 @@ class StoreContract:
             ("default", "b"),
             ("ns2", "b"),
         ]
-        assert rv == "4"
+        assert rv == str(base + 4)
         items, _ = await store.list("pods", "ns2")
         assert [i["metadata"]["name"] for i in items] == ["b"]
-        assert await store.list("roles") == ([], "4")
+        assert await store.list("roles") == ([], str(base + 4))
 
     async def test_rv_is_global_and_monotonic(self, make_store):
         store = make_store()
@@ -182,12 +187,13 @@ class StoreContract:
     async def test_delete(self, make_store):
         store = make_store()
         created = await store.create("pods", pod("a"))
+        rv = int(created["metadata"]["resourceVersion"])
         with pytest.raises(StatusError) as info:
-            await store.delete("pods", "default", "a", expect_rv="999")
+            await store.delete("pods", "default", "a", expect_rv=str(rv + 998))
         assert info.value.code == 409
-        deleted = await store.delete("pods", "default", "a", expect_rv="1")
+        deleted = await store.delete("pods", "default", "a", expect_rv=str(rv))
         assert deleted["metadata"]["uid"] == created["metadata"]["uid"]
-        assert deleted["metadata"]["resourceVersion"] == "2"
+        assert deleted["metadata"]["resourceVersion"] == str(rv + 1)
         with pytest.raises(StatusError) as info:
             await store.get("pods", "default", "a")
         assert info.value.code == 404
@@ -195,6 +201,7 @@ class StoreContract:
 
     async def test_watch_live(self, make_store):
         store = make_store()
+        base = int(await store.current_rv())
         await store.create("nodes", node("first"))
         async with store.watch("pods", "default", since_rv=await store.current_rv()) as w:
             await store.create("pods", pod("a"))
@@ -206,22 +213,23 @@ class StoreContract:
             await store.delete("pods", "default", "a")
             events = [await next_event(w) for _ in range(3)]
         assert [e.type for e in events] == [ADDED, MODIFIED, DELETED]
-        assert [e.resource_version for e in events] == [2, 5, 6]
+        assert [e.resource_version - base for e in events] == [2, 5, 6]
         assert events[1].object["status"] == {"phase": "Running"}
         assert events[2].to_json()["type"] == "DELETED"
 
     async def test_watch_replays_from_rv(self, make_store):
         store = make_store()
+        base = int(await store.current_rv())
         await store.create("pods", pod("a"))
         await store.create("pods", pod("b"))
         await store.delete("pods", "default", "a")
-        w = store.watch("pods", since_rv="1")
+        w = store.watch("pods", since_rv=str(base + 1))
         first, second = await next_event(w), await next_event(w)
         assert (first.type, first.object["metadata"]["name"]) == (ADDED, "b")
         assert (second.type, second.object["metadata"]["name"]) == (DELETED, "a")
         await store.create("pods", pod("c"))
         third = await next_event(w)
-        assert (third.type, third.resource_version) == (ADDED, 4)
+        assert (third.type, third.resource_version - base) == (ADDED, 4)
         await w.close()
         with pytest.raises(StopAsyncIteration):
             await w.__anext__()
@@ -243,16 +251,17 @@ class StoreContract:
 
     async def test_watch_too_old_is_410(self, make_store):
         store = make_store(history=3)
+        base = int(await store.current_rv())
         for i in range(10):
             await store.create("pods", pod(f"p{i}"))
-        w = store.watch("pods", since_rv="2")
+        w = store.watch("pods", since_rv=str(base + 2))
         with pytest.raises(StatusError) as info:
             await next_event(w)
         assert info.value.code == 410
         assert info.value.reason == "Expired"
-        assert info.value.message.startswith("too old resource version: 2 (")
-        w = store.watch("pods", since_rv="7")  # still inside the window
-        assert (await next_event(w)).resource_version == 8
+        assert info.value.message.startswith(f"too old resource version: {base + 2} (")
+        w = store.watch("pods", since_rv=str(base + 7))  # still inside the window
+        assert (await next_event(w)).resource_version == base + 8
         await w.close()
 
     async def test_watch_bad_rv_is_400(self, make_store):
@@ -285,8 +294,9 @@ class StoreContract:
 
     async def test_concurrent_writers(self, make_store):
         store = make_store()
+        base = int(await store.current_rv())
         await store.create("nodes", node("n"))
-        seen = store.watch("pods", since_rv="1")
+        seen = store.watch("pods", since_rv=str(base + 1))
 
         async def writer(k: int) -> None:
             for i in range(10):
@@ -296,8 +306,8 @@ class StoreContract:
 
         await asyncio.gather(*(writer(k) for k in range(5)))
         items, rv = await store.list("pods")
-        assert len(items) == 50 and rv == "101"
-        rvs = [(await next_event(seen)).resource_version for _ in range(100)]
+        assert len(items) == 50 and rv == str(base + 101)
+        rvs = [(await next_event(seen)).resource_version - base for _ in range(100)]
         assert rvs == list(range(2, 102))
         await seen.close()
 

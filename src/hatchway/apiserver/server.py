@@ -52,9 +52,11 @@ from hatchway.apiserver.serviceaccounts import (
 )
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
+from hatchway.store.etcd import EtcdStore
+from hatchway.store.etcdclient import EtcdClient
 from hatchway.store.sqlite import SqliteStore
 from hatchway.transport import tls
-from hatchway.transport.http import HttpLimits, HttpServer
+from hatchway.transport.http import HttpClient, HttpLimits, HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,15 @@ class ApiServerConfig:
     kubelet_client_key: PathArg = None
     kubelet_ca: PathArg = None
     store_path: PathArg = None
+    #: etcd client URLs; empty keeps SQLite in the data directory (protocol.md 9).
+    etcd_servers: tuple[str, ...] = ()
+    etcd_cafile: PathArg = None
+    etcd_certfile: PathArg = None
+    etcd_keyfile: PathArg = None
+    etcd_prefix: str = "/registry"
+    #: Seconds between compactions of etcd's history (0: never), as kube-apiserver's
+    #: ``--etcd-compaction-interval``.
+    etcd_compaction_interval: float = 300.0
     #: The service-account token signing key (created when missing): default
     #: ``DATA_DIR/pki/service-account.key``.
     service_account_key: PathArg = None
@@ -161,6 +172,19 @@ def _resolve(config: ApiServerConfig) -> _Paths:
     )
 
 
+def _etcd_store(config: ApiServerConfig) -> EtcdStore:
+    """The store on etcd (protocol.md 9.1): mutual TLS when a client cert is given."""
+    ctx = None
+    if config.etcd_cafile or config.etcd_certfile:
+        ctx = tls.client_context(
+            ca_file=config.etcd_cafile, cert_file=config.etcd_certfile, key_file=config.etcd_keyfile
+        )
+    client = EtcdClient(list(config.etcd_servers), HttpClient(), ssl_context=ctx)
+    return EtcdStore(
+        client, prefix=config.etcd_prefix, compaction_interval=config.etcd_compaction_interval
+    )
+
+
 class ApiServer:
     """One API server: store, handlers, HTTPS listener and background loops."""
 
@@ -189,7 +213,7 @@ class ApiServer:
         config = self.config
         paths = self.paths = _resolve(config)
         if self.store is None:
-            self.store = SqliteStore(paths.store)
+            self.store = _etcd_store(config) if config.etcd_servers else SqliteStore(paths.store)
         store = self.store
         await seed(store)
         self.audit = AuditLogger(paths.audit) if paths.audit is not None else None

@@ -136,6 +136,21 @@ UP_APISERVER_LIMITS = (
 )
 
 
+def _etcd_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("storage (SQLite in DATA_DIR unless --etcd-servers)")
+    group.add_argument("--etcd-servers", metavar="URL[,URL]", help="etcd client URLs")
+    group.add_argument("--etcd-cafile", help="CA bundle that signed etcd's certificate")
+    group.add_argument("--etcd-certfile", help="client certificate for etcd (mutual TLS)")
+    group.add_argument("--etcd-keyfile", help="its private key")
+    group.add_argument("--etcd-prefix", default="/registry", help="key prefix (%(default)s)")
+    group.add_argument(
+        "--etcd-compaction-interval",
+        type=float,
+        default=300.0,
+        help="seconds between compactions of etcd's history, 0 for never (%(default)s)",
+    )
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -143,6 +158,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, default=6443, help="HTTPS port (%(default)s)")
     parser.add_argument("--token-file", help='static bearer tokens (token,user,uid,"groups")')
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
+    _etcd_args(parser)
     _session_limit_args(parser)
     _connection_limit_args(parser)
     _timeout_scale_arg(parser)
@@ -159,6 +175,12 @@ def apiserver_main(argv: Sequence[str]) -> int:
         port=args.port,
         token_file=args.token_file,
         audit_log=args.audit_log,
+        etcd_servers=tuple(u for u in (args.etcd_servers or "").split(",") if u),
+        etcd_cafile=args.etcd_cafile,
+        etcd_certfile=args.etcd_certfile,
+        etcd_keyfile=args.etcd_keyfile,
+        etcd_prefix=args.etcd_prefix,
+        etcd_compaction_interval=args.etcd_compaction_interval,
         exec_limits=SessionLimits(per_user=args.max_sessions_per_user, total=args.max_sessions),
         http_limits=HttpLimits(
             max_connections=args.max_connections,

@@ -1,0 +1,354 @@
+"""The Store on etcd v3, keyed and versioned the way kube-apiserver uses etcd.
+
+Keys are ``{prefix}/{resource}/{namespace}/{name}`` (``{prefix}/{resource}/{name}`` for
+cluster-scoped resources; ``prefix`` is ``/registry`` as ``--etcd-prefix`` defaults in
+Kubernetes). Values are the object's JSON without ``resourceVersion``: an object's
+resourceVersion is its key's mod revision, stamped in on every read. Create is a
+transaction on ``create_revision == 0``; update and delete are transactions comparing
+the mod revision read just before (a stale precondition, or a race lost with no
+precondition given too many times, is 409 Conflict). Lists read page by page
+(``limit``) at the first page's revision, so a list is one consistent snapshot however
+large. Watches start at a revision; a start that etcd has compacted is 410 Expired;
+etcd's progress notifications become BOOKMARK events. Compaction runs every
+``compaction_interval`` seconds and compacts to the revision seen one interval before,
+guarded by a key all API servers share so several of them compact once per interval, as
+kube-apiserver's compactor does. See :mod:`hatchway.store.etcdclient` for why the JSON
+gateway over our own HTTP client is the client (protocol.md 9.2, 9.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from hatchway.api import resources
+from hatchway.api.meta import format_time
+from hatchway.api.status import (
+    CONFLICT_MODIFIED,
+    StatusError,
+    already_exists,
+    bad_request,
+    conflict,
+    expired,
+    internal_error,
+    invalid,
+    not_found,
+    required,
+)
+from hatchway.errors import ConnectionClosedError
+from hatchway.store import etcdwire as wire
+from hatchway.store.base import Store, Watch
+from hatchway.store.engine import _NAME_CHARS, _group, _key, _without_rv
+from hatchway.store.etcdclient import EtcdClient
+from hatchway.store.etcdwatch import EtcdWatch, object_of
+
+log = logging.getLogger(__name__)
+
+#: How many times an update or delete without a precondition rereads after losing a race.
+RETRIES = 16
+
+
+def _segment(text: str, what: str) -> str:
+    if "/" in text or text in (".", ".."):
+        raise StatusError(bad_request(f"invalid {what} {text!r}: it may not contain '/'"))
+    return text
+
+
+class EtcdStore(Store):
+    """``EtcdStore(client)``: a Store on the etcd cluster ``client`` talks to.
+
+    ``page_size`` bounds each range read; ``watch_queue`` bounds each watcher's backlog
+    (falling further behind ends the watch with 410, as the other stores do);
+    ``compaction_interval`` (seconds, 0 for never) is kube-apiserver's
+    ``--etcd-compaction-interval``; ``history`` (revisions, optional) also compacts
+    whenever more than twice that many revisions accumulated since the last compaction,
+    keeping the last ``history``. Construct it inside a running event loop.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        *,
+        prefix: str = "/registry",
+        page_size: int = 500,
+        watch_queue: int = 1000,
+        max_event: int = 8 * 1024 * 1024,
+        compaction_interval: float = 300.0,
+        history: int | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix.rstrip("/")
+        self.page_size = page_size
+        self.watch_queue = watch_queue
+        self.max_event = max_event
+        self.history = history
+        self._now = now or (lambda: datetime.now(UTC))
+        self._watches: set[EtcdWatch] = set()
+        self._closed = False
+        self._compacted = 0  # the last revision this store compacted to (or saw at start)
+        self._compact_lock = asyncio.Lock()
+        self._compactor: asyncio.Task[None] | None = None
+        if compaction_interval > 0:
+            self._compactor = asyncio.get_running_loop().create_task(
+                self._compact_every(compaction_interval), name="hatchway-etcd-compactor"
+            )
+
+    # -- keys ----------------------------------------------------------------------------
+    def key(self, resource: str, namespace: str, name: str) -> bytes:
+        res = resources.by_name(resource)
+        parts = [self.prefix, _segment(resource, "resource")]
+        if namespace and (res is None or res.namespaced):
+            parts.append(_segment(namespace, "namespace"))
+        parts.append(_segment(name, "name"))
+        return "/".join(parts).encode()
+
+    def key_prefix(self, resource: str, namespace: str | None) -> bytes:
+        parts = [self.prefix, _segment(resource, "resource")]
+        res = resources.by_name(resource)
+        if namespace is not None and (res is None or res.namespaced):
+            parts.append(_segment(namespace, "namespace"))
+        return ("/".join(parts) + "/").encode()
+
+    # -- requests ------------------------------------------------------------------------
+    async def call(self, path: str, body: bytes) -> dict[str, Any]:
+        if self._closed:
+            raise ConnectionClosedError("store is closed")
+        try:
+            return await self.client.call(path, body)
+        except wire.EtcdError as exc:
+            if exc.code == wire.OUT_OF_RANGE:
+                raise StatusError(expired(f"too old resource version: {exc}")) from exc
+            raise StatusError(internal_error(str(exc))) from exc
+        except ConnectionClosedError as exc:
+            raise StatusError(internal_error(str(exc))) from exc
+
+    async def _read(self, key: bytes) -> tuple[wire.KeyValue | None, int]:
+        result = wire.parse_range(await self.call("/v3/kv/range", wire.range_body(key)))
+        return (result.kvs[0] if result.kvs else None), result.revision
+
+    @staticmethod
+    def _encode(obj: dict[str, Any]) -> bytes:
+        return json.dumps(_without_rv(obj), separators=(",", ":")).encode()
+
+    # -- Store ---------------------------------------------------------------------------
+    async def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        kv, _ = await self._read(self.key(resource, namespace, name))
+        if kv is None:
+            raise StatusError(not_found(resource, name, _group(resource)))
+        return object_of(kv.value, kv.mod_revision)
+
+    async def list(
+        self, resource: str, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page, rv, token = await self.list_page(
+                resource, namespace, limit=self.page_size, continue_=token
+            )
+            items.extend(page)
+            if not token:
+                break
+        items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+        return items, rv
+
+    async def list_page(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        """At most ``limit`` objects in key order, the list's resourceVersion, and the
+        ``continue`` token for the next page (``""`` after the last). Every page of one
+        list reads at the first page's revision; once that is compacted, 410 Expired."""
+        prefix = self.key_prefix(resource, namespace)
+        start, rev = prefix, 0
+        if continue_:
+            rev, suffix = _parse_continue(continue_)
+            start = prefix + suffix
+        body = wire.range_body(start, wire.prefix_end(prefix), rev=rev, limit=max(1, limit))
+        try:
+            result = wire.parse_range(await self.call("/v3/kv/range", body))
+        except StatusError as exc:
+            if continue_ and exc.code == 410:
+                message = "the provided continue parameter is too old; list again"
+                raise StatusError(expired(message)) from exc
+            raise
+        rev = rev or result.revision
+        items = [object_of(kv.value, kv.mod_revision) for kv in result.kvs]
+        token = ""
+        if result.more and result.kvs:
+            token = _make_continue(rev, result.kvs[-1].key[len(prefix) :] + b"\0")
+        return items, str(rev), token
+
+    async def current_rv(self) -> str:
+        body = wire.range_body(self.prefix.encode() + b"/", count_only=True)
+        return str(wire.revision(await self.call("/v3/kv/range", body)))
+
+    async def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        data = json.loads(json.dumps(obj))
+        namespace, name = _key(resource, data)
+        meta = data["metadata"]
+        generated = not name
+        if generated and not meta.get("generateName"):
+            _missing_name(resource)
+        meta["uid"] = meta.get("uid") or str(uuid.uuid4())
+        meta["creationTimestamp"] = meta.get("creationTimestamp") or format_time(self._now())
+        for _ in range(8 if generated else 1):
+            if generated:
+                meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_CHARS, k=5))
+            key = self.key(resource, namespace, meta["name"])
+            txn = await self._txn(wire.create_txn(key, self._encode(data)))
+            if txn.succeeded:
+                meta["resourceVersion"] = str(txn.revision)
+                await self._after_write(txn.revision)
+                return data
+        raise StatusError(already_exists(resource, meta["name"], _group(resource)))
+
+    async def update(
+        self, resource: str, obj: dict[str, Any], *, expect_rv: str | None = None
+    ) -> dict[str, Any]:
+        data = json.loads(json.dumps(obj))
+        namespace, name = _key(resource, data)
+        key = self.key(resource, namespace, name)
+        expect = expect_rv or data["metadata"].get("resourceVersion")
+        kv, _ = await self._read(key)
+        for _ in range(RETRIES):
+            if kv is None:
+                raise StatusError(not_found(resource, name, _group(resource)))
+            if expect and expect != str(kv.mod_revision):
+                break
+            stored = object_of(kv.value, kv.mod_revision)
+            for field in ("uid", "creationTimestamp"):
+                if field in stored["metadata"]:
+                    data["metadata"][field] = stored["metadata"][field]
+            if _without_rv(data) == _without_rv(stored):
+                return stored
+            txn = await self._txn(wire.update_txn(key, self._encode(data), kv.mod_revision))
+            if txn.succeeded:
+                data["metadata"]["resourceVersion"] = str(txn.revision)
+                await self._after_write(txn.revision)
+                return data
+            kv = txn.current
+        raise StatusError(conflict(resource, name, _group(resource), CONFLICT_MODIFIED))
+
+    async def delete(
+        self, resource: str, namespace: str, name: str, *, expect_rv: str | None = None
+    ) -> dict[str, Any]:
+        key = self.key(resource, namespace, name)
+        kv, _ = await self._read(key)
+        for _ in range(RETRIES):
+            if kv is None:
+                raise StatusError(not_found(resource, name, _group(resource)))
+            if expect_rv and expect_rv != str(kv.mod_revision):
+                break
+            txn = await self._txn(wire.delete_txn(key, kv.mod_revision))
+            if txn.succeeded:
+                await self._after_write(txn.revision)
+                return object_of(kv.value, txn.revision)
+            kv = txn.current
+        raise StatusError(conflict(resource, name, _group(resource), CONFLICT_MODIFIED))
+
+    async def _txn(self, body: bytes) -> wire.TxnResult:
+        return wire.parse_txn(await self.call("/v3/kv/txn", body))
+
+    def watch(
+        self, resource: str, namespace: str | None = None, *, since_rv: str | None = None
+    ) -> Watch:
+        if self._closed:
+            raise ConnectionClosedError("store is closed")
+        watch = EtcdWatch(self, resource, namespace, since_rv)
+        self._watches.add(watch)
+        return watch
+
+    def forget(self, watch: EtcdWatch) -> None:
+        self._watches.discard(watch)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
+        for watch in list(self._watches):
+            await watch.close()
+        await self.client.close()
+
+    # -- compaction ----------------------------------------------------------------------
+    async def compact(self, rev: int) -> None:
+        """Compact etcd's history to ``rev``: watches and reads before it get 410."""
+        async with self._compact_lock:
+            if rev <= self._compacted:
+                return
+            try:
+                await self.call("/v3/kv/compaction", wire.compaction_body(rev))
+            except StatusError as exc:
+                if exc.code != 410:  # already compacted further: as good
+                    raise
+            self._compacted = rev
+
+    async def _after_write(self, rev: int) -> None:
+        if self.history is None:
+            return
+        if not self._compacted:
+            self._compacted = max(1, rev - 1)
+        if rev - self._compacted > 2 * self.history:
+            await self.compact(rev - self.history)
+
+    async def _compact_every(self, interval: float) -> None:
+        """kube-apiserver's compactor: each tick bump a shared key if nobody else did
+        since our last look, and compact to the revision of the previous tick."""
+        guard = self.prefix.encode() + b"/compact_rev_key"
+        version, previous = 0, 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                txn_body = wire.guard_txn(guard, version, b"")
+                data = await self.call("/v3/kv/txn", txn_body)
+                txn = wire.parse_txn(data)
+                if txn.succeeded:
+                    version += 1
+                    if previous:
+                        await self.compact(previous)
+                    previous = txn.revision
+                else:
+                    ranged = (data.get("responses") or [{}])[0].get("response_range", {})
+                    version = wire.version_of(ranged)
+                    previous = 0
+            except (StatusError, wire.EtcdError) as exc:
+                log.warning("etcd compaction skipped: %s", exc)
+
+
+def _missing_name(resource: str) -> None:
+    res = resources.by_name(resource)
+    cause = required("metadata.name", "name or generateName is required")
+    raise StatusError(invalid(res.kind if res else resource, "", [cause], _group(resource)))
+
+
+def _make_continue(rev: int, start: bytes) -> str:
+    token = {"v": "meta.k8s.io/v1", "rv": rev, "start": start.decode("utf-8", "replace")}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _parse_continue(token: str) -> tuple[int, bytes]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        rev, start = int(data["rv"]), str(data["start"]).encode()
+    except (ValueError, KeyError, TypeError):
+        raise StatusError(bad_request("invalid continue token")) from None
+    if rev <= 0 or b"/.." in b"/" + start or start.startswith(b"/"):
+        raise StatusError(bad_request("invalid continue token"))
+    return rev, start
