@@ -89,13 +89,13 @@ async def measure(transport: str, sessions: int) -> dict[str, Any]:
     total = sum(s.size_diff for s in stats)
     ours = sum(s.size_diff for s in stats if "hatchway/transport/" in s.traceback[0].filename)
     top = sorted(stats, key=lambda s: -s.size_diff)[:6]
+    by_file = {s.traceback[0].filename.rsplit("/", 2)[-1]: s.size_diff for s in top}
     return {
         "transport": transport,
         "sessions": sessions,
         "bytes_per_session": round(total / sessions),
         "transport_modules_bytes_per_session": round(ours / sessions),
-        "top": {s.traceback[0].filename.rsplit("/", 2)[-1]: round(s.size_diff / sessions)
-                for s in top},  # fmt: skip
+        "top": {name: round(size / sessions) for name, size in by_file.items()},
     }
 
 
