@@ -5,11 +5,12 @@ optional pinger task pings every ``ping_interval`` (kubectl does every 5 s). The
 connection owns both and cancels and awaits them on close.
 
 Backpressure (protocol.md 3.6, SPDY as Kubernetes speaks it has no windows): each stream
-buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
-reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
-the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as
-fast as the peer reads: after a read that made us write, the reader waits for the send
-buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
+buffers up to ``stream_buffer`` bytes; once one holds that much the reader stops reading
+the socket until it is down to a quarter (``streambuf.ReceiveGate``), so TCP slows the
+peer. Writers await ``ByteStream.drain()``. Frames the reader must answer (PING,
+SYN_STREAM, a stream-level fault) are answered only as fast as the peer reads: after a
+read that made us write, the reader waits for the send buffer to drain, so a peer that
+floods pings and never reads cannot grow our memory.
 
 Closing never cuts a peer that is still reading (``ByteStream.close``); a server that
 must not send GOAWAY before the client is done (spdystream acts on it at once, section
@@ -179,11 +180,8 @@ class SpdyConnection(Connection):
         we sent (kubectl's pings, answered every 5 s, show it alive while it writes out
         what it holds); False when it took nothing for the stream's drain idle timeout
         with our output still queued (then the connection is cut, :attr:`cut`)."""
-        bs = self._bs
-        end = await bs.wait_draining(self._closed.wait(), bs.drain_idle_timeout)
-        if end == "stalled" and bs.unsent:
+        if await self._bs.wait_draining(self._closed.wait()) == "cut":
             self.cut = True
-            bs.give_up(bs.drain_idle_timeout)
             self.abort()
         return not self.cut
 

@@ -20,11 +20,12 @@ Choices a caller should know:
   connection, protocol error); :attr:`WebSocketConnection.close_code` tells them apart
   (1000 clean; 1006 no close frame; otherwise the peer's code), and
   :attr:`WebSocketConnection.error` holds a protocol fault we detected.
-* Backpressure: each channel buffers up to ``channel_buffer`` bytes; above that the
-  reader task stops reading the socket until the consumer catches up, so TCP slows the
-  peer. Writes wait on ``ByteStream.drain()``. Pongs and close frames the reader writes
-  wait for the send buffer to drain before the next read (a ping flood from a peer that
-  does not read stays bounded).
+* Backpressure: each channel buffers up to ``channel_buffer`` bytes; at that the reader
+  task stops reading the socket until the consumer has it down to a quarter
+  (``streambuf.ReceiveGate``, protocol.md 5.3), so TCP slows the peer. Writes wait on
+  ``ByteStream.drain()``. Pongs and close frames the reader writes wait for the send
+  buffer to drain before the next read (a ping flood from a peer that does not read
+  stays bounded).
 * Closing waits for the peer's close frame as long as the peer keeps taking our output
   (``ByteStream.wait_draining``); one that takes nothing for the stream's
   ``drain_idle_timeout`` is cut (:attr:`WebSocketConnection.cut`), one that has it all
@@ -325,11 +326,9 @@ class WebSocketConnection(Connection):
         """The next read once we sent our close frame: the peer gets as long as it keeps
         reading what we sent before it (TimeoutError when it does not)."""
         reading = asyncio.ensure_future(self._stream.read(READ_SIZE))
-        stream = self._stream
-        end = await stream.wait_draining(reading, stream.drain_idle_timeout, self._close_timeout)
-        if end == "stalled":
+        end = await self._stream.wait_draining(reading, self._close_timeout)
+        if end == "cut":
             self.cut = True
-            stream.give_up(stream.drain_idle_timeout)
         if end != "done":
             raise TimeoutError
         return reading.result()
@@ -472,12 +471,9 @@ class WebSocketConnection(Connection):
             self._stream.close()
             self._finish()
         stream = self._stream
-        end = await stream.wait_draining(
-            self._done.wait(), stream.drain_idle_timeout, self._close_timeout
-        )
-        if end == "stalled":
+        end = await stream.wait_draining(self._done.wait(), self._close_timeout)
+        if end == "cut":
             self.cut = True
-            stream.give_up(stream.drain_idle_timeout)
         elif end == "delivered":
             stream.close()  # the peer has it all: the socket's own close ends the rest
         await self._stop_tasks()
