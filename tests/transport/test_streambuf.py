@@ -9,7 +9,6 @@ test_websocket.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
@@ -23,9 +22,8 @@ HIGH, LOW = 100, 25
 class Buffered(BufferedStream):
     """The smallest concrete stream: the receive side is all there is."""
 
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return {"streamtype": "stdout"}
+    def __init__(self, gate: ReceiveGate) -> None:
+        super().__init__(gate, {"streamtype": "stdout"})
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError

@@ -66,17 +66,12 @@ class SpdyStream(BufferedStream):
     peer's RST_STREAM) once the stream or connection is gone."""
 
     def __init__(self, conn: SpdyConnection, stream_id: int, headers: Mapping[str, str]):
-        super().__init__(conn._gate)
+        super().__init__(conn._gate, headers)
         self._conn = conn
         self.stream_id = stream_id
-        self._headers = dict(headers)
         self._fin_sent = False
         self.reset_code: int | None = None
         self._replied: asyncio.Future[None] | None = None
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:

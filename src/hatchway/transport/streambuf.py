@@ -17,7 +17,7 @@ the first pause -- an idle exec session has four or five streams a side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from hatchway.transport.base import Stream
@@ -83,12 +83,17 @@ class BufferedStream(Stream):
     ``read`` returns ``b""`` only at EOF (:meth:`feed_eof`, :meth:`abort`) once the
     buffer is empty; bytes fed after EOF are dropped (nothing reads them)."""
 
-    def __init__(self, gate: ReceiveGate) -> None:
+    def __init__(self, gate: ReceiveGate, headers: Mapping[str, str]) -> None:
         self._gate = gate
+        self._headers = dict(headers)
         self._queue: ChunkQueue | None = None
         self._eof = False
         self._over = False  # counted in the gate
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
 
     @property
     def buffered(self) -> int:

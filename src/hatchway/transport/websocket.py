@@ -77,16 +77,11 @@ class WebSocketStream(BufferedStream):
     """One channel of a :class:`WebSocketConnection`."""
 
     def __init__(self, conn: WebSocketConnection, number: int) -> None:
-        super().__init__(conn._gate)
+        super().__init__(conn._gate, {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")})
         self._conn = conn
         self.number = number
-        self._headers: dict[str, str] = {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")}
         self._reset = False
         self._eof_sent = False
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
 
     # -- sending --------------------------------------------------------------------------
     async def write(self, data: bytes | bytearray | memoryview) -> None:
