@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from hatchway import pki
+from hatchway.transport import drain
 from hatchway.transport.bytestream import ByteStream, Server
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
@@ -292,3 +293,44 @@ def test_spdy_wait_hang_up_lasts_while_the_client_reads(loop: str, certs: Path) 
         assert took > 3
 
     run(loop, main())
+
+
+# -- drain.wait_or_cut: the closing waits both drivers share ---------------------------------
+class _Sender:
+    """A peer that takes nothing: acknowledgements unknown, our buffer never shrinks."""
+
+    bytes_acked = None
+    write_buffered = 1000
+
+    def __init__(self, unsent: int) -> None:
+        self.unsent = unsent
+        self.drain_idle_timeout = 0.05
+        self.cut_after: float | None = None
+
+    def give_up(self, stalled: float) -> None:
+        self.cut_after = stalled
+
+
+async def test_wait_or_cut_cuts_a_stalled_peer_with_output_unsent() -> None:
+    sender = _Sender(unsent=1000)
+    never = asyncio.get_running_loop().create_future()
+    assert await drain.wait_or_cut(sender, never) == "cut"
+    assert sender.cut_after == sender.drain_idle_timeout
+    assert never.cancelled()
+
+
+async def test_wait_or_cut_does_not_cut_a_peer_that_has_it_all() -> None:
+    """Idle, but everything was acknowledged: nothing may have been lost, so no cut (and
+    no false "cut" in the outcome), with or without a settle time."""
+    for settle in (None, 10.0):
+        sender = _Sender(unsent=0)
+        never = asyncio.get_running_loop().create_future()
+        assert await drain.wait_or_cut(sender, never, settle) == "delivered"
+        assert sender.cut_after is None
+
+
+async def test_wait_or_cut_returns_done_when_the_awaitable_finishes() -> None:
+    sender = _Sender(unsent=1000)
+    sender.drain_idle_timeout = 60.0
+    assert await drain.wait_or_cut(sender, asyncio.sleep(0)) == "done"
+    assert sender.cut_after is None

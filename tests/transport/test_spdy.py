@@ -247,7 +247,7 @@ async def test_a_peer_that_dies_while_our_streams_are_full_ends_the_connection(t
 
         task = asyncio.create_task(writer())
         await _wait_stalled(written)
-        assert server._blocked  # the server's reader has stopped reading
+        assert server._gate.paused  # the server's reader has stopped reading
         sock = client._bs.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client._bs.abort()  # dies as a killed process with unread data does: a reset

@@ -498,7 +498,7 @@ async def test_a_peer_that_dies_while_our_channels_are_full_ends_the_connection(
             while plateau != written[0]:
                 plateau = written[0]
                 await asyncio.sleep(0.3 * SCALE)
-        assert not srv._resume.is_set()  # the server's reader has stopped reading
+        assert srv._gate.paused  # the server's reader has stopped reading
         sock = cli._stream.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         cli._stream.abort()  # a killed process with unread data: a reset

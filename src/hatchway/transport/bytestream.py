@@ -389,12 +389,11 @@ class ByteStream:
         await self.wait_closed()
         return not self.cut
 
-    async def wait_draining(
-        self, aw: Awaitable[object], idle_timeout: float, settle: float | None = None
-    ) -> str:
-        """Wait for ``aw`` for as long as the peer keeps taking what we sent:
-        ``"done"``, ``"stalled"`` or ``"delivered"`` (:func:`.drain.wait_draining`)."""
-        return await drain.wait_draining(self, aw, idle_timeout, settle)
+    async def wait_draining(self, aw: Awaitable[object], settle: float | None = None) -> str:
+        """Wait for ``aw`` for as long as the peer keeps taking what we sent; one that
+        takes none of it for :attr:`drain_idle_timeout` is cut (:meth:`give_up`):
+        ``"done"``, ``"delivered"`` or ``"cut"`` (:func:`.drain.wait_or_cut`)."""
+        return await drain.wait_or_cut(self, aw, settle)
 
     async def wait_unless_ended(self, event: asyncio.Event) -> bool:
         """Wait for ``event`` (a reader's "buffers have room again"); False once the

@@ -45,14 +45,27 @@ class Sender(Protocol):
     def unsent(self) -> int: ...
 
 
+class Cuttable(Sender, Protocol):
+    """A sender that can cut its peer: a ByteStream."""
+
+    drain_idle_timeout: float
+
+    def give_up(self, stalled: float) -> None: ...
+
+
+def _tcp_info(sock: Any) -> bytes:
+    """``sock``'s ``struct tcp_info``; ``b""`` where unknown (not TCP, not Linux)."""
+    if sock is None or sock.family not in _TCP:
+        return b""
+    try:
+        return bytes(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE))
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
 def bytes_acked(sock: Any) -> int | None:
     """Bytes the peer's kernel acknowledged on ``sock``, None where unknown."""
-    if sock is None or sock.family not in _TCP:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except (OSError, AttributeError, ValueError):
-        return None
+    info = _tcp_info(sock)
     if len(info) < _TCPI_BYTES_ACKED + 8:
         return None
     return int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
@@ -73,12 +86,7 @@ def peer_ended(sock: Any) -> bool:
     finished sends FIN (or a reset, when our last pings were unread) with its last output
     still in our receive buffer, for a slow consumer to read (stopping there lost the
     tail of slow readers' output in the soak)."""
-    if sock is None or sock.family not in _TCP:
-        return False
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except (OSError, AttributeError, ValueError):
-        return False
+    info = _tcp_info(sock)
     return bool(info) and info[0] in _ENDED_STATES
 
 
@@ -172,6 +180,22 @@ async def wait_draining(
             await asyncio.gather(fut, return_exceptions=True)
 
 
+async def wait_or_cut(sender: Cuttable, aw: Awaitable[object], settle: float | None = None) -> str:
+    """:func:`wait_draining` for a closing connection, with the sender's own
+    ``drain_idle_timeout``. ``"done"``; ``"cut"`` when the peer took none of our output
+    for that long with some of it still unsent: it is cut (``sender.give_up``);
+    ``"delivered"`` when everything sent was acknowledged for ``settle``, or when the
+    idle timeout passed with nothing unsent (the peer has it all: nothing to cut it for,
+    and a false "cut" would say output may have been lost)."""
+    end = await wait_draining(sender, aw, sender.drain_idle_timeout, settle)
+    if end != "stalled":
+        return end
+    if sender.unsent:
+        sender.give_up(sender.drain_idle_timeout)
+        return "cut"
+    return "delivered"
+
+
 __all__ = [
     "POLL",
     "Progress",
@@ -179,5 +203,6 @@ __all__ = [
     "kernel_unsent",
     "peer_ended",
     "wait_draining",
+    "wait_or_cut",
     "wait_unless_ended",
 ]

@@ -5,11 +5,12 @@ optional pinger task pings every ``ping_interval`` (kubectl does every 5 s). The
 connection owns both and cancels and awaits them on close.
 
 Backpressure (protocol.md 3.6, SPDY as Kubernetes speaks it has no windows): each stream
-buffers at most ``stream_buffer`` bytes; while any stream is over it the reader stops
-reading the socket, so TCP slows the peer. Writers await ``ByteStream.drain()``. Frames
-the reader must answer (PING, SYN_STREAM, a stream-level fault) are answered only as
-fast as the peer reads: after a read that made us write, the reader waits for the send
-buffer to drain, so a peer that floods pings and never reads cannot grow our memory.
+buffers up to ``stream_buffer`` bytes; once one holds that much the reader stops reading
+the socket until it is down to a quarter (``streambuf.ReceiveGate``), so TCP slows the
+peer. Writers await ``ByteStream.drain()``. Frames the reader must answer (PING,
+SYN_STREAM, a stream-level fault) are answered only as fast as the peer reads: after a
+read that made us write, the reader waits for the send buffer to drain, so a peer that
+floods pings and never reads cannot grow our memory.
 
 Closing never cuts a peer that is still reading (``ByteStream.close``); a server that
 must not send GOAWAY before the client is done (spdystream acts on it at once, section
@@ -48,7 +49,7 @@ from hatchway.protocol.spdy import (
 )
 from hatchway.transport.base import Connection, Stream
 from hatchway.transport.bytestream import ByteStream
-from hatchway.transport.chunks import Buffer, ChunkQueue
+from hatchway.transport.streambuf import BufferedStream, ReceiveGate
 
 log = logging.getLogger(__name__)
 
@@ -59,43 +60,18 @@ _LOCAL_DONE = (StreamState.HALF_CLOSED_LOCAL, StreamState.SYN_SENT_FIN, StreamSt
 _AWAITING_REPLY = (StreamState.SYN_RECEIVED, StreamState.SYN_RECEIVED_FIN)
 
 
-class SpdyStream(Stream):
+class SpdyStream(BufferedStream):
     """One SPDY stream. ``read`` returns ``b""`` at the peer's FIN, a reset, or the end
     of the connection; ``write`` raises ConnectionClosedError (StreamResetError after a
     peer's RST_STREAM) once the stream or connection is gone."""
 
     def __init__(self, conn: SpdyConnection, stream_id: int, headers: Mapping[str, str]):
+        super().__init__(conn._gate, headers)
         self._conn = conn
         self.stream_id = stream_id
-        self._headers = dict(headers)
-        self._chunks = ChunkQueue()
-        self._eof = False
         self._fin_sent = False
         self.reset_code: int | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._replied: asyncio.Future[None] | None = None
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    @property
-    def buffered(self) -> int:
-        """Received bytes not yet read."""
-        return self._chunks.size
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        while not self._chunks:
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = self._chunks.take(max_bytes)
-        self._conn._consumed(self)
-        return chunk
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -118,21 +94,6 @@ class SpdyStream(Stream):
         """Reset the stream because the session has no use for it (REFUSED_STREAM)."""
         self._conn._reset(self, REFUSED_STREAM)
 
-    # -- called by the connection ---------------------------------------------------------
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _feed(self, data: Buffer) -> None:
-        self._chunks.append(data)
-        self._wake()
-
-    def _end(self, drop: bool = False) -> None:
-        self._eof = True
-        if drop:
-            self._chunks.clear()
-        self._wake()
-
 
 class SpdyConnection(Connection):
     """SPDY/3.1 over an upgraded ByteStream (which may hold bytes read past the 101)."""
@@ -154,14 +115,11 @@ class SpdyConnection(Connection):
         self.client = client
         self._ping_interval = ping_interval
         self._reply_timeout = reply_timeout
-        self._high = stream_buffer
-        self._low = stream_buffer // 4
+        self._gate = ReceiveGate(stream_buffer)
         self._streams: dict[int, SpdyStream] = {}
         self._accepted: collections.deque[SpdyStream] = collections.deque()
         self._accepting = True
         self._accept_waiter: asyncio.Future[None] | None = None
-        self._blocked: set[SpdyStream] = set()
-        self._unblocked = asyncio.Event()
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
@@ -217,11 +175,8 @@ class SpdyConnection(Connection):
         we sent (kubectl's pings, answered every 5 s, show it alive while it writes out
         what it holds); False when it took nothing for the stream's drain idle timeout
         with our output still queued (then the connection is cut, :attr:`cut`)."""
-        bs = self._bs
-        end = await bs.wait_draining(self._closed.wait(), bs.drain_idle_timeout)
-        if end == "stalled" and bs.unsent:
+        if await self._bs.wait_draining(self._closed.wait()) == "cut":
             self.cut = True
-            bs.give_up(bs.drain_idle_timeout)
             self.abort()
         return not self.cut
 
@@ -256,7 +211,7 @@ class SpdyConnection(Connection):
             self.error = error
         closed = ConnectionClosedError("SPDY connection closed")
         for stream in self._streams.values():
-            stream._end()
+            stream.feed_eof()
             if stream._replied is not None and not stream._replied.done():
                 stream._replied.set_exception(closed)
         for fut in self._pings.values():
@@ -264,8 +219,7 @@ class SpdyConnection(Connection):
                 fut.set_exception(closed)
         if self._accept_waiter is not None and not self._accept_waiter.done():
             self._accept_waiter.set_result(None)
-        self._blocked.clear()
-        self._unblocked.set()
+        self._gate.close()
         self._closed.set()
 
     # -- streams --------------------------------------------------------------------------
@@ -370,12 +324,6 @@ class SpdyConnection(Connection):
         self._flush()
         self._drop(stream)
 
-    def _consumed(self, stream: SpdyStream) -> None:
-        if stream in self._blocked and stream.buffered <= self._low:
-            self._blocked.discard(stream)
-            if not self._blocked:
-                self._unblocked.set()
-
     # -- internals ------------------------------------------------------------------------
     def _flush(self) -> bool:
         """Write what the protocol queued; whether there was anything."""
@@ -386,9 +334,7 @@ class SpdyConnection(Connection):
 
     def _drop(self, stream: SpdyStream) -> None:
         self._streams.pop(stream.stream_id, None)
-        stream._end(drop=True)
-        if stream in self._blocked:
-            self._consumed(stream)
+        stream.abort()
 
     def _forget_if_done(self, sid: int) -> None:
         if self._proto.stream_state(sid) is StreamState.CLOSED:
@@ -398,11 +344,8 @@ class SpdyConnection(Connection):
         error: BaseException | None = None
         try:
             while not self._ended:
-                if self._blocked:
-                    self._unblocked.clear()
-                    if self.client:  # our consumer is slow: what is queued is still ours
-                        await self._unblocked.wait()
-                    elif not await self._bs.wait_unless_ended(self._unblocked):
+                if self._gate.paused:
+                    if not await self._gate.wait_open(None if self.client else self._bs):
                         raise ConnectionClosedError("peer went away while its streams were full")
                     continue
                 data = await self._bs.read(READ_CHUNK)
@@ -455,8 +398,7 @@ class SpdyConnection(Connection):
                 if not stream._replied.done():
                     stream._replied.set_result(None)
                 if event.fin:
-                    stream.fin_received = True
-                    stream._end()
+                    stream.feed_eof(fin=True)
                 self._forget_if_done(event.stream_id)
         elif isinstance(event, StreamReset):
             self._on_reset(event)
@@ -472,12 +414,9 @@ class SpdyConnection(Connection):
         if stream is None:
             return
         if event.data:
-            stream._feed(event.data)
-            if stream.buffered >= self._high:
-                self._blocked.add(stream)
+            stream.feed(event.data)
         if event.fin:
-            stream.fin_received = True
-            stream._end()
+            stream.feed_eof(fin=True)
             self._forget_if_done(event.stream_id)
 
     def _on_opened(self, event: StreamOpened) -> None:
@@ -493,8 +432,7 @@ class SpdyConnection(Connection):
         self._proto.reply(event.stream_id)
         self._flush()
         if event.fin:
-            stream.fin_received = True
-            stream._end()
+            stream.feed_eof(fin=True)
             self._forget_if_done(event.stream_id)
         self._accepted.append(stream)
         if self._accept_waiter is not None and not self._accept_waiter.done():

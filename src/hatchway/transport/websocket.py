@@ -20,11 +20,12 @@ Choices a caller should know:
   connection, protocol error); :attr:`WebSocketConnection.close_code` tells them apart
   (1000 clean; 1006 no close frame; otherwise the peer's code), and
   :attr:`WebSocketConnection.error` holds a protocol fault we detected.
-* Backpressure: each channel buffers up to ``channel_buffer`` bytes; above that the
-  reader task stops reading the socket until the consumer catches up, so TCP slows the
-  peer. Writes wait on ``ByteStream.drain()``. Pongs and close frames the reader writes
-  wait for the send buffer to drain before the next read (a ping flood from a peer that
-  does not read stays bounded).
+* Backpressure: each channel buffers up to ``channel_buffer`` bytes; at that the reader
+  task stops reading the socket until the consumer has it down to a quarter
+  (``streambuf.ReceiveGate``, protocol.md 5.3), so TCP slows the peer. Writes wait on
+  ``ByteStream.drain()``. Pongs and close frames the reader writes wait for the send
+  buffer to drain before the next read (a ping flood from a peer that does not read
+  stays bounded).
 * Closing waits for the peer's close frame as long as the peer keeps taking our output
   (``ByteStream.wait_draining``); one that takes nothing for the stream's
   ``drain_idle_timeout`` is cut (:attr:`WebSocketConnection.cut`), one that has it all
@@ -38,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from websockets.exceptions import InvalidState
@@ -50,7 +51,8 @@ from hatchway.protocol import channel as ch
 from hatchway.protocol.websocket_frame import FastMessage, FrameSplitter, data_frame
 from hatchway.transport.base import Connection, Stream
 from hatchway.transport.bytestream import ByteStream
-from hatchway.transport.chunks import Buffer, ChunkQueue
+from hatchway.transport.chunks import Buffer
+from hatchway.transport.streambuf import BufferedStream, ReceiveGate
 
 log = logging.getLogger(__name__)
 
@@ -71,72 +73,15 @@ READ_SIZE = 1024 * 1024
 CLOSE_TIMEOUT = 5.0
 
 
-class WebSocketStream(Stream):
+class WebSocketStream(BufferedStream):
     """One channel of a :class:`WebSocketConnection`."""
 
     def __init__(self, conn: WebSocketConnection, number: int) -> None:
+        super().__init__(conn._gate, {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")})
         self._conn = conn
         self.number = number
-        self._headers: dict[str, str] = {"streamtype": ch.NAME_BY_CHANNEL.get(number, "")}
-        self._chunks = ChunkQueue()
-        self._over = False
-        self._eof = False
         self._reset = False
         self._eof_sent = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    @property
-    def buffered(self) -> int:
-        """Received bytes not yet read."""
-        return self._chunks.size
-
-    # -- receiving (driven by the connection's reader task) --------------------------------
-    def _feed(self, data: Buffer) -> None:
-        self._feed_parts((data,), len(data))
-
-    def _feed_parts(self, parts: Iterable[Buffer], size: int) -> None:
-        if self._eof:
-            return
-        self._chunks.extend(parts, size)
-        if self._chunks.size > self._conn._channel_high and not self._over:
-            self._over = True
-            self._conn._over_changed(+1)
-        self._wake()
-
-    def _set_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def _discard(self) -> None:
-        self._chunks.clear()
-        self._set_eof()
-        self._under()
-
-    def _under(self) -> None:
-        if self._over and self._chunks.size <= self._conn._channel_low:
-            self._over = False
-            self._conn._over_changed(-1)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        while not self._chunks:
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = self._chunks.take(max_bytes)
-        self._under()
-        return data
 
     # -- sending --------------------------------------------------------------------------
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -161,7 +106,7 @@ class WebSocketStream(Stream):
         """WebSocket has no per-channel reset: drop what is buffered, EOF our reader and
         refuse further writes on this channel, locally only."""
         self._reset = True
-        self._discard()
+        self.abort()
 
 
 class WebSocketConnection(Connection):
@@ -194,12 +139,8 @@ class WebSocketConnection(Connection):
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        self._channel_high = channel_buffer
-        self._channel_low = channel_buffer // 4
+        self._gate = ReceiveGate(channel_buffer)
         self._channels: dict[int, WebSocketStream] = {}
-        self._over_count = 0
-        self._resume = asyncio.Event()
-        self._resume.set()
         self._fragments: list[bytes] | None = None
         self._max_fragments = max_fragments
         self._splitter = FrameSplitter(server=not client, max_size=max_message)
@@ -248,7 +189,7 @@ class WebSocketConnection(Connection):
         if stream is None:
             stream = self._channels[number] = WebSocketStream(self, number)
             if self._done.is_set():
-                stream._set_eof()
+                stream.feed_eof()
         return stream
 
     async def open_stream(self, headers: Mapping[str, str]) -> WebSocketStream:
@@ -347,22 +288,11 @@ class WebSocketConnection(Connection):
         return True
 
     # -- receiving ------------------------------------------------------------------------
-    def _over_changed(self, delta: int) -> None:
-        self._over_count += delta
-        if self._over_count > 0:
-            self._resume.clear()
-        else:
-            self._resume.set()
-
     async def _read_loop(self) -> None:
         ws = self._ws
         try:
             while ws.state is not State.CLOSED:
-                if self.client:  # our consumer is slow: what is queued is still ours
-                    await self._resume.wait()
-                elif not self._resume.is_set() and not await self._stream.wait_unless_ended(
-                    self._resume
-                ):
+                if not await self._gate.wait_open(None if self.client else self._stream):
                     break  # the peer went away while our channel buffers were full
                 if ws.close_expected():
                     data = await self._read_closing()
@@ -391,11 +321,9 @@ class WebSocketConnection(Connection):
         """The next read once we sent our close frame: the peer gets as long as it keeps
         reading what we sent before it (TimeoutError when it does not)."""
         reading = asyncio.ensure_future(self._stream.read(READ_SIZE))
-        stream = self._stream
-        end = await stream.wait_draining(reading, stream.drain_idle_timeout, self._close_timeout)
-        if end == "stalled":
+        end = await self._stream.wait_draining(reading, self._close_timeout)
+        if end == "cut":
             self.cut = True
-            stream.give_up(stream.drain_idle_timeout)
         if end != "done":
             raise TimeoutError
         return reading.result()
@@ -428,7 +356,7 @@ class WebSocketConnection(Connection):
             self._on_message(bytes((number,)) + b"".join(msg.data))
         elif number < ch.NUM_CHANNELS:
             if msg.size:
-                self.channel(number)._feed_parts(msg.data, msg.size)
+                self.channel(number).feed_parts(msg.data, msg.size)
         else:
             log.debug("discarding message for unknown channel %d", number)
 
@@ -466,12 +394,10 @@ class WebSocketConnection(Connection):
             self._fail(exc)
             return
         if number == ch.CLOSE_SIGNAL and self.capabilities.close_signal:
-            stream = self.channel(data[0])
-            stream.fin_received = not stream._eof  # not after a close frame or the end
-            stream._set_eof()
+            self.channel(data[0]).feed_eof(fin=True)  # not after a close frame or the end
         elif number < ch.NUM_CHANNELS:
             if data:
-                self.channel(number)._feed(data)
+                self.channel(number).feed(data)
         else:
             log.debug("discarding message for unknown channel %d", number)
 
@@ -485,7 +411,7 @@ class WebSocketConnection(Connection):
 
     def _eof_all(self) -> None:
         for stream in self._channels.values():
-            stream._set_eof()
+            stream.feed_eof()
 
     def _finish(self) -> None:
         ws = self._ws
@@ -505,7 +431,7 @@ class WebSocketConnection(Connection):
                 str(ws.parser_exc), code=ws.close_sent and ws.close_sent.code
             )
         self._eof_all()
-        self._resume.set()
+        self._gate.close()
         self._stream.close()
         self._done.set()
 
@@ -535,17 +461,14 @@ class WebSocketConnection(Connection):
             self._flush()
         # We are done reading: unblock a reader parked on a full channel buffer.
         for stream in self._channels.values():
-            stream._discard()
+            stream.abort()
         if not self._started:
             self._stream.close()
             self._finish()
         stream = self._stream
-        end = await stream.wait_draining(
-            self._done.wait(), stream.drain_idle_timeout, self._close_timeout
-        )
-        if end == "stalled":
+        end = await stream.wait_draining(self._done.wait(), self._close_timeout)
+        if end == "cut":
             self.cut = True
-            stream.give_up(stream.drain_idle_timeout)
         elif end == "delivered":
             stream.close()  # the peer has it all: the socket's own close ends the rest
         await self._stop_tasks()
