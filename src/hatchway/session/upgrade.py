@@ -28,6 +28,7 @@ from hatchway.transport.httpclient import ClientResponse
 from hatchway.types import ExecOptions
 
 if TYPE_CHECKING:
+    from hatchway.protocol.spdy import SpdyLimits
     from hatchway.transport.httpmessage import Request, Response
 
 # The drivers (transport.websocket, transport.spdy: tens of milliseconds of imports) are
@@ -169,6 +170,43 @@ def accept(request: Request, serve: Serve) -> Response:
     WebSocket refusals of x/net (405, 400, the bare 403 of no common subprotocol), the
     SPDY ones of the kubelet (400 no version, 403 no common version).
     """
+    offered = request.header_values("x-stream-protocol-version")
+    return _accept(
+        request,
+        serve,
+        channel.WEBSOCKET_SERVER_PROTOCOLS,
+        channel.spdy_server_supported(offered),
+    )
+
+
+def accept_port_forward(
+    request: Request, serve: Serve, *, num_channels: int, spdy_limits: SpdyLimits
+) -> Response:
+    """The answer to a port-forward upgrade request, as the kubelet gives it
+    (protocol.md 6.3): SPDY with ``portforward.k8s.io`` alone (``spdy_limits`` bounds the
+    streams the client may hold open), or the WebSocket channel form with the kubelet's
+    subprotocols and ``num_channels`` channels (two per port). ``serve`` tells the two
+    apart by ``conn.protocol`` (:data:`~hatchway.protocol.channel.PORT_FORWARD` is SPDY).
+    Refusals as :func:`accept`'s."""
+    return _accept(
+        request,
+        serve,
+        channel.PORT_FORWARD_WEBSOCKET_SERVER_PROTOCOLS,
+        channel.PORT_FORWARD_SPDY_PROTOCOLS,
+        num_channels=num_channels,
+        spdy_limits=spdy_limits,
+    )
+
+
+def _accept(
+    request: Request,
+    serve: Serve,
+    websocket_supported: Sequence[str],
+    spdy_supported: Sequence[str],
+    *,
+    num_channels: int = channel.NUM_CHANNELS,
+    spdy_limits: SpdyLimits | None = None,
+) -> Response:
     # Server side only: ``hatchway exec`` never pays for it.
     from hatchway.transport.httpmessage import Response, plain_response
 
@@ -177,9 +215,9 @@ def accept(request: Request, serve: Serve) -> Response:
     upgrade = (request.header("upgrade") or "").lower()
     try:
         if "websocket" in upgrade:
-            headers, run = _accept_websocket(request, serve)
+            headers, run = _accept_websocket(request, serve, websocket_supported, num_channels)
         elif "spdy/3.1" in upgrade:
-            headers, run = _accept_spdy(request, serve)
+            headers, run = _accept_spdy(request, serve, spdy_supported, spdy_limits)
         else:
             return plain_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
     except (handshake.HandshakeRefusedError, channel.NegotiationError) as exc:
@@ -190,33 +228,38 @@ def accept(request: Request, serve: Serve) -> Response:
 Accepted = tuple[list[tuple[str, str]], Callable[[ByteStream], Awaitable[None]]]
 
 
-def _accept_websocket(request: Request, serve: Serve) -> Accepted:
+def _accept_websocket(
+    request: Request, serve: Serve, supported: Sequence[str], num_channels: int
+) -> Accepted:
     """The 101's headers and upgrade callback; raises the x/net refusal."""
     key = handshake.check_websocket_request(request.method, request.headers)
-    protocol = handshake.negotiate_websocket_request(
-        request.headers, channel.WEBSOCKET_SERVER_PROTOCOLS
-    )
+    protocol = handshake.negotiate_websocket_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
         from hatchway.transport.websocket import WebSocketConnection
 
-        conn = WebSocketConnection(stream, client=False, protocol=protocol)
+        conn = WebSocketConnection(
+            stream, client=False, protocol=protocol, num_channels=num_channels
+        )
         async with conn:
             await serve(conn)
 
     return handshake.websocket_response_headers(key, protocol), run
 
 
-def _accept_spdy(request: Request, serve: Serve) -> Accepted:
+def _accept_spdy(
+    request: Request, serve: Serve, supported: Sequence[str], limits: SpdyLimits | None
+) -> Accepted:
     """The 101's headers and upgrade callback; raises the kubelet's refusal."""
-    offered = request.header_values("x-stream-protocol-version")
-    supported = channel.spdy_server_supported(offered)
     protocol = handshake.check_spdy_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
+        from hatchway.protocol.spdy import SpdyLimits
         from hatchway.transport.spdy import SpdyConnection
 
-        conn = SpdyConnection(stream, client=False, protocol=protocol)
+        conn = SpdyConnection(
+            stream, client=False, protocol=protocol, limits=limits or SpdyLimits()
+        )
         async with conn:
             await serve(conn)
 

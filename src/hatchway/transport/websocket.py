@@ -179,8 +179,11 @@ class WebSocketConnection(Connection):
         channel_buffer: int = DEFAULT_CHANNEL_BUFFER,
         close_timeout: float = CLOSE_TIMEOUT,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        num_channels: int = ch.NUM_CHANNELS,
     ) -> None:
         self._stream = stream
+        #: Channels the protocol has (port-forward: two per port, protocol.md 6.3).
+        self._num_channels = num_channels
         self.client = client
         self.protocol = protocol
         self.capabilities = ch.capabilities(protocol)
@@ -426,7 +429,7 @@ class WebSocketConnection(Connection):
         number = msg.channel
         if number == ch.CLOSE_SIGNAL:
             self._on_message(bytes((number,)) + b"".join(msg.data))
-        elif number < ch.NUM_CHANNELS:
+        elif number < self._num_channels:
             if msg.size:
                 self.channel(number)._feed_parts(msg.data, msg.size)
         else:
@@ -461,7 +464,9 @@ class WebSocketConnection(Connection):
         if self.error is not None:
             return
         try:
-            number, data = ch.decode_message(self.capabilities, payload)
+            number, data = ch.decode_message(
+                self.capabilities, payload, num_channels=self._num_channels
+            )
         except ProtocolError as exc:
             self._fail(exc)
             return
@@ -469,7 +474,7 @@ class WebSocketConnection(Connection):
             stream = self.channel(data[0])
             stream.fin_received = not stream._eof  # not after a close frame or the end
             stream._set_eof()
-        elif number < ch.NUM_CHANNELS:
+        elif number < self._num_channels:
             if data:
                 self.channel(number)._feed(data)
         else:
