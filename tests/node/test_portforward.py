@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from hatchway.errors import ConnectionClosedError, StreamResetError
-from hatchway.node.portforward import parse_ports
+from hatchway.protocol.portforward import parse_ports
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
 

@@ -36,15 +36,13 @@ from dataclasses import dataclass, field
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.protocol import channel
+from hatchway.protocol.portforward import MAX_HEADER_VALUE, parse_port
 from hatchway.transport.base import Connection, Stream
 
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 READ_CHUNK = 256 * 1024
-#: Bounds on what the API server's caller controls (DESIGN.md "Everything a peer sends").
-MAX_HEADER_VALUE = 64
-MAX_PORTS = 64
 
 
 @dataclass(frozen=True)
@@ -63,31 +61,6 @@ class PortForwardError(HatchwayError):
 
 #: ``dial(port)``: a connected, non-blocking socket inside the pod's namespace.
 Dial = Callable[[int], Awaitable[socket.socket]]
-
-
-def parse_port(value: str) -> int | None:
-    """A port header or ``ports`` item: a decimal 1-65535, else None."""
-    if not value or len(value) > 5 or not value.isdigit():
-        return None
-    port = int(value)
-    return port if 0 < port < 65536 else None
-
-
-def parse_ports(values: list[str]) -> list[int]:
-    """The ``ports`` query of the WebSocket form (comma-separated, repeatable), as the
-    kubelet's ``NewV4Options`` reads it; ValueError in its words."""
-    items = [p.strip() for v in values for p in v.split(",")]
-    if not items or items == [""]:
-        raise ValueError('query parameter "port" is required')
-    if len(items) > MAX_PORTS:
-        raise ValueError(f"at most {MAX_PORTS} ports may be forwarded at once")
-    ports = []
-    for item in items:
-        port = parse_port(item)
-        if port is None:
-            raise ValueError(f'unable to parse "{item[:MAX_HEADER_VALUE]}" as a port')
-        ports.append(port)
-    return ports
 
 
 # -- connecting inside the pod's network namespace ------------------------------------------

@@ -42,11 +42,11 @@ from hatchway.node.portforward import (
     PortForwardLimits,
     SpdyPortForward,
     connect_in_netns,
-    parse_ports,
 )
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import channel, exec_options
+from hatchway.protocol.portforward import parse_ports
 from hatchway.protocol.spdy import SpdyLimits
 from hatchway.session import upgrade
 from hatchway.session.heap import HeapTrimmer
