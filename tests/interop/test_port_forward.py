@@ -13,6 +13,7 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,15 +88,16 @@ class PortForward:
     """A running ``kubectl port-forward``; ``local[remote]`` is the local port."""
 
     def __init__(self, kubectl: Kubectl, target: str, ports: list[int], **kw: Any) -> None:
-        argv = kubectl.argv(
-            "port-forward", "--address", "127.0.0.1", target, *[f":{p}" for p in ports], **kw
-        )
+        args = ("port-forward", "--address", "127.0.0.1", target, *[f":{p}" for p in ports])
+        self.start(kubectl.argv(*args, **kw), _env(kubectl), ports)
+
+    def start(self, argv: list[str], env: dict[str, str], ports: list[int]) -> None:
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_env(kubectl),
+            env=env,
         )
         self.local: dict[int, int] = {}
         self.output = b""
@@ -120,10 +122,11 @@ class PortForward:
         if self.proc.poll() is None:
             self.proc.send_signal(2)
         try:
-            _, err = self.proc.communicate(timeout=20 * SCALE)
+            rest, err = self.proc.communicate(timeout=20 * SCALE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
+            rest, err = self.proc.communicate()
+        self.output += rest
         return self.proc.returncode, err.decode()
 
 
@@ -205,3 +208,63 @@ def test_an_editor_may_port_forward(kubectl_pf: Kubectl, servers: str, users: Us
         assert exchange(pf.local[8082], b"") == b"hello-from-8082\n"
     finally:
         pf.stop()
+
+
+class HatchwayPortForward(PortForward):
+    """``hatchway port-forward`` run the same way."""
+
+    def __init__(self, cluster: Cluster, target: str, ports: list[int]) -> None:
+        args = ("port-forward", "--address", "127.0.0.1", target, *[f":{p}" for p in ports])
+        self.start([sys.executable, "-m", "hatchway", *args], cluster.env, ports)
+
+
+GIB = 1 << 30
+BLOCK = 1 << 20
+
+
+def _blocks() -> Iterator[bytes]:
+    """1 GiB of 1 MiB blocks, each numbered, so that a lost, repeated or reordered block
+    changes the hash."""
+    base = os.urandom(BLOCK)
+    for i in range(GIB // BLOCK):
+        yield i.to_bytes(8, "big") + base[8:]
+
+
+def test_hatchway_port_forward_moves_1gib_each_way(cluster: Cluster, servers: str):
+    pf = HatchwayPortForward(cluster, f"pod/{servers}", [8080, 8081])
+    try:
+        assert sorted(pf.local) == [8080, 8081], pf.output
+        sent = hashlib.sha256()
+        received = hashlib.sha256()
+        count = [0]
+        with socket.create_connection(("127.0.0.1", pf.local[8080]), timeout=60 * SCALE) as sock:
+
+            def send() -> None:
+                for block in _blocks():
+                    sent.update(block)
+                    sock.sendall(block)
+                sock.shutdown(socket.SHUT_WR)
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                sending = pool.submit(send)
+                while chunk := sock.recv(1 << 20):
+                    received.update(chunk)
+                    count[0] += len(chunk)
+                sending.result()
+        assert count[0] == GIB
+        assert received.hexdigest() == sent.hexdigest()
+        # And 1 GiB up alone, hashed in the pod.
+        upload = hashlib.sha256()
+        with socket.create_connection(("127.0.0.1", pf.local[8081]), timeout=60 * SCALE) as sock:
+            for block in _blocks():
+                upload.update(block)
+                sock.sendall(block)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.split()[0].decode() == upload.hexdigest()
+    finally:
+        _, err = pf.stop()
+    assert b"Handling connection for 8080\n" in pf.output
+    assert "error" not in err.lower(), err

@@ -12,7 +12,8 @@ refusal, as the kubelet answers it.
 Every header either side writes comes from :mod:`hatchway.protocol.handshake`'s builders,
 every version list from :mod:`hatchway.protocol.channel`'s offer tables, and every
 answer is judged by ``handshake.check_*``: the byte-exact handshake tests guard what goes
-on the wire. Port-forward is to use the same module.
+on the wire. Port-forward's upgrade (:func:`dial_port_forward`, :func:`accept_port_forward`)
+is made here the same way.
 """
 
 from __future__ import annotations
@@ -147,6 +148,30 @@ async def _dial_spdy(rest: Upgrader, path: str, query: Sequence[tuple[str, str]]
     response, stream = await rest.upgrade("POST", path, query, {}, extra_headers=headers)
     protocol = _check(response, stream, handshake.check_spdy_response)
     assert stream is not None
+    from hatchway.transport.spdy import SpdyConnection
+
+    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
+    conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
+    conn.start()
+    return conn
+
+
+async def dial_port_forward(rest: Upgrader, path: str) -> Connection:
+    """Upgrade ``path`` (``.../pods/NAME/portforward``) over SPDY/3.1 with
+    ``portforward.k8s.io`` as kubectl 1.27-1.30 does (protocol.md 6.3); the started
+    client connection, on which each forwarded connection opens its stream pair. A
+    refusal raises as :func:`dial`'s do; a 101 for another protocol is refused too."""
+    headers = handshake.spdy_request_headers(channel.PORT_FORWARD_SPDY_PROTOCOLS)
+    response, stream = await rest.upgrade("POST", path, (), {}, extra_headers=headers)
+    protocol = _check(response, stream, handshake.check_spdy_response)
+    assert stream is not None
+    if protocol != channel.PORT_FORWARD:
+        stream.abort()
+        raise handshake.UpgradeFailedError(
+            f"unable to upgrade connection: the server chose {protocol!r}, "
+            f"not {channel.PORT_FORWARD!r}",
+            status=response.status,
+        )
     from hatchway.transport.spdy import SpdyConnection
 
     stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
