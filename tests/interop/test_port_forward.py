@@ -222,15 +222,16 @@ GIB = 1 << 30
 BLOCK = 1 << 20
 
 
-def _blocks() -> Iterator[bytes]:
-    """1 GiB of 1 MiB blocks, each numbered, so that a lost, repeated or reordered block
-    changes the hash."""
+def _blocks(size: int = GIB) -> Iterator[bytes]:
+    """``size`` bytes in 1 MiB blocks, each numbered, so that a lost, repeated or
+    reordered block changes the hash."""
     base = os.urandom(BLOCK)
-    for i in range(GIB // BLOCK):
+    for i in range(size // BLOCK):
         yield i.to_bytes(8, "big") + base[8:]
 
 
 def test_hatchway_port_forward_moves_1gib_each_way(cluster: Cluster, servers: str):
+    """1 GiB up and 1 GiB down at once through the pod's ``cat``, hashed on both ends."""
     pf = HatchwayPortForward(cluster, f"pod/{servers}", [8080, 8081])
     try:
         assert sorted(pf.local) == [8080, 8081], pf.output
@@ -253,10 +254,10 @@ def test_hatchway_port_forward_moves_1gib_each_way(cluster: Cluster, servers: st
                 sending.result()
         assert count[0] == GIB
         assert received.hexdigest() == sent.hexdigest()
-        # And 1 GiB up alone, hashed in the pod.
+        # And what the pod received, hashed there (64 MiB: the echo moved the GiB).
         upload = hashlib.sha256()
         with socket.create_connection(("127.0.0.1", pf.local[8081]), timeout=60 * SCALE) as sock:
-            for block in _blocks():
+            for block in _blocks(64 * BLOCK):
                 upload.update(block)
                 sock.sendall(block)
             sock.shutdown(socket.SHUT_WR)

@@ -2,7 +2,7 @@
 
 kubectl asks for the WebSocket subprotocol ``SPDY/3.1+portforward.k8s.io`` and then
 speaks plain SPDY/3.1 inside the WebSocket, the frames cut into binary messages whose
-boundaries mean nothing (protocol.md 6.3). As Kubernetes' API server does
+boundaries mean nothing (protocol.md 6.5). As Kubernetes' API server does
 (``pkg/util/proxy/streamtunnel.go``), the API server terminates the WebSocket and asks
 the node for a SPDY upgrade (POST, ``X-Stream-Protocol-Version: portforward.k8s.io``);
 only when the node switched does the client get its 101, naming the tunnel subprotocol.

@@ -1,6 +1,6 @@
 """Port-forward on the node: connections to ports inside a pod's network namespace.
 
-One session is one upgraded connection from the API server (protocol.md 6.3):
+One session is one upgraded connection from the API server (protocol.md 6.3-6.6):
 
 * SPDY (:class:`SpdyPortForward`): per forwarded connection the client opens an
   ``error`` stream and a ``data`` stream carrying the same ``port`` and ``requestid``
