@@ -149,6 +149,8 @@ def test_several_ports_and_many_concurrent_connections(kubectl_pf: Kubectl, serv
         def one(i: int) -> None:
             payload = os.urandom(1000 * (i + 1))
             remote = (8080, 8081, 8082)[i % 3]
+            if remote == 8082:  # it reads nothing: what we sent could reset its answer
+                payload = b""
             answer = exchange(pf.local[remote], payload)
             if remote == 8080:
                 assert answer == payload

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from hatchway.errors import ConnectionClosedError, StreamResetError
+from hatchway.node.portforward import PortForwardLimits
 from hatchway.protocol.portforward import parse_ports
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
@@ -104,6 +105,8 @@ async def test_many_concurrent_connections_to_several_ports(node: Node):
         async def one(i: int) -> None:
             port = (8080, 8081, 8082)[i % 3]
             payload = f"connection {i}\n".encode() * (i + 1)
+            if port == 8082:  # it reads nothing: what we sent could reset its answer
+                payload = b""
             answer, error = await forward(conn, port, i, payload)
             assert error == ""
             if port == 8080:
@@ -220,3 +223,51 @@ def test_parse_ports():
     for bad in ([], [""], ["0"], ["65536"], ["-1"], ["1" * 6], [",".join(["80"] * 65)]):
         with pytest.raises(ValueError):
             parse_ports(bad)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tight(node: Node):  # type: ignore[no-untyped-def]
+    """The node endpoint with small port-forward bounds, restored afterwards."""
+    endpoint = node.agent._endpoint
+    assert endpoint is not None
+    saved = endpoint.port_forward_limits
+    endpoint.port_forward_limits = PortForwardLimits(
+        max_connections=2, stream_creation_timeout=0.5 * SCALE
+    )
+    yield node
+    endpoint.port_forward_limits = saved
+
+
+@module_loop
+async def test_a_half_made_pair_times_out_with_the_kubelet_text(tight: Node):
+    conn = await spdy(tight)
+    try:
+        error = await conn.open_stream({"streamtype": "error", "port": "8080", "requestid": "7"})
+        await error.write_eof()
+        async with asyncio.timeout(10 * SCALE):  # no data stream comes
+            assert await read_all(error) == b"timed out waiting for streams for request 7"
+        assert await forward(conn, 8080, 8, b"later\n") == (b"later\n", "")
+    finally:
+        await conn.close()
+
+
+@module_loop
+async def test_connections_beyond_the_bound_are_reset(tight: Node):
+    conn = await spdy(tight)
+    try:
+        held = []
+        for i in range(2):  # two pairs to the echo, left open
+            headers = {"port": "8080", "requestid": str(i)}
+            error = await conn.open_stream({"streamtype": "error", **headers})
+            data = await conn.open_stream({"streamtype": "data", **headers})
+            held.append((error, data))
+        extra = await conn.open_stream({"streamtype": "error", "port": "8080", "requestid": "9"})
+        async with asyncio.timeout(10 * SCALE):
+            assert await extra.read() == b""
+        assert extra.reset_code is not None
+        await held[0][1].write(b"still served\n")
+        await held[0][1].write_eof()
+        async with asyncio.timeout(10 * SCALE):
+            assert await read_all(held[0][1]) == b"still served\n"
+    finally:
+        await conn.close()

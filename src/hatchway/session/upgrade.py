@@ -43,6 +43,8 @@ PING_INTERVAL = 5.0
 #: Closing, how long we wait on a server that takes none of what we still send (stdin,
 #: our close): the session is over for us, so not the server's hours of idle timeout.
 CLOSE_IDLE_TIMEOUT = 30.0
+#: What each port-forward stream may hold unread (exec streams: the driver's 1 MiB).
+PORT_FORWARD_STREAM_BUFFER = 256 * 1024
 
 
 class Upgrader(Protocol):
@@ -205,11 +207,18 @@ def accept(request: Request, serve: Serve) -> Response:
 
 
 def accept_port_forward(
-    request: Request, serve: Serve, *, num_channels: int, spdy_limits: SpdyLimits
+    request: Request,
+    serve: Serve,
+    *,
+    num_channels: int,
+    spdy_limits: SpdyLimits,
+    spdy_stream_buffer: int = PORT_FORWARD_STREAM_BUFFER,
 ) -> Response:
     """The answer to a port-forward upgrade request, as the kubelet gives it
     (protocol.md 6.3): SPDY with ``portforward.k8s.io`` alone (``spdy_limits`` bounds the
-    streams the client may hold open), or the WebSocket channel form with the kubelet's
+    streams the client may hold open, ``spdy_stream_buffer`` what each may have buffered:
+    a pod that reads nothing holds at most streams x buffer), or the WebSocket channel
+    form with the kubelet's
     subprotocols and ``num_channels`` channels (two per port). ``serve`` tells the two
     apart by ``conn.protocol`` (:data:`~hatchway.protocol.channel.PORT_FORWARD` is SPDY).
     Refusals as :func:`accept`'s."""
@@ -220,6 +229,7 @@ def accept_port_forward(
         channel.PORT_FORWARD_SPDY_PROTOCOLS,
         num_channels=num_channels,
         spdy_limits=spdy_limits,
+        spdy_stream_buffer=spdy_stream_buffer,
     )
 
 
@@ -231,6 +241,7 @@ def _accept(
     *,
     num_channels: int = channel.NUM_CHANNELS,
     spdy_limits: SpdyLimits | None = None,
+    spdy_stream_buffer: int | None = None,
 ) -> Response:
     # Server side only: ``hatchway exec`` never pays for it.
     from hatchway.transport.httpmessage import Response, plain_response
@@ -242,7 +253,9 @@ def _accept(
         if "websocket" in upgrade:
             headers, run = _accept_websocket(request, serve, websocket_supported, num_channels)
         elif "spdy/3.1" in upgrade:
-            headers, run = _accept_spdy(request, serve, spdy_supported, spdy_limits)
+            headers, run = _accept_spdy(
+                request, serve, spdy_supported, spdy_limits, spdy_stream_buffer
+            )
         else:
             return plain_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
     except (handshake.HandshakeRefusedError, channel.NegotiationError) as exc:
@@ -273,17 +286,25 @@ def _accept_websocket(
 
 
 def _accept_spdy(
-    request: Request, serve: Serve, supported: Sequence[str], limits: SpdyLimits | None
+    request: Request,
+    serve: Serve,
+    supported: Sequence[str],
+    limits: SpdyLimits | None,
+    stream_buffer: int | None,
 ) -> Accepted:
     """The 101's headers and upgrade callback; raises the kubelet's refusal."""
     protocol = handshake.check_spdy_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
         from hatchway.protocol.spdy import SpdyLimits
-        from hatchway.transport.spdy import SpdyConnection
+        from hatchway.transport.spdy import STREAM_BUFFER, SpdyConnection
 
         conn = SpdyConnection(
-            stream, client=False, protocol=protocol, limits=limits or SpdyLimits()
+            stream,
+            client=False,
+            protocol=protocol,
+            limits=limits or SpdyLimits(),
+            stream_buffer=stream_buffer or STREAM_BUFFER,
         )
         async with conn:
             await serve(conn)
