@@ -202,7 +202,7 @@ def test_service_account_token_from_the_official_client(
         rbac.delete_namespaced_role_binding(f"{name}-edit", "default")
 
 
-# -- port-forward: the channel protocol (protocol.md 6.3) --------------------------------
+# -- port-forward: the channel protocol (protocol.md 6.6) --------------------------------
 
 PF_SERVERS = (
     "busybox nc -ll -p 8080 -e cat & busybox nc -ll -p 8082 -e busybox echo hello-from-8082 & wait"

@@ -41,11 +41,10 @@ _WEBSOCKET_HEADERS = frozenset({"connection", "upgrade", "x-stream-protocol-vers
 
 def requested(headers: Mapping[str, str] | list[tuple[str, str]]) -> bool:
     """Whether the request is a WebSocket upgrade offering the tunnel subprotocol."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
     upgrade = ",".join(v for k, v in pairs if k.lower() == "upgrade").lower()
     if "websocket" not in upgrade:
         return False
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
     offered = ",".join(v for k, v in pairs if k.lower() == "sec-websocket-protocol")
     return channel.PORT_FORWARD_TUNNEL in channel.parse_websocket_protocols(offered)
 

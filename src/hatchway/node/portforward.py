@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 READ_CHUNK = 256 * 1024
+#: Channels the base64 framing can name ('0'-'9').
+BASE64_CHANNELS = 10
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,10 @@ class ChannelPortForward:
         from hatchway.transport.websocket import WebSocketConnection
 
         assert isinstance(self.conn, WebSocketConnection)
+        if self.conn.capabilities.base64 and 2 * len(self.ports) > BASE64_CHANNELS:
+            # A text message names its channel with one digit (protocol.md 5.5).
+            log.info("port-forward: %d ports cannot be framed in base64", len(self.ports))
+            return self.stats
         async with asyncio.TaskGroup() as group:
             for i, port in enumerate(self.ports):
                 data, error = (self.conn.channel(n) for n in channel.port_forward_channels(i))
@@ -364,3 +370,13 @@ class ChannelPortForward:
             self.stats.bytes_out += received
         except ConnectionClosedError:
             pass
+
+
+async def serve(
+    conn: Connection, dial: Dial, ports: list[int], limits: PortForwardLimits
+) -> SessionStats:
+    """Serve one accepted port-forward connection: SPDY stream pairs when it negotiated
+    ``portforward.k8s.io``, else the WebSocket channel form for ``ports``."""
+    if conn.protocol == channel.PORT_FORWARD:
+        return await SpdyPortForward(conn, dial, limits).run()
+    return await ChannelPortForward(conn, dial, ports, limits).run()

@@ -34,18 +34,14 @@ from dataclasses import dataclass
 
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
+from hatchway.node import portforward
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
-from hatchway.node.portforward import (
-    ChannelPortForward,
-    PortForwardLimits,
-    SpdyPortForward,
-    connect_in_netns,
-)
+from hatchway.node.portforward import PortForwardLimits, connect_in_netns
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
-from hatchway.protocol import channel, exec_options
+from hatchway.protocol import exec_options
 from hatchway.protocol.portforward import parse_ports
 from hatchway.protocol.spdy import SpdyLimits
 from hatchway.session import upgrade
@@ -255,10 +251,7 @@ class NodeEndpoint:
         async def serve(conn: Connection) -> None:
             self.sessions += 1
             try:
-                if conn.protocol == channel.PORT_FORWARD:
-                    stats = await SpdyPortForward(conn, dial, limits).run()
-                else:
-                    stats = await ChannelPortForward(conn, dial, ports, limits).run()
+                stats = await portforward.serve(conn, dial, ports, limits)
                 log.info(
                     "port-forward to %s/%s ended: ports=%s connections=%d failed=%d in=%d out=%d",
                     target.namespace,
