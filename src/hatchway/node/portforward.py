@@ -16,9 +16,10 @@ One session is one upgraded connection from the API server (protocol.md 6.3-6.6)
   ``2i+1``, each starting with the port as 2 bytes little-endian; one connection per
   port for the whole session (``.../portforward/websocket.go``).
 
-The namespace is entered in a thread made for that one connect (:func:`connect_in_netns`):
-``setns`` changes the calling thread for good, so it never runs on the event loop's
-thread nor on a pooled worker. The socket keeps the namespace it was made in.
+The namespace is held open for the session (:func:`open_netns`) and entered in a thread
+made for each connect (:func:`connect_in_netns`): ``setns`` changes the calling thread for
+good, so it never runs on the event loop's thread nor on a pooled worker. The socket
+keeps the namespace it was made in.
 """
 
 from __future__ import annotations
@@ -75,14 +76,14 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _connect_blocking(netns: str, port: int, timeout: float) -> socket.socket:
-    """In the calling (dedicated) thread: enter ``netns``, connect to the port on
-    loopback, IPv4 then IPv6, as containerd does; the error names both attempts."""
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+def _connect_blocking(netns_fd: int, port: int, timeout: float) -> socket.socket:
+    """In the calling (dedicated) thread: enter the namespace of ``netns_fd`` (which this
+    closes), connect to the port on loopback, IPv4 then IPv6, as containerd does; the
+    error names both attempts."""
     try:
-        _setns(fd)
+        _setns(netns_fd)
     finally:
-        os.close(fd)
+        os.close(netns_fd)
     errors = []
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -106,11 +107,23 @@ def _connect_blocking(netns: str, port: int, timeout: float) -> socket.socket:
     )
 
 
-async def connect_in_netns(netns: str, port: int, timeout: float) -> socket.socket:
-    """A socket connected to ``port`` on the loopback of the network namespace at path
-    ``netns`` (``/proc/PID/ns/net``), made in a thread started for it alone."""
+def open_netns(path: str) -> int:
+    """A descriptor of the network namespace at ``path`` (``/proc/PID/ns/net``), held for
+    a whole session: it keeps that namespace, so a pid reused after the sandbox died can
+    never lead a connection into another pod's network. PortForwardError if gone."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PortForwardError(f"network namespace {path} is gone: {exc}") from None
+
+
+async def connect_in_netns(netns_fd: int, port: int, timeout: float) -> socket.socket:
+    """A socket connected to ``port`` on the loopback of the network namespace
+    ``netns_fd`` names, made in a thread started for it alone (with a duplicate of the
+    descriptor, so that the session may close its own meanwhile)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[socket.socket] = loop.create_future()
+    fd = os.dup(netns_fd)
 
     def deliver(result: socket.socket | BaseException) -> None:
         if done.cancelled():
@@ -125,7 +138,7 @@ async def connect_in_netns(netns: str, port: int, timeout: float) -> socket.sock
     def work() -> None:
         result: socket.socket | BaseException
         try:
-            result = _connect_blocking(netns, port, timeout)
+            result = _connect_blocking(fd, port, timeout)
         except (OSError, PortForwardError) as exc:
             result = exc
         try:
@@ -137,11 +150,9 @@ async def connect_in_netns(netns: str, port: int, timeout: float) -> socket.sock
     threading.Thread(target=work, name=f"netns-connect-{port}", daemon=True).start()
     try:
         return await done
-    except FileNotFoundError as exc:
-        raise PortForwardError(f"network namespace {netns} is gone: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.EPERM:
-            raise PortForwardError(f"cannot enter network namespace {netns}: {exc}") from None
+            raise PortForwardError(f"cannot enter the pod's network namespace: {exc}") from None
         raise PortForwardError(str(exc)) from None
 
 
@@ -373,10 +384,23 @@ class ChannelPortForward:
 
 
 async def serve(
-    conn: Connection, dial: Dial, ports: list[int], limits: PortForwardLimits
+    conn: Connection, netns: str, ports: list[int], limits: PortForwardLimits
 ) -> SessionStats:
-    """Serve one accepted port-forward connection: SPDY stream pairs when it negotiated
-    ``portforward.k8s.io``, else the WebSocket channel form for ``ports``."""
-    if conn.protocol == channel.PORT_FORWARD:
-        return await SpdyPortForward(conn, dial, limits).run()
-    return await ChannelPortForward(conn, dial, ports, limits).run()
+    """Serve one accepted port-forward connection into the network namespace at path
+    ``netns`` (held open for the session, :func:`open_netns`): SPDY stream pairs when it
+    negotiated ``portforward.k8s.io``, else the WebSocket channel form for ``ports``."""
+    try:
+        fd = open_netns(netns)
+    except PortForwardError as exc:
+        log.warning("port-forward: %s", exc)
+        return SessionStats()
+
+    async def dial(port: int) -> socket.socket:
+        return await connect_in_netns(fd, port, limits.connect_timeout)
+
+    try:
+        if conn.protocol == channel.PORT_FORWARD:
+            return await SpdyPortForward(conn, dial, limits).run()
+        return await ChannelPortForward(conn, dial, ports, limits).run()
+    finally:
+        os.close(fd)

@@ -27,7 +27,6 @@ the path, never from the HTTP method.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from hatchway.node import portforward
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
-from hatchway.node.portforward import PortForwardLimits, connect_in_netns
+from hatchway.node.portforward import PortForwardLimits
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import exec_options
@@ -245,13 +244,10 @@ class NodeEndpoint:
                 return text_response(400, str(exc))
         netns_path: str = path
 
-        async def dial(port: int) -> socket.socket:
-            return await connect_in_netns(netns_path, port, limits.connect_timeout)
-
         async def serve(conn: Connection) -> None:
             self.sessions += 1
             try:
-                stats = await portforward.serve(conn, dial, ports, limits)
+                stats = await portforward.serve(conn, netns_path, ports, limits)
                 log.info(
                     "port-forward to %s/%s ended: ports=%s connections=%d failed=%d in=%d out=%d",
                     target.namespace,
