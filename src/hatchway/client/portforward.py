@@ -35,6 +35,8 @@ READ_CHUNK = 256 * 1024
 MAX_ERROR_TEXT = 64 * 1024
 #: kubectl's default ``--address``: both loopbacks, the IPv6 one when there is one.
 LOCALHOST = ("127.0.0.1", "::1")
+#: Closing, how long the connection handlers get to finish once the connection ended.
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -196,18 +198,23 @@ class PortForwarder:
         await self.conn.wait_closed()
 
     async def close(self) -> None:
+        """Stop listening, end the connection (every stream ends with it, so the
+        connection handlers finish on their own), then cancel what has not finished
+        within :data:`CLOSE_TIMEOUT` (a local peer that reads nothing)."""
         for server in self._servers:
             server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.conn.close()
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers = []
-        await self.conn.close()
 
     async def __aenter__(self) -> PortForwarder:
         return self
