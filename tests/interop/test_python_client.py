@@ -237,3 +237,80 @@ def test_events_listed_and_watched_by_the_official_client(api: Any, cluster: Clu
         assert all(e.involved_object.kind == "Pod" for e in listed.items)
     finally:
         api.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+# -- port-forward: the channel protocol (protocol.md 6.6) --------------------------------
+
+PF_SERVERS = (
+    "busybox nc -ll -p 8080 -e cat & busybox nc -ll -p 8082 -e busybox echo hello-from-8082 & wait"
+)
+
+
+@pytest.fixture(scope="module")
+def pf_pod(cluster: Cluster) -> Any:
+    from interop.support import container, pod_manifest
+
+    name = f"pypf-{uuid.uuid4().hex[:6]}"
+    cluster.apply_pod(
+        pod_manifest(name, {"containers": [container("main", ["sh", "-c", PF_SERVERS])]})
+    )
+    cluster.wait_phase(name)
+    yield name
+    cluster.kubectl("delete", "pod", "--wait=false", name)
+
+
+def _read_until_closed(sock: Any, limit: int = 1 << 24) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := sock.recv(1 << 16)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_exactly(sock: Any, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(size - len(received))
+        assert chunk, f"ended after {len(received)} of {size} bytes"
+        received += chunk
+    return received
+
+
+def test_port_forward_channels_of_several_ports(api: Any, pf_pod: str) -> None:
+    from kubernetes.stream import portforward
+
+    pf = portforward(
+        api.connect_get_namespaced_pod_portforward, pf_pod, "default", ports="8082,8080,9999"
+    )
+    try:
+        # The client ends a port's socket only at an error or at the end of the whole
+        # connection (v4 has no half-close): read what is expected, not to EOF.
+        hello = pf.socket(8082)
+        hello.settimeout(30)
+        assert _read_exactly(hello, 16) == b"hello-from-8082\n"
+        assert pf.error(8082) is None
+        echo = pf.socket(8080)
+        echo.settimeout(30)
+        payload = os.urandom(1 << 20)
+        echo.sendall(payload)
+        assert _read_exactly(echo, len(payload)) == payload
+        refused = pf.socket(9999)
+        refused.settimeout(30)
+        assert _read_until_closed(refused) == b""
+        error = pf.error(9999)
+        assert error is not None
+        assert error.startswith("error forwarding port 9999: failed to connect to localhost:9999")
+    finally:
+        pf.close()
+
+
+def test_port_forward_needs_create_on_pods_portforward(users: Users, pf_pod: str) -> None:
+    from kubernetes.stream import portforward
+
+    viewer = core_api(users.viewer)
+    with pytest.raises(ApiException) as raised:
+        pf = portforward(
+            viewer.connect_get_namespaced_pod_portforward, pf_pod, "default", ports="8082"
+        )
+        pf.close()
+    assert "403" in str(raised.value)

@@ -79,7 +79,7 @@ def text(response) -> str:  # type: ignore[no-untyped-def]
             "you must specify at least 1 of stdin, stdout, stderr\n",
         ),
         ("/exec/default/p?command=true&output=1", 404, "404 page not found\n"),
-        ("/portForward/default/p", 404, "404 page not found\n"),
+        ("/portForward/default/p/x/y", 404, "404 page not found\n"),
     ],
 )
 @module_loop

@@ -256,3 +256,55 @@ async def test_a_peer_that_dies_while_our_streams_are_full_ends_the_connection(t
         assert server.closed
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def scripted_server(tls, answer) -> AsyncIterator[SpdyConnection]:  # type: ignore[no-untyped-def]
+    """A client connection to a server made of the bare protocol: for each SYN_STREAM,
+    ``answer(proto, stream_id)`` queues frames, all written at once (one read for us)."""
+    from hatchway.protocol.spdy import SpdyProtocol, StreamOpened
+
+    server_ctx, client_ctx = tls
+
+    async def handler(bs: ByteStream) -> None:
+        proto = SpdyProtocol(client=False)
+        while data := await bs.read(65536):
+            for event in proto.receive_data(data):
+                if isinstance(event, StreamOpened):
+                    answer(proto, event.stream_id)
+            bs.writelines(proto.buffers_to_send())
+            await bs.drain()
+
+    server = await start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    try:
+        bs = await ByteStream.connect(
+            "127.0.0.1", server.port, ssl=client_ctx, server_hostname="127.0.0.1"
+        )
+        async with SpdyConnection(bs, client=True) as client, asyncio.timeout(30 * SCALE):
+            yield client
+    finally:
+        await server.close()
+
+
+async def test_a_reply_and_a_reset_in_one_read_end_the_stream(tls):
+    # kubectl's port-forward: the node replies to the data stream and resets it at once.
+    def answer(proto, sid):  # type: ignore[no-untyped-def]
+        proto.reply(sid)
+        proto.reset_stream(sid)
+
+    async with scripted_server(tls, answer) as client:
+        stream = await client.open_stream({"streamtype": "data"}, fin=True)
+        assert await stream.read() == b""
+        assert stream.reset_code is not None
+
+
+async def test_a_reply_and_data_with_fin_in_one_read_are_all_delivered(tls):
+    # The error stream: half-closed by the client, answered with text and FIN at once.
+    def answer(proto, sid):  # type: ignore[no-untyped-def]
+        proto.reply(sid)
+        proto.send_data(sid, b"error forwarding port 1", fin=True)
+
+    async with scripted_server(tls, answer) as client:
+        stream = await client.open_stream({"streamtype": "error"}, fin=True)
+        assert await stream.read_all() == b"error forwarding port 1"
+        assert stream.fin_received

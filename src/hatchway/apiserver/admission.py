@@ -1,4 +1,5 @@
-"""Exec admission: no exec or attach into privileged pods except for cluster admins.
+"""Exec admission: no exec, attach or port-forward into privileged pods except for
+cluster admins.
 
     enforce = await pod_security.enforce_level(store, namespace)   # the namespace's level
     reason = exec_admission(pod, user, await authz.is_cluster_admin(user), enforce)
@@ -27,7 +28,7 @@ see :mod:`.pod_security`) is refused with
 
 (Kubernetes has no such rule; the text joins the seed's prefix to PSA's own wording.)
 Such pods exist when an administrator created them, or when the namespace's level was
-raised after they were. The same applies to port-forward wherever it is served.
+raised after they were. The same applies to port-forward (:mod:`.portforward`).
 
 ``exec_forbidden_status(pod, reason)`` wraps one as Kubernetes' NewForbidden does:
 ``pods "p" is forbidden: cannot exec into or attach to a privileged container``

@@ -12,7 +12,7 @@ and attach are always ``create`` on ``pods/exec``/``pods/attach``), then served:
   kubectl's aggregated-discovery ``Accept``, which falls back to it), ``/openapi/v3``
   (:mod:`.openapi`), ``/openapi/v2`` and ``/swagger-2.0.0.pb-v1`` (:mod:`.openapi_v2`);
 * ``pods/exec``, ``pods/attach`` and the legacy ``/proxy/minions/...`` path:
-  :mod:`.exec_handler`;
+  :mod:`.exec_handler`; ``pods/portforward``: :mod:`.portforward`;
 * ``pods/log``: :mod:`.logs`;
 * access reviews: :mod:`.reviews`;
 * everything else: :mod:`.rest_handlers`.
@@ -172,6 +172,7 @@ class ApiApp:
         log_handler: Handler,
         review_handler: Handler,
         server_address: str = "",
+        port_forward_handler: Handler | None = None,
     ) -> None:
         self.authn = authenticator
         self.authz = authorizer
@@ -180,6 +181,7 @@ class ApiApp:
         self.exec_handler = exec_handler
         self.log_handler = log_handler
         self.review_handler = review_handler
+        self.port_forward_handler = port_forward_handler
         self.server_address = server_address
 
     async def check_head(self, request: Request) -> Response | None:
@@ -291,6 +293,9 @@ class ApiApp:
             return self._non_resource(call)
         if info.legacy_node or (info.resource == "pods" and info.subresource in ("exec", "attach")):
             return await self.exec_handler(call)
+        if info.resource == "pods" and info.subresource == "portforward":
+            if self.port_forward_handler is not None:
+                return await self.port_forward_handler(call)
         if info.resource == "pods" and info.subresource == "log":
             return await self.log_handler(call)
         if info.api_group in (resources.AUTHZ, resources.AUTHN):

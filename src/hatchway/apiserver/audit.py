@@ -188,10 +188,14 @@ class AuditLogger:
         error: str = "",
         source: str = "",
         request_id: str = "",
+        ports: Sequence[int] | None = None,
     ) -> None:
-        """The node's answer to one admitted exec/attach (attach: an empty ``command``)."""
+        """The node's answer to one admitted exec/attach (attach: an empty ``command``;
+        port-forward: ``ports``, those its request names)."""
         record = self._base("session_start", user, info, request_id, impersonated_user)
         redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
+        if ports is not None:
+            record["ports"] = [int(p) for p in ports]
         record.update(source=source, code=int(code))
         if error:
             record["error"] = redact_text(error)
@@ -216,10 +220,14 @@ class AuditLogger:
         pod_uid: str = "",
         source: str = "",
         request_id: str = "",
+        ports: Sequence[int] | None = None,
     ) -> None:
-        """The end of one exec/attach session (attach has an empty ``command``)."""
+        """The end of one exec/attach session (attach has an empty ``command``); of a
+        port-forward (``ports``), which has no exit code."""
         record = self._base("session_end", user, info, request_id, impersonated_user)
         redacted = self._session_fields(record, pod_uid, container, command, tty, stdin)
+        if ports is not None:
+            record["ports"] = [int(p) for p in ports]
         record.update(
             duration=round(float(duration), 6),
             bytes_in=int(bytes_in),
@@ -227,7 +235,7 @@ class AuditLogger:
             exit_code=exit_code,
             source=source,
         )
-        if exit_code is None:
+        if exit_code is None and ports is None:
             why = exit_code_error or "the node did not report an exit code"
             record["exit_code_error"] = redact_text(why)
         if error:

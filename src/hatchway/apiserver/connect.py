@@ -17,7 +17,7 @@ the right code (protocol.md 2.1, 2.2 and 7):
   spelling (``command=...`` repeated, ``error``/``input``/``output``/``tty`` = ``1``
   when on, keys sorted as Go's ``url.Values.Encode`` does, :mod:`exec_options`);
   :func:`port_forward_target` is the same for port-forward
-  (``/portForward/{ns}/{pod}/{uid}``, not served yet).
+  (``/portForward/{ns}/{pod}/{uid}``, protocol.md 6.3; :mod:`.portforward`).
 
 Not running: the Kubernetes API server does not check it and the kubelet answers
 ``container not found ("NAME")`` (500) for a container that is not running. Hatchway

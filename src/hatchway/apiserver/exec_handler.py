@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.protocol import exec_options
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
-from hatchway.transport.http import Response
+from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.http import ClientResponse, Response
 from hatchway.types import ExecOptions
 
 RETRY_AFTER_SECONDS = 1
@@ -147,6 +148,26 @@ class ExecHandler:
         options = connect.validate(pod, options)
         if not _is_upgrade(call):
             raise connect.bad_request(connect.UPGRADE_REQUIRED)
+        meta = pod.get("metadata") or {}
+        target = connect.kubelet_target(
+            str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), options
+        )
+        return await self.connect(
+            call, pod, target, Session(call, options, str(meta.get("uid") or ""))
+        )
+
+    async def connect(
+        self,
+        call: Call,
+        pod: Mapping[str, Any],
+        target: str,
+        session: Session,
+        dial: Dial | None = None,
+    ) -> Response:
+        """What every connect subresource shares once its request is validated: exec
+        admission (the rule of exec for port-forward too), the pod's node, a session
+        slot, then the node dialled at ``target`` and its answer relayed or switched
+        to (``dial``: the tunnel's own request and switch, :mod:`.tunnel`)."""
         is_admin = await self.authz.is_cluster_admin(call.user)
         enforce = await enforce_level(self.store, str(pod["metadata"].get("namespace") or ""))
         reason = exec_admission(pod, call.user, is_admin, enforce)
@@ -155,7 +176,7 @@ class ExecHandler:
         node = await self._node(pod)
         slot = self.slots.acquire(call.caller.name)
         try:
-            return await self._proxy(call, pod, node, options, slot)
+            return await self._proxy(call, node, target, session, slot, dial or _PlainDial())
         except BaseException:
             slot.release()
             raise
@@ -174,21 +195,17 @@ class ExecHandler:
     async def _proxy(
         self,
         call: Call,
-        pod: Mapping[str, Any],
         node: Mapping[str, Any],
-        options: ExecOptions,
+        target: str,
+        session: Session,
         slot: Slot,
+        dial: Dial,
     ) -> Response:
         endpoint = connect.node_address(node)
-        meta = pod.get("metadata") or {}
-        target = connect.kubelet_target(
-            str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), options
-        )
-        headers = forward_headers(call.request.headers, call.source_address, call.request_id)
-        session = _Session(call, options, str(meta.get("uid") or ""))
+        method, headers = dial.request(call)
         try:
             answer, node_stream = await self.proxy.dial(
-                call.request.method, endpoint.url(target), headers, client=call.request.stream
+                method, endpoint.url(target), headers, client=call.request.stream
             )
         except StatusError as exc:
             self._audit_start(session, exc.code, exc.message)
@@ -212,9 +229,9 @@ class ExecHandler:
 
         # The client may be gone before its 101 is written: then the HTTP layer never
         # runs the splice, and the slot goes back through on_abandon.
-        return self.proxy.switch(answer, node_stream, on_end, on_abandon=slot.release)
+        return dial.switch(self.proxy, answer, node_stream, on_end, slot.release)
 
-    def _audit_start(self, session: _Session, code: int, error: str = "") -> None:
+    def _audit_start(self, session: Session, code: int, error: str = "") -> None:
         """The command, before anything runs; a log that cannot take it refuses the
         session (500): a full disk must not be a way to exec unaudited."""
         if self.audit is None:
@@ -224,10 +241,11 @@ class ExecHandler:
         except (OSError, ValueError) as exc:
             raise StatusError(status.internal_error(f"audit log unavailable: {exc}")) from None
 
-    async def _audit_end(
-        self, session: _Session, endpoint: NodeAddress, stats: SpliceStats
-    ) -> None:
+    async def _audit_end(self, session: Session, endpoint: NodeAddress, stats: SpliceStats) -> None:
         if self.audit is None:
+            return
+        if session.ports is not None:  # port-forward has no exit code to ask for
+            self._write_end(session, stats, None, "")
             return
         try:
             exit_code, why = await self.outcomes.fetch(endpoint, session.call.request_id)
@@ -238,7 +256,7 @@ class ExecHandler:
         self._write_end(session, stats, exit_code, why)
 
     def _write_end(
-        self, session: _Session, stats: SpliceStats, exit_code: int | None, why: str
+        self, session: Session, stats: SpliceStats, exit_code: int | None, why: str
     ) -> None:
         assert self.audit is not None
         self.audit.log_session_end(
@@ -252,17 +270,59 @@ class ExecHandler:
         )
 
 
+class Dial:
+    """How :meth:`ExecHandler.connect` asks the node: the request's method and headers,
+    and the client's 101 with what runs after it."""
+
+    def request(self, call: Call) -> tuple[str, list[tuple[str, str]]]:
+        raise NotImplementedError
+
+    def switch(
+        self,
+        proxy: ExecProxy,
+        answer: ClientResponse,
+        node: ByteStream,
+        on_end: Callable[[SpliceStats], Awaitable[None]],
+        on_abandon: Callable[[], None],
+    ) -> Response:
+        raise NotImplementedError
+
+
+class _PlainDial(Dial):
+    """The client's own request (method, headers as :func:`forward_headers` keeps them),
+    and the node's 101 spliced byte for byte."""
+
+    def request(self, call: Call) -> tuple[str, list[tuple[str, str]]]:
+        headers = forward_headers(call.request.headers, call.source_address, call.request_id)
+        return call.request.method, headers
+
+    def switch(
+        self,
+        proxy: ExecProxy,
+        answer: ClientResponse,
+        node: ByteStream,
+        on_end: Callable[[SpliceStats], Awaitable[None]],
+        on_abandon: Callable[[], None],
+    ) -> Response:
+        return proxy.switch(answer, node, on_end, on_abandon=on_abandon)
+
+
 @dataclass(frozen=True)
-class _Session:
-    """What both audit lines of one session say about it."""
+class Session:
+    """What both audit lines of one session say about it; ``ports`` for port-forward
+    (those the request names: the SPDY form names them per connection, inside the
+    stream the API server does not parse)."""
 
     call: Call
     options: ExecOptions
     pod_uid: str
+    ports: tuple[int, ...] | None = None
 
     def fields(self) -> dict[str, Any]:
         call, options = self.call, self.options
+        extra: dict[str, Any] = {} if self.ports is None else {"ports": list(self.ports)}
         return {
+            **extra,
             **call.audit_users,
             "info": call.info,
             "pod_uid": self.pod_uid,

@@ -40,6 +40,7 @@ from hatchway.apiserver.nodes import NodeMonitor
 from hatchway.apiserver.outcome import DEFAULT_TIMEOUT as OUTCOME_TIMEOUT
 from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import PodSecurityAdmission
+from hatchway.apiserver.portforward import PortForwardHandler
 from hatchway.apiserver.proxy import ExecProxy
 from hatchway.apiserver.rbac import RbacAuthorizer
 from hatchway.apiserver.rest_handlers import ResourceHandler
@@ -275,6 +276,15 @@ class ApiServer:
             idle_timeout=config.exec_idle_timeout,
         )
         self.outcomes = OutcomeClient(kubelet_ctx, timeout=config.outcome_timeout)
+        exec_handler = ExecHandler(
+            store,
+            authorizer,
+            proxy,
+            self.audit,
+            config.exec_limits,
+            self.outcomes,
+            self.trimmer,
+        )
         return ApiApp(
             authenticator=Authenticator(
                 config.token_file, token_authenticators=[tokens.authenticate]
@@ -284,15 +294,8 @@ class ApiServer:
             resource_handler=ResourceHandler(
                 store, on_change, PodSecurityAdmission(store, authorizer), tokens
             ),
-            exec_handler=ExecHandler(
-                store,
-                authorizer,
-                proxy,
-                self.audit,
-                config.exec_limits,
-                self.outcomes,
-                self.trimmer,
-            ),
+            exec_handler=exec_handler,
+            port_forward_handler=PortForwardHandler(exec_handler),
             log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
             review_handler=ReviewHandler(authorizer),
         )

@@ -1,5 +1,5 @@
 """The client commands other than exec: ``get``, ``create``, ``apply``, ``delete``,
-``run``, ``logs``, ``auth``, ``config``, ``image`` and ``kubeconfig``.
+``run``, ``logs``, ``port-forward``, ``auth``, ``config``, ``image`` and ``kubeconfig``.
 
 Each lives in a module imported only when it runs. Errors follow kubectl: one line on
 stderr (server strings with control characters escaped) and exit status 1; a usage
@@ -26,6 +26,7 @@ MODULES = {
     "delete": "hatchway.cli.resource_cmd",
     "run": "hatchway.cli.pod_cmd",
     "logs": "hatchway.cli.pod_cmd",
+    "port-forward": "hatchway.cli.portforward_cmd",
     "auth": "hatchway.cli.admin_cmd",
     "config": "hatchway.cli.admin_cmd",
     "image": "hatchway.cli.admin_cmd",
@@ -102,7 +103,7 @@ def main(name: str, argv: Sequence[str]) -> int:
     """Run ``hatchway NAME ARGV…``; returns the exit status."""
     module = importlib.import_module(MODULES[name])
     try:
-        return int(getattr(module, f"{name}_main")(list(argv)))
+        return int(getattr(module, f"{name.replace('-', '_')}_main")(list(argv)))
     except UsageError as exc:
         warn(f"error: {exc}")
         print(exc.hint, file=sys.stderr)

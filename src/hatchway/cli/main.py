@@ -24,6 +24,7 @@ Workloads:
   apply       create or update resources from a file (-f)
   delete      delete resources
   logs        print the logs of a container
+  port-forward  forward local ports to a pod's ports
   auth        inspect authorisation (auth can-i)
   config      kubeconfig: view, use-context
   image       node images: import
@@ -82,6 +83,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
             "apply",
             "delete",
             "logs",
+            "port-forward",
             "auth",
             "config",
             "image",

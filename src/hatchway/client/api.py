@@ -3,6 +3,7 @@
     async with Client.from_kubeconfig() as client:
         result = await client.run("mypod", ["date"], check=True)
         process = await client.create_process("mypod", ["sh"], stdin=True, tty=True)
+        forwarder = await client.port_forward("mypod", [":8080"])
 
 :class:`SyncClient` is the same, thread-safe and synchronous, for scripts.
 """
@@ -12,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hatchway.client import exec as exec_module
 from hatchway.client.kubeconfig import ClientConfig, load_kubeconfig
 from hatchway.rest import RestClient
 from hatchway.transport import tls
 from hatchway.types import ExecResult
+
+if TYPE_CHECKING:
+    from hatchway.client.portforward import PortForwarder
 
 T = TypeVar("T")
 
@@ -182,6 +186,37 @@ class Client:
             check=check,
             tty=tty,
             transport=transport,
+        )
+
+    # -- port-forward -------------------------------------------------------------------
+    async def port_forward(
+        self,
+        pod: str,
+        ports: Sequence[str | int],
+        *,
+        namespace: str | None = None,
+        addresses: Sequence[str] = ("127.0.0.1",),
+        on_error: Callable[[int, int, str], None] | None = None,
+        on_connection: Callable[[int], None] | None = None,
+    ) -> PortForwarder:
+        """Forward local ports to the pod's: ``ports`` as kubectl takes them
+        (``8080``, ``:8080`` for a free local port, ``5000:8080``). The forwarder's
+        ``listeners`` say where it listens; ``async with`` it to close it::
+
+            async with await client.port_forward("web", [":8080"]) as forwarder:
+                port = forwarder.listeners[0].local
+        """
+        from hatchway.client import portforward
+
+        mappings = [portforward.parse_mapping(str(p)) for p in ports]
+        return await portforward.open_port_forward(
+            self.rest,
+            namespace or self.namespace,
+            pod,
+            mappings,
+            addresses=addresses,
+            on_error=on_error,
+            on_connection=on_connection,
         )
 
 

@@ -156,6 +156,7 @@ class NodeAgent:
             lookup=self._lookup,
             start=self._start_process,
             logs=self._logs,
+            netns=self._netns,
         )
 
     async def start_server(self) -> None:
@@ -226,6 +227,14 @@ class NodeAgent:
         if cid is None:
             return (None, False)
         return (cid, await self.manager.container_running(namespace, pod, container, found))
+
+    async def _netns(self, namespace: str, pod: str, uid: str) -> str | None:
+        """The pod's network namespace for port-forward (see :class:`NodeEndpoint`)."""
+        found = self._pod_uid(namespace, pod, uid)
+        if found is None:
+            return None
+        pid = await self.manager.sandbox_pid(namespace, pod, found)
+        return f"/proc/{pid}/ns/net" if pid else ""
 
     async def _start_process(self, container_id: str, options: ExecOptions) -> Any:
         if options.action == "attach":

@@ -240,6 +240,14 @@ class PodManager:
         c = p.containers.get(container) if p is not None else None
         return c.id if c is not None and c.id else None
 
+    async def sandbox_pid(self, namespace: str, pod: str, uid: str = "") -> int:
+        """The pid of the pod's sandbox init (the holder of its network namespace, for
+        port-forward), 0 when the pod has no running sandbox."""
+        p = self.find_pod(namespace, pod, uid)
+        if p is None or not p.sandbox_id:
+            return 0
+        return await self.runtime.init_pid(p.sandbox_id)
+
     async def container_running(
         self, namespace: str, pod: str, container: str, uid: str = ""
     ) -> bool:

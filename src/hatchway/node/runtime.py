@@ -433,6 +433,14 @@ class RuncRuntime:
         st.error = "container vanished without an exit status (shim lost)"
         return self._exited(st, bundle, 255)
 
+    async def init_pid(self, container_id: str) -> int:
+        """The host pid of the container's init process while it runs, else 0."""
+        try:
+            st = await self.state(container_id)
+        except ContainerNotFoundError:
+            return 0
+        return st.pid if st.running else 0
+
     def _exited(self, st: ContainerState, bundle: str, code: int) -> ContainerState:
         st.status = "exited"
         st.exit_code = code

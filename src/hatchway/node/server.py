@@ -4,12 +4,13 @@ Routes (GET and POST alike, protocol.md 2.4)::
 
     /exec/{ns}/{pod}/{uid}/{container}      /exec/{ns}/{pod}/{container}
     /attach/{ns}/{pod}/{uid}/{container}    /attach/{ns}/{pod}/{container}
+    /portForward/{ns}/{pod}/{uid}           /portForward/{ns}/{pod}   (:mod:`.portforward`)
     /containerLogs/{ns}/{pod}/{container}?podUID={uid}&follow=&tailLines=&limitBytes=&sinceSeconds=&sinceTime=
     /sessions/{audit-id}                    (GET: a session's exit code, :mod:`.sessions`)
     /healthz
 
 The pod's uid (issue 9): the API server always names it — the kubelet's own 5-part form
-for exec and attach (and ``/portForward/{ns}/{pod}/{uid}`` once port-forward is served);
+for exec, attach and port-forward (``/portForward/{ns}/{pod}/{uid}``);
 for logs, whose kubelet path has no uid segment, the ``podUID`` query parameter. The node
 answers only from the pod with that uid: 404 ``pod does not exist`` when it knows no pod
 of that name, 409 when the pods it has of that name have other uids (a new pod reusing
@@ -32,12 +33,16 @@ from dataclasses import dataclass
 
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
+from hatchway.node import portforward
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
 from hatchway.node.paths import is_uid
+from hatchway.node.portforward import PortForwardLimits
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
 from hatchway.node.sessions import PREFIX as SESSIONS_PREFIX
 from hatchway.protocol import exec_options
+from hatchway.protocol.portforward import parse_ports
+from hatchway.protocol.spdy import SpdyLimits
 from hatchway.session import upgrade
 from hatchway.session.heap import HeapTrimmer
 from hatchway.session.runner import Process
@@ -85,6 +90,9 @@ def parse_path(path: str, query: dict[str, list[str]] | None = None) -> Target |
     if len(parts) in (4, 5) and parts[0] in {"exec", "attach"}:
         uid = parts[3] if len(parts) == 5 else ""
         return Target(parts[0], parts[1], parts[2], parts[-1], uid)
+    if len(parts) in (3, 4) and parts[0] == "portForward":
+        uid = parts[3] if len(parts) == 4 else ""
+        return Target("portforward", parts[1], parts[2], "", uid)
     if len(parts) == 4 and parts[0] == "containerLogs":
         uid = ((query or {}).get("podUID") or [""])[0]
         return Target("logs", parts[1], parts[2], parts[3], uid)
@@ -93,11 +101,12 @@ def parse_path(path: str, query: dict[str, list[str]] | None = None) -> Target |
 
 def target_problem(target: Target) -> str | None:
     """Why the target names no pod this node could have (names and uid), or None."""
-    checks = (
+    checks = [
         ("namespace", target.namespace, dns1123_label),
         ("pod name", target.pod, dns1123_subdomain),
-        ("container name", target.container, dns1123_label),
-    )
+    ]
+    if target.action != "portforward":
+        checks.append(("container name", target.container, dns1123_label))
     for what, value, check in checks:
         problems = check(value)
         if problems:
@@ -114,7 +123,10 @@ class NodeEndpoint:
     when the node has no such pod, else ``(container_id or None, running)``, or raises
     :class:`LookupRefusedError`. ``start(container_id, options)`` starts a process in the
     container. ``logs(container_id, options)`` iterates over log bytes
-    (:class:`~hatchway.node.logs.LogOptions`).
+    (:class:`~hatchway.node.logs.LogOptions`). ``netns(namespace, pod, uid)`` is the path
+    of the pod's network namespace for port-forward: None when the node has no such pod,
+    ``""`` when its sandbox is not running; it raises :class:`LookupRefusedError` as
+    ``lookup`` does.
     """
 
     def __init__(
@@ -126,8 +138,12 @@ class NodeEndpoint:
         logs: Callable[[str, LogOptions], AsyncIterator[bytes]] | None = None,
         outcomes: SessionOutcomes | None = None,
         trimmer: HeapTrimmer | None = None,
+        netns: Callable[[str, str, str], Awaitable[str | None]] | None = None,
+        port_forward_limits: PortForwardLimits | None = None,
     ) -> None:
         self.caller = caller
+        self.netns = netns
+        self.port_forward_limits = port_forward_limits or PortForwardLimits()
         self.lookup = lookup
         self.start = start
         self.logs = logs
@@ -152,6 +168,8 @@ class NodeEndpoint:
             return text_response(400, problem)
         if target.action == "logs":
             return await self._logs(request, target)
+        if target.action == "portforward":
+            return await self._port_forward(request, target)
         return await self._exec(request, target)
 
     async def _session_outcome(self, request: Request) -> Response:
@@ -204,6 +222,52 @@ class NodeEndpoint:
             await self._session(conn, options, found_id, audit_id=audit_id)
 
         return upgrade.accept(request, serve)
+
+    async def _port_forward(self, request: Request, target: Target) -> Response:
+        """protocol.md 6.3: the pod's sandbox must run; the WebSocket form needs ``ports``."""
+        if self.netns is None:
+            return text_response(404, "404 page not found")
+        try:
+            path = await self.netns(target.namespace, target.pod, target.uid)
+        except LookupRefusedError as exc:
+            return text_response(exc.status, str(exc))
+        if path is None:
+            return text_response(404, "pod does not exist")
+        if not path:
+            return text_response(500, f"pod {target.pod} has no running sandbox")
+        limits = self.port_forward_limits
+        ports: list[int] = []
+        if "websocket" in (request.header("upgrade") or "").lower():
+            try:  # the kubelet's V4 options: only the WebSocket form names its ports
+                ports = parse_ports(request.query.get("ports") or [])
+            except ValueError as exc:
+                return text_response(400, str(exc))
+        netns_path: str = path
+
+        async def serve(conn: Connection) -> None:
+            self.sessions += 1
+            try:
+                stats = await portforward.serve(conn, netns_path, ports, limits)
+                log.info(
+                    "port-forward to %s/%s ended: ports=%s connections=%d failed=%d in=%d out=%d",
+                    target.namespace,
+                    target.pod,
+                    sorted(stats.ports),
+                    stats.connections,
+                    stats.failed,
+                    stats.bytes_in,
+                    stats.bytes_out,
+                )
+            finally:
+                self.sessions -= 1
+                self.trimmer.session_ended()
+
+        return upgrade.accept_port_forward(
+            request,
+            serve,
+            num_channels=2 * len(ports),
+            spdy_limits=SpdyLimits(max_streams=2 * limits.max_connections + 2),
+        )
 
     def _runner(self, container_id: str) -> _BoundRunner:
         return _BoundRunner(self.start, container_id)

@@ -88,6 +88,28 @@ WEBSOCKET_CLIENT_PROTOCOLS = (V5, V4)
 #: With stdin kubectl offers v5 alone (protocol.md 5.1; the reason is at the upgrade's use).
 WEBSOCKET_CLIENT_PROTOCOLS_STDIN = (V5,)
 
+# Port-forward (protocol.md 6.3): one SPDY protocol, the kubelet's WebSocket channel set
+# (binary v4 and "" alike; base64 v4 as text), and kubectl 1.31+'s SPDY-in-WebSocket tunnel.
+
+#: The only SPDY protocol of port-forward (``X-Stream-Protocol-Version``).
+PORT_FORWARD = "portforward.k8s.io"
+PORT_FORWARD_SPDY_PROTOCOLS = (PORT_FORWARD,)
+#: What a node agent accepts for the channel form (``?ports=``): the kubelet's set.
+PORT_FORWARD_WEBSOCKET_SERVER_PROTOCOLS = ("", V4, BASE64_V4)
+#: What our client offers for the channel form.
+PORT_FORWARD_WEBSOCKET_CLIENT_PROTOCOLS = (V4,)
+#: kubectl 1.31+'s WebSocket subprotocol: SPDY frames carried in binary messages.
+TUNNEL_PREFIX = "SPDY/3.1+"
+PORT_FORWARD_TUNNEL = TUNNEL_PREFIX + PORT_FORWARD
+#: Data and error channel of the ``index``-th port of a channel-form port-forward.
+PORT_FORWARD_DATA, PORT_FORWARD_ERROR = 0, 1
+
+
+def port_forward_channels(index: int) -> tuple[int, int]:
+    """(data, error) channel numbers of the ``index``-th forwarded port."""
+    return 2 * index + PORT_FORWARD_DATA, 2 * index + PORT_FORWARD_ERROR
+
+
 VersionLike = str | Capabilities
 
 

@@ -12,7 +12,8 @@ refusal, as the kubelet answers it.
 Every header either side writes comes from :mod:`hatchway.protocol.handshake`'s builders,
 every version list from :mod:`hatchway.protocol.channel`'s offer tables, and every
 answer is judged by ``handshake.check_*``: the byte-exact handshake tests guard what goes
-on the wire. Port-forward is to use the same module.
+on the wire. Port-forward's upgrade (:func:`dial_port_forward`, :func:`accept_port_forward`)
+is made here the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hatchway.transport.httpclient import ClientResponse
 from hatchway.types import ExecOptions
 
 if TYPE_CHECKING:
+    from hatchway.protocol.spdy import SpdyLimits
     from hatchway.transport.httpmessage import Request, Response
 
 # The drivers (transport.websocket, transport.spdy: tens of milliseconds of imports) are
@@ -41,6 +43,8 @@ PING_INTERVAL = 5.0
 #: Closing, how long we wait on a server that takes none of what we still send (stdin,
 #: our close): the session is over for us, so not the server's hours of idle timeout.
 CLOSE_IDLE_TIMEOUT = 30.0
+#: What each port-forward stream may hold unread (exec streams: the driver's 1 MiB).
+PORT_FORWARD_STREAM_BUFFER = 256 * 1024
 
 
 class Upgrader(Protocol):
@@ -154,6 +158,30 @@ async def _dial_spdy(rest: Upgrader, path: str, query: Sequence[tuple[str, str]]
     return conn
 
 
+async def dial_port_forward(rest: Upgrader, path: str) -> Connection:
+    """Upgrade ``path`` (``.../pods/NAME/portforward``) over SPDY/3.1 with
+    ``portforward.k8s.io`` as kubectl 1.27-1.30 does (protocol.md 6.3); the started
+    client connection, on which each forwarded connection opens its stream pair. A
+    refusal raises as :func:`dial`'s do; a 101 for another protocol is refused too."""
+    headers = handshake.spdy_request_headers(channel.PORT_FORWARD_SPDY_PROTOCOLS)
+    response, stream = await rest.upgrade("POST", path, (), {}, extra_headers=headers)
+    protocol = _check(response, stream, handshake.check_spdy_response)
+    assert stream is not None
+    if protocol != channel.PORT_FORWARD:
+        stream.abort()
+        raise handshake.UpgradeFailedError(
+            f"unable to upgrade connection: the server chose {protocol!r}, "
+            f"not {channel.PORT_FORWARD!r}",
+            status=response.status,
+        )
+    from hatchway.transport.spdy import SpdyConnection
+
+    stream.drain_idle_timeout = CLOSE_IDLE_TIMEOUT
+    conn = SpdyConnection(stream, client=True, protocol=protocol, ping_interval=PING_INTERVAL)
+    conn.start()
+    return conn
+
+
 # -- server side ------------------------------------------------------------------------
 
 #: Serves one accepted connection; :func:`accept` closes the connection after it.
@@ -169,6 +197,52 @@ def accept(request: Request, serve: Serve) -> Response:
     WebSocket refusals of x/net (405, 400, the bare 403 of no common subprotocol), the
     SPDY ones of the kubelet (400 no version, 403 no common version).
     """
+    offered = request.header_values("x-stream-protocol-version")
+    return _accept(
+        request,
+        serve,
+        channel.WEBSOCKET_SERVER_PROTOCOLS,
+        channel.spdy_server_supported(offered),
+    )
+
+
+def accept_port_forward(
+    request: Request,
+    serve: Serve,
+    *,
+    num_channels: int,
+    spdy_limits: SpdyLimits,
+    spdy_stream_buffer: int = PORT_FORWARD_STREAM_BUFFER,
+) -> Response:
+    """The answer to a port-forward upgrade request, as the kubelet gives it
+    (protocol.md 6.3): SPDY with ``portforward.k8s.io`` alone (``spdy_limits`` bounds the
+    streams the client may hold open, ``spdy_stream_buffer`` what each may have buffered:
+    a pod that reads nothing holds at most streams x buffer), or the WebSocket channel
+    form with the kubelet's
+    subprotocols and ``num_channels`` channels (two per port). ``serve`` tells the two
+    apart by ``conn.protocol`` (:data:`~hatchway.protocol.channel.PORT_FORWARD` is SPDY).
+    Refusals as :func:`accept`'s."""
+    return _accept(
+        request,
+        serve,
+        channel.PORT_FORWARD_WEBSOCKET_SERVER_PROTOCOLS,
+        channel.PORT_FORWARD_SPDY_PROTOCOLS,
+        num_channels=num_channels,
+        spdy_limits=spdy_limits,
+        spdy_stream_buffer=spdy_stream_buffer,
+    )
+
+
+def _accept(
+    request: Request,
+    serve: Serve,
+    websocket_supported: Sequence[str],
+    spdy_supported: Sequence[str],
+    *,
+    num_channels: int = channel.NUM_CHANNELS,
+    spdy_limits: SpdyLimits | None = None,
+    spdy_stream_buffer: int | None = None,
+) -> Response:
     # Server side only: ``hatchway exec`` never pays for it.
     from hatchway.transport.httpmessage import Response, plain_response
 
@@ -177,9 +251,11 @@ def accept(request: Request, serve: Serve) -> Response:
     upgrade = (request.header("upgrade") or "").lower()
     try:
         if "websocket" in upgrade:
-            headers, run = _accept_websocket(request, serve)
+            headers, run = _accept_websocket(request, serve, websocket_supported, num_channels)
         elif "spdy/3.1" in upgrade:
-            headers, run = _accept_spdy(request, serve)
+            headers, run = _accept_spdy(
+                request, serve, spdy_supported, spdy_limits, spdy_stream_buffer
+            )
         else:
             return plain_response(400, f"unable to upgrade: unsupported upgrade {upgrade!r}")
     except (handshake.HandshakeRefusedError, channel.NegotiationError) as exc:
@@ -190,33 +266,46 @@ def accept(request: Request, serve: Serve) -> Response:
 Accepted = tuple[list[tuple[str, str]], Callable[[ByteStream], Awaitable[None]]]
 
 
-def _accept_websocket(request: Request, serve: Serve) -> Accepted:
+def _accept_websocket(
+    request: Request, serve: Serve, supported: Sequence[str], num_channels: int
+) -> Accepted:
     """The 101's headers and upgrade callback; raises the x/net refusal."""
     key = handshake.check_websocket_request(request.method, request.headers)
-    protocol = handshake.negotiate_websocket_request(
-        request.headers, channel.WEBSOCKET_SERVER_PROTOCOLS
-    )
+    protocol = handshake.negotiate_websocket_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
         from hatchway.transport.websocket import WebSocketConnection
 
-        conn = WebSocketConnection(stream, client=False, protocol=protocol)
+        conn = WebSocketConnection(
+            stream, client=False, protocol=protocol, num_channels=num_channels
+        )
         async with conn:
             await serve(conn)
 
     return handshake.websocket_response_headers(key, protocol), run
 
 
-def _accept_spdy(request: Request, serve: Serve) -> Accepted:
+def _accept_spdy(
+    request: Request,
+    serve: Serve,
+    supported: Sequence[str],
+    limits: SpdyLimits | None,
+    stream_buffer: int | None,
+) -> Accepted:
     """The 101's headers and upgrade callback; raises the kubelet's refusal."""
-    offered = request.header_values("x-stream-protocol-version")
-    supported = channel.spdy_server_supported(offered)
     protocol = handshake.check_spdy_request(request.headers, supported)
 
     async def run(stream: ByteStream) -> None:
-        from hatchway.transport.spdy import SpdyConnection
+        from hatchway.protocol.spdy import SpdyLimits
+        from hatchway.transport.spdy import STREAM_BUFFER, SpdyConnection
 
-        conn = SpdyConnection(stream, client=False, protocol=protocol)
+        conn = SpdyConnection(
+            stream,
+            client=False,
+            protocol=protocol,
+            limits=limits or SpdyLimits(),
+            stream_buffer=stream_buffer or STREAM_BUFFER,
+        )
         async with conn:
             await serve(conn)
 

@@ -124,6 +124,9 @@ class SpdyConnection(Connection):
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
         self._closed = asyncio.Event()
+        #: The events of the read being dispatched, and the index of the next one.
+        self._pending: Sequence[Event] = ()
+        self._pending_from = 0
         #: The peer's GOAWAY, if one came.
         self.goaway: GoAwayReceived | None = None
         #: Why the connection ended, if not cleanly.
@@ -355,8 +358,11 @@ class SpdyConnection(Connection):
                     events = self._proto.receive_data(data)
                 finally:
                     replied = self._flush()
-                for event in events:
+                self._pending = events
+                for index, event in enumerate(events):
+                    self._pending_from = index + 1
                     self._dispatch(event)
+                self._pending = ()
                 if self.goaway is not None:
                     break  # spdystream processes nothing after GOAWAY (section 3.5)
                 if replied and self._bs.write_blocked:
@@ -399,7 +405,12 @@ class SpdyConnection(Connection):
                     stream._replied.set_result(None)
                 if event.fin:
                     stream.feed_eof(fin=True)
-                self._forget_if_done(event.stream_id)
+                # Not forgotten here even when the protocol says CLOSED: that state is
+                # the one after the whole read, and a DATA+FIN or RST_STREAM read with
+                # the SYN_REPLY (kubectl's port-forward error streams) is still to be
+                # dispatched to this stream. _on_data and _on_reset forget it.
+                if not self._later_events_for(event.stream_id):
+                    self._forget_if_done(event.stream_id)
         elif isinstance(event, StreamReset):
             self._on_reset(event)
         elif isinstance(event, PingAcknowledged):
@@ -408,6 +419,12 @@ class SpdyConnection(Connection):
                 fut.set_result(None)
         elif isinstance(event, GoAwayReceived):
             self.goaway = event
+
+    def _later_events_for(self, stream_id: int) -> bool:
+        """Whether an event of this read not dispatched yet is for ``stream_id``."""
+        return any(
+            getattr(e, "stream_id", None) == stream_id for e in self._pending[self._pending_from :]
+        )
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)

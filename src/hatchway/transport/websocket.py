@@ -124,8 +124,11 @@ class WebSocketConnection(Connection):
         channel_buffer: int = DEFAULT_CHANNEL_BUFFER,
         close_timeout: float = CLOSE_TIMEOUT,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        num_channels: int = ch.NUM_CHANNELS,
     ) -> None:
         self._stream = stream
+        #: Channels the protocol has (port-forward: two per port, protocol.md 6.3).
+        self._num_channels = num_channels
         self.client = client
         self.protocol = protocol
         self.capabilities = ch.capabilities(protocol)
@@ -354,7 +357,7 @@ class WebSocketConnection(Connection):
         number = msg.channel
         if number == ch.CLOSE_SIGNAL:
             self._on_message(bytes((number,)) + b"".join(msg.data))
-        elif number < ch.NUM_CHANNELS:
+        elif number < self._num_channels:
             if msg.size:
                 self.channel(number).feed_parts(msg.data, msg.size)
         else:
@@ -389,13 +392,15 @@ class WebSocketConnection(Connection):
         if self.error is not None:
             return
         try:
-            number, data = ch.decode_message(self.capabilities, payload)
+            number, data = ch.decode_message(
+                self.capabilities, payload, num_channels=self._num_channels
+            )
         except ProtocolError as exc:
             self._fail(exc)
             return
         if number == ch.CLOSE_SIGNAL and self.capabilities.close_signal:
             self.channel(data[0]).feed_eof(fin=True)  # not after a close frame or the end
-        elif number < ch.NUM_CHANNELS:
+        elif number < self._num_channels:
             if data:
                 self.channel(number).feed(data)
         else:
