@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -187,3 +188,89 @@ async def test_since_time_skips_each_older_record(node: Node) -> None:
     status, body = await _get(node, "ticker", "?sinceSeconds=1&limitBytes=1000")
     numbers = [int(line[1:]) for line in body.splitlines()]
     assert 0 < len(numbers) <= 7 and numbers[0] > 1, body  # the last second's only
+
+
+# -- previous instances and containers without a log -----------------------------------
+COUNTER = "n=$(cat /v/n 2>/dev/null || echo 0); n=$((n+1)); echo $n >/v/n; echo instance $n; "
+
+
+def _restarting(name: str, script: str) -> dict:  # type: ignore[type-arg]
+    return pod(
+        name,
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", COUNTER + script],
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+            }
+        ],
+        restartPolicy="Always",
+        volumes=[{"name": "v", "emptyDir": {}}],
+    )
+
+
+async def _restarts(node: Node, name: str) -> int:
+    status = node.agent.manager.pod_status("default", name) or {}
+    return int(((status.get("containerStatuses") or [{}])[0]).get("restartCount") or 0)
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_previous_is_the_last_instance_kept_across_restarts(node: Node) -> None:
+    crasher = _restarting("crasher", "sleep 0.3; exit 1")
+    manager = node.agent.manager
+    await manager.reconcile([STATIC, TICKER, crasher])
+    try:
+        async with asyncio.timeout(20 * SCALE):
+            while (await _get(node, "crasher"))[1] != b"instance 1\n":
+                await asyncio.sleep(0.05)
+            # The first instance never restarted: no previous one (the kubelet's 400).
+            status, body = await _get(node, "crasher", "?previous=true")
+            if await _restarts(node, "crasher") == 0:
+                assert (status, body) == (
+                    400,
+                    b'previous terminated container "c" in pod "crasher" not found\n',
+                )
+            while await _restarts(node, "crasher") < 2:
+                await asyncio.sleep(0.05)
+            while (await _get(node, "crasher"))[1] == b"":
+                await asyncio.sleep(0.05)
+        current = (await _get(node, "crasher"))[1]
+        status, previous = await _get(node, "crasher", "?previous=true&timestamps=true")
+        n = int(current.split()[1])
+        assert n >= 3
+        # Only one instance back is kept, with its own times.
+        assert status == 200 and re.fullmatch(rb"\S+Z instance %d\n" % (n - 1), previous)
+        status, body = await _get(node, "stopped-never", "?previous=true")
+        assert (status, body) == (404, b"pod does not exist\n")
+    finally:
+        await manager.reconcile([STATIC, TICKER])
+    kept = os.listdir(node.agent.runtime.previous_dir)
+    assert not [k for k in kept if k.startswith(crasher["metadata"]["uid"])]  # gone with the pod
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_logs_of_a_waiting_container_are_the_kubelets_400(node: Node) -> None:
+    missing = pod("noimage", [{"name": "c", "image": "no-such-image", "command": ["true"]}])
+    manager = node.agent.manager
+    await manager.reconcile([STATIC, TICKER, missing])
+    try:
+        async with asyncio.timeout(10 * SCALE):
+            while True:
+                status, body = await _get(node, "noimage")
+                if b"ContainerCreating" not in body:
+                    break
+                assert (status, body) == (
+                    400,
+                    b'container "c" in pod "noimage" is waiting to start: ContainerCreating\n',
+                )
+                await asyncio.sleep(0.02)
+        assert status == 400
+        assert body.startswith(b'container "c" in pod "noimage" is waiting to start: '), body
+        assert body.split(b": ", 1)[1].strip() in (b"ErrImageNotFound", b"ImagePullBackOff")
+    finally:
+        await manager.reconcile([STATIC, TICKER])

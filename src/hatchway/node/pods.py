@@ -265,9 +265,9 @@ class PodManager:
         the current instance's, ``("", path)`` for the previous one's. Raises
         :class:`LogUnavailableError` with the kubelet's text where there is none."""
         p = self.find_pod(namespace, pod, uid)
-        c = p.containers.get(container) if p is not None else None
-        if p is None or c is None:
+        if p is None or container not in {s.get("name") for s in p.specs}:
             raise LogUnavailableError(f'container "{container}" in pod "{pod}" is not available')
+        c = p.containers.get(container) or _Container(container)  # (not looked at yet)
         kept = c.previous_log if _is_file(c.previous_log) else ""
         if previous:
             if not kept:

@@ -101,21 +101,31 @@ class CriWriter:
             records.append(cri_line(ns, stream, b"F", bytes(buf[start:nl])))
             start = nl + 1
         del buf[:start]
-        self._write(b"".join(records), ns)
+        self._write(records, ns)
 
     def finish(self, stream: bytes) -> None:
         """The stream ended: its partial last line becomes a record of its own."""
         buf = self._partial.pop(stream, None)
         if buf:
             ns = time.time_ns()
-            self._write(cri_line(ns, stream, b"F", bytes(buf)), ns)
+            self._write([cri_line(ns, stream, b"F", bytes(buf))], ns)
 
-    def _write(self, data: bytes, ns: int) -> None:
-        if not data or self.full:
+    def _write(self, records: list[bytes], ns: int) -> None:
+        """As many whole records as the bound leaves room for; then the one that says
+        the log is full (the file ends at most that record past the bound)."""
+        if not records or self.full:
             return
-        if self.written + len(data) > self.max_bytes:
+        room = self.max_bytes - self.written
+        kept = 0
+        for record in records:
+            if len(record) > room:
+                break
+            room -= len(record)
+            kept += 1
+        data = b"".join(records[:kept])
+        if kept < len(records):
             self.full = True
-            data = cri_line(
+            data += cri_line(
                 ns,
                 b"stderr",
                 b"F",
