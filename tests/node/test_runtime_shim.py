@@ -32,6 +32,11 @@ def test_cri_time_and_line() -> None:
     assert parse_cri(line[:-1]) == (b"2026-12-04T18:22:20.123456789Z", b"stdout", False, b"hello")
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _records(path: str) -> list[tuple[bytes, bool, bytes]]:
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
@@ -198,8 +203,7 @@ async def test_tty_container_gets_a_pty_with_resizes(runtime: RuncRuntime) -> No
     assert await runtime.wait_exit(cid, timeout=10 * SCALE) == 7
     log = await _log(runtime, cid, timestamps=True)
     assert re.search(rb"^\S+Z 45 123\r$", log, re.M), log
-    with open(runtime.log_path(cid), "rb") as f:
-        assert b" stderr " not in f.read()  # the pty's output is stdout's
+    assert b" stderr " not in _read(runtime.log_path(cid))  # the pty's output is stdout's
 
 
 @needs_runc
@@ -284,7 +288,7 @@ async def test_log_bound_from_the_runtime(data_dir: str, images) -> None:  # typ
     try:
         cid = await _start(runtime, command=["sh", "-c", "seq 1 2000"])
         assert await runtime.wait_exit(cid, timeout=10 * SCALE) == 0
-        assert os.path.getsize(runtime.log_path(cid)) < 4096 + 256
+        assert len(_read(runtime.log_path(cid))) < 4096 + 256
         text = await _log(runtime, cid)
         assert text.startswith(b"1\n2\n") and b"\n2000\n" not in text
         assert text.rstrip().endswith(b"later output of this container is not kept]")
@@ -297,11 +301,9 @@ async def test_log_bound_from_the_runtime(data_dir: str, images) -> None:  # typ
 @pytest.mark.runc
 async def test_the_shim_is_no_child_of_the_agent(runtime: RuncRuntime) -> None:
     cid = await _start(runtime, command=["sleep", "100"])
-    with open(os.path.join(runtime._bundle(cid), "shim.pid")) as f:
-        pid = int(f.read())
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    pid = int(_read(os.path.join(runtime._bundle(cid), "shim.pid")))
+    fields = _read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     assert int(fields[1]) != os.getpid()  # ppid: reparented, the agent can restart
     assert int(fields[3]) == pid  # its own session
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        assert f.read().split(b"\0")[1:4] == [b"-I", b"-S", runtime_shim.__file__.encode()]
+    argv = _read(f"/proc/{pid}/cmdline").split(b"\0")
+    assert argv[1:4] == [b"-I", b"-S", runtime_shim.__file__.encode()]
