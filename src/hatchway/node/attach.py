@@ -1,4 +1,5 @@
-"""Attach to a container's main process: a client of its shim's attach socket.
+"""Attach to a container's main process: a client of its shim's attach socket
+(protocol.md 9.4).
 
 The shim (:mod:`~hatchway.node.runtime_shim`) owns the main process's stdio, so attach
 connects to ``attach.sock`` in the bundle and speaks its frames: ``HELLO`` (whether this

@@ -3,10 +3,10 @@
 The shim (:mod:`~hatchway.node.runtime_shim`) keeps each container's output in the CRI
 log format (protocol.md 9.1): ``TIME STREAM TAG CONTENT`` per record, ``F`` for a whole
 line, ``P`` for a piece of a longer one. Reading follows the kubelet
-(``pkg/kubelet/kuberuntime/logs``): ``tailLines`` counts records from the end of the
-file, ``sinceSeconds``/``sinceTime`` skip records older than the time, ``timestamps``
-puts each record's time before its content, ``limitBytes`` bounds what is sent, and an
-``F`` record's content gets its newline back. A line that is not a CRI record (a log
+(``pkg/kubelet/kuberuntime/logs``, protocol.md 9.2): ``tailLines`` counts records from
+the end of the file, ``sinceSeconds``/``sinceTime`` skip records older than the time,
+``timestamps`` puts each record's time before its content, ``limitBytes`` bounds what is
+sent, and an ``F`` record's content gets its newline back. A line that is not a CRI record (a log
 written by an earlier version, as raw bytes) is passed on as it is.
 """
 

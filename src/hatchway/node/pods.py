@@ -24,7 +24,7 @@ an agent restart (and migrates the ``<namespace>_<name>.json`` files of earlier 
 
 A restarted container's log is kept as its previous instance's (one restart deep, as the
 kubelet keeps it): :meth:`PodManager.log_source` answers ``logs`` and ``logs --previous``
-with the kubelet's rules and 400 texts (``validateContainerLogStatus``).
+with the kubelet's rules and 400 texts (``validateContainerLogStatus``, protocol.md 9.3).
 
 Not done: init containers, probes (a running container is ready), volumes other than
 emptyDir and hostPath, image pulls (images come from the node's store).

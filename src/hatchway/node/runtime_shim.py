@@ -22,11 +22,12 @@ record per line, lines longer than 16 KiB split into ``P`` records; a partial la
 is written when the stream ends. Past ``max_log_bytes`` the shim writes one ``stderr``
 record saying so and keeps no more output (attached clients still get all of it).
 
-Attach is a unix socket, ``attach.sock`` in the bundle, with frames of one kind byte and
-a 4-byte big-endian length (at most :data:`MAX_FRAME`): from a client ``HELLO`` (payload
-``1`` when it brings stdin), ``STDIN``, ``STDIN_EOF``, ``RESIZE`` (``!HH`` columns,
-rows: ``TIOCSWINSZ`` on the pty); to every client ``STDOUT``/``STDERR`` output from
-the moment it connected and ``EXIT`` (the exit code as text) before the shim closes it.
+Attach is a unix socket, ``attach.sock`` in the bundle (protocol.md 9.4), with frames
+of one kind byte and a 4-byte big-endian length (at most :data:`MAX_FRAME`): from a
+client ``HELLO`` (payload ``1`` when it brings stdin), ``STDIN``, ``STDIN_EOF``,
+``RESIZE`` (``!HH`` columns, rows: ``TIOCSWINSZ`` on the pty); to every client
+``STDOUT``/``STDERR`` output from the moment it connected and ``EXIT`` (the exit code
+as text) before the shim closes it.
 With ``stdinOnce`` the container's stdin is closed when the first client that brought
 stdin sends its EOF or goes away (for a pty: the terminal's EOF character, ``^D``, is
 written, since the pty cannot be half-closed). Backpressure: while a client has more
