@@ -306,4 +306,5 @@ async def test_the_shim_is_no_child_of_the_agent(runtime: RuncRuntime) -> None:
     assert int(fields[1]) != os.getpid()  # ppid: reparented, the agent can restart
     assert int(fields[3]) == pid  # its own session
     argv = _read(f"/proc/{pid}/cmdline").split(b"\0")
-    assert argv[1:4] == [b"-I", b"-S", runtime_shim.__file__.encode()]
+    assert argv[1:4] == [b"-I", b"-S", b"-c"] and cid.encode() in argv
+    assert b"import runtime_shim; runtime_shim.boot()" in argv[4]

@@ -1,7 +1,8 @@
 """The per-container shim: owns a container's stdio, writes its CRI log, serves attach.
 
-Run as a script (``python -I -S runtime_shim.py ARGS``, standard library only, so it
-starts in a few milliseconds and stays small), it forks once into a session of its own
+Run as a program of its own (``python -I -S -c "…import runtime_shim;
+runtime_shim.boot()" ARGS``, standard library only, so it starts in a few milliseconds
+and stays small), it forks once into a session of its own
 and is then nobody's child but init's: the node agent can restart without losing the
 container, its output or its exit status. In the container's bundle it writes
 ``shim.pid``; ``exit`` (and ``oom``) once the container is gone, as the shell shim did.
@@ -37,14 +38,15 @@ container's stdin has that much unwritten, clients' input is not read.
 
 from __future__ import annotations
 
-import array
+# The C modules under socket, signal and selectors, and no array or typing: their Python
+# layers (enum, collections, functools…) would cost each container's shim ~0.6 MiB more.
+import _signal as signal
+import _socket as socket
 import ctypes
 import errno
 import fcntl
 import os
-import selectors
-import signal
-import socket
+import select
 import struct
 import sys
 import termios
@@ -60,8 +62,65 @@ DRAIN_AFTER_EXIT = 2.0
 #: containerd's (and the kubelet's) maximum CRI log record: longer lines are split.
 MAX_LINE = 16 * 1024
 FRAME_HEADER = struct.Struct("!BI")
+_INT = struct.Struct("i")  # a file descriptor in SCM_RIGHTS (not array: collections)
 _PR_SET_CHILD_SUBREAPER = 36
 _STREAMS = {STDOUT: b"stdout", STDERR: b"stderr"}
+
+
+EVENT_READ, EVENT_WRITE = select.EPOLLIN, select.EPOLLOUT
+
+
+class SelectorKey:
+    """A registered file (``selectors.SelectorKey`` without the typing import)."""
+
+    __slots__ = ("data", "events", "fd", "fileobj")
+
+    def __init__(self, fileobj: object, fd: int, events: int, data: object) -> None:
+        self.fileobj, self.fd, self.events, self.data = fileobj, fd, events, data
+
+
+class Poller:
+    """The part of ``selectors.EpollSelector`` the shim uses, on ``select.epoll``."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._keys: dict[int, SelectorKey] = {}
+
+    def get_map(self) -> dict[int, SelectorKey]:
+        return self._keys
+
+    def register(self, fileobj: object, events: int, data: object = None) -> None:
+        fd = _fd(fileobj)
+        self._epoll.register(fd, events)
+        self._keys[fd] = SelectorKey(fileobj, fd, events, data)
+
+    def modify(self, fileobj: object, events: int, data: object = None) -> None:
+        fd = _fd(fileobj)
+        self._epoll.modify(fd, events)
+        self._keys[fd] = SelectorKey(fileobj, fd, events, data)
+
+    def unregister(self, fileobj: object) -> None:
+        fd = _fd(fileobj)
+        self._keys.pop(fd)
+        self._epoll.unregister(fd)
+
+    def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
+        ready = []
+        for fd, mask in self._epoll.poll(-1 if timeout is None else max(timeout, 0)):
+            key = self._keys.get(fd)
+            if key is not None:
+                # (hang-up and error wake a reader, as selectors reports them)
+                if mask & (select.EPOLLHUP | select.EPOLLERR):
+                    mask |= key.events
+                ready.append((key, mask & (EVENT_READ | EVENT_WRITE)))
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+def _fd(fileobj: object) -> int:
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()  # type: ignore[attr-defined]
 
 
 def cri_time(ns: int) -> bytes:
@@ -161,7 +220,7 @@ class Shim:
         flags = args[5]
         self.tty, self.want_stdin, self.stdin_once = ("t" in flags, "i" in flags, "o" in flags)
         self.max_log = int(args[6])
-        self.sel = selectors.DefaultSelector()
+        self.sel = Poller()
         self.clients: dict[int, Client] = {}
         self.outputs: dict[int, int] = {}  # fd → STDOUT/STDERR
         self.stdin_fd: int | None = None  # our end of the container's stdin
@@ -194,10 +253,10 @@ class Shim:
         code = self._reap_runc(self._spawn([*self._runc_argv(), "start", self.cid]))
         if code:
             self._kill_init()
-        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
-        self.sel.register(listener, selectors.EVENT_READ, "listen")
+        self.sel.register(wake_r, EVENT_READ, "wake")
+        self.sel.register(listener, EVENT_READ, "listen")
         for fd in self.outputs:
-            self.sel.register(fd, selectors.EVENT_READ, "output")
+            self.sel.register(fd, EVENT_READ, "output")
         self._loop(wake_r)
         return self._finish(self.exit_code if self.exit_code is not None else 255)
 
@@ -302,7 +361,7 @@ class Shim:
             for key, mask in self.sel.select(timeout):
                 self._event(key, mask, wake_r)
 
-    def _event(self, key: selectors.SelectorKey, mask: int, wake_r: int) -> None:
+    def _event(self, key: SelectorKey, mask: int, wake_r: int) -> None:
         what = key.data
         if what == "wake":
             _drain(wake_r)
@@ -314,9 +373,9 @@ class Shim:
         elif what == "stdin":
             self._flush_stdin()
         elif isinstance(what, Client):
-            if mask & selectors.EVENT_READ:
+            if mask & EVENT_READ:
                 self._client_input(what)
-            if mask & selectors.EVENT_WRITE and what.sock.fileno() >= 0:
+            if mask & EVENT_WRITE and what.sock.fileno() >= 0:
                 self._client_output(what)
 
     def _reap(self) -> None:
@@ -366,26 +425,27 @@ class Shim:
             if backed_up:
                 self.sel.unregister(fd)
             else:
-                self.sel.register(fd, selectors.EVENT_READ, "output")
+                self.sel.register(fd, EVENT_READ, "output")
 
     # --- clients ----------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
         try:
-            sock, _ = listener.accept()
+            fd, _ = listener._accept()
         except BlockingIOError:
             return
+        sock = socket.socket(fileno=fd)
         if len(self.clients) >= MAX_CLIENTS or self.exit_code is not None:
             sock.close()
             return
         sock.setblocking(False)
         client = Client(sock)
         self.clients[sock.fileno()] = client
-        self.sel.register(sock, selectors.EVENT_READ, client)
+        self.sel.register(sock, EVENT_READ, client)
 
     def _events(self, client: Client) -> int:
-        events = 0 if len(self.stdin_buf) > HIGH_WATER or client.closing else selectors.EVENT_READ
-        return events | (selectors.EVENT_WRITE if client.outbuf else 0)
+        events = 0 if len(self.stdin_buf) > HIGH_WATER or client.closing else EVENT_READ
+        return events | (EVENT_WRITE if client.outbuf else 0)
 
     def _update(self, client: Client) -> None:
         events = self._events(client)
@@ -467,7 +527,7 @@ class Shim:
             del self.stdin_buf[:n]
         registered = fd in self.sel.get_map() and self.sel.get_map()[fd].data == "stdin"
         if self.stdin_buf and not registered and fd not in self.outputs:
-            self.sel.register(fd, selectors.EVENT_WRITE, "stdin")
+            self.sel.register(fd, EVENT_WRITE, "stdin")
         elif not self.stdin_buf and registered:
             self.sel.unregister(fd)
         if not self.stdin_buf and self.stdin_closing and not self.tty:
@@ -538,9 +598,9 @@ class Shim:
         deadline = time.monotonic() + linger
         open_ = [c.sock for c in clients if c.sock.fileno() >= 0]
         while open_ and (left := deadline - time.monotonic()) > 0:
-            ready = selectors.DefaultSelector()
+            ready = Poller()
             for sock in open_:
-                ready.register(sock, selectors.EVENT_READ)
+                ready.register(sock, EVENT_READ)
             for key, _ in ready.select(left):
                 sock = key.fileobj
                 try:
@@ -592,19 +652,21 @@ def _receive_fd(console: socket.socket, timeout: float = 10) -> int | None:
     """The pty master runc sends over the console socket (SCM_RIGHTS)."""
     console.settimeout(timeout)
     try:
-        conn, _ = console.accept()
+        fd, _ = console._accept()
     except OSError:
         return None
-    with conn:
+    conn = socket.socket(fileno=fd)
+    fds: list[int] = []
+    try:
         conn.settimeout(timeout)
-        fds = array.array("i")
-        try:
-            _, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-        except OSError:
-            return None
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        _, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(_INT.size))
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += (n for (n,) in _INT.iter_unpack(data[: len(data) - len(data) % _INT.size]))
     return fds[0] if fds else None
 
 
@@ -653,5 +715,10 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def boot() -> None:
+    """The program's entry point: ``main`` with its arguments, then exit."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    boot()
