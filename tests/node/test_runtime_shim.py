@@ -308,3 +308,23 @@ async def test_the_shim_is_no_child_of_the_agent(runtime: RuncRuntime) -> None:
     argv = _read(f"/proc/{pid}/cmdline").split(b"\0")
     assert argv[1:4] == [b"-I", b"-S", b"-c"] and cid.encode() in argv
     assert b"import runtime_shim; runtime_shim.boot()" in argv[4]
+
+
+@needs_runc
+@pytest.mark.runc
+async def test_a_new_runtime_attaches_to_a_running_shim(runtime: RuncRuntime, images) -> None:  # type: ignore[no-untyped-def]
+    """As after a node agent restart: the shim, its pty and its log carry on."""
+    cid = await _start(runtime, command=["sh"], tty=True, stdin=True)
+    again = RuncRuntime(runtime.root_dir, images=images)
+    path = again.attach_socket(cid)
+    assert path is not None and (await again.state(cid)).running
+    client = ShimClient(path)
+    try:
+        client.write(b"echo a''gain\r")
+        await client.expect(1, rb"again\r\n")
+        client.write(b"exit 5\r")
+        assert await client.until_exit() == b"5"
+    finally:
+        client.close()
+    assert await again.wait_exit(cid, timeout=10 * SCALE) == 5
+    assert b"again\r\n" in await _log(again, cid)
