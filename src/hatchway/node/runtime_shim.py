@@ -268,7 +268,7 @@ class Shim:
         if self.tty:
             console = _listen("console.sock")
             argv += ["--console-socket", "console.sock"]
-            stdio = [os.open(os.devnull, os.O_RDWR)] * 3
+            stdio = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)] * 3
             child_fds.append(stdio[0])
         else:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -277,7 +277,7 @@ class Shim:
                 in_r, in_w = os.pipe2(os.O_CLOEXEC)
                 self.stdin_fd = in_w
             else:
-                in_r = os.open(os.devnull, os.O_RDONLY)
+                in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             stdio = [in_r, out_w, err_w]
             child_fds += stdio
             self.outputs = {out_r: STDOUT, err_r: STDERR}
@@ -289,8 +289,11 @@ class Shim:
             if master is None:
                 code = 1
             else:
+                os.set_inheritable(master, False)
                 self.outputs = {master: STDOUT}
-                self.stdin_fd = master
+                # A descriptor of its own for input (the same pty master): it is watched
+                # for writing while input waits, the other for reading.
+                self.stdin_fd = os.dup(master)
         if console is not None:
             console.close()
             _unlink("console.sock")
@@ -403,10 +406,7 @@ class Shim:
             self.sel.unregister(fd)
             del self.outputs[fd]
             self.log.finish(stream)
-            if fd != self.stdin_fd:
-                os.close(fd)
-            elif self.exit_code is not None:
-                self._close_container_stdin()
+            os.close(fd)
             return
         self.log.feed(stream, data)
         frame = FRAME_HEADER.pack(kind, len(data)) + data
@@ -526,7 +526,7 @@ class Shim:
                 return
             del self.stdin_buf[:n]
         registered = fd in self.sel.get_map() and self.sel.get_map()[fd].data == "stdin"
-        if self.stdin_buf and not registered and fd not in self.outputs:
+        if self.stdin_buf and not registered:
             self.sel.register(fd, EVENT_WRITE, "stdin")
         elif not self.stdin_buf and registered:
             self.sel.unregister(fd)
@@ -541,8 +541,7 @@ class Shim:
             return
         if fd in self.sel.get_map() and self.sel.get_map()[fd].data == "stdin":
             self.sel.unregister(fd)
-        if fd not in self.outputs:
-            os.close(fd)
+        os.close(fd)
 
     def _send(self, client: Client, frame: bytes) -> None:
         client.outbuf += frame
