@@ -67,7 +67,14 @@ class AttachedProcess:
         except ContainerNotFoundError as exc:
             raise ContainerRuntimeError(f"error attaching to container: {exc}") from exc
         if path is None:
-            raise ContainerRuntimeError("error attaching to container: it is not running")
+            running = (await self.runtime.state(self.container_id)).running
+            why = (
+                "it was started by an earlier node agent, without an attach socket"
+                " (recreate the pod to attach)"
+                if running
+                else "it is not running"
+            )
+            raise ContainerRuntimeError(f"error attaching to container: {why}")
         # Through the directory's descriptor: a bundle's path may be longer than a unix
         # socket address can be (108 bytes).
         dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)

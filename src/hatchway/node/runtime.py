@@ -7,9 +7,9 @@ Layout under ``root_dir`` (the node's data directory):
   belongs to), ``rootfs/`` (an overlay of the image: ``upper/``, ``work/``; a plain copy
   when overlayfs is unavailable), ``runc.log`` (runc's own JSON log), ``exit`` (the exit
   status once the container is gone).
-* ``logs/<id>.log`` — the container's stdout and stderr, **raw bytes, interleaved** (one
-  O_APPEND file for both; runc copies each stream from its own pipe, so the order between
-  stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
+* ``logs/<id>.log`` — the container's output in the CRI log format (protocol.md 9.1),
+  written by its shim; ``logs/previous/<pod uid>_<name>.log`` — the log of a restarted
+  container's previous instance (:meth:`RuncRuntime.keep_previous_log`).
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 * ``execs/<pid>-<start time>.json`` (or ``exec-<id>.json`` where the root was gone
   already) — one record per exec while it runs (its root's pid,
@@ -24,13 +24,14 @@ container runs under it (see :mod:`hatchway.node.runtime_tree`); containers crea
 without it, or a command that is not found (runc then reports why), are exec'd directly.
 :meth:`RuncRuntime.kill_leftover_execs` kills what an earlier node agent's execs left.
 
-Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
-foreground (so runc itself waits for the container and reports its exit status, 128+N for a
-signal), then the status is written to ``exit``. ``--keep`` leaves the container's cgroup
-in place until :meth:`RuncRuntime.delete`, so the shim can read its memory controller's
-``oom_kill`` count first (an ``oom`` file: the kubelet's OOMKilled). The shim is in its
-own session and not our child, so the node agent can restart without losing a container
-or its exit code.
+Each started container runs under its shim (:mod:`hatchway.node.runtime_shim`, a small
+Python program of its own): it makes the container with ``runc create`` and ``runc
+start``, owns its stdio (a pty for ``tty: true``, else pipes), writes its log, serves
+attach on ``attach.sock`` in the bundle and, as the container's init's subreaper, writes
+its exit status to ``exit`` (``oom`` too when the kernel's OOM killer hit its cgroup: the
+kubelet's OOMKilled). runc leaves the stopped container's cgroup in place until
+:meth:`RuncRuntime.delete`. The shim is in its own session and not our child, so the
+node agent can restart without losing a container, its output or its exit code.
 """
 
 from __future__ import annotations
