@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
 import time
 from datetime import UTC, datetime
 
@@ -32,6 +34,8 @@ def test_parse_options() -> None:
     stamp = datetime.fromtimestamp(NOW, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert parse_log_options(q(sinceTime=stamp), NOW).since == NOW
     assert parse_log_options(q(follow="false", tailLines="0"), NOW).tail_lines == 0
+    got = parse_log_options(q(timestamps="true", previous="1"), NOW)
+    assert (got.timestamps, got.previous) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +46,6 @@ def test_parse_options() -> None:
         (q(sinceSeconds="x"), "sinceSeconds: invalid integer 'x'"),
         (q(sinceTime="yesterday"), "sinceTime: invalid RFC 3339 time 'yesterday'"),
         (q(sinceTime="2024-01-01T00:00:00Z", sinceSeconds="5"), "at most one of"),
-        (q(timestamps="true"), "timestamps are not available"),
     ],
 )
 def test_parse_errors(query: dict[str, list[str]], text: str) -> None:
@@ -142,7 +145,11 @@ async def test_tail_limit_since(node: Node) -> None:
     future = datetime.fromtimestamp(time.time() + 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert await _get(node, "static", f"?sinceTime={future}") == (200, b"")
     status, body = await _get(node, "static", "?timestamps=true")
-    assert status == 400 and b"timestamps are not available" in body
+    assert status == 200
+    stamped = re.findall(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (line\d)$", body, re.M)
+    assert [line for _, line in stamped] == [x.encode() for x in LINES], body
+    times = [logs.cri_seconds(stamp) for stamp, _ in stamped]
+    assert times == sorted(times) and abs(times[0] - time.time()) < 600
     status, body = await _get(node, "static", "?tailLines=x")
     assert (status, body) == (400, b"tailLines: invalid integer 'x'\n")
 
@@ -163,3 +170,107 @@ async def test_follow_with_tail_and_limit(node: Node) -> None:
     async with asyncio.timeout(10 * SCALE):
         status, body = await _get(node, "ticker", "?follow=true&limitBytes=6")
     assert (status, body) == (200, b"t1\nt2\n")
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_since_time_skips_each_older_record(node: Node) -> None:
+    async with asyncio.timeout(10 * SCALE):
+        while (await _get(node, "ticker"))[1].count(b"\n") < 8:
+            await asyncio.sleep(0.1)
+    status, body = await _get(node, "ticker", "?timestamps=true&limitBytes=4096")
+    stamps = re.findall(rb"^(\S+) t(\d+)$", body, re.M)
+    assert status == 200 and [int(n) for _, n in stamps[:4]] == [1, 2, 3, 4], body
+    # From the third record's own time on (the records are 0.2 s apart).
+    status, body = await _get(node, "ticker", f"?sinceTime={stamps[2][0].decode()}&tailLines=99")
+    assert status == 200 and body.startswith(b"t3\nt4\n"), body
+    status, body = await _get(node, "ticker", "?sinceSeconds=1&limitBytes=1000")
+    numbers = [int(line[1:]) for line in body.splitlines()]
+    assert 0 < len(numbers) <= 7 and numbers[0] > 1, body  # the last second's only
+
+
+# -- previous instances and containers without a log -----------------------------------
+COUNTER = "n=$(cat /v/n 2>/dev/null || echo 0); n=$((n+1)); echo $n >/v/n; echo instance $n; "
+
+
+def _restarting(name: str, script: str) -> dict:  # type: ignore[type-arg]
+    return pod(
+        name,
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", COUNTER + script],
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+            }
+        ],
+        restartPolicy="Always",
+        volumes=[{"name": "v", "emptyDir": {}}],
+    )
+
+
+async def _restarts(node: Node, name: str) -> int:
+    status = node.agent.manager.pod_status("default", name) or {}
+    return int(((status.get("containerStatuses") or [{}])[0]).get("restartCount") or 0)
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_previous_is_the_last_instance_kept_across_restarts(node: Node) -> None:
+    crasher = _restarting("crasher", "sleep 0.3; exit 1")
+    manager = node.agent.manager
+    await manager.reconcile([STATIC, TICKER, crasher])
+    try:
+        async with asyncio.timeout(20 * SCALE):
+            while (await _get(node, "crasher"))[1] != b"instance 1\n":
+                await asyncio.sleep(0.05)
+            # The first instance never restarted: no previous one (the kubelet's 400).
+            status, body = await _get(node, "crasher", "?previous=true")
+            if await _restarts(node, "crasher") == 0:
+                assert (status, body) == (
+                    400,
+                    b'previous terminated container "c" in pod "crasher" not found\n',
+                )
+            while await _restarts(node, "crasher") < 2:
+                await asyncio.sleep(0.05)
+            while (await _get(node, "crasher"))[1] == b"":
+                await asyncio.sleep(0.05)
+        current = (await _get(node, "crasher"))[1]
+        status, previous = await _get(node, "crasher", "?previous=true&timestamps=true")
+        n = int(current.split()[1])
+        assert n >= 3
+        # Only one instance back is kept, with its own times.
+        assert status == 200 and re.fullmatch(rb"\S+Z instance %d\n" % (n - 1), previous)
+        status, body = await _get(node, "stopped-never", "?previous=true")
+        assert (status, body) == (404, b"pod does not exist\n")
+    finally:
+        await manager.reconcile([STATIC, TICKER])
+    kept = os.listdir(node.agent.runtime.previous_dir)
+    assert not [k for k in kept if k.startswith(crasher["metadata"]["uid"])]  # gone with the pod
+
+
+@needs_runc
+@pytest.mark.runc
+@pytest.mark.asyncio(loop_scope="module")
+async def test_logs_of_a_waiting_container_are_the_kubelets_400(node: Node) -> None:
+    missing = pod("noimage", [{"name": "c", "image": "no-such-image", "command": ["true"]}])
+    manager = node.agent.manager
+    await manager.reconcile([STATIC, TICKER, missing])
+    try:
+        async with asyncio.timeout(10 * SCALE):
+            while True:
+                status, body = await _get(node, "noimage")
+                if b"ContainerCreating" not in body:
+                    break
+                assert (status, body) == (
+                    400,
+                    b'container "c" in pod "noimage" is waiting to start: ContainerCreating\n',
+                )
+                await asyncio.sleep(0.02)
+        assert status == 400
+        assert body.startswith(b'container "c" in pod "noimage" is waiting to start: '), body
+        assert body.split(b": ", 1)[1].strip() in (b"ErrImageNotFound", b"ImagePullBackOff")
+    finally:
+        await manager.reconcile([STATIC, TICKER])

@@ -174,7 +174,7 @@ def _resolve(config: ApiServerConfig) -> _Paths:
 
 
 def _etcd_store(config: ApiServerConfig) -> EtcdStore:
-    """The store on etcd (protocol.md 9.1): mutual TLS when a client cert is given."""
+    """The store on etcd (protocol.md 10.1): mutual TLS when a client cert is given."""
     ctx = None
     if config.etcd_cafile or config.etcd_certfile:
         ctx = tls.client_context(

@@ -204,6 +204,12 @@ def node_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--cleanup", action="store_true", help="delete every container of this node and exit"
     )
+    parser.add_argument(
+        "--container-log-max-bytes",
+        type=int,
+        default=1 << 30,
+        help="bound of one container instance's log; later output is not kept (%(default)s)",
+    )
     _timeout_scale_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -224,6 +230,7 @@ def node_main(argv: Sequence[str]) -> int:
         host=args.host,
         port=args.port,
         address=args.address,
+        container_log_max_bytes=args.container_log_max_bytes,
     )
     config.http_limits = config.http_limits.scaled(args.timeout_scale)
     # The runtime's child processes and fd readers hang under uvloop: plain asyncio.

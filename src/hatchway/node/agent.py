@@ -25,9 +25,9 @@ from hatchway.node.events import NodeEvents
 from hatchway.node.identity import CallerIdentity
 from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
-from hatchway.node.runtime import RuncRuntime
+from hatchway.node.runtime import DEFAULT_LOG_MAX_BYTES, RuncRuntime
 from hatchway.node.runtime_exec import start_exec_helper
-from hatchway.node.server import LookupRefusedError, NodeEndpoint
+from hatchway.node.server import LookupRefusedError, NodeEndpoint, Target
 from hatchway.rest import RestClient
 from hatchway.transport import tls, tlsbuffer
 from hatchway.transport.http import HttpLimits, HttpServer
@@ -60,6 +60,9 @@ class NodeConfig:
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
     labels: dict[str, str] = field(default_factory=dict)
+    #: One container instance's log file at most (the shim keeps no more, and says so
+    #: in the log); the kubelet's containerLogMaxSize, without rotation.
+    container_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     #: The HTTPS endpoint's bounds and timeouts. Every connection comes from the API
     #: server: no per-source cap below the total.
     http_limits: HttpLimits = field(
@@ -77,7 +80,7 @@ class NodeAgent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         root = os.path.join(config.data_dir, "node")
-        self.runtime = RuncRuntime(root)
+        self.runtime = RuncRuntime(root, log_max_bytes=config.container_log_max_bytes)
         self.images = self.runtime.images
         self.manager = PodManager(
             self.runtime,
@@ -241,16 +244,21 @@ class NodeAgent:
             return await attach(self.runtime, container_id, options)
         return await self.runtime.exec(container_id, options)
 
-    async def _logs(self, cid: str, options: LogOptions) -> AsyncIterator[bytes]:
-        chunks = self.runtime.read_logs(
+    async def _logs(self, target: Target, options: LogOptions) -> AsyncIterator[bytes]:
+        """The log the target names (raises LogUnavailableError: the kubelet's 400)."""
+        uid = self._pod_uid(target.namespace, target.pod, target.uid) or target.uid
+        cid, path = await self.manager.log_source(
+            target.namespace, target.pod, target.container, uid, previous=options.previous
+        )
+        return self.runtime.read_logs(
             cid,
             follow=options.follow,
             tail_lines=options.tail_lines,
             limit_bytes=options.limit_bytes,
             since=options.since,
+            timestamps=options.timestamps,
+            path=path or None,
         )
-        async for chunk in chunks:
-            yield chunk
 
     # -- API server loops -----------------------------------------------------------------
     def _node_object(self) -> dict[str, Any]:

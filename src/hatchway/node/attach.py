@@ -1,30 +1,44 @@
-"""Attach to a container's main process: its output from now on, and its stdin.
+"""Attach to a container's main process: a client of its shim's attach socket
+(protocol.md 9.4).
 
-The runtime keeps the main process's stdout and stderr in one log file (interleaved, raw
-bytes), so attach follows that file from its current end and delivers everything on the
-stdout stream; the stderr stream ends at once. When the container spec has
-``stdin: true`` the runtime gives the main process a FIFO as stdin (held open read-write
-by its shim, so the process never sees EOF between attaches, as with ``stdinOnce:
-false``); attach writes the client's stdin into that FIFO.
+The shim (:mod:`~hatchway.node.runtime_shim`) owns the main process's stdio, so attach
+connects to ``attach.sock`` in the bundle and speaks its frames: ``HELLO`` (whether this
+client brings stdin), stdin, stdin EOF and resizes one way; stdout, stderr (one stream
+for a ``tty: true`` container: its pty) and the exit the other. Output is what the
+container writes from the moment of attaching; a stream the client did not ask for is
+read and dropped. ``stdinOnce``: the shim closes the container's stdin when the first
+client that brought stdin ends it or goes away.
 
 The session ends with Success when the container exits (protocol.md 6.1, no exit code for
 attach). ``kill()`` only detaches: a client that goes away never stops the container.
+Reading is bounded (a few frames of at most 64 KiB are queued), so a slow client slows
+the shim, which then stops reading the container (backpressure to the container).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-from typing import BinaryIO
+import struct
 
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime import ContainerNotFoundError, RuncRuntime
+from hatchway.node.runtime_shim import (
+    EXIT,
+    FRAME_HEADER,
+    HELLO,
+    MAX_FRAME,
+    RESIZE,
+    STDERR,
+    STDIN,
+    STDIN_EOF,
+    STDOUT,
+)
 from hatchway.types import ExecOptions
 
-#: How often the log and the container's state are looked at while nothing happens.
-POLL_INTERVAL = 0.05
+#: Frames queued per stream before the socket is no longer read.
+QUEUE_FRAMES = 8
 
 
 class AttachedProcess:
@@ -36,134 +50,139 @@ class AttachedProcess:
         self.runtime = runtime
         self.container_id = container_id
         self.options = options
-        self._log: BinaryIO | None = None
-        self._stdin_fd: int | None = None
-        self._exited = asyncio.Event()  # the container's main process is gone
-        self._done = asyncio.Event()  # exited or detached
-        self._watcher: asyncio.Task[None] | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._queues = {
+            STDOUT: asyncio.Queue[bytes](QUEUE_FRAMES),
+            STDERR: asyncio.Queue[bytes](QUEUE_FRAMES),
+        }
+        self._done = asyncio.Event()  # the container exited, or we detached
+        self._stdin_open = bool(options.stdin)
+        self._pump: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Start following: the log from its current end, the stdin FIFO if wanted."""
+        """Connect to the shim and say whether this client brings stdin."""
         try:
-            path = self.runtime.log_path(self.container_id)
+            path = self.runtime.attach_socket(self.container_id)
         except ContainerNotFoundError as exc:
             raise ContainerRuntimeError(f"error attaching to container: {exc}") from exc
-        if self.options.stdout or self.options.stderr:
-            self._log = _open_at_end(path)
-        fifo = self.runtime.stdin_path(self.container_id) if self.options.stdin else None
-        if fifo is not None:
-            try:
-                self._stdin_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:  # ENXIO: no reader, the container is going away
-                self.close()
-                raise ContainerRuntimeError(f"error attaching to container: {exc}") from exc
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if path is None:
+            running = (await self.runtime.state(self.container_id)).running
+            why = (
+                "it was started by an earlier node agent, without an attach socket"
+                " (recreate the pod to attach)"
+                if running
+                else "it is not running"
+            )
+            raise ContainerRuntimeError(f"error attaching to container: {why}")
+        # Through the directory's descriptor: a bundle's path may be longer than a unix
+        # socket address can be (108 bytes).
+        dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(
+                f"/proc/self/fd/{dirfd}/{os.path.basename(path)}", limit=MAX_FRAME * 2
+            )
+        except OSError as exc:  # the shim went away between the check and the connect
+            raise ContainerRuntimeError(f"error attaching to container: {exc}") from exc
+        finally:
+            os.close(dirfd)
+        self._send(HELLO, b"1" if self.options.stdin else b"0")
+        self._pump = asyncio.get_running_loop().create_task(self._read_frames())
 
-    async def _watch(self) -> None:
-        while not self._done.is_set():
-            try:
-                running = (await self.runtime.state(self.container_id)).running
-            except ContainerNotFoundError:
-                running = False
-            if not running:
-                self._exited.set()
-                self._done.set()
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), POLL_INTERVAL)
+    def _wants(self, kind: int) -> bool:
+        if kind == STDOUT:
+            return bool(self.options.stdout)
+        return bool(self.options.stderr) and not self.options.tty
+
+    async def _read_frames(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                header = await self._reader.readexactly(FRAME_HEADER.size)
+                kind, size = FRAME_HEADER.unpack(header)
+                if size > MAX_FRAME:
+                    break
+                payload = await self._reader.readexactly(size)
+                if kind == EXIT:
+                    break
+                if kind in self._queues and self._wants(kind):
+                    await self._queues[kind].put(payload)
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the shim is gone (its EXIT comes first when the container exits)
+        finally:
+            if self._writer is not None:
+                self._writer.close()  # the shim waits for this before it closes its end
+            self._done.set()
+            for queue in self._queues.values():
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(b"")
+
+    def _send(self, kind: int, payload: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(FRAME_HEADER.pack(kind, len(payload)) + payload)
 
     # --- I/O --------------------------------------------------------------------------
 
     async def write_stdin(self, data: bytes) -> None:
-        """Into the main process's stdin (dropped when the container has none)."""
+        """Into the main process's stdin (the shim drops it when there is none)."""
+        if not self._stdin_open or self._writer is None:
+            return
         view = memoryview(data)
-        while view and self._stdin_fd is not None and not self._done.is_set():
-            try:
-                view = view[os.write(self._stdin_fd, view) :]
-            except BlockingIOError:
-                await self._writable(self._stdin_fd)
-            except OSError as exc:
-                if exc.errno not in (errno.EPIPE, errno.EBADF):
-                    raise
-                self._close_stdin()
-
-    async def _writable(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-        done = asyncio.ensure_future(self._done.wait())
-        try:
-            await asyncio.wait([ready, done], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            loop.remove_writer(fd)
-            ready.cancel()
-            done.cancel()
+        for start in range(0, len(view), MAX_FRAME):
+            self._send(STDIN, bytes(view[start : start + MAX_FRAME]))
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
 
     async def close_stdin(self) -> None:
-        """The client's stdin ended. The container's stdin stays open for the next attach
-        (``stdinOnce`` is not implemented)."""
-        self._close_stdin()
+        """The client's stdin ended (with ``stdinOnce``, the container's ends too)."""
+        if self._stdin_open:
+            self._stdin_open = False
+            self._send(STDIN_EOF, b"")
 
-    def _close_stdin(self) -> None:
-        if self._stdin_fd is not None:
-            os.close(self._stdin_fd)
-            self._stdin_fd = None
+    async def _read(self, kind: int) -> bytes:
+        queue = self._queues[kind]
+        if not self._wants(kind):
+            return b""
+        if self._done.is_set() and queue.empty():
+            return b""
+        data = await queue.get()
+        if not data:
+            queue.put_nowait(b"")  # the end stays the end
+        return data
 
     async def read_stdout(self, max_bytes: int = 65536) -> bytes:
-        """New log output; ``b""`` once the container exited and the log is drained, or
-        after a detach."""
-        while self._log is not None:
-            data = self._log.read(max_bytes)
-            if data:
-                return data
-            if self._exited.is_set():
-                # The shim writes the exit status after runc ended: the log is complete.
-                data = self._log.read(max_bytes)
-                if data:
-                    return data
-            if self._done.is_set():
-                self._log.close()
-                self._log = None
-                return b""
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), POLL_INTERVAL)
-        return b""
+        """The container's output from now on; ``b""`` once it exited, or on detach."""
+        return await self._read(STDOUT)
 
     async def read_stderr(self, max_bytes: int = 65536) -> bytes:
-        """The log interleaves both streams; everything goes to stdout."""
-        return b""
+        """Its stderr (none for a tty container: the pty is both)."""
+        return await self._read(STDERR)
 
     def resize(self, width: int, height: int) -> None:
-        """The main process has no pty (containers run with ``terminal: false``)."""
+        """The pty's window size (ignored by the shim for a container without one)."""
+        if self.options.tty and 0 < width < 65536 and 0 < height < 65536:
+            self._send(RESIZE, struct.pack("!HH", width, height))
 
     # --- lifetime ---------------------------------------------------------------------
 
     async def wait(self) -> int:
         """0 once the container exited (or we detached): attach has no exit code."""
         await self._done.wait()
-        self._close_stdin()
         return 0
 
     async def kill(self) -> None:
         """Detach. The container keeps running."""
-        self._done.set()
-        self._close_stdin()
+        self.close()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._pump is not None:
+            self._pump.cancel()
         self._done.set()
-        self._close_stdin()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-
-def _open_at_end(path: str) -> BinaryIO:
-    """The log, positioned at its end (closed by the reader at its end, or by close())."""
-    f = open(path, "rb")
-    f.seek(0, os.SEEK_END)
-    return f
+        for queue in self._queues.values():
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(b"")
 
 
 async def attach(runtime: RuncRuntime, container_id: str, options: ExecOptions) -> AttachedProcess:

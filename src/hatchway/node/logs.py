@@ -1,18 +1,25 @@
-"""Container log options (the kubelet's ``containerLogs`` query) and reading a raw log.
+"""Container log options (the kubelet's ``containerLogs`` query) and reading a CRI log.
 
-The runtime keeps each container's output as raw bytes (``runtime.py``): no per-line
-timestamps. So ``tailLines`` and ``limitBytes`` are exact, while ``sinceSeconds`` and
-``sinceTime`` can only be judged for the log as a whole: a log last written before the
-time yields nothing (with ``follow``, only what is written from now on), any other
-yields all of it. ``timestamps`` is refused (400) rather than answered without them.
+The shim (:mod:`~hatchway.node.runtime_shim`) keeps each container's output in the CRI
+log format (protocol.md 9.1): ``TIME STREAM TAG CONTENT`` per record, ``F`` for a whole
+line, ``P`` for a piece of a longer one. Reading follows the kubelet
+(``pkg/kubelet/kuberuntime/logs``, protocol.md 9.2): ``tailLines`` counts records from
+the end of the file, ``sinceSeconds``/``sinceTime`` skip records older than the time,
+``timestamps`` puts each record's time before its content, ``limitBytes`` bounds what is
+sent, and an ``F`` record's content gets its newline back. A line that is not a CRI record (a log
+written by an earlier version, as raw bytes) is passed on as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import calendar
 import os
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from hatchway.errors import HatchwayError
 
@@ -26,6 +33,11 @@ class LogOptionsError(HatchwayError, ValueError):
     ``ValueError`` around option parsing behaves as before."""
 
 
+class LogUnavailableError(HatchwayError):
+    """The container has no log to give (yet, or no previous instance); the message is
+    the kubelet's 400 text (``validateContainerLogStatus``)."""
+
+
 @dataclass(frozen=True)
 class LogOptions:
     follow: bool = False
@@ -33,6 +45,9 @@ class LogOptions:
     limit_bytes: int | None = None
     #: Only output written at or after this time (seconds since the epoch).
     since: float | None = None
+    timestamps: bool = False
+    #: The previous instance's log (kept across one restart).
+    previous: bool = False
 
 
 def _bool(query: dict[str, list[str]], name: str) -> bool:
@@ -62,10 +77,6 @@ def _time(text: str) -> float:
 
 def parse_log_options(query: dict[str, list[str]], now: float) -> LogOptions:
     """The options of a ``containerLogs`` query; ``now`` anchors ``sinceSeconds``."""
-    if _bool(query, "timestamps"):
-        raise LogOptionsError(
-            "timestamps are not available: this node keeps container logs without them"
-        )
     since_seconds = _int(query, "sinceSeconds", 1)
     since_time = (query.get("sinceTime") or [""])[0]
     if since_seconds is not None and since_time:
@@ -78,6 +89,8 @@ def parse_log_options(query: dict[str, list[str]], now: float) -> LogOptions:
         tail_lines=_int(query, "tailLines", 0),
         limit_bytes=_int(query, "limitBytes", 1),
         since=since,
+        timestamps=_bool(query, "timestamps"),
+        previous=_bool(query, "previous"),
     )
 
 
@@ -107,3 +120,90 @@ def tail_offset(f: BinaryIO, lines: int) -> int:
                 return start + index + 1
         pos = start
     return 0
+
+
+# --- the CRI log format (protocol.md 9.1) -----------------------------------------------
+
+
+class CriRecord(NamedTuple):
+    time: bytes  # as written: RFC 3339, nanoseconds, UTC
+    stream: bytes  # b"stdout" | b"stderr"
+    partial: bool  # tag P: the line goes on in the next record
+    content: bytes
+
+
+def parse_cri(line: bytes) -> CriRecord | None:
+    """One record (without its newline); None when ``line`` is not one."""
+    parts = line.split(b" ", 3)
+    if len(parts) == 3 and parts[2] in (b"F", b"P"):
+        parts.append(b"")  # an empty line: "TIME stdout F"
+    if len(parts) != 4 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"F", b"P"):
+        return None
+    if len(parts[0]) < 20 or parts[0][4:5] != b"-" or parts[0][10:11] != b"T":
+        return None
+    return CriRecord(parts[0], parts[1], parts[2] == b"P", parts[3])
+
+
+_epoch_cache: dict[bytes, int] = {}
+
+
+def cri_seconds(stamp: bytes) -> float:
+    """Seconds since the epoch of a record's time (``2026-12-04T18:22:20.123456789Z``)."""
+    head = stamp[:19]
+    whole = _epoch_cache.get(head)
+    if whole is None:
+        whole = calendar.timegm(time.strptime(head.decode(), "%Y-%m-%dT%H:%M:%S"))
+        if len(_epoch_cache) > 4096:
+            _epoch_cache.clear()
+        _epoch_cache[head] = whole
+    frac = stamp[19:].rstrip(b"Z")
+    return whole + (float(b"0" + frac) if frac.startswith(b".") else 0.0)
+
+
+def render(line: bytes, options: LogOptions) -> bytes:
+    """What the client gets for one line of the log file (b"" when ``since`` skips it)."""
+    record = parse_cri(line)
+    if record is None:
+        return line + b"\n"
+    if options.since is not None and cri_seconds(record.time) < options.since:
+        return b""
+    out = record.content if record.partial else record.content + b"\n"
+    return record.time + b" " + out if options.timestamps else out
+
+
+async def read_log(
+    f: BinaryIO,
+    options: LogOptions,
+    ended: Callable[[], bool],
+    *,
+    chunk: int = _BLOCK,
+    poll: float = 0.1,
+) -> AsyncIterator[bytes]:
+    """The client's view of the CRI log ``f``; with ``follow``, until ``ended()``
+    (the container is gone) and the file is read to its end."""
+    if options.tail_lines is not None:
+        f.seek(tail_offset(f, options.tail_lines))
+    left = options.limit_bytes if options.limit_bytes is not None else -1
+    pending = b""
+    final = not options.follow
+    while left != 0:
+        data = f.read(chunk)
+        if not data:
+            if final:
+                break
+            if ended():
+                final = True  # the shim wrote the exit status after the log: read on
+            else:
+                await asyncio.sleep(poll)
+            continue
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        out = b"".join(render(line, options) for line in lines)
+        if left >= 0:
+            out = out[:left]
+            left -= len(out)
+        if out:
+            yield out
+    if pending and left != 0:
+        out = render(pending, options)  # (a record being written; raw bytes as they are)
+        yield out[:left] if left >= 0 else out

@@ -22,9 +22,12 @@ is kept by :class:`~hatchway.node.pod_state.PodStateDir` in ``<state_dir>/<uid>.
 :meth:`PodManager.start` re-adopts those pods and their containers from the runtime after
 an agent restart (and migrates the ``<namespace>_<name>.json`` files of earlier versions).
 
+A restarted container's log is kept as its previous instance's (one restart deep, as the
+kubelet keeps it): :meth:`PodManager.log_source` answers ``logs`` and ``logs --previous``
+with the kubelet's rules and 400 texts (``validateContainerLogStatus``, protocol.md 9.3).
+
 Not done: init containers, probes (a running container is ready), volumes other than
-emptyDir and hostPath, image pulls (images come from the node's store), ``logs --previous`` (a
-restarted container's log is removed with it).
+emptyDir and hostPath, image pulls (images come from the node's store).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 
 from hatchway.api.events import NORMAL, WARNING, container_path
 from hatchway.errors import ContainerRuntimeError, HatchwayError
+from hatchway.node.logs import LogUnavailableError
 from hatchway.node.paths import is_uid
 from hatchway.node.pod_state import PodStateDir
 from hatchway.node.runtime import ContainerNotFoundError, ContainerState, RuncRuntime
@@ -69,12 +73,15 @@ class _Container:
     waiting: tuple[str, str] = ("ContainerCreating", "")
     next_start: float = 0.0
     failures: int = 0  # consecutive create failures (image missing, bad spec)
+    #: The log of the instance before this one (``logs --previous``), if kept.
+    previous_log: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "restartCount": self.restart_count,
             "lastTerminated": self.last_terminated,
+            "previousLog": self.previous_log,
         }
 
 
@@ -259,6 +266,40 @@ class PodManager:
         except ContainerNotFoundError:
             return False
 
+    async def log_source(
+        self, namespace: str, pod: str, container: str, uid: str = "", *, previous: bool = False
+    ) -> tuple[str, str]:
+        """Which log ``logs`` (or ``logs --previous``) reads: ``(container id, "")`` for
+        the current instance's, ``("", path)`` for the previous one's. Raises
+        :class:`LogUnavailableError` with the kubelet's text where there is none."""
+        p = self.find_pod(namespace, pod, uid)
+        if p is None or container not in {s.get("name") for s in p.specs}:
+            raise LogUnavailableError(f'container "{container}" in pod "{pod}" is not available')
+        c = p.containers.get(container) or _Container(container)  # (not looked at yet)
+        kept = c.previous_log if _is_file(c.previous_log) else ""
+        if previous:
+            if not kept:
+                raise LogUnavailableError(
+                    f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            return "", kept
+        st: ContainerState | None = None
+        if c.id:
+            with contextlib.suppress(ContainerNotFoundError):
+                st = await self.runtime.state(c.id)
+        if st is not None and st.status in ("running", "exited"):
+            return st.id, ""
+        if kept and c.last_terminated:  # (between an instance's end and the next)
+            return "", kept
+        reason = c.waiting[0] or "ContainerCreating"
+        why = {
+            "ErrImagePull": "image can't be pulled",
+            "ImagePullBackOff": "trying and failing to pull image",
+        }.get(reason, reason)
+        raise LogUnavailableError(
+            f'container "{container}" in pod "{pod}" is waiting to start: {why}'
+        )
+
     # --- workers ----------------------------------------------------------------------
 
     def _spawn(self, p: _Pod) -> None:
@@ -298,8 +339,7 @@ class PodManager:
             await self._stop_sandbox(p)
             for c in p.containers.values():
                 if c.id:
-                    with contextlib.suppress(HatchwayError):
-                        await self.runtime.delete(c.id, force=True)
+                    await self._retire(p, c)
                     c.id, c.restart_count, c.next_start = "", c.restart_count + 1, 0.0
         try:
             p.sandbox_id = await self.runtime.create_sandbox(p.pod)
@@ -339,11 +379,21 @@ class PodManager:
                     self._event(p, "BackOff", text, WARNING, c.name)
                 if now < c.next_start:
                     return
-                with contextlib.suppress(HatchwayError):
-                    await self.runtime.delete(c.id, force=True)
+                await self._retire(p, c)
                 c.id, c.restart_count = "", c.restart_count + 1
         if now >= c.next_start:
             await self._create(p, spec, c)
+
+    async def _retire(self, p: _Pod, c: _Container) -> None:
+        """Delete the container's instance before its restart, keeping its log as the
+        previous instance's (replacing the one kept before)."""
+        with contextlib.suppress(HatchwayError, TimeoutError):
+            await self.runtime.kill(c.id, "KILL")
+            await self.runtime.wait_exit(c.id, timeout=10)
+        c.previous_log = self.runtime.keep_previous_log(c.id, f"{p.uid}_{c.name}") or ""
+        with contextlib.suppress(HatchwayError):
+            await self.runtime.delete(c.id, force=True)
+        self._save(p)
 
     async def _create(self, p: _Pod, spec: dict[str, Any], c: _Container) -> None:
         try:
@@ -522,6 +572,7 @@ class PodManager:
             if cid:
                 with contextlib.suppress(HatchwayError):
                     await self.runtime.delete(cid, force=True)
+        self.runtime.drop_previous_logs(p.uid)
         try:
             self.state.remove(p.uid)
         finally:
@@ -564,8 +615,13 @@ def _load(doc: dict[str, Any], known: Mapping[str, ContainerState]) -> _Pod:
             id=c["id"] if c.get("id") in known else "",
             restart_count=int(c.get("restartCount") or 0),
             last_terminated=c.get("lastTerminated"),
+            previous_log=str(c.get("previousLog") or ""),
         )
     return p
+
+
+def _is_file(path: str) -> bool:
+    return bool(path) and os.path.isfile(path)
 
 
 def _by_uid(pods: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

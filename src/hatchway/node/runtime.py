@@ -7,9 +7,9 @@ Layout under ``root_dir`` (the node's data directory):
   belongs to), ``rootfs/`` (an overlay of the image: ``upper/``, ``work/``; a plain copy
   when overlayfs is unavailable), ``runc.log`` (runc's own JSON log), ``exit`` (the exit
   status once the container is gone).
-* ``logs/<id>.log`` — the container's stdout and stderr, **raw bytes, interleaved** (one
-  O_APPEND file for both; runc copies each stream from its own pipe, so the order between
-  stdout and stderr is not guaranteed, as with containerd), no CRI timestamps.
+* ``logs/<id>.log`` — the container's output in the CRI log format (protocol.md 9.1),
+  written by its shim; ``logs/previous/<pod uid>_<name>.log`` — the log of a restarted
+  container's previous instance (:meth:`RuncRuntime.keep_previous_log`).
 * ``images/`` — the :class:`~hatchway.node.runtime_image.ImageStore`.
 * ``execs/<pid>-<start time>.json`` (or ``exec-<id>.json`` where the root was gone
   already) — one record per exec while it runs (its root's pid,
@@ -24,13 +24,14 @@ container runs under it (see :mod:`hatchway.node.runtime_tree`); containers crea
 without it, or a command that is not found (runc then reports why), are exec'd directly.
 :meth:`RuncRuntime.kill_leftover_execs` kills what an earlier node agent's execs left.
 
-Each started container runs under a tiny detached ``sh`` shim: ``runc run`` in the
-foreground (so runc itself waits for the container and reports its exit status, 128+N for a
-signal), then the status is written to ``exit``. ``--keep`` leaves the container's cgroup
-in place until :meth:`RuncRuntime.delete`, so the shim can read its memory controller's
-``oom_kill`` count first (an ``oom`` file: the kubelet's OOMKilled). The shim is in its
-own session and not our child, so the node agent can restart without losing a container
-or its exit code.
+Each started container runs under its shim (:mod:`hatchway.node.runtime_shim`, a small
+Python program of its own): it makes the container with ``runc create`` and ``runc
+start``, owns its stdio (a pty for ``tty: true``, else pipes), writes its log, serves
+attach on ``attach.sock`` in the bundle and, as the container's init's subreaper, writes
+its exit status to ``exit`` (``oom`` too when the kernel's OOM killer hit its cgroup: the
+kubelet's OOMKilled). runc leaves the stopped container's cgroup in place until
+:meth:`RuncRuntime.delete`. The shim is in its own session and not our child, so the
+node agent can restart without losing a container, its output or its exit code.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import os
 import platform
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
@@ -50,7 +52,7 @@ from typing import Any
 
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node import runtime_spec
-from hatchway.node.logs import tail_offset
+from hatchway.node.logs import LogOptions, read_log
 from hatchway.node.paths import UnsafePathError, inside
 from hatchway.node.runtime_exec import ExecProcess, resolves_in, start_exec
 from hatchway.node.runtime_host import (
@@ -81,23 +83,19 @@ log = logging.getLogger(__name__)
 #: The exec init, where Debian's ``tini`` package puts its static build.
 TINI_STATIC = "/usr/bin/tini-static"
 
-#: In the bundle of a container with ``stdin: true``: its main process's stdin (attach).
-STDIN_FIFO = "stdin.fifo"
-
-_SHIM = r"""
-echo $$ >"$3/shim.pid"
-in=/dev/null; [ -p "$3/stdin.fifo" ] && in="$3/stdin.fifo"
-"$1" --root "$2" --log "$3/runc.log" --log-format json run --keep --bundle "$3" "$4" \
-    <>"$in" >>"$5" 2>&1
-code=$?
-for f in /sys/fs/cgroup/memory/hatchway/"$4"/memory.oom_control \
-    /sys/fs/cgroup/hatchway/"$4"/memory.events; do
-    grep -qs '^oom_kill [1-9]' "$f" && : >"$3/oom"
-done
-echo $code >"$3/exit.tmp"
-mv "$3/exit.tmp" "$3/exit"
-"""
-_LAUNCH = 'script=$1; shift; /bin/sh -c "$script" hatchway-shim "$@" </dev/null >/dev/null 2>&1 &'
+#: The per-container shim (:mod:`hatchway.node.runtime_shim`), a program of its own:
+#: imported rather than run as a script, so its cached bytecode is used (a script is
+#: compiled at every start: 1.5 MiB more PSS per container, see bench/shim_memory.py). Its
+#: directory goes last on the path, after the standard library it imports.
+SHIM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime_shim.py")
+_SHIM_BOOT = (
+    f"import sys; sys.path.append({os.path.dirname(SHIM_SCRIPT)!r}); "
+    "import runtime_shim; runtime_shim.boot()"
+)
+#: In the bundle: the shim's attach socket (:mod:`hatchway.node.attach`).
+ATTACH_SOCKET = "attach.sock"
+#: The default bound of one container's log file (``container_log_max_bytes``).
+DEFAULT_LOG_MAX_BYTES = 1 << 30
 
 
 class ContainerNotFoundError(ContainerRuntimeError):
@@ -149,12 +147,16 @@ class RuncRuntime:
         overlay: bool = True,
         pids_limit: int | None = runtime_spec.DEFAULT_PIDS_LIMIT,
         exec_init: str | None = TINI_STATIC,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        python: str = sys.executable,
     ) -> None:
         self.root_dir = os.path.abspath(root_dir)
         self.exec_init = _usable_init(exec_init)
         # Each container's pids limit (None: none); Localhost seccomp profiles live in
         # seccomp/, put there by the node's administrator.
         self.pids_limit = pids_limit
+        self.log_max_bytes = log_max_bytes
+        self.python = python
         self.seccomp_dir = os.path.join(self.root_dir, "seccomp")
         self.runc = shutil.which(runc) or runc
         self.state_root = os.path.join(self.root_dir, "runc")
@@ -168,7 +170,14 @@ class RuncRuntime:
         # without a runc call per poll.
         self._alive: dict[str, tuple[int, int]] = {}
         self._cgroup_warned = False  # exec cgroups cannot be made here: said once
-        for d in (self.state_root, self.containers_dir, self.logs_dir, self.execs_dir):
+        self.previous_dir = os.path.join(self.logs_dir, "previous")
+        for d in (
+            self.state_root,
+            self.containers_dir,
+            self.logs_dir,
+            self.previous_dir,
+            self.execs_dir,
+        ):
             os.makedirs(d, exist_ok=True)
 
     # --- runc ---------------------------------------------------------------------
@@ -332,8 +341,10 @@ class RuncRuntime:
         caps = host_capabilities() if privileged else None
         localhost = load_localhost_profile(self.seccomp_dir, pod, container)
 
+        tty = bool(container.get("tty"))
+
         def build(img: Any, rootfs: str, cgroups: str) -> dict[str, Any]:
-            return runtime_spec.container_spec(
+            spec = runtime_spec.container_spec(
                 pod,
                 container,
                 rootfs=rootfs,
@@ -354,17 +365,26 @@ class RuncRuntime:
                 max_nofile=host_nofile_limit(),
                 exec_init=self.exec_init,
             )
+            if tty:
+                runtime_spec.with_terminal(spec)
+            return spec
 
         name = str(container.get("name") or "")
         cid = await self._create(pod, "container", name, str(container.get("image")), build)
         meta = self._meta(cid)
         meta["sandbox_id"] = sandbox_id or ""
         meta["exec_init"] = EXEC_INIT_PATH if self.exec_init else ""
+        # The main process's stdio, for the shim: a pty, a stdin pipe, stdinOnce.
+        meta["stdio"] = "".join(
+            flag
+            for flag, wanted in (
+                ("t", tty),
+                ("i", container.get("stdin")),
+                ("o", container.get("stdinOnce")),
+            )
+            if wanted
+        )
         self._save_meta(cid, meta)
-        if container.get("stdin"):
-            # The main process's stdin for attach; the shim holds it open read-write, so
-            # it never reads EOF between attaches (stdinOnce is not implemented).
-            os.mkfifo(os.path.join(self._bundle(cid), STDIN_FIFO), 0o600)
         return cid
 
     async def _find_sandbox(self, pod: Mapping[str, Any]) -> str:
@@ -384,10 +404,12 @@ class RuncRuntime:
         meta["started_at"] = time.time()
         self._save_meta(container_id, meta)
         argv = [self.runc, self.state_root, bundle, container_id, meta["log_path"]]
+        argv += [str(meta.get("stdio") or "-"), str(self.log_max_bytes)]
         # No pipes to the launcher: the shim outlives it and would inherit them (uvloop
-        # leaks the child's stdio socket as an extra fd), so EOF would never come.
+        # leaks the child's stdio socket as an extra fd), so EOF would never come. The
+        # launcher forks the shim and exits (runtime_shim.main).
         launcher = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", _LAUNCH, "hatchway-launch", _SHIM, *argv,
+            self.python, "-I", "-S", "-c", _SHIM_BOOT, *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -447,7 +469,7 @@ class RuncRuntime:
         st.pid = 0
         with contextlib.suppress(OSError):
             st.finished_at = os.stat(os.path.join(bundle, "exit")).st_mtime
-        st.error = st.error or runc_error(os.path.join(bundle, "runc.log"))
+        st.error = st.error or runc_error(os.path.join(bundle, "runc.log")) or _shim_error(bundle)
         st.oom_killed = os.path.exists(os.path.join(bundle, "oom"))
         return st
 
@@ -524,10 +546,30 @@ class RuncRuntime:
     def log_path(self, container_id: str) -> str:
         return str(self._meta(container_id)["log_path"])
 
-    def stdin_path(self, container_id: str) -> str | None:
-        """The FIFO that is the main process's stdin (``stdin: true``), else None."""
-        path = os.path.join(self._bundle(container_id), STDIN_FIFO)
+    def attach_socket(self, container_id: str) -> str | None:
+        """The shim's attach socket while the container runs, else None."""
+        path = os.path.join(self._bundle(container_id), ATTACH_SOCKET)
         return path if os.path.exists(path) else None
+
+    def keep_previous_log(self, container_id: str, key: str) -> str | None:
+        """Keep the log of a container about to be deleted as the previous instance's
+        (``logs/previous/<key>.log``, replacing the one kept before: one restart deep, as
+        the kubelet keeps it); its path, or None when it had no log. ``key`` is the
+        runtime's own (pod uid and container name, checked by the caller)."""
+        try:
+            source = inside(self.logs_dir, container_id + ".log")
+            target = inside(self.previous_dir, key + ".log")
+            os.replace(source, target)
+        except (FileNotFoundError, UnsafePathError):
+            return None
+        return target
+
+    def drop_previous_logs(self, prefix: str) -> None:
+        """Remove the kept previous logs whose key starts with ``prefix`` (a pod uid)."""
+        for name in os.listdir(self.previous_dir):
+            if name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.previous_dir, name))
 
     async def read_logs(
         self,
@@ -537,36 +579,31 @@ class RuncRuntime:
         tail_lines: int | None = None,
         limit_bytes: int | None = None,
         since: float | None = None,
-        chunk: int = 65536,
+        timestamps: bool = False,
+        path: str | None = None,
     ) -> AsyncIterator[bytes]:
-        """The container's output from the start (or its last ``tail_lines`` lines, and
-        at most ``limit_bytes``); with ``follow``, until it exits. The raw log has no
-        per-line times, so ``since`` (epoch seconds) skips the log only when it was last
-        written before then (with ``follow``, what comes later is still sent)."""
-        bundle = self._bundle(container_id)
-        f = _open_log(self.log_path(container_id))
+        """The container's output as ``kubectl logs`` shows it (see
+        :func:`~hatchway.node.logs.read_log`): from the start, or its last ``tail_lines``
+        records, at most ``limit_bytes``; with ``follow``, until it exits. ``path``: a
+        log other than the container's own (a previous instance's, which never grows)."""
+        options = LogOptions(
+            follow=follow and path is None,
+            tail_lines=tail_lines,
+            limit_bytes=limit_bytes,
+            since=since,
+            timestamps=timestamps,
+        )
+        bundle = self._bundle(container_id) if path is None else ""
+        f = _open_log(path or self.log_path(container_id))
         if f is None:
             return
-        left = limit_bytes if limit_bytes is not None else -1
+
+        def ended() -> bool:
+            return not _is_dir(bundle) or _read_exit(bundle) is not None
+
         with f:
-            if since is not None and os.fstat(f.fileno()).st_mtime < since:
-                if not follow:
-                    return
-                f.seek(0, os.SEEK_END)
-            elif tail_lines is not None:
-                f.seek(tail_offset(f, tail_lines))
-            while left != 0:
-                data = f.read(chunk if left < 0 else min(chunk, left))
-                if data:
-                    left -= len(data) if left > 0 else 0
-                    yield data
-                    continue
-                if not follow or not _is_dir(bundle) or _read_exit(bundle) is not None:
-                    rest = f.read(left) if follow and left != 0 else b""
-                    if rest:
-                        yield rest
-                    return
-                await asyncio.sleep(0.1)
+            async for chunk in read_log(f, options, ended):
+                yield chunk
 
     async def exec(
         self,
@@ -806,6 +843,15 @@ def _start_time(pid: int) -> int:
     except OSError:
         return -1
     return -1 if fields[0] in (b"Z", b"X") else int(fields[19])
+
+
+def _shim_error(bundle: str) -> str:
+    """What the shim said before it gave up (``shim-error``), else ""."""
+    try:
+        with open(os.path.join(bundle, "shim-error")) as f:
+            return f.read(4096).strip()
+    except OSError:
+        return ""
 
 
 def _read_exit(bundle: str) -> int | None:

@@ -526,3 +526,14 @@ def _annotations(pod: Mapping[str, Any], kind: str, name: str = "") -> dict[str,
 def caps_from_mask(mask: int) -> list[str]:
     """Capability names of a /proc/<pid>/status ``CapBnd`` bit mask."""
     return [name for bit, name in enumerate(ALL_CAPS) if mask >> bit & 1]
+
+
+def with_terminal(spec: dict[str, Any]) -> None:
+    """A ``tty: true`` container: its process gets a pty (the shim receives the master
+    over runc's console socket) and, as containerd's ``WithTTY`` does, ``TERM=xterm``
+    unless the container sets ``TERM`` itself."""
+    process = spec["process"]
+    process["terminal"] = True
+    env = process.setdefault("env", [])
+    if not any(item.startswith("TERM=") for item in env):
+        env.append("TERM=xterm")

@@ -35,7 +35,7 @@ from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
 from hatchway.node import portforward
 from hatchway.node.identity import CallerIdentity
-from hatchway.node.logs import LogOptions, LogOptionsError, parse_log_options
+from hatchway.node.logs import LogOptions, LogOptionsError, LogUnavailableError, parse_log_options
 from hatchway.node.paths import is_uid
 from hatchway.node.portforward import PortForwardLimits
 from hatchway.node.sessions import AUDIT_ID_HEADER, SessionOutcomes
@@ -122,11 +122,12 @@ class NodeEndpoint:
     ``lookup(namespace, pod, uid, container)`` (``uid`` may be ``""``) answers ``None``
     when the node has no such pod, else ``(container_id or None, running)``, or raises
     :class:`LookupRefusedError`. ``start(container_id, options)`` starts a process in the
-    container. ``logs(container_id, options)`` iterates over log bytes
-    (:class:`~hatchway.node.logs.LogOptions`). ``netns(namespace, pod, uid)`` is the path
-    of the pod's network namespace for port-forward: None when the node has no such pod,
-    ``""`` when its sandbox is not running; it raises :class:`LookupRefusedError` as
-    ``lookup`` does.
+    container. ``await logs(target, options)`` is the iterator over the log's bytes
+    (:class:`~hatchway.node.logs.LogOptions`), or raises
+    :class:`~hatchway.node.logs.LogUnavailableError` (the kubelet's 400 text).
+    ``netns(namespace, pod, uid)`` is the path of the pod's network namespace for
+    port-forward: None when the node has no such pod, ``""`` when its sandbox is not
+    running; it raises :class:`LookupRefusedError` as ``lookup`` does.
     """
 
     def __init__(
@@ -135,7 +136,7 @@ class NodeEndpoint:
         caller: CallerIdentity,
         lookup: Callable[[str, str, str, str], Awaitable[tuple[str | None, bool] | None]],
         start: Callable[[str, ExecOptions], object],
-        logs: Callable[[str, LogOptions], AsyncIterator[bytes]] | None = None,
+        logs: Callable[[Target, LogOptions], Awaitable[AsyncIterator[bytes]]] | None = None,
         outcomes: SessionOutcomes | None = None,
         trimmer: HeapTrimmer | None = None,
         netns: Callable[[str, str, str], Awaitable[str | None]] | None = None,
@@ -193,10 +194,9 @@ class NodeEndpoint:
             return text_response(404, "logs are not served here")
         try:
             options = parse_log_options(request.query, time.time())
-        except LogOptionsError as exc:
+            body = await self.logs(target, options)
+        except (LogOptionsError, LogUnavailableError) as exc:
             return text_response(400, str(exc))
-        container_id = found[0]
-        body = self.logs(container_id, options) if container_id else _nothing()
         return Response(200, [("content-type", "text/plain")], body_iter=body)
 
     async def _exec(self, request: Request, target: Target) -> Response:
@@ -300,12 +300,6 @@ class NodeEndpoint:
             self.sessions -= 1
             self.outcomes.finish(record, outcome)
             self.trimmer.session_ended()
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    """The log of a container with no instance yet: empty."""
-    return
-    yield b""  # pragma: no cover (makes this an async generator)
 
 
 class _BoundRunner:

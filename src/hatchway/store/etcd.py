@@ -13,7 +13,7 @@ etcd's progress notifications become BOOKMARK events. Compaction runs every
 ``compaction_interval`` seconds and compacts to the revision seen one interval before,
 guarded by a key all API servers share so several of them compact once per interval, as
 kube-apiserver's compactor does. See :mod:`hatchway.store.etcdclient` for why the JSON
-gateway over our own HTTP client is the client (protocol.md 9.2, 9.4).
+gateway over our own HTTP client is the client (protocol.md 10.2, 10.4).
 """
 
 from __future__ import annotations

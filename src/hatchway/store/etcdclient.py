@@ -14,7 +14,7 @@ Why the gateway and not a gRPC library (measured on this machine, etcd 3.4.23, P
   dwarfs, for TLS we control with :mod:`hatchway.transport.tls` and every byte bounded.
 - The gateway carries all the watch semantics the store needs: ``start_revision``,
   ``prev_kv``, ``progress_notify`` (bookmarks), and ``compact_revision`` on a watch from
-  a compacted revision (protocol.md 9.1).
+  a compacted revision (protocol.md 10.1).
 
 Requests go to the first endpoint that answers; a connection failure moves to the next.
 The HTTP client is given (``hatchway.transport.http.HttpClient`` in the API server): the

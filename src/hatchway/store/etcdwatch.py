@@ -1,4 +1,4 @@
-"""A Store watch on an etcd watch stream (protocol.md 9.3).
+"""A Store watch on an etcd watch stream (protocol.md 10.3).
 
 One reader task per watch drains the stream into a bounded queue, so etcd is never
 made to buffer for a slow consumer: a watcher more than ``watch_queue`` events behind is

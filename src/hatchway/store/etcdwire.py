@@ -1,6 +1,6 @@
 """etcd v3's JSON gateway without I/O: request bodies in, parsed responses out.
 
-etcd serves its gRPC API as JSON over HTTP/1.1 on the client port (protocol.md 9.1):
+etcd serves its gRPC API as JSON over HTTP/1.1 on the client port (protocol.md 10.1):
 ``POST /v3/kv/range``, ``/v3/kv/txn``, ``/v3/kv/compaction``
 and a streaming ``/v3/watch``. Keys and values are base64; 64-bit integers are JSON
 strings; fields at their zero value are left out (an event with no ``type`` is a PUT).
