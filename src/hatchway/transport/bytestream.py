@@ -248,6 +248,15 @@ class ByteStream:
             transport, protocol = await loop.create_connection(_Protocol, host, port, **kwargs)
         return cls(transport, protocol)  # type: ignore[arg-type]
 
+    @classmethod
+    def over(cls, attach: Callable[[asyncio.BufferedProtocol], object]) -> ByteStream:
+        """A stream over a transport that is not a socket (:mod:`.memory`'s pairs):
+        ``attach`` connects our protocol to it (``connection_made``)."""
+        protocol = _Protocol()
+        attach(protocol)
+        assert protocol.transport is not None, "attach() must call connection_made()"
+        return cls(protocol.transport, protocol)
+
     # -- reading ------------------------------------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` at EOF."""
