@@ -50,6 +50,7 @@ class FakeProcess:
         self.size: tuple[int, int] | None = None
         self.stdin = bytearray()
         self.bulk_left = 0
+        self.bulk_sent = 0
         cmd = options.command
         if cmd[0] == "exit":
             self.out.put_nowait(b"out\n")
@@ -87,7 +88,9 @@ class FakeProcess:
             self.bulk_left -= n
             if not n:
                 self._exit(0)
-            return bulk_bytes(n)
+            chunk = bulk_bytes(n, self.bulk_sent)
+            self.bulk_sent += n
+            return chunk
         return await self._read(self.out)
 
     async def read_stderr(self, max_bytes: int = 65536) -> bytes:
@@ -104,9 +107,14 @@ class FakeProcess:
         self._exit(137)
 
 
-def bulk_bytes(n: int) -> bytes:
-    """What ``bulk`` writes: a pattern, so that a lost or reordered byte shows."""
-    return bytes(range(251)) * (n // 251) + bytes(range(n % 251))
+_CYCLE = bytes(range(251))
+
+
+def bulk_bytes(n: int, offset: int = 0) -> bytes:
+    """What ``bulk`` writes, from byte ``offset`` on: a pattern in which a lost,
+    doubled or reordered piece shows."""
+    start = offset % len(_CYCLE)
+    return (_CYCLE * ((start + n) // len(_CYCLE) + 1))[start : start + n]
 
 
 class FakeRunner:
@@ -137,6 +145,8 @@ class SessionPair:
     """A client session and a server session over one memory pipe (client = end a)."""
 
     pipe: MemoryPipe
+    client_stream: ByteStream
+    server_stream: ByteStream
     client_conn: Connection
     session: ClientSession
     runner: FakeRunner
@@ -164,17 +174,21 @@ async def open_pair(
     faults: Callable[[MemoryPipe], None] | None = None,
     start: bool = True,
     idle_timeout: float | None = None,
+    client_recv_limit: int | None = None,
 ) -> SessionPair:
     """Both sessions over a new pipe; ``faults`` sets the pipe's faults before a byte
     crosses it. The server side runs as the node's does (``Server`` closes the stream
     after the handler); ``start=False`` leaves the client's streams unopened.
-    ``idle_timeout``: the server stream's drain idle timeout."""
+    ``idle_timeout``: the server stream's drain idle timeout; ``client_recv_limit``: the
+    client stream's receive bound (``ByteStream.set_recv_limit``)."""
     pipe = MemoryPipe()
     if faults is not None:
         faults(pipe)
     client_stream, server_stream = pipe.streams()
     if idle_timeout is not None:
         server_stream.drain_idle_timeout = idle_timeout
+    if client_recv_limit is not None:
+        client_stream.set_recv_limit(client_recv_limit)
     runner = FakeRunner()
     done: asyncio.Future[SessionOutcome] = asyncio.get_running_loop().create_future()
     # A test that never awaits the outcome must not log "exception never retrieved".
@@ -190,7 +204,8 @@ async def open_pair(
             raise
         except Exception as exc:
             server_stream.abort()
-            done.set_exception(exc)
+            if not done.done():
+                done.set_exception(exc)
             raise
         await server_stream.aclose()
 
@@ -199,4 +214,6 @@ async def open_pair(
     session = ClientSession(client_conn, options)
     if start:
         await session.start()
-    return SessionPair(pipe, client_conn, session, runner, done, server)
+    return SessionPair(
+        pipe, client_stream, server_stream, client_conn, session, runner, done, server
+    )

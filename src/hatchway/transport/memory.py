@@ -28,8 +28,9 @@ Faults, per :class:`Direction` (``pipe.a_to_b``, ``pipe.b_to_a``), set before or
 the exchange: ``delay`` (each write arrives that much later), ``trickle`` and ``tick``
 (at most ``trickle`` bytes per delivery, one delivery per ``tick`` seconds), and
 ``cut_after`` (the link is cut once that many bytes crossed: both ends reset, or with
-``cut_one_way`` only the receiver, the sender finding out when it next writes, as with a
-half-open TCP connection). :meth:`MemoryPipe.cut` cuts on demand. Every byte a fault
+``cut_one_way`` only the receiver: the sender finds out, as over TCP, from the reset
+that answers its bytes -- those in flight at once, else its next write; an idle sender
+of a half-open connection knows nothing). :meth:`MemoryPipe.cut` cuts on demand. Every byte a fault
 dropped is counted in :attr:`Direction.dropped`, none silently.
 """
 
@@ -143,7 +144,11 @@ class MemoryTransport(asyncio.Transport):
         if self._lost:
             return
         self._lost = self._closing = True
-        self.into._drop()
+        if self.into.queued:
+            # Bytes in flight to a socket that is gone: TCP resets their sender.
+            self.into._drop()
+            self.peer._reset_pending = True
+            self._pipe._schedule(self._side)
         protocol = self._protocol
         if protocol is not None:
             self._pipe._loop.call_soon(protocol.connection_lost, exc)
@@ -265,7 +270,8 @@ class MemoryPipe:
     # -- faults ---------------------------------------------------------------------------
     def cut(self, direction: Direction | None = None) -> None:
         """Cut the link now: without ``direction`` both ends are reset; with one, only
-        its receiver is (the sender finds out when it next writes)."""
+        its receiver is (the sender finds out from the reset its bytes get, at once for
+        those in flight, else at its next write)."""
         if direction is None:
             for side in (0, 1):
                 self.directions[side]._drop()
@@ -273,7 +279,6 @@ class MemoryPipe:
                 end._lose(ConnectionResetError("connection cut"))
             return
         side = self.directions.index(direction)
-        direction._drop()
         self.ends[1 - side]._lose(ConnectionResetError("connection cut"))
 
     def settled(self) -> bool:
