@@ -7,14 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hatchway.errors import HatchwayError
+from hatchway.protocol import exec_options
+from hatchway.rest import encode_query
+from hatchway.session import upgrade
 from hatchway.session.client import ClientSession
 from hatchway.session.server import ServerSession, SessionOutcome
 from hatchway.transport.base import Connection
 from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.http import HttpServer
+from hatchway.transport.httpclient import ClientResponse, HttpClient
+from hatchway.transport.httpmessage import Request, Response
 from hatchway.transport.memory import MemoryPipe
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
@@ -217,3 +224,66 @@ async def open_pair(
     return SessionPair(
         pipe, client_stream, server_stream, client_conn, session, runner, done, server
     )
+
+
+class ExecEndpoint:
+    """An exec endpoint as the node serves one (``HttpServer``, ``upgrade.accept``, a
+    ``ServerSession`` on the fake runner), reached through memory pipes: each
+    connection the client makes is a new pipe (``faults`` applied first), and this is
+    also the :class:`~hatchway.session.upgrade.Upgrader` that ``upgrade.dial`` takes."""
+
+    def __init__(self, faults: Callable[[MemoryPipe], None] | None = None) -> None:
+        self.faults = faults
+        self.runner = FakeRunner()
+        self.pipes: list[MemoryPipe] = []
+        self.outcomes: asyncio.Queue[SessionOutcome] = asyncio.Queue()
+        self.http = HttpServer(self._app)
+        self._client = HttpClient(pool=False, connect=self._connect)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _connect(self, host: str, port: int, ctx: Any, timeout: float | None) -> ByteStream:
+        pipe = MemoryPipe()
+        if self.faults is not None:
+            self.faults(pipe)
+        self.pipes.append(pipe)
+        client, server = pipe.streams()
+        self._tasks.append(asyncio.get_running_loop().create_task(self.http.serve(server)))
+        return client
+
+    async def _app(self, request: Request) -> Response:
+        options = exec_options.decode(request.query, "exec", container="main").normalised()
+
+        async def serve(conn: Connection) -> None:
+            self.outcomes.put_nowait(await ServerSession(conn, options, self.runner).run())
+
+        return upgrade.accept(request, serve)
+
+    async def upgrade(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        headers: Mapping[str, str],
+        *,
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> tuple[ClientResponse, ByteStream | None]:
+        url = f"http://memory{path}?{encode_query(params)}"
+        all_headers = [*headers.items(), *extra_headers]
+        return await self._client.upgrade(method, url, headers=all_headers, timeout=10 * SCALE)
+
+    async def aclose(self) -> bool:
+        """Wait a little for the server's connections to end, then cancel them;
+        whether they had all ended by themselves."""
+        pending: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5 * SCALE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return not pending
+
+    async def __aenter__(self) -> ExecEndpoint:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -10,12 +10,13 @@ import asyncio
 import pytest
 
 from hatchway.errors import ConnectionClosedError, RemoteCommandError
-from hatchway.session.client import SESSION_CUT
+from hatchway.session import upgrade
+from hatchway.session.client import SESSION_CUT, ClientSession
 from hatchway.session.server import UNDELIVERED
 from hatchway.transport.memory import MemoryPipe
 from hatchway.types import ExecOptions
 
-from .fakes import CASES, CURRENT, SCALE, SessionPair, bulk_bytes, open_pair
+from .fakes import CASES, CURRENT, SCALE, ExecEndpoint, bulk_bytes, open_pair
 
 BULK = 1024 * 1024
 #: WebSocket v4 cannot carry stdin's EOF (protocol.md 5.1): ``cat`` would never end.
@@ -24,9 +25,8 @@ CAT = ExecOptions(("cat",), "main", stdin=True, stdout=True, stderr=True)
 BULK_OUT = ExecOptions(("bulk", str(BULK)), "main", stdout=True, stderr=True)
 
 
-async def echo(pair: SessionPair, payload: bytes, piece: int = 50_000) -> bytes:
+async def echo(session: ClientSession, payload: bytes, piece: int = 50_000) -> bytes:
     """Feed ``payload`` to ``cat`` and close stdin; what came back on stdout."""
-    session = pair.session
 
     async def feed() -> None:
         for i in range(0, len(payload), piece):
@@ -53,7 +53,7 @@ async def test_a_delayed_link_changes_nothing(transport: str, version: str) -> N
     payload = bulk_bytes(300_001)
     try:
         async with asyncio.timeout(20 * SCALE):
-            assert await echo(pair, payload) == payload
+            assert await echo(pair.session, payload) == payload
             assert await pair.session.wait() == 0
             await pair.session.close()
             outcome = await pair.done
@@ -71,7 +71,7 @@ async def test_one_byte_at_a_time_both_ways(transport: str, version: str) -> Non
     payload = b"split me anywhere\n" * 20
     try:
         async with asyncio.timeout(30 * SCALE):
-            assert await echo(pair, payload, piece=7) == payload
+            assert await echo(pair.session, payload, piece=7) == payload
             if version.startswith(("v4", "v5")):
                 assert await pair.session.wait() == 0
     finally:
@@ -239,3 +239,59 @@ async def test_a_client_that_never_reads_is_cut_after_the_idle_timeout(
     finally:
         await pair.aclose()
     assert pair.pipe.b_to_a.dropped > 0  # what the cut dropped, counted
+
+
+# -- through the HTTP upgrade (session/upgrade.py on both sides, over the pipe) ----------
+
+
+@pytest.mark.parametrize("transport", ["auto", "websocket", "spdy"])
+async def test_an_exec_through_the_upgrade_over_a_slow_link(transport: str) -> None:
+    def faults(pipe: MemoryPipe) -> None:
+        for direction in pipe.directions:
+            direction.delay = 0.01
+            direction.trickle = 1500  # about a packet per turn: the 101 comes in pieces
+
+    endpoint = ExecEndpoint(faults)
+    payload = bulk_bytes(200_000)
+    try:
+        async with asyncio.timeout(30 * SCALE):
+            conn = await upgrade.dial(endpoint, "/exec", CAT, transport=transport)
+            expected = "v4.channel.k8s.io" if transport == "spdy" else "v5.channel.k8s.io"
+            assert conn.protocol == expected
+            session = ClientSession(conn, CAT)
+            await session.start()
+            assert await echo(session, payload) == payload
+            assert await session.wait() == 0
+            await session.close()
+            outcome = await endpoint.outcomes.get()
+        assert outcome.exit_code == 0 and outcome.bytes_in == len(payload)
+    finally:
+        assert await endpoint.aclose()
+    assert len(endpoint.pipes) == 1  # no fallback was needed
+
+
+@pytest.mark.parametrize("transport", ["auto", "spdy"])
+@pytest.mark.parametrize(
+    ("way", "cut_after"),
+    [("request", 0), ("request", 40), ("answer", 0), ("answer", 15), ("answer", 90)],
+)
+async def test_a_cut_during_the_upgrade_handshake(transport: str, way: str, cut_after: int) -> None:
+    """Cut in the upgrade request or in the 101: the dial fails with the connection's
+    error (no fallback to SPDY: it is not a refusal), the server's connection ends by
+    itself, and no command outlives it (over SPDY none starts: the client never opened
+    its streams; over WebSocket the server starts it after its 101, then kills it)."""
+
+    def faults(pipe: MemoryPipe) -> None:
+        (pipe.a_to_b if way == "request" else pipe.b_to_a).cut_after = cut_after
+
+    endpoint = ExecEndpoint(faults)
+    try:
+        async with asyncio.timeout(20 * SCALE):
+            with pytest.raises((ConnectionClosedError, ConnectionError)):
+                await upgrade.dial(endpoint, "/exec", CAT, transport=transport)
+    finally:
+        assert await endpoint.aclose()  # the server ended without being cancelled
+    assert len(endpoint.pipes) == 1
+    assert all(p.killed for p in endpoint.runner.processes)
+    if transport == "spdy" or way == "request":
+        assert not endpoint.runner.processes

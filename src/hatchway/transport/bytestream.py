@@ -545,12 +545,14 @@ class Server:
     def _accepted(self, transport: asyncio.BaseTransport, protocol: _Protocol) -> None:
         """A connection is made: its handler starts now, from the loop's callback."""
         task = asyncio.get_running_loop().create_task(
-            self._run(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
+            self.serve(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, stream: ByteStream) -> None:
+    async def serve(self, stream: ByteStream) -> None:
+        """Run the handler for ``stream`` and close it after, as for an accepted
+        connection; public for connections made another way (:mod:`.memory`)."""
         try:
             await self._handler(stream)
         except asyncio.CancelledError:
