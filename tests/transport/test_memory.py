@@ -8,6 +8,8 @@ import asyncio
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hatchway.errors import ConnectionClosedError
 from hatchway.transport.bytestream import SEND_HIGH, ByteStream, Splice
@@ -287,3 +289,49 @@ async def test_a_plain_protocol_gets_data_received() -> None:
         await eof.wait()
     assert received == [b"hello"]
     assert b.is_closing()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    writes=st.lists(st.integers(1, 200_000), min_size=1, max_size=8),
+    reads=st.sampled_from([1, 1000, 65536, 1 << 20]),
+    trickle=st.sampled_from([0, 1, 777, 65536]),
+    recv_limit=st.sampled_from([1, 4096, 1 << 20]),
+    half_close=st.booleans(),
+)
+def test_whatever_the_faults_the_bytes_arrive_whole_and_in_order(
+    writes: list[int], reads: int, trickle: int, recv_limit: int, half_close: bool
+) -> None:
+    if 1 in (trickle, recv_limit, reads):
+        writes = [min(n, 2000) for n in writes]  # a byte per turn or read: keep it short
+
+    async def exchange() -> None:
+        def faults(pipe: MemoryPipe) -> None:
+            pipe.a_to_b.trickle = trickle
+
+        pipe, a, b = stream_pair(faults)
+        b.set_recv_limit(recv_limit)
+        data = pattern(sum(writes), seed=len(writes))
+
+        async def write() -> None:
+            offset = 0
+            for n in writes:
+                a.write(data[offset : offset + n])
+                offset += n
+                await a.drain()
+            if half_close:
+                a.write_eof()
+            else:
+                await a.aclose()
+
+        async with asyncio.timeout(30 * SCALE):
+            _, (got, sizes) = await asyncio.gather(write(), read_n(b, len(data) + 1, reads))
+            assert await b.read() == b""
+            await b.aclose()
+        assert got == data
+        assert max(sizes) <= max(reads, 1)
+        if trickle:
+            assert max(sizes) <= trickle  # a read takes one delivery at most
+        assert pipe.a_to_b.dropped == 0 and pipe.a_to_b.eof_delivered
+
+    asyncio.run(exchange())

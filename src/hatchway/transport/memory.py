@@ -314,18 +314,32 @@ class MemoryPipe:
             self._handles[side] = self._loop.call_at(when, self._deliver, side)
 
     def _deliver(self, side: int) -> None:
+        """Move what is due in ``directions[side]``, then what follows the data."""
         self._handles[side] = None
-        direction = self.directions[side]
-        sender, receiver = self.ends[side], self.ends[1 - side]
+        direction, receiver = self.directions[side], self.ends[1 - side]
         if receiver.lost:
             direction._drop()
-            self._after_delivery(side)
-            return
-        now = self._loop.time()
-        if direction.trickle and direction._queue and now < direction._next_at:
-            self._schedule(side, direction._next_at)
-            return
+        else:
+            now = self._loop.time()
+            if direction.trickle and direction._queue and now < direction._next_at:
+                self._schedule(side, direction._next_at)
+                return
+            moved = self._move(side, now)
+            if moved is None:
+                return  # cut
+            if direction.trickle and moved:
+                direction._next_at = now + direction.tick
+                if direction._queue and receiver.is_reading():
+                    self._schedule(side, max(direction._queue[0][0], direction._next_at))
+            self.ends[side]._update_write_state()
+        self._after_delivery(side)
+
+    def _move(self, side: int, now: float) -> int | None:
+        """Hand the receiver what is due, within the trickle's budget, while it reads:
+        the bytes moved, None once :attr:`Direction.cut_after` cut the link."""
+        direction, receiver = self.directions[side], self.ends[1 - side]
         budget = direction.trickle or -1
+        moved = 0
         while direction._queue and receiver.is_reading() and budget:
             due, view = direction._queue[0]
             if due > now:
@@ -337,8 +351,8 @@ class MemoryPipe:
             n = self._hand(receiver, view[:n])
             direction.delivered += n
             direction.queued -= n
-            if budget > 0:
-                budget -= n
+            moved += n
+            budget = budget - n if budget > 0 else budget
             if n == len(view):
                 direction._queue.popleft()
             else:
@@ -346,16 +360,11 @@ class MemoryPipe:
             if direction.cut_after is not None and direction.delivered >= direction.cut_after:
                 direction.cut_after = None
                 self.cut(direction if direction.cut_one_way else None)
-                return
+                return None
             if receiver.lost:
                 direction._drop()
                 break
-        if direction.trickle and budget != direction.trickle:
-            direction._next_at = now + direction.tick
-            if direction._queue and receiver.is_reading():
-                self._schedule(side, max(direction._queue[0][0], direction._next_at))
-        sender._update_write_state()
-        self._after_delivery(side)
+        return moved
 
     def _hand(self, receiver: MemoryTransport, view: memoryview) -> int:
         """Give ``view`` to the receiver's protocol, as far as it keeps reading."""
@@ -366,6 +375,8 @@ class MemoryPipe:
             if isinstance(protocol, asyncio.BufferedProtocol):
                 buf = protocol.get_buffer(len(piece))
                 k = min(len(buf), len(piece))
+                if not k:
+                    raise RuntimeError("get_buffer() returned an empty buffer")  # as asyncio
                 buf[:k] = piece[:k]
                 done += k
                 protocol.buffer_updated(k)
