@@ -18,9 +18,10 @@ It behaves as TCP does where the session layer can tell:
 * **Half-close and close.** ``write_eof()`` sends an EOF behind the data
   (``eof_received``; a protocol that answers False has its transport closed, as asyncio
   does). ``close()`` does the same and ends this side (``connection_lost(None)``) once
-  what it queued is handed over, which takes as long as the peer reads. Bytes that
-  reach a side that is gone reset their sender (``connection_lost`` with
-  :class:`ConnectionResetError`) once what was in flight to it has been delivered.
+  what it queued is handed over, which takes as long as the peer reads. Bytes sent to
+  a side that is gone, or in flight to it when it went, reset their sender
+  (``connection_lost`` with :class:`ConnectionResetError`) once what was in flight to
+  the sender has been delivered.
 * **Abort.** ``abort()`` drops what is queued both ways and resets the peer at once,
   paused reader or not (as the kernel would tell it, :func:`.drain.peer_ended`).
 
@@ -28,10 +29,10 @@ Faults, per :class:`Direction` (``pipe.a_to_b``, ``pipe.b_to_a``), set before or
 the exchange: ``delay`` (each write arrives that much later), ``trickle`` and ``tick``
 (at most ``trickle`` bytes per delivery, one delivery per ``tick`` seconds), and
 ``cut_after`` (the link is cut once that many bytes crossed: both ends reset, or with
-``cut_one_way`` only the receiver: the sender finds out, as over TCP, from the reset
-that answers its bytes -- those in flight at once, else its next write; an idle sender
-of a half-open connection knows nothing). :meth:`MemoryPipe.cut` cuts on demand. Every byte a fault
-dropped is counted in :attr:`Direction.dropped`, none silently.
+``cut_one_way`` only the receiver, and the sender finds out as over TCP, from the reset
+that answers its bytes: at once for those in flight, else at its next write; an idle
+sender of a half-open connection knows nothing). :meth:`MemoryPipe.cut` cuts on demand.
+Every byte a fault dropped is counted in :attr:`Direction.dropped`, none silently.
 """
 
 from __future__ import annotations
