@@ -1,7 +1,7 @@
 """The client side of the exec upgrade (``session/upgrade.py``) against a server, over
 memory pipes (``transport/memory.py``), that reads each request's head as bytes and
 answers what a test scripts: the request lines on the wire are the handshake builders'
-output, the fallback is kubectl's (spec 5.8), and a refusal reads as the one rule says
+output, the fallback is kubectl's (protocol.md 5.8), and a refusal reads as the one rule says
 (protocol.md 3.1, 5.2). The server side is tested where it runs, on the node
 (tests/node/test_server.py)."""
 
