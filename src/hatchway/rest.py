@@ -64,16 +64,19 @@ class RestClient:
         user_agent: str = "hatchway",
         timeout: float = 30.0,
         pool: bool = False,
+        connect: http.Connect | None = None,
     ) -> None:
         """``pool``: keep connections alive between requests, and upgrade (exec) on a
         kept-alive one, which saves a TLS handshake per call. Connections belong to the
-        event loop that opened them; :meth:`aclose` closes them."""
+        event loop that opened them; :meth:`aclose` closes them. ``connect``: how a
+        connection is made (:class:`~hatchway.transport.httpclient.HttpClient`'s)."""
         self.server = server.rstrip("/")
         self.ssl_context = ssl_context
         self._token = token
         self.user_agent = user_agent
         self.timeout = timeout
         self._pool = pool
+        self._connect = connect
         self._http: http.HttpClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
 
@@ -83,10 +86,10 @@ class RestClient:
     def _client(self) -> http.HttpClient:
         """A pooled client for the running loop, or a one-connection-per-call one."""
         if not self._pool:
-            return http.HttpClient(pool=False)
+            return http.HttpClient(pool=False, connect=self._connect)
         loop = asyncio.get_running_loop()
         if self._http is None or self._http_loop is not loop:
-            self._http = http.HttpClient()
+            self._http = http.HttpClient(connect=self._connect)
             self._http_loop = loop
         return self._http
 

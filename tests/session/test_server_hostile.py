@@ -1,7 +1,7 @@
 """ServerSession over SPDY against a hostile raw client, with a real process (a host
-subprocess, so it runs without runc): the connection's reader survives what the client
-sends, and the process is killed when the client leaves; streams the session does not
-use are refused or freed."""
+subprocess, so it runs without runc), over memory pipes: the connection's reader
+survives what the client sends, and the process is killed when the client leaves;
+streams the session does not use are refused or freed."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from hatchway.protocol import spdy_frame as fr
 from hatchway.protocol.spdy import StreamReplied, StreamReset
 from hatchway.session.server import ServerSession
 from hatchway.transport.bytestream import ByteStream, Server
+from hatchway.transport.memory import MemoryPipe
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.types import ExecOptions
-from hostile import RawSpdyClient, make_tls
+from hostile import RawSpdyClient
 
 SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
 #: The sessions' stream-creation timeout (a test may shorten it).
@@ -84,9 +85,10 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-async def spdy_node(tmp_path):
-    """A server running one ServerSession per connection with the subprocess runner."""
-    tls = make_tls(tmp_path)
+async def spdy_node():
+    """A ServerSession per connection with the subprocess runner, each connection a
+    memory pipe (``transport/memory.py``): one write of the client is one read of the
+    node, as the hostile frame sequences here need."""
     runner = SubprocessRunner()
     done: asyncio.Queue[object] = asyncio.Queue()
     conns: list[SpdyConnection] = []
@@ -102,18 +104,19 @@ async def spdy_node(tmp_path):
             done.put_nowait(await session.run())
 
     server = Server(handler)
-    await server.start("127.0.0.1", 0, ssl=tls.server)
+    tasks: list[asyncio.Task[None]] = []
 
     async def connect() -> RawSpdyClient:
-        stream = await ByteStream.connect(
-            "127.0.0.1", server.port, ssl=tls.client, server_hostname="127.0.0.1"
-        )
-        return RawSpdyClient(stream)
+        client, node = MemoryPipe().streams()
+        tasks.append(asyncio.get_running_loop().create_task(server.serve(node)))
+        return RawSpdyClient(client)
 
     try:
         yield connect, runner, done, conns
     finally:
-        await server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_syn_and_rst_of_one_stream_in_one_read_then_disconnect_kills(spdy_node) -> None:

@@ -1,8 +1,9 @@
-"""The client side of the exec upgrade (``session/upgrade.py``) against a loopback server
-that reads each request's head as bytes and answers what a test scripts: the request
-lines on the wire are the handshake builders' output, the fallback is kubectl's (spec
-5.8), and a refusal reads as the one rule says (protocol.md 3.1, 5.2). The server side is
-tested where it runs, on the node (tests/node/test_server.py)."""
+"""The client side of the exec upgrade (``session/upgrade.py``) against a server, over
+memory pipes (``transport/memory.py``), that reads each request's head as bytes and
+answers what a test scripts: the request lines on the wire are the handshake builders'
+output, the fallback is kubectl's (protocol.md 5.8), and a refusal reads as the one rule says
+(protocol.md 3.1, 5.2). The server side is tested where it runs, on the node
+(tests/node/test_server.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from hatchway.errors import ApiError
 from hatchway.protocol import channel, handshake
 from hatchway.rest import RestClient
 from hatchway.session import upgrade
+from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.memory import MemoryPipe
 from hatchway.transport.spdy import SpdyConnection
 from hatchway.transport.websocket import WebSocketConnection
 from hatchway.types import ExecOptions
@@ -64,28 +67,40 @@ def _header(head: bytes, name: str) -> str:
 
 
 class Recorder:
-    """A loopback server: each connection's request head is recorded and answered; an
-    upgraded connection is then held open (silent) until the client closes it."""
+    """A scripted server: each connection (a memory pipe) has its request head recorded
+    and answered; an upgraded connection is then held open (silent) until the client
+    closes it."""
 
     def __init__(self, script: Answer) -> None:
         self.script = script
         self.heads: list[bytes] = []
-        self.port = 0
+        self.tasks: list[asyncio.Task[None]] = []
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def connect(self, host: str, port: int, ctx: object, timeout: float | None) -> ByteStream:
+        client, server = MemoryPipe().streams()
+        self.tasks.append(asyncio.get_running_loop().create_task(self._serve(server)))
+        return client
+
+    async def _serve(self, stream: ByteStream) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = await stream.read()
+                if not chunk:
+                    return
+                head += chunk
+            head = head[: head.index(b"\r\n\r\n") + 4]
             self.heads.append(head)
             reply = self.script(head)
-            writer.write(reply)
-            await writer.drain()
+            stream.write(reply)
+            await stream.drain()
             if reply.startswith(b"HTTP/1.1 101"):
-                while await reader.read(65536):
+                while await stream.read(65536):
                     pass
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
-            writer.close()
+            await stream.aclose()
 
     @property
     def methods(self) -> list[str]:
@@ -95,13 +110,17 @@ class Recorder:
 @contextlib.asynccontextmanager
 async def recorder(script: Answer) -> AsyncIterator[tuple[Recorder, RestClient]]:
     rec = Recorder(script)
-    server = await asyncio.start_server(rec._serve, "127.0.0.1", 0)
-    rec.port = server.sockets[0].getsockname()[1]
     try:
-        yield rec, RestClient(f"http://127.0.0.1:{rec.port}", ssl_context=None, timeout=10 * SCALE)
+        yield (
+            rec,
+            RestClient(
+                "http://127.0.0.1:6443", ssl_context=None, timeout=10 * SCALE, connect=rec.connect
+            ),
+        )
     finally:
-        server.close()
-        await server.wait_closed()
+        for task in rec.tasks:
+            task.cancel()
+        await asyncio.gather(*rec.tasks, return_exceptions=True)
 
 
 def builder_lines(headers: list[tuple[str, str]]) -> bytes:

@@ -248,6 +248,15 @@ class ByteStream:
             transport, protocol = await loop.create_connection(_Protocol, host, port, **kwargs)
         return cls(transport, protocol)  # type: ignore[arg-type]
 
+    @classmethod
+    def over(cls, attach: Callable[[asyncio.BufferedProtocol], object]) -> ByteStream:
+        """A stream over a transport that is not a socket (:mod:`.memory`'s pairs):
+        ``attach`` connects our protocol to it (``connection_made``)."""
+        protocol = _Protocol()
+        attach(protocol)
+        assert protocol.transport is not None, "attach() must call connection_made()"
+        return cls(protocol.transport, protocol)
+
     # -- reading ------------------------------------------------------------------------
     async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` at EOF."""
@@ -535,12 +544,14 @@ class Server:
     def _accepted(self, transport: asyncio.BaseTransport, protocol: _Protocol) -> None:
         """A connection is made: its handler starts now, from the loop's callback."""
         task = asyncio.get_running_loop().create_task(
-            self._run(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
+            self.serve(ByteStream(transport, protocol, self.drain_idle_timeout))  # type: ignore[arg-type]
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, stream: ByteStream) -> None:
+    async def serve(self, stream: ByteStream) -> None:
+        """Run the handler for ``stream`` and close it after, as for an accepted
+        connection; public for connections made another way (:mod:`.memory`)."""
         try:
             await self._handler(stream)
         except asyncio.CancelledError:

@@ -437,6 +437,12 @@ class HttpServer:
     async def start(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
         await self._server.start(host, port, ssl=ssl)
 
+    async def serve(self, stream: ByteStream) -> None:
+        """Serve one connection made another way than by listening (an in-memory pair
+        of :mod:`.memory`), as an accepted one is served."""
+        stream.drain_idle_timeout = self._server.drain_idle_timeout
+        await self._server.serve(stream)
+
     @property
     def port(self) -> int:
         return self._server.port

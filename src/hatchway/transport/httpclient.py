@@ -15,7 +15,7 @@ import contextlib
 import re
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -294,14 +294,27 @@ class StreamingResponse(HeadersMixin):
         await self.aclose()
 
 
+#: Makes a connection: ``(host, port, ssl context or None, timeout) -> ByteStream``.
+Connect = Callable[[str, int, Any, float | None], Awaitable[ByteStream]]
+
+
+async def _connect_tcp(host: str, port: int, ctx: Any, timeout: float | None) -> ByteStream:
+    return await ByteStream.connect(host, port, ssl=ctx, timeout=timeout)
+
+
 class HttpClient:
     """HTTP/1.1 client with a keep-alive pool per (scheme, host, port, ssl context)."""
 
-    def __init__(self, *, user_agent: str = USER_AGENT, pool: bool = True) -> None:
+    def __init__(
+        self, *, user_agent: str = USER_AGENT, pool: bool = True, connect: Connect | None = None
+    ) -> None:
+        """``connect``: how a connection is made (default: TCP, with TLS for https;
+        tests pass :mod:`.memory`'s pairs)."""
         self.user_agent = user_agent
         self._pool_enabled = pool
         self._pool: dict[tuple[Any, ...], list[_Conn]] = {}
         self.connect_seconds = 0.0  # spent in TCP and TLS handshakes, all connections
+        self._dial: Connect = connect or _connect_tcp
 
     # -- connections -----------------------------------------------------------------------
     @staticmethod
@@ -316,7 +329,7 @@ class HttpClient:
         ctx = self._context(origin, ssl)
         key = (origin.scheme, origin.host, origin.port, ctx)
         started = time.perf_counter()
-        stream = await ByteStream.connect(origin.host, origin.port, ssl=ctx, timeout=timeout)
+        stream = await self._dial(origin.host, origin.port, ctx, timeout)
         self.connect_seconds += time.perf_counter() - started
         return _Conn(stream, key)
 
