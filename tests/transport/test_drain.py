@@ -125,7 +125,8 @@ def test_close_waits_for_a_slow_reader(loop: str, certs: Path) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_progress_keeps_a_close_open_past_the_idle_timeout(loop: str, certs: Path) -> None:
     """The idle timeout counts from the peer's last progress, not from close()."""
-    payload = data(2 * MIB)
+    # ~4 s of paced reading per unit of SCALE: several idle timeouts, however scaled
+    payload = data(int(2 * MIB * max(SCALE, 1.0)))
 
     async def main() -> None:
         result: asyncio.Future[tuple[bool, float, bool]] = (
