@@ -109,7 +109,7 @@ def _pod() -> dict[str, Any]:
                     "env": [{"name": "A", "value": "1"}],
                     "ports": [{"containerPort": 80}],
                     "resources": {"limits": {"cpu": "1"}},
-                    "livenessProbe": {"exec": {"command": ["true"]}, "anyThing": 1},
+                    "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
                 }
             ],
             "volumes": [{"name": "v", "emptyDir": {}}],
@@ -128,6 +128,26 @@ def test_unknown_fields_paths_and_prune() -> None:
     found = openapi_schema.unknown_fields(pod, "io.k8s.api.core.v1.Pod", prune=True)
     assert sorted(found) == ["metadata.nope", "spec.bar", "spec.containers[0].foo"]
     assert pod == {**_pod(), "metadata": {**_pod()["metadata"], "labels": {"a": "b", "ok": "yes"}}}
+
+
+def test_unknown_fields_deep_inside_the_pod() -> None:
+    """Kubernetes' own schemas: probes, affinity, security contexts and volume sources
+    are modelled field by field, as the real server decodes them."""
+    pod = _pod()
+    container = pod["spec"]["containers"][0]
+    container["livenessProbe"]["anyThing"] = 1
+    container["securityContext"] = {"runAsUser": 1, "capabilities": {"add": [], "drop": []}}
+    container["securityContext"]["privilegd"] = True
+    pod["spec"]["volumes"][0]["emptyDir"]["medium"] = "Memory"
+    pod["spec"]["volumes"].append({"name": "h", "hostPth": {"path": "/"}})
+    pod["spec"]["affinity"]["nodeAffinity"]["required"] = {}
+    found = openapi_schema.unknown_fields(pod, "io.k8s.api.core.v1.Pod")
+    assert sorted(found) == [
+        "spec.affinity.nodeAffinity.required",
+        "spec.containers[0].livenessProbe.anyThing",
+        "spec.containers[0].securityContext.privilegd",
+        "spec.volumes[1].hostPth",
+    ]
 
 
 def test_defaulted_objects_have_no_unknown_fields() -> None:
