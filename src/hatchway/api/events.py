@@ -114,3 +114,56 @@ def repeat(stored: dict[str, Any], now: float) -> dict[str, Any]:
 
 def last_seen(event: dict[str, Any]) -> str:
     return str(event.get("lastTimestamp") or event.get("eventTime") or "")
+
+
+# -- events.k8s.io/v1 ----------------------------------------------------------------------
+# Kubernetes stores one Event and serves it in both groups; events.k8s.io/v1 renames
+# (k8s.io/kubernetes pkg/apis/events/v1 conversion): what the two forms call each field.
+EVENTS_GROUP = "events.k8s.io"
+EVENTS_API_VERSION = "events.k8s.io/v1"
+_V1_NAMES = {
+    "involvedObject": "regarding",
+    "message": "note",
+    "reportingComponent": "reportingController",
+    "source": "deprecatedSource",
+    "firstTimestamp": "deprecatedFirstTimestamp",
+    "lastTimestamp": "deprecatedLastTimestamp",
+    "count": "deprecatedCount",
+}
+_CORE_NAMES = {v1: core for core, v1 in _V1_NAMES.items()}
+#: Field selectors of events.k8s.io/v1 in the stored (core) spelling.
+_V1_SELECTORS = {"regarding": "involvedObject", "reportingController": "reportingComponent"}
+#: What an events.k8s.io/v1 create must carry (ValidateEventCreate for that group).
+V1_REQUIRED = ("eventTime", "reportingController", "reportingInstance", "action", "reason")
+
+
+def to_v1(event: dict[str, Any]) -> dict[str, Any]:
+    """A stored (core/v1) Event as events.k8s.io/v1 shows it."""
+    out: dict[str, Any] = {"kind": "Event", "apiVersion": EVENTS_API_VERSION}
+    for key, value in event.items():
+        if key in ("kind", "apiVersion") or (key in _V1_NAMES and value in (None, "", {})):
+            continue
+        out[_V1_NAMES.get(key, key)] = value
+    return out
+
+
+def to_core(event: dict[str, Any]) -> dict[str, Any]:
+    """An events.k8s.io/v1 Event in the stored (core/v1) form."""
+    out: dict[str, Any] = {"kind": "Event", "apiVersion": "v1"}
+    for key, value in event.items():
+        if key not in ("kind", "apiVersion"):
+            out[_CORE_NAMES.get(key, key)] = value
+    return out
+
+
+def core_field_selector(selector: str) -> str:
+    """An events.k8s.io/v1 field selector in core/v1 field names
+    (``regarding.name=x`` is ``involvedObject.name=x``)."""
+    terms = []
+    for term in selector.split(","):
+        for v1, core in _V1_SELECTORS.items():
+            if term == v1 or term.startswith((v1 + ".", v1 + "=", v1 + "!")):
+                term = core + term[len(v1) :]
+                break
+        terms.append(term)
+    return ",".join(terms)

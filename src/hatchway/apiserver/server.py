@@ -33,6 +33,7 @@ from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.events import EventStore
+from hatchway.apiserver.events_v1 import with_events_v1
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.namespaces import NamespaceController, is_terminating
@@ -257,8 +258,9 @@ class ApiServer:
             ),
             authorizer=authorizer,
             audit=self.audit,
-            resource_handler=ResourceHandler(
-                store, on_change, PodSecurityAdmission(store, authorizer), tokens
+            resource_handler=with_events_v1(
+                ResourceHandler(store, on_change, PodSecurityAdmission(store, authorizer), tokens),
+                store,
             ),
             exec_handler=ExecHandler(
                 store,
