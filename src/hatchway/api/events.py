@@ -25,6 +25,9 @@ WARNING = "Warning"
 TTL = 3600.0
 KUBELET = "kubelet"
 SCHEDULER = "default-scheduler"
+#: The API server's exec admission, reporting a refused exec or attach.
+APISERVER = "hatchway-apiserver"
+EXEC_DENIED = "ExecDenied"
 
 
 def involved(obj: dict[str, Any], field_path: str = "") -> dict[str, Any]:
@@ -41,6 +44,11 @@ def involved(obj: dict[str, Any], field_path: str = "") -> dict[str, Any]:
     if field_path:
         ref["fieldPath"] = field_path
     return {k: v for k, v in ref.items() if v}
+
+
+def exec_denied_message(action: str, user: str, reason: str) -> str:
+    """What an ``ExecDenied`` event says: ``exec by user "bob" refused: <reason>``."""
+    return f'{action} by user "{user}" refused: {reason}'
 
 
 def container_path(name: str, init: bool = False) -> str:
@@ -104,12 +112,43 @@ def key(event: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def repeat(stored: dict[str, Any], now: float) -> dict[str, Any]:
-    """The patch that records one more occurrence of ``stored`` at ``now``."""
+def repeat(stored: dict[str, Any], now: float, times: int = 1) -> dict[str, Any]:
+    """The patch that records ``times`` more occurrences of ``stored``, the last at ``now``."""
     return {
-        "count": int(stored.get("count") or 1) + 1,
+        "count": int(stored.get("count") or 1) + times,
         "lastTimestamp": format_time(datetime.fromtimestamp(now, UTC)),
     }
+
+
+class TokenBucket:
+    """client-go's ``EventSourceObjectSpamFilter`` bucket: ``burst`` events at once, then
+    one every ``1 / rate`` seconds. Time is passed in (this module has no clock)."""
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend a token if there is one."""
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+#: The spam filter's defaults: 25 events about one object at once, then one per 5 minutes.
+SPAM_BURST = 25
+SPAM_RATE = 1 / 300
+
+
+def source_object(event: dict[str, Any]) -> tuple[str, ...]:
+    """What the spam filter counts against: the reporter and the object (not the message)."""
+    full = key(event)
+    return (*full[:5], *full[8:])
 
 
 def last_seen(event: dict[str, Any]) -> str:

@@ -204,10 +204,10 @@ class ApiServer:
         key_path = Path(config.service_account_key or default_key)
         self.tokens = ServiceAccountTokens(load_or_create_key(key_path), store)
         await self.tokens.refresh()
+        self.events = EventStore(store)
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
-        self.events = EventStore(store)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval, events=self.events)
         self.node_monitor = NodeMonitor(
             store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
@@ -270,6 +270,7 @@ class ApiServer:
                 config.exec_limits,
                 self.outcomes,
                 self.trimmer,
+                self.events,
             ),
             log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
             review_handler=ReviewHandler(authorizer),
