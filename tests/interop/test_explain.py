@@ -139,3 +139,22 @@ def test_explain_from_openapi_v2(kubectl: Kubectl) -> None:
     assert _fields(text, 3) == sorted(spec["properties"])
     assert "RESOURCE: spec <Object>" in text
     assert "containers\t<[]Object> -required-" in text
+
+
+def test_kubectl_revalidates_its_cached_documents_with_304(
+    cluster: Cluster, kubectl: Kubectl
+) -> None:
+    """kubectl keeps the documents in its HTTP cache (its HOME): the second explain asks
+    with If-None-Match and gets 304s, no document again."""
+    _explain(kubectl, "pod")
+    log = cluster.data_dir / "audit.log"
+    before = len(log.read_text().splitlines())
+    _explain(kubectl, "pod")
+    lines = [json.loads(line) for line in log.read_text().splitlines()[before:] if line]
+    mine = [
+        (line["path"], line["code"])
+        for line in lines
+        if line.get("path", "").startswith("/openapi/")
+    ]
+    assert ("/openapi/v3/api/v1", 304) in mine, mine
+    assert all(code == 304 for _, code in mine), mine
