@@ -17,11 +17,12 @@ def test_api_group_list():
     doc = r.api_group_list()
     assert list(doc) == ["kind", "apiVersion", "groups"]
     assert [g["name"] for g in doc["groups"]] == [
+        "events.k8s.io",
         "authentication.k8s.io",
         "authorization.k8s.io",
         "rbac.authorization.k8s.io",
     ]
-    rbac = doc["groups"][2]
+    rbac = doc["groups"][3]
     assert rbac == {
         "name": "rbac.authorization.k8s.io",
         "versions": [{"groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1"}],

@@ -59,7 +59,12 @@ async def test_discovery_and_version(server: ApiServer) -> None:
     assert json.loads(api.body)["kind"] == "APIVersions"
     groups = json.loads((await get(server, "/apis", creds=creds)).body)
     names = [g["name"] for g in groups["groups"]]
-    assert names == ["authentication.k8s.io", "authorization.k8s.io", "rbac.authorization.k8s.io"]
+    assert names == [
+        "events.k8s.io",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "rbac.authorization.k8s.io",
+    ]
     core = json.loads((await get(server, "/api/v1", creds=creds)).body)
     by_name = {r["name"]: r for r in core["resources"]}
     assert {"pods", "pods/exec", "pods/attach", "pods/log", "nodes", "namespaces"} <= set(by_name)

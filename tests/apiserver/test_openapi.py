@@ -4,6 +4,7 @@ schemas behind it, and ``fieldValidation`` over real TLS."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -109,7 +110,7 @@ def _pod() -> dict[str, Any]:
                     "env": [{"name": "A", "value": "1"}],
                     "ports": [{"containerPort": 80}],
                     "resources": {"limits": {"cpu": "1"}},
-                    "livenessProbe": {"exec": {"command": ["true"]}, "anyThing": 1},
+                    "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
                 }
             ],
             "volumes": [{"name": "v", "emptyDir": {}}],
@@ -128,6 +129,26 @@ def test_unknown_fields_paths_and_prune() -> None:
     found = openapi_schema.unknown_fields(pod, "io.k8s.api.core.v1.Pod", prune=True)
     assert sorted(found) == ["metadata.nope", "spec.bar", "spec.containers[0].foo"]
     assert pod == {**_pod(), "metadata": {**_pod()["metadata"], "labels": {"a": "b", "ok": "yes"}}}
+
+
+def test_unknown_fields_deep_inside_the_pod() -> None:
+    """Kubernetes' own schemas: probes, affinity, security contexts and volume sources
+    are modelled field by field, as the real server decodes them."""
+    pod = _pod()
+    container = pod["spec"]["containers"][0]
+    container["livenessProbe"]["anyThing"] = 1
+    container["securityContext"] = {"runAsUser": 1, "capabilities": {"add": [], "drop": []}}
+    container["securityContext"]["privilegd"] = True
+    pod["spec"]["volumes"][0]["emptyDir"]["medium"] = "Memory"
+    pod["spec"]["volumes"].append({"name": "h", "hostPth": {"path": "/"}})
+    pod["spec"]["affinity"]["nodeAffinity"]["required"] = {}
+    found = openapi_schema.unknown_fields(pod, "io.k8s.api.core.v1.Pod")
+    assert sorted(found) == [
+        "spec.affinity.nodeAffinity.required",
+        "spec.containers[0].livenessProbe.anyThing",
+        "spec.containers[0].securityContext.privilegd",
+        "spec.volumes[1].hostPth",
+    ]
 
 
 def test_defaulted_objects_have_no_unknown_fields() -> None:
@@ -221,3 +242,52 @@ async def test_create_strict_warn_and_ignore(server: ApiServer) -> None:
     assert patched.status == 200 and patched.header("warning") is None
     stored = json.loads(patched.body)
     assert stored["metadata"]["labels"]["x"] == "y" and "bogus" not in stored["spec"]
+
+
+# -- OpenAPI v3 and conditional answers (protocol.md 2.9) -------------------------------
+async def test_v3_documents_have_schemas_etags_and_hash_urls(server: ApiServer) -> None:
+    index = await _call(server, "GET", "/openapi/v3")
+    assert index.status == 200 and index.header("etag")
+    paths = json.loads(index.body)["paths"]
+    assert set(paths) == {
+        "api/v1",
+        "apis/events.k8s.io/v1",
+        "apis/authentication.k8s.io/v1",
+        "apis/authorization.k8s.io/v1",
+        "apis/rbac.authorization.k8s.io/v1",
+    }
+    url = paths["api/v1"]["serverRelativeURL"]
+    digest = url.split("?hash=")[1]
+    doc = await _call(server, "GET", url)
+    assert doc.status == 200
+    assert doc.header("etag") == f'"{digest}"'
+    assert doc.header("cache-control") == "public, immutable" and doc.header("expires")
+    assert hashlib.sha512(doc.body).hexdigest().upper() == digest
+    schemas = json.loads(doc.body)["components"]["schemas"]
+    pod = schemas["io.k8s.api.core.v1.Pod"]
+    assert pod["properties"]["spec"] == {
+        "allOf": [{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}],
+        "description": pod["properties"]["spec"]["description"],
+    }
+    assert "io.k8s.api.core.v1.SecurityContext" in schemas
+    assert "io.k8s.api.rbac.v1.Role" not in schemas  # each document holds its own kinds
+    assert "#/definitions/" not in doc.body.decode()
+    again = await _call(server, "GET", url, headers=[("If-None-Match", f'"{digest}"')])
+    assert (again.status, again.body) == (304, b"")
+    assert again.header("etag") == f'"{digest}"'
+    other = await _call(server, "GET", url, headers=[("If-None-Match", '"0"')])
+    assert other.status == 200 and other.body == doc.body
+    stale = await _call(server, "GET", "/openapi/v3/api/v1?hash=0123")
+    assert (stale.status, stale.header("location")) == (301, url)
+    plain = await _call(server, "GET", "/openapi/v3/api/v1")
+    assert plain.status == 200 and plain.header("cache-control") is None
+    assert (await _call(server, "GET", "/openapi/v3/apis/apps/v1")).status == 404
+
+
+async def test_v2_answers_if_none_match_with_304(server: ApiServer) -> None:
+    accept = ("Accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+    first = await _call(server, "GET", "/openapi/v2", headers=[accept])
+    tag = first.header("etag")
+    assert tag and tag.strip('"') == hashlib.sha512(first.body).hexdigest().upper()
+    again = await _call(server, "GET", "/openapi/v2", headers=[accept, ("If-None-Match", tag)])
+    assert (again.status, again.body) == (304, b"")

@@ -14,6 +14,7 @@ CORE = ""
 RBAC = "rbac.authorization.k8s.io"
 AUTHZ = "authorization.k8s.io"
 AUTHN = "authentication.k8s.io"
+EVENTS = "events.k8s.io"
 
 _RW = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -98,6 +99,8 @@ RESOURCES: tuple[Resource, ...] = (
         ),
     ),
     Resource("events", "event", "Event", CORE, "v1", True, _RW, ("ev",)),
+    # The same objects, in events.k8s.io's names (apiserver/events_v1.py).
+    Resource("events", "event", "Event", EVENTS, "v1", True, _RW, ("ev",)),
     Resource(
         "serviceaccounts",
         "serviceaccount",
@@ -183,7 +186,7 @@ def resolve(token: str) -> Resource | None:
     return None
 
 
-_GROUP_ORDER = (CORE, AUTHN, AUTHZ, RBAC)  # the order a Kubernetes server lists them in
+_GROUP_ORDER = (CORE, EVENTS, AUTHN, AUTHZ, RBAC)  # the order a Kubernetes server lists them in
 
 
 def group_versions() -> list[tuple[str, str]]:

@@ -320,9 +320,9 @@ class ApiApp:
         if path in ("/openapi/v2", SWAGGER_PB_PATH):
             return _openapi_v2(call.request, path)
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
-            doc = openapi.document(path)
-        else:
-            doc = _discovery(path, self.server_address)
+            answer = openapi.serve(call.request, path)
+            return answer or status_response(status.not_found_path())
+        doc = _discovery(path, self.server_address)
         if doc is None:
             return status_response(status.not_found_path())
         return json_response(doc)
@@ -335,7 +335,7 @@ def _openapi_v2(request: Request, path: str) -> Response:
         body, media = openapi_v2.document_protobuf(), openapi_v2.PROTOBUF_MEDIA_TYPE
     else:
         body, media = openapi_v2.document_json(), JSON
-    return Response(200, [("Content-Type", media)], body)
+    return openapi.conditional(request, body, openapi.etag(body), media)
 
 
 def _discovery(path: str, server_address: str) -> dict[str, Any] | None:

@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hatchway.api import status
+from hatchway.api import events, status
 from hatchway.api.status import AdmissionDeniedError, StatusError
 from hatchway.apiserver import connect
 from hatchway.apiserver.admission import exec_admission, exec_forbidden_status
 from hatchway.apiserver.app import Call
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.connect import NodeAddress
+from hatchway.apiserver.events import EventStore
 from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
@@ -117,8 +118,10 @@ class ExecHandler:
         limits: SessionLimits | None = None,
         outcomes: OutcomeClient | None = None,
         trimmer: HeapTrimmer | None = None,
+        events: EventStore | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.authz = authorizer
         self.proxy = proxy
         self.audit = audit
@@ -172,6 +175,11 @@ class ExecHandler:
         enforce = await enforce_level(self.store, str(pod["metadata"].get("namespace") or ""))
         reason = exec_admission(pod, call.user, is_admin, enforce)
         if reason is not None:  # raised, so the audit line records a denial and why
+            if self.events is not None:  # a Warning on the pod, rate-limited
+                text = events.exec_denied_message(action, call.user.name, reason)
+                await self.events.record_limited(
+                    pod, events.EXEC_DENIED, text, component=events.APISERVER
+                )
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
         slot = self.slots.acquire(call.caller.name)

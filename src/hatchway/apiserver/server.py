@@ -33,6 +33,7 @@ from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
 from hatchway.apiserver.events import EventStore
+from hatchway.apiserver.events_v1 import with_events_v1
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.namespaces import NamespaceController, is_terminating
@@ -228,10 +229,10 @@ class ApiServer:
         key_path = Path(config.service_account_key or default_key)
         self.tokens = ServiceAccountTokens(load_or_create_key(key_path), store)
         await self.tokens.refresh()
+        self.events = EventStore(store)
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
-        self.events = EventStore(store)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval, events=self.events)
         self.node_monitor = NodeMonitor(
             store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
@@ -284,6 +285,7 @@ class ApiServer:
             config.exec_limits,
             self.outcomes,
             self.trimmer,
+            self.events,
         )
         return ApiApp(
             authenticator=Authenticator(
@@ -291,8 +293,9 @@ class ApiServer:
             ),
             authorizer=authorizer,
             audit=self.audit,
-            resource_handler=ResourceHandler(
-                store, on_change, PodSecurityAdmission(store, authorizer), tokens
+            resource_handler=with_events_v1(
+                ResourceHandler(store, on_change, PodSecurityAdmission(store, authorizer), tokens),
+                store,
             ),
             exec_handler=exec_handler,
             port_forward_handler=PortForwardHandler(exec_handler),
