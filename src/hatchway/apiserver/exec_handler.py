@@ -176,6 +176,7 @@ class ExecHandler:
         reason = exec_admission(pod, call.user, is_admin, enforce)
         if reason is not None:  # raised, so the audit line records a denial and why
             if self.events is not None:  # a Warning on the pod, rate-limited
+                action = call.info.subresource or "exec"  # exec, attach, portforward
                 text = events.exec_denied_message(action, call.user.name, reason)
                 await self.events.record_limited(
                     pod, events.EXEC_DENIED, text, component=events.APISERVER
