@@ -132,3 +132,23 @@ async def test_two_events_in_one_instant_both_stored(clock: Clock) -> None:
     items, _ = await store.list("events")
     assert sorted(e["reason"] for e in items) == ["Pulled", "Scheduled"]
     assert len({e["metadata"]["name"] for e in items}) == 2
+
+
+async def test_events_expire_an_hour_after_they_were_last_seen(clock: Clock) -> None:
+    """The collector deletes what was last seen more than ``--event-ttl`` (1 h) ago; an
+    event repeated since is kept, from its last occurrence."""
+    assert events.TTL == 3600
+    store = MemoryStore()
+    rec = EventStore(store, clock=clock)
+    await rec.record(_pod("old"), "Scheduled", "old")
+    await rec.record(_pod("again"), "BackOff", "again")
+    clock.now += 3000
+    await rec.record(_pod("again"), "BackOff", "again")  # a repeat: last seen moves on
+    await rec.record(_pod("new"), "Started", "new")
+    assert await rec.collect_once(clock.now + 599) == 0  # "old" is 3599 s old
+    assert await rec.collect_once(clock.now + 601) == 1
+    items, _ = await store.list("events")
+    assert sorted(e["involvedObject"]["name"] for e in items) == ["again", "new"]
+    assert [e["count"] for e in items if e["involvedObject"]["name"] == "again"] == [2]
+    assert await rec.collect_once(clock.now + 3601) == 2
+    assert (await store.list("events"))[0] == []
