@@ -144,7 +144,7 @@ def restart_servers(cluster: Cluster, timeout: float = 60) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids):
+    while any(alive(pid) for pid in pids):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the servers {pids} did not stop within {timeout}s")
         time.sleep(0.05)
@@ -161,7 +161,7 @@ def restart_servers(cluster: Cluster, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie child of ours counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import yaml
+from bench.env import alive
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -85,7 +86,7 @@ class SoakCluster:
         pid = self.pids()[component]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.05)
         return pid
 
@@ -132,14 +133,6 @@ def start(stack: contextlib.ExitStack, base: pathlib.Path, pods: int) -> SoakClu
 def _down(cluster: SoakCluster) -> None:
     log("stopping the soak cluster")
     _run([PYTHON, "-m", "hatchway", "down", "--data-dir", str(cluster.data_dir)], env=cluster.env)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _create_pod(env: dict[str, str], name: str) -> None:
