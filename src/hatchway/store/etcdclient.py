@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hatchway.errors import ConnectionClosedError
 from hatchway.store.etcdwire import EtcdError, decode
+
+T = TypeVar("T")
 
 
 class Response(Protocol):
@@ -96,53 +98,54 @@ class EtcdClient:
         n = len(self.endpoints)
         return [(self._current + i) % n for i in range(n)]
 
-    async def call(self, path: str, body: bytes) -> dict[str, Any]:
-        """POST ``body`` to ``path`` (``/v3/kv/range``...) and decode the answer."""
+    async def _first_answer(self, send: Callable[[str], Awaitable[T]]) -> T:
+        """``send(endpoint)`` to each endpoint in turn, from the one that answered last;
+        the first answer (whatever its status), or :class:`EtcdUnavailableError` naming
+        every endpoint's failure."""
         failures = []
         for index in self._order():
-            url = self.endpoints[index] + path
             try:
-                response: Response = await self._http.request(
-                    "POST",
-                    url,
-                    body=body,
-                    headers={"Content-Type": "application/json"},
-                    ssl=self.ssl_context,
-                    timeout=self.timeout,
-                    max_body=self.max_response,
-                )
+                answer = await send(self.endpoints[index])
             except (OSError, ConnectionClosedError, TimeoutError) as exc:
                 failures.append(f"{self.endpoints[index]}: {exc or type(exc).__name__}")
                 continue
             self._current = index
-            if response.status != 200 and not response.body.startswith(b"{"):
-                raise EtcdError(f"etcd answered {response.status} to {path}")
-            return decode(response.body)
+            return answer
         raise EtcdUnavailableError("etcd unreachable: " + "; ".join(failures))
+
+    async def call(self, path: str, body: bytes) -> dict[str, Any]:
+        """POST ``body`` to ``path`` (``/v3/kv/range``...) and decode the answer."""
+        response: Response = await self._first_answer(
+            lambda endpoint: self._http.request(
+                "POST",
+                endpoint + path,
+                body=body,
+                headers={"Content-Type": "application/json"},
+                ssl=self.ssl_context,
+                timeout=self.timeout,
+                max_body=self.max_response,
+            )
+        )
+        if response.status != 200 and not response.body.startswith(b"{"):
+            raise EtcdError(f"etcd answered {response.status} to {path}")
+        return decode(response.body)
 
     async def open_watch(self, body: bytes) -> StreamingResponse:
         """Start a watch stream (``POST /v3/watch``); the caller reads and closes it."""
-        failures = []
-        for index in self._order():
-            url = self.endpoints[index] + "/v3/watch"
-            try:
-                response: StreamingResponse = await self._http.stream(
-                    "POST",
-                    url,
-                    body=body,
-                    headers={"Content-Type": "application/json"},
-                    ssl=self.ssl_context,
-                    timeout=self.timeout,
-                )
-            except (OSError, ConnectionClosedError, TimeoutError) as exc:
-                failures.append(f"{self.endpoints[index]}: {exc or type(exc).__name__}")
-                continue
-            self._current = index
-            if response.status != 200:
-                text = await _small_body(response)
-                raise EtcdError(f"etcd answered {response.status} to a watch: {text!r}")
-            return response
-        raise EtcdUnavailableError("etcd unreachable: " + "; ".join(failures))
+        response: StreamingResponse = await self._first_answer(
+            lambda endpoint: self._http.stream(
+                "POST",
+                endpoint + "/v3/watch",
+                body=body,
+                headers={"Content-Type": "application/json"},
+                ssl=self.ssl_context,
+                timeout=self.timeout,
+            )
+        )
+        if response.status != 200:
+            text = await _small_body(response)
+            raise EtcdError(f"etcd answered {response.status} to a watch: {text!r}")
+        return response
 
     async def close(self) -> None:
         await self._http.close()
