@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import uuid
 
 import pytest
@@ -23,6 +22,7 @@ from hatchway.transport import tls
 from hatchway.transport.http import HttpClient
 
 from .contract import StoreContract, next_event, pod
+from .contract_paging import PagingContract
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (etcd-server)")
 
@@ -50,8 +50,8 @@ async def make_store(etcd):
         await store.close()
 
 
-class TestEtcdStore(StoreContract):
-    pass
+class TestEtcdStore(StoreContract, PagingContract):
+    SNAPSHOTS = True
 
 
 async def test_keys_and_values_as_kubernetes_lays_them_out(make_store):
@@ -68,44 +68,6 @@ async def test_keys_and_values_as_kubernetes_lays_them_out(make_store):
     assert info.value.code == 400
 
 
-async def test_100_concurrent_writers_on_one_key(make_store):
-    """Read-modify-write with the resourceVersion as precondition: every revision has
-    exactly one winner and the counter counts every successful write."""
-    store = make_store()
-    counter = pod("counter")
-    counter["metadata"]["annotations"] = {"n": "0"}
-    start = await store.create("pods", counter)
-    wins: list[tuple[str, str, int]] = []  # (rv read, rv written, value written)
-    conflicts = 0
-
-    async def writer() -> None:
-        nonlocal conflicts
-        while True:
-            obj = await store.get("pods", "default", "counter")
-            seen = obj["metadata"]["resourceVersion"]
-            value = int(obj["metadata"]["annotations"]["n"]) + 1
-            obj["metadata"]["annotations"]["n"] = str(value)
-            try:
-                written = await store.update("pods", obj, expect_rv=seen)
-            except StatusError as exc:
-                assert exc.code == 409
-                conflicts += 1
-                await asyncio.sleep(random.random() * 0.02)
-                continue
-            wins.append((seen, written["metadata"]["resourceVersion"], value))
-            return
-
-    await asyncio.gather(*(writer() for _ in range(100)))
-    final = await store.get("pods", "default", "counter")
-    assert len(wins) == 100
-    assert final["metadata"]["annotations"]["n"] == "100"  # no lost update
-    assert len({seen for seen, _, _ in wins}) == 100  # one winner per revision read
-    assert sorted(value for _, _, value in wins) == list(range(1, 101))
-    first = int(start["metadata"]["resourceVersion"])
-    assert sorted(int(rv) for _, rv, _ in wins) == list(range(first + 1, first + 101))
-    assert conflicts > 0  # they did race
-
-
 async def test_watch_resumes_from_a_revision(make_store):
     store = make_store()
     rvs = [(await store.create("pods", pod(n)))["metadata"]["resourceVersion"] for n in "abcde"]
@@ -119,8 +81,8 @@ async def test_410_after_compaction(make_store):
     first = await store.create("pods", pod("a"))
     for n in "bcd":
         await store.create("pods", pod(n))
-    page, _, token = await store.list_page("pods", limit=2)
-    assert [p["metadata"]["name"] for p in page] == ["a", "b"]
+    page = await store.list_page("pods", limit=2)
+    assert [p["metadata"]["name"] for p in page.items] == ["a", "b"]
     await store.create("pods", pod("e"))  # the list's revision is now history
     await store.compact(int(await store.current_rv()))
     w = store.watch("pods", since_rv=first["metadata"]["resourceVersion"])
@@ -128,8 +90,12 @@ async def test_410_after_compaction(make_store):
         await next_event(w)
     assert info.value.code == 410 and info.value.message.startswith("too old resource version")
     with pytest.raises(StatusError) as info:
-        await store.list_page("pods", limit=2, continue_=token)
+        await store.list_page("pods", limit=2, continue_=page.continue_)
     assert info.value.code == 410 and "continue parameter is too old" in info.value.message
+    fresh = await store.list_page(
+        "pods", limit=5, continue_=info.value.status["metadata"]["continue"]
+    )
+    assert [p["metadata"]["name"] for p in fresh.items] == ["c", "d", "e"]  # inconsistent rest
     items, _ = await store.list("pods")  # a fresh list still works
     assert len(items) == 5
 
@@ -140,14 +106,16 @@ async def test_list_pagination_across_many_keys(make_store):
     for chunk in range(0, 300, 30):
         await asyncio.gather(*(store.create("pods", pod(n)) for n in names[chunk : chunk + 30]))
     got: list[str] = []
-    page, rv, token = await store.list_page("pods", "default", limit=70)
-    got += [p["metadata"]["name"] for p in page]
+    page = await store.list_page("pods", "default", limit=70)
+    rv, token = page.resource_version, page.continue_
+    got += [p["metadata"]["name"] for p in page.items]
     await store.create("pods", pod("p9999"))  # after the list's revision: not in it
     await store.delete("pods", "default", names[-1])  # still in it
     while token:
-        page, page_rv, token = await store.list_page("pods", "default", limit=70, continue_=token)
-        assert page_rv == rv
-        got += [p["metadata"]["name"] for p in page]
+        page = await store.list_page("pods", "default", limit=70, continue_=token)
+        assert page.resource_version == rv
+        token = page.continue_
+        got += [p["metadata"]["name"] for p in page.items]
     assert got == names
     items, _ = await store.list("pods")  # pages of 40 inside
     assert [i["metadata"]["name"] for i in items] == [*names[:-1], "p9999"]

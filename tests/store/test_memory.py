@@ -5,6 +5,7 @@ import pytest
 from hatchway.store.memory import MemoryStore
 
 from .contract import StoreContract
+from .contract_paging import PagingContract
 
 
 @pytest.fixture
@@ -20,5 +21,5 @@ async def make_store():
         await store.close()
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, PagingContract):
     pass

@@ -9,6 +9,7 @@ from hatchway.api.status import StatusError
 from hatchway.store.sqlite import SqliteStore
 
 from .contract import StoreContract, next_event, pod
+from .contract_paging import PagingContract
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ async def make_store(tmp_path):
         await store.close()
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, PagingContract):
     pass
 
 

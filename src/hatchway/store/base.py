@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from hatchway.store.paging import ListPage, Match
+
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
@@ -75,6 +77,28 @@ class Store(abc.ABC):
     ) -> tuple[list[dict[str, Any]], str]:
         """All objects of ``resource`` (in ``namespace``, or in all namespaces when None),
         sorted by namespace then name, and the store's current resourceVersion."""
+
+    @abc.abstractmethod
+    async def list_page(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_: str | None = None,
+        resource_version: str | None = None,
+        exact: bool = False,
+        match: Match | None = None,
+    ) -> ListPage:
+        """At most ``limit`` objects (clamped to ``paging.MAX_LIMIT``; 0 is that
+        maximum) in key order from where ``continue_`` says, those ``match`` accepts.
+
+        Without ``continue_``: the list as of now, or with ``resource_version`` as of no
+        earlier than it (504 if the store is not there yet), or exactly at it when
+        ``exact`` (410 if that is no longer available). Every later page of one list
+        shows the same revision as its first; a token whose revision is gone is 410 with
+        a fresh token in the Status's ``metadata.continue`` (protocol.md 10.5), a token
+        that does not parse is 400."""
 
     @abc.abstractmethod
     async def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from hatchway.api.status import (
     required,
 )
 from hatchway.errors import ConnectionClosedError
+from hatchway.store import paging
 from hatchway.store.base import ADDED, DELETED, MODIFIED, Store, Watch, WatchEvent
 
 Row = tuple[int, str, str]  # (rv, event type, object JSON)
@@ -49,6 +50,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def scan(self, resource: str, namespace: str | None) -> tuple[list[str], int]:
         """Objects sorted by (namespace, name), and the current rv, consistently."""
+
+    @abc.abstractmethod
+    def page(
+        self, resource: str, namespace: str | None, start: tuple[str, str], limit: int
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        """Up to ``limit`` (namespace, name, JSON) rows at or after ``start`` in
+        (namespace, name) order, and how many rows there are from ``start`` on."""
 
     @abc.abstractmethod
     def commit(self, resource: str, namespace: str, name: str, type_: str, obj: dict) -> str:
@@ -155,6 +163,74 @@ def op_delete(
     return backend.commit(resource, namespace, name, DELETED, stored)
 
 
+def _split_start(resource: str, namespace: str | None, start: str) -> tuple[str, str]:
+    """A continue token's start key (relative to the list's key prefix, as etcd's
+    ``{ns}/{name}`` or ``{name}``) as the (namespace, name) position it stands for."""
+    res = resources.by_name(resource)
+    if namespace is not None or (res is not None and not res.namespaced):
+        return namespace or "", start
+    ns, _, name = start.partition("/")
+    return ns, name
+
+
+def _join_start(resource: str, namespace: str | None, ns: str, name: str) -> str:
+    res = resources.by_name(resource)
+    if namespace is not None or (res is not None and not res.namespaced):
+        return name + "\0"
+    return f"{ns}/{name}\0"
+
+
+def op_page(
+    backend: Backend,
+    resource: str,
+    namespace: str | None,
+    *,
+    limit: int,
+    start: str,
+    at: int,
+    match: paging.Match | None,
+) -> tuple[list[str], int, str, int | None]:
+    """One page, read atomically: (JSON texts, list rv, next start key or "", remaining).
+
+    ``at`` is the revision the list must show (0: now, as for a first page). This store
+    keeps no old snapshots, so a list at ``at`` is served only while nothing in its
+    scope changed since ``at``; otherwise it is :class:`_Stale`."""
+    current = backend.rv()
+    if at > current:
+        raise paging.too_large(at, current)
+    if 0 < at < current:
+        rows, compacted = backend.history(resource, namespace, at)
+        if rows or at < compacted:
+            raise _Stale(compacted)
+    rv = at or current
+    position = _split_start(resource, namespace, start) if start else ("", "")
+    texts: list[str] = []
+    chunk = limit
+    while True:
+        rows, count = backend.page(resource, namespace, position, chunk)
+        for i, (ns, name, text) in enumerate(rows):
+            if match is None or match(json.loads(text)):
+                texts.append(text)
+            if len(texts) == limit:
+                more = i + 1 < count
+                after = _join_start(resource, namespace, ns, name) if more else ""
+                remaining = count - i - 1 if match is None else None
+                return texts, rv, after, remaining if more else None
+        if len(rows) >= count:
+            return texts, rv, "", None
+        ns, name, _ = rows[-1]
+        position = (ns, name + "\0")
+        chunk = min(chunk * 2, paging.MAX_LIMIT)
+
+
+class _Stale(Exception):
+    """A paged read at a revision this store can no longer show."""
+
+    def __init__(self, compacted: int) -> None:
+        super().__init__(compacted)
+        self.compacted = compacted
+
+
 class _Subscriber:
     """A watcher's bounded inbox; overflowing it ends the watch instead of growing."""
 
@@ -226,6 +302,43 @@ class EngineStore(Store):
         self._check_open()
         texts, rv = await self._call(lambda b: b.scan(resource, namespace))
         return [json.loads(t) for t in texts], str(rv)
+
+    async def list_page(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_: str | None = None,
+        resource_version: str | None = None,
+        exact: bool = False,
+        match: paging.Match | None = None,
+    ) -> paging.ListPage:
+        self._check_open()
+        limit = paging.clamp_limit(limit)
+        start, at = "", 0
+        if continue_:
+            at, start = paging.decode_continue(continue_)
+            at = max(at, 0)  # LATEST: read now
+        elif resource_version and resource_version != "0":
+            wanted = paging.parse_rv(resource_version)
+            if exact:
+                at = wanted
+            elif wanted > (current := int(await self.current_rv())):
+                raise paging.too_large(wanted, current)
+
+        def run(b: Backend) -> tuple[list[str], int, str, int | None]:
+            return op_page(b, resource, namespace, limit=limit, start=start, at=at, match=match)
+
+        try:
+            texts, rv, after, remaining = await self._call(run)
+        except _Stale as stale:
+            if continue_:
+                raise paging.continue_expired(start) from None
+            message = f"too old resource version: {at} ({stale.compacted})"
+            raise StatusError(expired(message)) from None
+        token = paging.encode_continue(rv, after) if after else ""
+        return paging.ListPage([json.loads(t) for t in texts], str(rv), token, remaining)
 
     async def current_rv(self) -> str:
         self._check_open()

@@ -19,7 +19,6 @@ gateway over our own HTTP client is the client (protocol.md 10.2, 10.4).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -45,6 +44,7 @@ from hatchway.api.status import (
 )
 from hatchway.errors import ConnectionClosedError
 from hatchway.store import etcdwire as wire
+from hatchway.store import paging
 from hatchway.store.base import Store, Watch
 from hatchway.store.engine import _NAME_CHARS, _group, _key, _without_rv
 from hatchway.store.etcdclient import EtcdClient
@@ -152,14 +152,13 @@ class EtcdStore(Store):
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page, rv, token = await self.list_page(
-                resource, namespace, limit=self.page_size, continue_=token
-            )
-            items.extend(page)
+            page = await self.list_page(resource, namespace, limit=self.page_size, continue_=token)
+            items.extend(page.items)
+            token = page.continue_
             if not token:
                 break
         items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
-        return items, rv
+        return items, page.resource_version
 
     async def list_page(
         self,
@@ -168,29 +167,59 @@ class EtcdStore(Store):
         *,
         limit: int,
         continue_: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str, str]:
-        """At most ``limit`` objects in key order, the list's resourceVersion, and the
-        ``continue`` token for the next page (``""`` after the last). Every page of one
-        list reads at the first page's revision; once that is compacted, 410 Expired."""
+        resource_version: str | None = None,
+        exact: bool = False,
+        match: paging.Match | None = None,
+    ) -> paging.ListPage:
+        """Pages in key order; every page of one list reads at the first page's revision
+        (kube-apiserver's etcd3 ``GetList``, protocol.md 10.5)."""
+        limit = paging.clamp_limit(limit)
         prefix = self.key_prefix(resource, namespace)
-        start, rev = prefix, 0
+        start, rev, at_least = prefix, 0, 0
         if continue_:
-            rev, suffix = _parse_continue(continue_)
-            start = prefix + suffix
-        body = wire.range_body(start, wire.prefix_end(prefix), rev=rev, limit=max(1, limit))
+            rev, suffix = paging.decode_continue(continue_)
+            rev = max(rev, 0)  # LATEST: read now
+            start = prefix + suffix.encode()
+        elif resource_version and resource_version != "0":
+            wanted = paging.parse_rv(resource_version)
+            rev, at_least = (wanted, 0) if exact else (0, wanted)
+        items: list[dict[str, Any]] = []
+        chunk = min(limit, self.page_size) if match else limit
+        while True:
+            result = await self._range_page(start, prefix, rev, chunk, bool(continue_))
+            if result.revision < at_least:
+                raise paging.too_large(at_least, result.revision)
+            rev = rev or result.revision
+            for i, kv in enumerate(result.kvs):
+                obj = object_of(kv.value, kv.mod_revision)
+                if match is None or match(obj):
+                    items.append(obj)
+                if len(items) == limit:
+                    if i + 1 == len(result.kvs) and not result.more:
+                        return paging.ListPage(items, str(rev))
+                    token = paging.encode_continue(rev, (kv.key[len(prefix) :] + b"\0").decode())
+                    remaining = result.count - i - 1 if match is None else None
+                    return paging.ListPage(items, str(rev), token, remaining)
+            if not result.more or not result.kvs:
+                return paging.ListPage(items, str(rev))
+            start = result.kvs[-1].key + b"\0"
+            chunk = min(chunk * 2, paging.MAX_LIMIT)
+
+    async def _range_page(
+        self, start: bytes, prefix: bytes, rev: int, limit: int, continuing: bool
+    ) -> wire.RangeResult:
+        body = wire.range_body(start, wire.prefix_end(prefix), rev=rev, limit=limit)
         try:
-            result = wire.parse_range(await self.call("/v3/kv/range", body))
+            return wire.parse_range(await self.call("/v3/kv/range", body))
         except StatusError as exc:
-            if continue_ and exc.code == 410:
-                message = "the provided continue parameter is too old; list again"
-                raise StatusError(expired(message)) from exc
-            raise
-        rev = rev or result.revision
-        items = [object_of(kv.value, kv.mod_revision) for kv in result.kvs]
-        token = ""
-        if result.more and result.kvs:
-            token = _make_continue(rev, result.kvs[-1].key[len(prefix) :] + b"\0")
-        return items, str(rev), token
+            if exc.code != 410:
+                raise
+            if "future revision" in exc.message:
+                current = int(await self.current_rv())
+                raise paging.too_large(rev, current) from None
+            if continuing:
+                raise paging.continue_expired(start[len(prefix) :].decode()) from None
+            raise StatusError(expired(f"too old resource version: {rev}")) from None
 
     async def current_rv(self) -> str:
         body = wire.range_body(self.prefix.encode() + b"/", count_only=True)
@@ -336,19 +365,3 @@ def _missing_name(resource: str) -> None:
     res = resources.by_name(resource)
     cause = required("metadata.name", "name or generateName is required")
     raise StatusError(invalid(res.kind if res else resource, "", [cause], _group(resource)))
-
-
-def _make_continue(rev: int, start: bytes) -> str:
-    token = {"v": "meta.k8s.io/v1", "rv": rev, "start": start.decode("utf-8", "replace")}
-    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
-
-
-def _parse_continue(token: str) -> tuple[int, bytes]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        rev, start = int(data["rv"]), str(data["start"]).encode()
-    except (ValueError, KeyError, TypeError):
-        raise StatusError(bad_request("invalid continue token")) from None
-    if rev <= 0 or b"/.." in b"/" + start or start.startswith(b"/"):
-        raise StatusError(bad_request("invalid continue token"))
-    return rev, start

@@ -124,13 +124,16 @@ class RangeResult:
     kvs: list[KeyValue]
     more: bool
     revision: int
+    #: Keys in the whole range at that revision, whatever the limit.
+    count: int = 0
 
 
 def parse_range(data: dict[str, Any]) -> RangeResult:
     kvs = data.get("kvs") or []
     if not isinstance(kvs, list):
         raise EtcdError("etcd sent kvs that are not a list")
-    return RangeResult([parse_kv(kv) for kv in kvs], bool(data.get("more")), revision(data))
+    more, count = bool(data.get("more")), _int(data.get("count"))
+    return RangeResult([parse_kv(kv) for kv in kvs], more, revision(data), count)
 
 
 # -- transactions ------------------------------------------------------------------------

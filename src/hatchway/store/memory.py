@@ -31,6 +31,16 @@ class MemoryBackend(Backend):
         )
         return [self._objects[k] for k in keys], self._rv
 
+    def page(
+        self, resource: str, namespace: str | None, start: tuple[str, str], limit: int
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        keys = sorted(
+            k
+            for k in self._objects
+            if k[0] == resource and (namespace is None or k[1] == namespace) and k[1:] >= start
+        )
+        return [(k[1], k[2], self._objects[k]) for k in keys[:limit]], len(keys)
+
     def commit(self, resource: str, namespace: str, name: str, type_: str, obj: dict) -> str:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)

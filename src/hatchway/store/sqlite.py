@@ -70,6 +70,22 @@ class SqliteBackend(Backend):
                 )
             return [r[0] for r in cur], self._meta("rv")
 
+    def page(
+        self, resource: str, namespace: str | None, start: tuple[str, str], limit: int
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        where = "resource=? AND (namespace, name) >= (?, ?)"
+        args: tuple[Any, ...] = (resource, *start)
+        if namespace is not None:
+            where += " AND namespace=?"
+            args += (namespace,)
+        with self._db:  # one read transaction: the page and its count agree
+            self._db.execute("BEGIN")
+            sql = f"SELECT namespace, name, data FROM objects WHERE {where}"
+            rows = self._db.execute(sql + " ORDER BY namespace, name LIMIT ?", (*args, limit))
+            page = [(r[0], r[1], r[2]) for r in rows]
+            count = self._db.execute(f"SELECT COUNT(*) FROM objects WHERE {where}", args)
+            return page, int(count.fetchone()[0])
+
     def commit(self, resource: str, namespace: str, name: str, type_: str, obj: dict) -> str:
         db = self._db
         with db:
