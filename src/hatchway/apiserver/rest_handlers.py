@@ -40,6 +40,7 @@ from hatchway.apiserver.request_info import query_bool
 from hatchway.apiserver.serviceaccounts import ServiceAccountTokens
 from hatchway.apiserver.watch import watch_response
 from hatchway.protocol import peer_json
+from hatchway.store import paging
 from hatchway.store.base import Store
 from hatchway.transport.http import Response
 
@@ -251,18 +252,55 @@ class ResourceHandler:
                 as_table=self._wants_table(call),
                 include_object=_first(call, "includeObject") or "Metadata",
             )
-        items, rv = await self.store.list(res.name, scope)
-        items = [o for o in items if labels.matches_object(o) and fields.matches(o)]
+        match = None
+        if labels.requirements or fields.requirements:
+
+            def match(obj: dict[str, Any]) -> bool:
+                return labels.matches_object(obj) and fields.matches(obj)
+
+        page = await self._list(call, res.name, scope, match)
+        meta: dict[str, Any] = {"resourceVersion": page.resource_version}
+        if page.continue_:
+            meta["continue"] = page.continue_
+        if page.remaining is not None:
+            meta["remainingItemCount"] = page.remaining
         if self._wants_table(call):
-            return json_response(self._render(call, res, items, rv))
+            rendered = self._render(call, res, page.items, page.resource_version)
+            rendered["metadata"] = meta
+            return json_response(rendered)
         return json_response(
             {
                 "kind": f"{res.kind}List",
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": rv},
-                "items": items,
+                "metadata": meta,
+                "items": page.items,
             }
         )
+
+    async def _list(
+        self, call: Call, resource: str, scope: str | None, match: paging.Match | None
+    ) -> paging.ListPage:
+        """``?limit=``, ``?continue=``, ``?resourceVersion=`` and
+        ``?resourceVersionMatch=`` as kube-apiserver reads them (protocol.md 10.5)."""
+        limit, token, rv, exact = list_options(call)
+        if not limit and not token and rv in (None, "", "0"):
+            items, current = await self.store.list(resource, scope)
+            return paging.ListPage([o for o in items if match is None or match(o)], current)
+        if limit or token:
+            return await self.store.list_page(
+                resource, scope, limit=limit, continue_=token, resource_version=rv, exact=exact,
+                match=match,
+            )  # fmt: skip
+        page = await self.store.list_page(
+            resource, scope, limit=0, resource_version=rv, exact=exact, match=match
+        )
+        items = list(page.items)
+        while page.continue_:  # no limit asked: every page, all at the first one's revision
+            page = await self.store.list_page(
+                resource, scope, limit=0, continue_=page.continue_, match=match
+            )
+            items += page.items
+        return paging.ListPage(items, page.resource_version)
 
     # -- writes ------------------------------------------------------------------------
     async def _check_namespace(self, res: resources.Resource, namespace: str, name: str) -> None:
@@ -547,6 +585,39 @@ class ResourceHandler:
 
 #: The one dryRun value Kubernetes knows: every stage runs, nothing is stored.
 DRY_RUN_ALL = "All"
+
+
+def list_options(call: Call) -> tuple[int, str | None, str | None, bool]:
+    """(limit, continue token, resourceVersion, whether it must match exactly), checked
+    as kube-apiserver's ``ValidateListOptions``: 400 or 422 for combinations it refuses."""
+    text = _first(call, "limit")
+    try:
+        limit = int(text) if text else 0
+    except ValueError:
+        raise StatusError(status.bad_request(f"invalid limit {text!r}: not an integer")) from None
+    token = _first(call, "continue") or None
+    rv = _first(call, "resourceVersion") or None
+    match = _first(call, "resourceVersionMatch") or ""
+    causes = []
+    if match and rv is None:
+        detail = "resourceVersionMatch is forbidden unless resourceVersion is provided"
+        causes.append(status.forbidden_field("resourceVersionMatch", detail))
+    if match and token:
+        detail = "resourceVersionMatch is forbidden when continue is provided"
+        causes.append(status.forbidden_field("resourceVersionMatch", detail))
+    if match and match not in ("Exact", "NotOlderThan"):
+        causes.append(
+            status.not_supported("resourceVersionMatch", match, ["Exact", "NotOlderThan"])
+        )
+    if match == "Exact" and rv == "0":
+        detail = 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+        causes.append(status.forbidden_field("resourceVersionMatch", detail))
+    if causes:
+        raise StatusError(status.invalid("ListOptions", "", causes, "meta.k8s.io"))
+    if token and rv not in (None, "0"):
+        message = "specifying resource version is not allowed when using continue"
+        raise StatusError(status.bad_request(message))
+    return max(limit, 0), token, rv, match == "Exact"
 
 
 def _dry_run(call: Call, options_kind: str, body: dict[str, Any] | None = None) -> bool:
