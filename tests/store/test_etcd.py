@@ -23,6 +23,7 @@ from hatchway.transport.http import HttpClient
 
 from .contract import StoreContract, next_event, pod
 from .contract_paging import PagingContract
+from .cut_proxy import CutProxy
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (etcd-server)")
 
@@ -201,7 +202,9 @@ async def test_mutual_tls_and_bookmarks(tls_etcd):
 async def test_tls_etcd_refuses_a_client_without_certificate(tls_etcd):
     no_cert = tls.client_context(ca_file=tls_etcd.ca)
     store = EtcdStore(
-        EtcdClient([tls_etcd.url], HttpClient(), ssl_context=no_cert), compaction_interval=0
+        EtcdClient([tls_etcd.url], HttpClient(), ssl_context=no_cert),
+        compaction_interval=0,
+        retry_for=0,
     )
     try:
         with pytest.raises(StatusError) as info:
@@ -219,3 +222,61 @@ def test_line_splitter_bounds_and_splits():
         splitter.feed(b"x" * 20)
     assert wire.prefix_end(b"/registry/pods/") == b"/registry/pods0"
     assert wire.prefix_end(b"a\xff") == b"b"
+
+
+@pytest.mark.parametrize("endpoints", ["proxy", "proxy-then-direct"])
+async def test_a_lost_answer_is_our_write_not_a_conflict(etcd, endpoints):
+    """The connection is cut after etcd applied a txn, before its answer: the retry (on
+    the same endpoint, or the client's next one) finds our own write and reports it once
+    as success, never 409 or 404, and it is applied once."""
+    host, port = etcd.url.removeprefix("http://").rsplit(":", 1)
+    proxy = await CutProxy(host, int(port)).start()
+    urls = [proxy.url] if endpoints == "proxy" else [proxy.url, etcd.url]
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/registry"
+    store = EtcdStore(EtcdClient(urls, HttpClient()), prefix=prefix, compaction_interval=0)
+
+    def cut() -> None:
+        proxy.cut_next()
+        store.client._current = 0  # through the proxy again, after a failover to etcd itself
+
+    try:
+        cut()
+        created = await store.create("pods", pod("a"))
+        rv = created["metadata"]["resourceVersion"]
+        assert proxy.cuts == 1 and await store.get("pods", "default", "a") == created
+        async with store.watch("pods", since_rv=rv) as w:
+            cut()
+            updated = await store.update(
+                "pods", dict(created, status={"phase": "Run"}), expect_rv=rv
+            )
+            assert proxy.cuts == 2
+            assert int(updated["metadata"]["resourceVersion"]) == int(rv) + 1
+            assert await store.current_rv() == updated["metadata"]["resourceVersion"]  # once
+            assert await store.get("pods", "default", "a") == updated
+            cut()
+            gone = await store.delete(
+                "pods", "default", "a", expect_rv=updated["metadata"]["resourceVersion"]
+            )
+            assert proxy.cuts == 3 and gone["metadata"]["name"] == "a"
+            await store.create("pods", pod("sentinel"))
+            events = [await next_event(w) for _ in range(3)]
+        assert [(e.type, e.object["metadata"]["name"]) for e in events] == [
+            ("MODIFIED", "a"), ("DELETED", "a"), ("ADDED", "sentinel"),
+        ]  # fmt: skip
+        assert "hatchway.io/write" not in events[0].object
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_identical_writes_from_two_writers_are_told_apart(make_store, etcd):
+    """Two writers computing the same bytes from the same revision: the one whose answer
+    was lost must not take the other's write for its own (the write marker)."""
+    store = make_store()
+    created = await store.create("pods", pod("a"))
+    rv = created["metadata"]["resourceVersion"]
+    body = dict(created, status={"phase": "Same"})
+    first = await store.update("pods", body, expect_rv=rv)
+    with pytest.raises(StatusError) as info:
+        await store.update("pods", body, expect_rv=rv)
+    assert info.value.code == 409 and first["metadata"]["resourceVersion"] != rv

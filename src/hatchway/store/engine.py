@@ -37,6 +37,7 @@ from hatchway.api.status import (
 from hatchway.errors import ConnectionClosedError
 from hatchway.store import paging
 from hatchway.store.base import ADDED, DELETED, MODIFIED, Store, Watch, WatchEvent
+from hatchway.store.enginepage import Stale, op_page
 
 Row = tuple[int, str, str]  # (rv, event type, object JSON)
 
@@ -163,74 +164,6 @@ def op_delete(
     return backend.commit(resource, namespace, name, DELETED, stored)
 
 
-def _split_start(resource: str, namespace: str | None, start: str) -> tuple[str, str]:
-    """A continue token's start key (relative to the list's key prefix, as etcd's
-    ``{ns}/{name}`` or ``{name}``) as the (namespace, name) position it stands for."""
-    res = resources.by_name(resource)
-    if namespace is not None or (res is not None and not res.namespaced):
-        return namespace or "", start
-    ns, _, name = start.partition("/")
-    return ns, name
-
-
-def _join_start(resource: str, namespace: str | None, ns: str, name: str) -> str:
-    res = resources.by_name(resource)
-    if namespace is not None or (res is not None and not res.namespaced):
-        return name + "\0"
-    return f"{ns}/{name}\0"
-
-
-def op_page(
-    backend: Backend,
-    resource: str,
-    namespace: str | None,
-    *,
-    limit: int,
-    start: str,
-    at: int,
-    match: paging.Match | None,
-) -> tuple[list[str], int, str, int | None]:
-    """One page, read atomically: (JSON texts, list rv, next start key or "", remaining).
-
-    ``at`` is the revision the list must show (0: now, as for a first page). This store
-    keeps no old snapshots, so a list at ``at`` is served only while nothing in its
-    scope changed since ``at``; otherwise it is :class:`_Stale`."""
-    current = backend.rv()
-    if at > current:
-        raise paging.too_large(at, current)
-    if 0 < at < current:
-        rows, compacted = backend.history(resource, namespace, at)
-        if rows or at < compacted:
-            raise _Stale(compacted)
-    rv = at or current
-    position = _split_start(resource, namespace, start) if start else ("", "")
-    texts: list[str] = []
-    chunk = limit
-    while True:
-        rows, count = backend.page(resource, namespace, position, chunk)
-        for i, (ns, name, text) in enumerate(rows):
-            if match is None or match(json.loads(text)):
-                texts.append(text)
-            if len(texts) == limit:
-                more = i + 1 < count
-                after = _join_start(resource, namespace, ns, name) if more else ""
-                remaining = count - i - 1 if match is None else None
-                return texts, rv, after, remaining if more else None
-        if len(rows) >= count:
-            return texts, rv, "", None
-        ns, name, _ = rows[-1]
-        position = (ns, name + "\0")
-        chunk = min(chunk * 2, paging.MAX_LIMIT)
-
-
-class _Stale(Exception):
-    """A paged read at a revision this store can no longer show."""
-
-    def __init__(self, compacted: int) -> None:
-        super().__init__(compacted)
-        self.compacted = compacted
-
-
 class _Subscriber:
     """A watcher's bounded inbox; overflowing it ends the watch instead of growing."""
 
@@ -332,7 +265,7 @@ class EngineStore(Store):
 
         try:
             texts, rv, after, remaining = await self._call(run)
-        except _Stale as stale:
+        except Stale as stale:
             if continue_:
                 raise paging.continue_expired(start) from None
             message = f"too old resource version: {at} ({stale.compacted})"

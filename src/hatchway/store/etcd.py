@@ -47,13 +47,16 @@ from hatchway.store import etcdwire as wire
 from hatchway.store import paging
 from hatchway.store.base import Store, Watch
 from hatchway.store.engine import _NAME_CHARS, _group, _key, _without_rv
-from hatchway.store.etcdclient import EtcdClient
-from hatchway.store.etcdwatch import EtcdWatch, object_of
+from hatchway.store.etcdclient import EtcdClient, EtcdUnavailableError
+from hatchway.store.etcdwatch import WRITE_MARKER, EtcdWatch, object_of
 
 log = logging.getLogger(__name__)
 
 #: How many times an update or delete without a precondition rereads after losing a race.
 RETRIES = 16
+#: gRPC codes etcd answers while it has no leader or a proposal timed out: retried (and
+#: such a write may still have been applied).
+TRANSIENT = frozenset({4, 14})
 
 
 def _segment(text: str, what: str) -> str:
@@ -70,7 +73,9 @@ class EtcdStore(Store):
     ``compaction_interval`` (seconds, 0 for never) is kube-apiserver's
     ``--etcd-compaction-interval``; ``history`` (revisions, optional) also compacts
     whenever more than twice that many revisions accumulated since the last compaction,
-    keeping the last ``history``. Construct it inside a running event loop.
+    keeping the last ``history``; ``retry_for`` (seconds) is how long a request is
+    retried while no etcd member answers or the cluster has no leader (an election after
+    a member is lost). Construct it inside a running event loop.
     """
 
     def __init__(
@@ -83,9 +88,11 @@ class EtcdStore(Store):
         max_event: int = 8 * 1024 * 1024,
         compaction_interval: float = 300.0,
         history: int | None = None,
+        retry_for: float = 10.0,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.client = client
+        self.retry_for = retry_for
         self.prefix = prefix.rstrip("/")
         self.page_size = page_size
         self.watch_queue = watch_queue
@@ -120,24 +127,45 @@ class EtcdStore(Store):
 
     # -- requests ------------------------------------------------------------------------
     async def call(self, path: str, body: bytes) -> dict[str, Any]:
-        if self._closed:
-            raise ConnectionClosedError("store is closed")
-        try:
-            return await self.client.call(path, body)
-        except wire.EtcdError as exc:
-            if exc.code == wire.OUT_OF_RANGE:
-                raise StatusError(expired(f"too old resource version: {exc}")) from exc
-            raise StatusError(internal_error(str(exc))) from exc
-        except ConnectionClosedError as exc:
-            raise StatusError(internal_error(str(exc))) from exc
+        return (await self._call(path, body))[0]
+
+    async def _call(self, path: str, body: bytes) -> tuple[dict[str, Any], bool]:
+        """The answer, and whether the request may also have been applied by an earlier
+        attempt whose answer was lost. Retried for ``retry_for`` seconds while etcd is
+        unreachable or has no leader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        pause, maybe_sent = 0.05, False
+        while True:
+            if self._closed:
+                raise ConnectionClosedError("store is closed")
+            try:
+                data, resent = await self.client.call_write(path, body)
+                return data, maybe_sent or resent
+            except wire.EtcdError as exc:
+                if exc.code == wire.OUT_OF_RANGE:
+                    raise StatusError(expired(f"too old resource version: {exc}")) from exc
+                if exc.code not in TRANSIENT or loop.time() + pause > deadline:
+                    raise StatusError(internal_error(str(exc))) from exc
+                maybe_sent = True  # a timed-out proposal may still commit
+            except EtcdUnavailableError as exc:
+                maybe_sent |= exc.maybe_sent
+                if loop.time() + pause > deadline:
+                    raise StatusError(internal_error(str(exc))) from exc
+            except ConnectionClosedError as exc:
+                raise StatusError(internal_error(str(exc))) from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def _read(self, key: bytes) -> tuple[wire.KeyValue | None, int]:
         result = wire.parse_range(await self.call("/v3/kv/range", wire.range_body(key)))
         return (result.kvs[0] if result.kvs else None), result.revision
 
     @staticmethod
-    def _encode(obj: dict[str, Any]) -> bytes:
-        return json.dumps(_without_rv(obj), separators=(",", ":")).encode()
+    def _encode(obj: dict[str, Any], marker: str) -> bytes:
+        return json.dumps(
+            {**_without_rv(obj), WRITE_MARKER: marker}, separators=(",", ":")
+        ).encode()
 
     # -- Store ---------------------------------------------------------------------------
     async def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
@@ -234,14 +262,15 @@ class EtcdStore(Store):
             _missing_name(resource)
         meta["uid"] = meta.get("uid") or str(uuid.uuid4())
         meta["creationTimestamp"] = meta.get("creationTimestamp") or format_time(self._now())
+        marker = uuid.uuid4().hex
         for _ in range(8 if generated else 1):
             if generated:
                 meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_CHARS, k=5))
             key = self.key(resource, namespace, meta["name"])
-            txn = await self._txn(wire.create_txn(key, self._encode(data)))
-            if txn.succeeded:
-                meta["resourceVersion"] = str(txn.revision)
-                await self._after_write(txn.revision)
+            txn, _ = await self._txn(wire.create_txn(key, self._encode(data, marker)))
+            if (rev := _written(txn, marker)) is not None:
+                meta["resourceVersion"] = str(rev)
+                await self._after_write(rev)
                 return data
         raise StatusError(already_exists(resource, meta["name"], _group(resource)))
 
@@ -253,6 +282,7 @@ class EtcdStore(Store):
         key = self.key(resource, namespace, name)
         expect = expect_rv or data["metadata"].get("resourceVersion")
         kv, _ = await self._read(key)
+        marker = uuid.uuid4().hex
         for _ in range(RETRIES):
             if kv is None:
                 raise StatusError(not_found(resource, name, _group(resource)))
@@ -264,10 +294,11 @@ class EtcdStore(Store):
                     data["metadata"][field] = stored["metadata"][field]
             if _without_rv(data) == _without_rv(stored):
                 return stored
-            txn = await self._txn(wire.update_txn(key, self._encode(data), kv.mod_revision))
-            if txn.succeeded:
-                data["metadata"]["resourceVersion"] = str(txn.revision)
-                await self._after_write(txn.revision)
+            value = self._encode(data, marker)
+            txn, _ = await self._txn(wire.update_txn(key, value, kv.mod_revision))
+            if (rev := _written(txn, marker)) is not None:
+                data["metadata"]["resourceVersion"] = str(rev)
+                await self._after_write(rev)
                 return data
             kv = txn.current
         raise StatusError(conflict(resource, name, _group(resource), CONFLICT_MODIFIED))
@@ -282,15 +313,18 @@ class EtcdStore(Store):
                 raise StatusError(not_found(resource, name, _group(resource)))
             if expect_rv and expect_rv != str(kv.mod_revision):
                 break
-            txn = await self._txn(wire.delete_txn(key, kv.mod_revision))
-            if txn.succeeded:
+            txn, maybe_sent = await self._txn(wire.delete_txn(key, kv.mod_revision))
+            if txn.succeeded or (maybe_sent and txn.current is None):
+                # Gone after an attempt whose answer was lost: that was our delete (its
+                # revision is then known only as at most the answer's, protocol.md 10.6).
                 await self._after_write(txn.revision)
                 return object_of(kv.value, txn.revision)
             kv = txn.current
         raise StatusError(conflict(resource, name, _group(resource), CONFLICT_MODIFIED))
 
-    async def _txn(self, body: bytes) -> wire.TxnResult:
-        return wire.parse_txn(await self.call("/v3/kv/txn", body))
+    async def _txn(self, body: bytes) -> tuple[wire.TxnResult, bool]:
+        data, maybe_sent = await self._call("/v3/kv/txn", body)
+        return wire.parse_txn(data), maybe_sent
 
     def watch(
         self, resource: str, namespace: str | None = None, *, since_rv: str | None = None
@@ -359,6 +393,25 @@ class EtcdStore(Store):
                     previous = 0
             except (StatusError, wire.EtcdError) as exc:
                 log.warning("etcd compaction skipped: %s", exc)
+
+
+def _written(txn: wire.TxnResult, marker: str) -> int | None:
+    """The revision our write is at: the txn's, or, when the compare failed because an
+    earlier attempt of this very write was applied (its answer lost), the key's."""
+    if txn.succeeded:
+        return txn.revision
+    current = txn.current
+    if current is not None and _marker_of(current.value) == marker:
+        return current.mod_revision
+    return None
+
+
+def _marker_of(value: bytes) -> str | None:
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    return obj.get(WRITE_MARKER) if isinstance(obj, dict) else None
 
 
 def _missing_name(resource: str) -> None:

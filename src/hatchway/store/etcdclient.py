@@ -64,7 +64,13 @@ MAX_RESPONSE = 64 * 1024 * 1024
 
 
 class EtcdUnavailableError(ConnectionClosedError):
-    """No etcd endpoint could be reached."""
+    """No etcd endpoint could be reached. ``maybe_sent``: some endpoint failed after
+    the request may have reached it (anything but a refused connection), so a write
+    may have been applied."""
+
+    def __init__(self, message: str, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class EtcdClient:
@@ -98,24 +104,33 @@ class EtcdClient:
         n = len(self.endpoints)
         return [(self._current + i) % n for i in range(n)]
 
-    async def _first_answer(self, send: Callable[[str], Awaitable[T]]) -> T:
+    async def _first_answer(self, send: Callable[[str], Awaitable[T]]) -> tuple[T, bool]:
         """``send(endpoint)`` to each endpoint in turn, from the one that answered last;
-        the first answer (whatever its status), or :class:`EtcdUnavailableError` naming
+        the first answer (whatever its status) and whether an endpoint before it failed
+        after the request may have reached it; or :class:`EtcdUnavailableError` naming
         every endpoint's failure."""
         failures = []
+        maybe_sent = False
         for index in self._order():
             try:
                 answer = await send(self.endpoints[index])
             except (OSError, ConnectionClosedError, TimeoutError) as exc:
                 failures.append(f"{self.endpoints[index]}: {exc or type(exc).__name__}")
+                maybe_sent |= not isinstance(exc, ConnectionRefusedError)
                 continue
             self._current = index
-            return answer
-        raise EtcdUnavailableError("etcd unreachable: " + "; ".join(failures))
+            return answer, maybe_sent
+        raise EtcdUnavailableError("etcd unreachable: " + "; ".join(failures), maybe_sent)
 
     async def call(self, path: str, body: bytes) -> dict[str, Any]:
         """POST ``body`` to ``path`` (``/v3/kv/range``...) and decode the answer."""
-        response: Response = await self._first_answer(
+        return (await self.call_write(path, body))[0]
+
+    async def call_write(self, path: str, body: bytes) -> tuple[dict[str, Any], bool]:
+        """:meth:`call`, and whether an endpoint tried before the one that answered may
+        have received (and applied) the request too (protocol.md 10.6)."""
+        response: Response
+        response, maybe_sent = await self._first_answer(
             lambda endpoint: self._http.request(
                 "POST",
                 endpoint + path,
@@ -128,11 +143,12 @@ class EtcdClient:
         )
         if response.status != 200 and not response.body.startswith(b"{"):
             raise EtcdError(f"etcd answered {response.status} to {path}")
-        return decode(response.body)
+        return decode(response.body), maybe_sent
 
     async def open_watch(self, body: bytes) -> StreamingResponse:
         """Start a watch stream (``POST /v3/watch``); the caller reads and closes it."""
-        response: StreamingResponse = await self._first_answer(
+        response: StreamingResponse
+        response, _ = await self._first_answer(
             lambda endpoint: self._http.stream(
                 "POST",
                 endpoint + "/v3/watch",

@@ -25,6 +25,10 @@ from hatchway.store.engine import _parse_rv
 if TYPE_CHECKING:
     from hatchway.store.etcd import EtcdStore
 
+#: The field of a stored value naming the write that stored it (protocol.md 10.6);
+#: never shown to clients.
+WRITE_MARKER = "hatchway.io/write"
+
 #: Reopening a broken stream: attempts, and the first pause (doubling each time).
 REOPEN_ATTEMPTS = 5
 REOPEN_PAUSE = 0.2
@@ -38,6 +42,7 @@ def object_of(value: bytes, rev: int) -> dict[str, Any]:
         raise StatusError(internal_error(f"etcd holds a value that is not JSON: {exc}")) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         raise StatusError(internal_error("etcd holds a value that is not an object"))
+    obj.pop(WRITE_MARKER, None)
     obj["metadata"]["resourceVersion"] = str(rev)
     return obj
 

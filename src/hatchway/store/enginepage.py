@@ -1,0 +1,81 @@
+"""Paged reads over an engine :class:`~hatchway.store.engine.Backend`, in one backend
+call so a page and the checks before it see one state (protocol.md 10.5)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from hatchway.api import resources
+from hatchway.store import paging
+
+if TYPE_CHECKING:
+    from hatchway.store.engine import Backend
+
+
+def _split_start(resource: str, namespace: str | None, start: str) -> tuple[str, str]:
+    """A continue token's start key (relative to the list's key prefix, as etcd's
+    ``{ns}/{name}`` or ``{name}``) as the (namespace, name) position it stands for."""
+    res = resources.by_name(resource)
+    if namespace is not None or (res is not None and not res.namespaced):
+        return namespace or "", start
+    ns, _, name = start.partition("/")
+    return ns, name
+
+
+def _join_start(resource: str, namespace: str | None, ns: str, name: str) -> str:
+    res = resources.by_name(resource)
+    if namespace is not None or (res is not None and not res.namespaced):
+        return name + "\0"
+    return f"{ns}/{name}\0"
+
+
+def op_page(
+    backend: Backend,
+    resource: str,
+    namespace: str | None,
+    *,
+    limit: int,
+    start: str,
+    at: int,
+    match: paging.Match | None,
+) -> tuple[list[str], int, str, int | None]:
+    """One page, read atomically: (JSON texts, list rv, next start key or "", remaining).
+
+    ``at`` is the revision the list must show (0: now, as for a first page). This store
+    keeps no old snapshots, so a list at ``at`` is served only while nothing in its
+    scope changed since ``at``; otherwise it is :class:`Stale`."""
+    current = backend.rv()
+    if at > current:
+        raise paging.too_large(at, current)
+    if 0 < at < current:
+        rows, compacted = backend.history(resource, namespace, at)
+        if rows or at < compacted:
+            raise Stale(compacted)
+    rv = at or current
+    position = _split_start(resource, namespace, start) if start else ("", "")
+    texts: list[str] = []
+    chunk = limit
+    while True:
+        rows, count = backend.page(resource, namespace, position, chunk)
+        for i, (ns, name, text) in enumerate(rows):
+            if match is None or match(json.loads(text)):
+                texts.append(text)
+            if len(texts) == limit:
+                more = i + 1 < count
+                after = _join_start(resource, namespace, ns, name) if more else ""
+                remaining = count - i - 1 if match is None else None
+                return texts, rv, after, remaining if more else None
+        if len(rows) >= count:
+            return texts, rv, "", None
+        ns, name, _ = rows[-1]
+        position = (ns, name + "\0")
+        chunk = min(chunk * 2, paging.MAX_LIMIT)
+
+
+class Stale(Exception):
+    """A paged read at a revision this store can no longer show."""
+
+    def __init__(self, compacted: int) -> None:
+        super().__init__(compacted)
+        self.compacted = compacted
