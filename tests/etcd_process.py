@@ -39,10 +39,23 @@ def _free_ports(n: int) -> list[int]:
 
 
 class EtcdProcess:
-    def __init__(self, base: pathlib.Path, *, tls: bool = False, args: tuple[str, ...] = ()):
+    """One etcd member. Alone by default; ``name`` and ``cluster`` (etcd's
+    ``--initial-cluster``) make it a member of a cluster (:class:`EtcdCluster`)."""
+
+    def __init__(
+        self,
+        base: pathlib.Path,
+        *,
+        tls: bool = False,
+        args: tuple[str, ...] = (),
+        name: str = "t",
+        cluster: str = "",
+    ):
         self.base = base
         self.tls = tls
         self.args = args
+        self.name = name
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.peer_port = 0
@@ -62,6 +75,17 @@ class EtcdProcess:
 
     def start_on(self, client_port: int, peer_port: int | None = None) -> EtcdProcess:
         """Start (again: same data dir) with these ports."""
+        self.spawn(client_port, peer_port)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def spawn(self, client_port: int, peer_port: int | None = None) -> None:
+        """Start the process without waiting for it to serve (a cluster's members must
+        all be up before any of them can)."""
         assert ETCD, "etcd is not installed"
         peer_port = peer_port or self.peer_port
         self.peer_port = peer_port
@@ -69,24 +93,19 @@ class EtcdProcess:
         self.url = f"{scheme}://127.0.0.1:{client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
         cmd = [
-            ETCD, "--name", "t", "--data-dir", str(self.base / "data"),
+            ETCD, "--name", self.name, "--data-dir", str(self.base / "data"),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"t={peer}", "--log-outputs", "stderr",
+            "--initial-cluster", self.cluster or f"{self.name}={peer}", "--log-outputs", "stderr",
         ]  # fmt: skip
         if self.tls:
             cmd += [
                 "--cert-file", str(self.server_cert), "--key-file", str(self.server_key),
                 "--trusted-ca-file", str(self.ca), "--client-cert-auth",
             ]  # fmt: skip
-        self.log = open(self.base / "etcd.log", "wb")
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.base / "etcd.log", "ab")
         self.proc = subprocess.Popen([*cmd, *self.args], stdout=self.log, stderr=self.log)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -110,6 +129,22 @@ class EtcdProcess:
                 raise TimeoutError("etcd did not become ready")
             time.sleep(0.1)
 
+    def status(self) -> dict:
+        """``/v3/maintenance/status``: this member's ``header.member_id`` and the
+        ``leader`` it knows."""
+        request = urllib.request.Request(self.url + "/v3/maintenance/status", data=b"{}")
+        with urllib.request.urlopen(request, timeout=5, context=self.ssl_context()) as answer:
+            return json.loads(answer.read())
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the cluster."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -121,3 +156,57 @@ class EtcdProcess:
         self.proc = None
         if getattr(self, "log", None):
             self.log.close()
+
+
+class EtcdCluster:
+    """``size`` members on loopback ports, each with its own data dir under ``base``."""
+
+    def __init__(self, base: pathlib.Path, size: int = 3) -> None:
+        ports = _free_ports(2 * size)
+        self.client_ports = ports[:size]
+        self.peer_ports = ports[size:]
+        names = [f"m{i}" for i in range(size)]
+        cluster = ",".join(
+            f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, self.peer_ports, strict=True)
+        )
+        self.members = [
+            EtcdProcess(base / name, name=name, cluster=cluster) for name in names
+        ]  # fmt: skip
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.client_ports]
+
+    def start(self) -> EtcdCluster:
+        try:
+            for index, member in enumerate(self.members):
+                member.spawn(self.client_ports[index], self.peer_ports[index])
+            for member in self.members:
+                member._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def restart(self, index: int) -> None:
+        """Start a stopped member again on its ports and data dir: it rejoins."""
+        member = self.members[index]
+        member.start_on(self.client_ports[index], self.peer_ports[index])
+
+    def leader(self) -> int:
+        """The index of the member the others follow (asked of a live member)."""
+        ids = {}
+        leader = ""
+        for index, member in enumerate(self.members):
+            if member.proc is None:
+                continue
+            answer = member.status()
+            ids[str(answer["header"]["member_id"])] = index
+            leader = str(answer.get("leader") or leader)
+        if leader not in ids:
+            raise RuntimeError("no etcd leader among the live members")
+        return ids[leader]
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
