@@ -93,3 +93,29 @@ async def test_bad_path_surfaces_on_first_call(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
         await store.current_rv()
     store._executor.shutdown(wait=False)
+
+
+async def test_a_database_from_before_paged_lists(tmp_path):
+    """Old events have no previous states: a page at an old revision whose objects
+    changed since is 410 (with a fresh token), never a wrong snapshot."""
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.executescript(
+        "CREATE TABLE events (rv INTEGER PRIMARY KEY, resource TEXT NOT NULL,"
+        " namespace TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);"
+    )
+    db.close()
+    store = SqliteStore(tmp_path / "old.db")
+    try:
+        for name in "abc":
+            await store.create("pods", pod(name))
+        first = await store.list_page("pods", limit=1)
+        await store.delete("pods", "default", "c")
+        db = sqlite3.connect(tmp_path / "old.db")
+        db.execute("UPDATE events SET prev = NULL")  # as the old schema left them
+        db.commit()
+        db.close()
+        with pytest.raises(StatusError) as info:
+            await store.list_page("pods", limit=1, continue_=first.continue_)
+        assert info.value.code == 410 and info.value.status["metadata"]["continue"]
+    finally:
+        await store.close()

@@ -62,12 +62,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def commit(self, resource: str, namespace: str, name: str, type_: str, obj: dict) -> str:
         """Allocate the next rv, stamp it into ``obj``, store (or delete, for DELETED) the
-        object and record the event; returns the object's JSON."""
+        object and record the event (with the object's previous JSON); returns the
+        object's JSON."""
 
     @abc.abstractmethod
     def history(self, resource: str, namespace: str | None, after: int) -> tuple[list[Row], int]:
         """Events after rv ``after``, oldest first, and the compacted rv (every event at or
         below it has been pruned)."""
+
+    @abc.abstractmethod
+    def changes(
+        self, resource: str, namespace: str | None, after: int
+    ) -> tuple[dict[tuple[str, str], str | None] | None, int]:
+        """Every (namespace, name) changed after rv ``after``, with its JSON as of
+        ``after`` (None: it did not exist), or None when the events cannot tell; and the
+        compacted rv."""
 
     @abc.abstractmethod
     def rv(self) -> int: ...

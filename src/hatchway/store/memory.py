@@ -15,7 +15,7 @@ from hatchway.store.engine import Backend, EngineStore, Row
 class MemoryBackend(Backend):
     def __init__(self, history: int) -> None:
         self._objects: dict[tuple[str, str, str], str] = {}
-        self._events: deque[tuple[int, str, str, str, str]] = deque()
+        self._events: deque[tuple[int, str, str, str, str, str, str | None]] = deque()
         self._history = history
         self._rv = 0
         self._compacted = 0
@@ -45,11 +45,12 @@ class MemoryBackend(Backend):
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         text = json.dumps(obj, separators=(",", ":"))
+        prev = self._objects.get((resource, namespace, name))
         if type_ == "DELETED":
             self._objects.pop((resource, namespace, name), None)
         else:
             self._objects[(resource, namespace, name)] = text
-        self._events.append((self._rv, resource, namespace, type_, text))
+        self._events.append((self._rv, resource, namespace, type_, text, name, prev))
         while len(self._events) > self._history:
             self._compacted = self._events.popleft()[0]
         return text
@@ -57,10 +58,19 @@ class MemoryBackend(Backend):
     def history(self, resource: str, namespace: str | None, after: int) -> tuple[list[Row], int]:
         rows = [
             (rv, type_, text)
-            for rv, res, ns, type_, text in self._events
+            for rv, res, ns, type_, text, _, _ in self._events
             if rv > after and res == resource and (namespace is None or ns == namespace)
         ]
         return rows, self._compacted
+
+    def changes(
+        self, resource: str, namespace: str | None, after: int
+    ) -> tuple[dict[tuple[str, str], str | None] | None, int]:
+        then: dict[tuple[str, str], str | None] = {}
+        for rv, res, ns, _, _, name, prev in self._events:
+            if rv > after and res == resource and (namespace is None or ns == namespace):
+                then.setdefault((ns, name), prev)
+        return then, self._compacted
 
     def rv(self) -> int:
         return self._rv

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     rv INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL,
-    type TEXT NOT NULL, data TEXT NOT NULL
+    type TEXT NOT NULL, data TEXT NOT NULL, name TEXT, prev TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, rv);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -43,6 +43,10 @@ class SqliteBackend(Backend):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        for column in ("name", "prev") if "prev" not in columns else ():
+            # A database from before paged lists: its old events cannot tell (NULL).
+            self._db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
         self._history = history
 
     def _meta(self, key: str) -> int:
@@ -93,6 +97,7 @@ class SqliteBackend(Backend):
             rv = self._meta("rv") + 1
             obj["metadata"]["resourceVersion"] = str(rv)
             text = json.dumps(obj, separators=(",", ":"))
+            prev = self.read(resource, namespace, name)
             if type_ == "DELETED":
                 db.execute(
                     "DELETE FROM objects WHERE resource=? AND namespace=? AND name=?",
@@ -104,7 +109,8 @@ class SqliteBackend(Backend):
                     (resource, namespace, name, rv, text),
                 )
             db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?)", (rv, resource, namespace, type_, text)
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rv, resource, namespace, type_, text, name, "" if prev is None else prev),
             )
             db.execute("UPDATE meta SET value=? WHERE key='rv'", (rv,))
             self._prune(rv)
@@ -126,6 +132,23 @@ class SqliteBackend(Backend):
                 args += (namespace,)
             rows = [(int(r[0]), r[1], r[2]) for r in self._db.execute(sql + " ORDER BY rv", args)]
             return rows, self._meta("compacted")
+
+    def changes(
+        self, resource: str, namespace: str | None, after: int
+    ) -> tuple[dict[tuple[str, str], str | None] | None, int]:
+        sql = "SELECT namespace, name, prev FROM events WHERE resource=? AND rv>?"
+        args: tuple[Any, ...] = (resource, after)
+        if namespace is not None:
+            sql += " AND namespace=?"
+            args += (namespace,)
+        then: dict[tuple[str, str], str | None] = {}
+        with self._db:
+            self._db.execute("BEGIN")
+            for ns, name, prev in self._db.execute(sql + " ORDER BY rv", args):
+                if name is None or prev is None:
+                    return None, self._meta("compacted")
+                then.setdefault((ns, name), prev or None)
+            return then, self._meta("compacted")
 
     def rv(self) -> int:
         return self._meta("rv")
