@@ -258,6 +258,22 @@ def test_get(kubectl: Kubectl, pods: Pods) -> None:
     assert (nodes.returncode, out(nodes)) == (0, f"node/{kubectl.cluster.node_name}\n")
 
 
+def test_get_in_chunks(kubectl: Kubectl, pods: Pods) -> None:
+    """``--chunk-size=2`` over running pods (more than one page): every pod once, one
+    header, and kubectl really followed ``continue`` tokens (protocol.md 10.5)."""
+    whole = kubectl("get", "pods", "-o", "name", "--chunk-size=0")
+    assert whole.returncode == 0, err(whole)
+    names = [line.removeprefix("pod/") for line in out(whole).split()]
+    assert pods.simple in names and len(names) >= 5
+    chunked = kubectl("get", "pods", "--chunk-size=2", "-v=6")
+    assert chunked.returncode == 0, err(chunked)
+    header, *rows = out(chunked).splitlines()
+    assert header.split()[:3] == ["NAME", "READY", "STATUS"]
+    assert [row.split()[0] for row in rows] == names
+    pages = re.findall(r"/api/v1/namespaces/default/pods\?(\S*limit=2\S*)", err(chunked))
+    assert len(pages) == (len(names) + 1) // 2 and sum("continue=" in p for p in pages) >= 2
+
+
 def test_logs(kubectl: Kubectl, pods: Pods) -> None:
     result = kubectl("logs", pods.multi, "-c", "app")
     assert (result.returncode, out(result), err(result)) == (0, "line1\nline2\n", "")

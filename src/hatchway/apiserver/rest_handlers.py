@@ -6,6 +6,8 @@ Kubernetes behaviour kept here:
 * every object carries ``resourceVersion``; a PUT or PATCH against a stale one is 409
   Conflict; lists carry the store's resourceVersion; ``?watch=true`` streams from
   ``?resourceVersion=``;
+* lists page with ``?limit=`` and ``?continue=`` and read at ``?resourceVersion=`` /
+  ``?resourceVersionMatch=`` (protocol.md 10.5);
 * ``?labelSelector=`` / ``?fieldSelector=`` on list and watch; ``Accept: ...;as=Table``
   answers a meta.k8s.io/v1 Table (what ``kubectl get`` prints);
 * a namespaced object is created only in an existing namespace and only in the

@@ -6,14 +6,16 @@ Kubernetes). Values are the object's JSON without ``resourceVersion``: an object
 resourceVersion is its key's mod revision, stamped in on every read. Create is a
 transaction on ``create_revision == 0``; update and delete are transactions comparing
 the mod revision read just before (a stale precondition, or a race lost with no
-precondition given too many times, is 409 Conflict). Lists read page by page
-(``limit``) at the first page's revision, so a list is one consistent snapshot however
-large. Watches start at a revision; a start that etcd has compacted is 410 Expired;
-etcd's progress notifications become BOOKMARK events. Compaction runs every
-``compaction_interval`` seconds and compacts to the revision seen one interval before,
-guarded by a key all API servers share so several of them compact once per interval, as
-kube-apiserver's compactor does. See :mod:`hatchway.store.etcdclient` for why the JSON
-gateway over our own HTTP client is the client (protocol.md 10.2, 10.4).
+precondition given too many times, is 409 Conflict); each stored value carries its
+write's marker, so a write whose answer was lost is recognised as ours on retry, never a
+409 (protocol.md 10.6). Lists read page by page (``limit``) at the first page's
+revision, so a list is one consistent snapshot however large (protocol.md 10.5). Watches
+start at a revision; a start that etcd has compacted is 410 Expired; etcd's progress
+notifications become BOOKMARK events. Compaction runs every ``compaction_interval``
+seconds and compacts to the revision seen one interval before, guarded by a key all API
+servers share so several of them compact once per interval, as kube-apiserver's
+compactor does. See :mod:`hatchway.store.etcdclient` for why the JSON gateway over our
+own HTTP client is the client (protocol.md 10.2, 10.4).
 """
 
 from __future__ import annotations
