@@ -200,4 +200,4 @@ async def test_python_client_continue(server: ApiServer, admin: Api, tmp_path: P
 
     pages = await asyncio.to_thread(walk)
     assert [names for names, _ in pages] == [NAMES[:3], NAMES[3:6], NAMES[6:]]
-    assert [meta.remaining_item_count for (meta,) in [(m,) for _, m in pages]] == [4, 1, None]
+    assert [meta.remaining_item_count for _, meta in pages] == [4, 1, None]
