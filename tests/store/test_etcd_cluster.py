@@ -43,6 +43,7 @@ async def test_the_store_survives_losing_the_leader(tmp_path):
                 ("MODIFIED", "after0", int(again["metadata"]["resourceVersion"])),
             ]
             assert cluster.leader() != leader  # a new one was elected
+            assert store.client._current != leader  # served by the others
 
             cluster.restart(leader)
             await store.create("pods", pod("rejoined"))
