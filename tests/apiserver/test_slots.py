@@ -160,3 +160,13 @@ async def test_the_bounds_hold_across_two_api_servers_on_etcd(tmp_path: Path) ->
             assert crashed.name not in await a.identity.live()  # type: ignore[union-attr]
     finally:
         etcd.stop()
+
+
+async def test_on_its_own_sqlite_file_a_server_counts_locally(tmp_path: Path) -> None:
+    """Nobody else opens the SQLite file: no record is written per session there."""
+    async with ApiServer(_config(tmp_path / "data")) as a:
+        assert a.ledger is None and _slots(a).ledger is None
+        slot = await _slots(a).acquire("alice")
+        assert a.store is not None
+        assert (await a.store.list(RESOURCE))[0] == []
+        slot.release()

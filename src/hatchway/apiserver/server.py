@@ -126,6 +126,10 @@ class ApiServerConfig:
     identity_renew_interval: float = 10.0
     #: holderIdentity of this process; empty: ``<hostname>_<uuid>``.
     identity: str = ""
+    #: Count session slots across every API server on the store (protocol.md 11.4).
+    #: None: on etcd or a store handed in (which others may share), off on the SQLite
+    #: file, which only this process opens: there it would cost a write per session.
+    cluster_slots: bool | None = None
 
     def scaled(self, factor: float) -> ApiServerConfig:
         """This configuration with its connection and exec timeouts (``http_limits``'s,
@@ -253,8 +257,12 @@ class ApiServer:
             duration=config.identity_lease_duration,
             renew_interval=config.identity_renew_interval,
         )
-        self.ledger = SlotLedger(store, self.identity.name, self.identity.live)
-        self.identity.on_expired = self.ledger.collect
+        shared = config.cluster_slots
+        if shared is None:
+            shared = bool(config.etcd_servers) or self._given_store is not None
+        if shared:
+            self.ledger = SlotLedger(store, self.identity.name, self.identity.live)
+            self.identity.on_expired = self.ledger.collect
         await self.identity.renew()  # before any slot is claimed under its name
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
