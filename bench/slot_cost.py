@@ -21,11 +21,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
-from hatchway.apiserver.exec_handler import SessionLimits, SessionSlots  # noqa: E402
-from hatchway.apiserver.leader import IdentityLease  # noqa: E402
-from hatchway.apiserver.slots import SlotLedger  # noqa: E402
-from hatchway.store.base import Store  # noqa: E402
-from hatchway.store.sqlite import SqliteStore  # noqa: E402
+from hatchway.apiserver.exec_handler import SessionLimits, SessionSlots
+from hatchway.apiserver.leader import IdentityLease
+from hatchway.apiserver.slots import SlotLedger
+from hatchway.store.base import Store
+from hatchway.store.sqlite import SqliteStore
 
 
 async def _time(slots: SessionSlots, n: int) -> list[float]:
@@ -68,7 +68,6 @@ async def main() -> None:
         await store.close()
         if args.etcd:
             from etcd_process import EtcdProcess
-
             from hatchway.store.etcd import EtcdStore
             from hatchway.store.etcdclient import EtcdClient
             from hatchway.transport.http import HttpClient
