@@ -195,6 +195,36 @@ async def test_two_candidates_racing_for_a_new_lease_one_wins() -> None:
     assert not await loser.try_acquire_or_renew()  # held and not yet seen expiring
 
 
+async def test_a_sole_elector_takes_a_dead_processs_lease_at_once() -> None:
+    """On its own SQLite file no other process can hold the Lease: after a crash the
+    restarted server leads at once; on a shared store it waits out the lease."""
+    store = MemoryStore()
+    slow = LeaderTimings(lease_duration=600.0, renew_deadline=10.0, retry_period=0.2)
+    crashed = LeaderElector(store, "crashed", [], slow)
+    assert await crashed.try_acquire_or_renew()
+    shared = LeaderElector(store, "restarted", [], slow)
+    assert not await shared.try_acquire_or_renew()
+    sole = LeaderElector(store, "restarted", [], slow, sole=True)
+    assert await sole.try_acquire_or_renew()
+    spec = (await lease_of(store))["spec"]
+    assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("restarted", 1)
+
+
+async def test_a_restarted_api_server_on_sqlite_leads_at_once(tmp_path: Path) -> None:
+    config = ApiServerConfig(data_dir=tmp_path / "data", port=0, leader_timings=LeaderTimings(
+        lease_duration=600.0, renew_deadline=10.0, retry_period=0.2))  # fmt: skip
+    async with ApiServer(config) as first:
+        await _leader([first])
+        assert first.elector is not None
+        first.elector.release = _no_release  # type: ignore[method-assign]  # as if killed
+    async with ApiServer(config) as second:
+        assert await _leader([second]) is second
+
+
+async def _no_release() -> bool:
+    return False
+
+
 def test_timings_must_be_ordered_as_client_go_requires() -> None:
     with pytest.raises(ValueError):
         LeaderTimings(lease_duration=10.0, renew_deadline=10.0, retry_period=2.0)

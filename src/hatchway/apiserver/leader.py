@@ -92,10 +92,14 @@ class LeaderElector:
         namespace: str = NAMESPACE,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _wall,
+        sole: bool = False,
     ) -> None:
         self.store = store
         self.identity = identity
         self.controllers = controllers
+        #: No other process can open the store (its SQLite file): a Lease held by another
+        #: identity is a dead process's, taken at once instead of after its duration.
+        self.sole = sole
         self.timings = timings or LeaderTimings()
         self.name, self.namespace = name, namespace
         self.clock, self.wall = clock, wall
@@ -131,7 +135,7 @@ class LeaderElector:
             return True
         self._observe(current)
         holder = lease_api.holder(current)
-        if holder and holder != self.identity and not self._expired(current):
+        if holder and holder != self.identity and not self.sole and not self._expired(current):
             return False
         update = dict(current)
         update["spec"] = self._election.acquire_spec(current, self.wall())

@@ -277,6 +277,7 @@ class ApiServer:
             identity,
             [self.scheduler.run, self.node_monitor.run, self._namespaces, self._expire_events],
             config.leader_timings,
+            sole=not shared,  # after a crash on SQLite: lead at once, not after 15 s
         )
         loop = asyncio.get_running_loop()
         self._tasks = [
