@@ -11,7 +11,8 @@ The next heartbeat makes the node Ready again (the agent writes the condition).
 
 A renewal of the node's Lease ``kube-node-lease/<node>`` (``spec.renewTime`` changed)
 counts as a heartbeat too, as for Kubernetes' node lifecycle controller since node
-leases (protocol.md 11.5): a node agent may then post its status less often.
+leases (protocol.md 11.5): a node agent may then post its status less often. A node
+Lease whose owner Node is gone is deleted, as Kubernetes' garbage collector would.
 """
 
 from __future__ import annotations
@@ -75,9 +76,12 @@ class NodeMonitor:
 
     async def check_once(self) -> list[str]:
         """One pass; the names of the nodes marked NotReady."""
-        nodes, _ = await self.store.list("nodes")
+        # Leases first: an owner named by a Lease listed was created before the list of
+        # nodes is read, so it is in that list unless it was deleted.
         leases, _ = await self.store.list("leases", NODE_LEASE_NAMESPACE)
+        nodes, _ = await self.store.list("nodes")
         renewed = _renewals(leases)
+        await self._collect_orphans(leases, nodes)
         now = time.monotonic()
         marked: list[str] = []
         names = set()
@@ -99,6 +103,23 @@ class NodeMonitor:
         for gone in set(self._seen) - names:
             del self._seen[gone]
         return marked
+
+    async def _collect_orphans(
+        self, leases: list[dict[str, Any]], nodes: list[dict[str, Any]]
+    ) -> None:
+        uids = {n["metadata"].get("uid") for n in nodes}
+        for lease in leases:
+            meta = lease["metadata"]
+            owners = [o for o in meta.get("ownerReferences") or () if o.get("kind") == "Node"]
+            if owners and not any(o.get("uid") in uids for o in owners):
+                try:
+                    await self.store.delete(
+                        "leases", NODE_LEASE_NAMESPACE, meta["name"],
+                        expect_rv=meta.get("resourceVersion"),
+                    )  # fmt: skip
+                except StatusError:
+                    continue  # renewed or gone meanwhile: the next pass decides
+                log.info("node lease %s deleted: its Node is gone", meta["name"])
 
     async def _mark_unknown(self, node: dict[str, Any], renewed: str) -> bool:
         cond = ready_condition(node)
