@@ -48,6 +48,8 @@ ROOTS = [
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.events.v1.Event",
     "io.k8s.api.events.v1.EventList",
+    "io.k8s.api.coordination.v1.Lease",
+    "io.k8s.api.coordination.v1.LeaseList",
     META + "Status",
     META + "DeleteOptions",
 ]

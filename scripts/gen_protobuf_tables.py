@@ -30,6 +30,7 @@ PACKAGES = {
     "authentication/v1": ("api", ["authentication/v1/types.go"]),
     "authorization/v1": ("api", ["authorization/v1/types.go"]),
     "events/v1": ("api", ["events/v1/types.go"]),
+    "coordination/v1": ("api", ["coordination/v1/types.go"]),
     "meta/v1": ("apimachinery", ["pkg/apis/meta/v1/types.go"]),
 }
 #: Go import alias -> package, as the types files name them.
@@ -83,6 +84,7 @@ ROOTS = {
     ],
     "authentication/v1": ["SelfSubjectReview", "TokenRequest", "TokenReview"],
     "events/v1": ["Event", "EventList"],
+    "coordination/v1": ["Lease", "LeaseList"],
     "meta/v1": ["Status", "DeleteOptions"],
 }
 
@@ -266,6 +268,7 @@ def main() -> None:
         "authorization/v1": "authorization.k8s.io",
         "authentication/v1": "authentication.k8s.io",
         "events/v1": "events.k8s.io",
+        "coordination/v1": "coordination.k8s.io",
         "meta/v1": "meta.k8s.io",
     }
     for pkg, kinds in ROOTS.items():

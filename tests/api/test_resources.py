@@ -21,6 +21,7 @@ def test_api_group_list():
         "authentication.k8s.io",
         "authorization.k8s.io",
         "rbac.authorization.k8s.io",
+        "coordination.k8s.io",
     ]
     rbac = doc["groups"][3]
     assert rbac == {

@@ -64,6 +64,11 @@ async def test_discovery_and_version(server: ApiServer) -> None:
         "authentication.k8s.io",
         "authorization.k8s.io",
         "rbac.authorization.k8s.io",
+        "coordination.k8s.io",
+    ]
+    leases = json.loads((await get(server, "/apis/coordination.k8s.io/v1", creds=creds)).body)
+    assert [(r["name"], r["kind"], r["namespaced"]) for r in leases["resources"]] == [
+        ("leases", "Lease", True)
     ]
     core = json.loads((await get(server, "/api/v1", creds=creds)).body)
     by_name = {r["name"]: r for r in core["resources"]}

@@ -77,6 +77,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("authorization.k8s.io", "selfsubjectaccessreviews"): {"spec": _ACCESS},
     ("authorization.k8s.io", "selfsubjectrulesreviews"): {"spec": {"namespace": NS}},
     ("authentication.k8s.io", "selfsubjectreviews"): {},
+    ("coordination.k8s.io", "leases"): {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "probe"},
+        "spec": {"holderIdentity": "probe", "leaseDurationSeconds": 15},
+    },
 }
 #: Subresource requests that need more than the object's path.
 _SUB_QUERY = {

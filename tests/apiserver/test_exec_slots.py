@@ -58,13 +58,13 @@ async def test_clients_leaving_before_the_101_give_their_slots_back(api, node: F
             stream.close()
 
 
-def test_a_slot_is_released_exactly_once() -> None:
+async def test_a_slot_is_released_exactly_once() -> None:
     slots = SessionSlots(SessionLimits(per_user=1, total=1))
-    slot = slots.acquire("u")
+    slot = await slots.acquire("u")
     slot.release()
     slot.release()
     assert slots.total == 0 and not slots.by_user
-    again = slots.acquire("u")  # the one place is free again, and only one
+    again = await slots.acquire("u")  # the one place is free again, and only one
     assert slots.total == 1 and again.user == "u"
 
 

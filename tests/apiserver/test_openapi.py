@@ -255,6 +255,7 @@ async def test_v3_documents_have_schemas_etags_and_hash_urls(server: ApiServer) 
         "apis/authentication.k8s.io/v1",
         "apis/authorization.k8s.io/v1",
         "apis/rbac.authorization.k8s.io/v1",
+        "apis/coordination.k8s.io/v1",
     }
     url = paths["api/v1"]["serverRelativeURL"]
     digest = url.split("?hash=")[1]

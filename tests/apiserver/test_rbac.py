@@ -487,3 +487,26 @@ def test_default_objects() -> None:
 def test_from_objects_ignores_unknown_kinds() -> None:
     policy = RbacPolicy.from_objects([{"kind": "Pod", "metadata": {"name": "x"}}])
     assert policy == RbacPolicy()
+
+
+def test_leases_are_the_nodes_alone_among_the_default_roles() -> None:
+    """As Kubernetes' bootstrap policy: system:node gets, creates, updates, patches and
+    deletes leases (node_restriction.py narrows that to its own); admin, edit and view
+    have nothing on coordination.k8s.io."""
+    from hatchway.apiserver.bootstrap import node_cluster_role
+    from hatchway.apiserver.rbac import _evaluate
+
+    node = user("system:node:n1", "system:nodes")
+    policy = RbacPolicy.defaults(node_cluster_role(), crb("n", "system:node", G("system:nodes")))
+    for verb in ("get", "create", "update", "patch", "delete"):
+        attrs = Attributes(verb=verb, api_group="coordination.k8s.io", resource="leases",
+                           namespace="kube-node-lease", name="n1")  # fmt: skip
+        assert _evaluate(policy, node, attrs).allowed, verb
+    for verb in ("list", "watch"):
+        attrs = Attributes(verb=verb, api_group="coordination.k8s.io", resource="leases",
+                           namespace="kube-node-lease")  # fmt: skip
+        assert not _evaluate(policy, node, attrs).allowed, verb
+    for role in default_cluster_roles():
+        if role["metadata"]["name"] in ("admin", "edit", "view"):
+            groups = {g for rule in role["rules"] for g in rule.get("apiGroups", [])}
+            assert "coordination.k8s.io" not in groups and "*" not in groups

@@ -133,3 +133,32 @@ async def test_node_becomes_not_ready_when_heartbeats_stop(tmp_path) -> None:
         assert node_ready(await store.get("nodes", "", "quiet"))
     finally:
         await store.close()
+
+
+async def test_a_node_lease_whose_node_is_gone_is_collected(tmp_path) -> None:
+    """The garbage collector's work for node Leases (protocol.md 11.5): owned by a Node
+    that no longer exists (deleted, or re-created with another uid), the Lease goes; a
+    Lease without an owner yet (the agent adds it once its Node exists) stays."""
+    store = SqliteStore(tmp_path / "db")
+    monitor = NodeMonitor(store, grace=60, interval=60)
+
+    def lease(name: str, owner: dict[str, Any] | None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "namespace": "kube-node-lease"}
+        if owner is not None:
+            ref = {"apiVersion": "v1", "kind": "Node", "name": name}
+            meta["ownerReferences"] = [{**ref, "uid": owner["metadata"]["uid"]}]
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta}
+
+    try:
+        kept = await store.create("nodes", node("kept"))
+        gone = await store.create("nodes", node("gone"))
+        await store.create("leases", lease("kept", kept))
+        await store.create("leases", lease("gone", gone))
+        await store.create("leases", lease("new", None))
+        await store.delete("nodes", "", "gone")
+        await store.create("nodes", node("gone"))  # the same name, another uid
+        await monitor.check_once()
+        leases, _ = await store.list("leases", "kube-node-lease")
+        assert [item["metadata"]["name"] for item in leases] == ["kept", "new"]
+    finally:
+        await store.close()

@@ -372,3 +372,23 @@ def test_image_import_and_run(cluster: Cluster, tmp_path: pathlib.Path) -> None:
     cluster.wait_phase(name, ("Succeeded",))
     assert ok(cluster.hatchway("logs", name)) == "imported!\n"
     fails(cluster.hatchway("image", "import", "x:1", str(tmp_path / "nope.tar"), *data), "no such")
+
+
+def test_apiserver_leader_election_flags() -> None:
+    """kube-controller-manager's three flags, in seconds; out of order is a usage error."""
+    import argparse
+
+    from hatchway.cli import daemons
+
+    parser = argparse.ArgumentParser()
+    daemons._leader_args(parser)
+    timings = daemons.leader_timings(parser, parser.parse_args([]))
+    assert (timings.lease_duration, timings.renew_deadline, timings.retry_period) == (15, 10, 2)
+    fast = parser.parse_args(["--leader-elect-lease-duration", "3",
+                              "--leader-elect-renew-deadline", "2",
+                              "--leader-elect-retry-period", "0.5"])  # fmt: skip
+    assert daemons.leader_timings(parser, fast).retry_period == 0.5
+    wrong = parser.parse_args(["--leader-elect-renew-deadline", "20"])
+    with pytest.raises(SystemExit) as caught:
+        daemons.leader_timings(parser, wrong)
+    assert caught.value.code == 2

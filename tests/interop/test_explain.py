@@ -30,6 +30,7 @@ KINDS = {
         "apis/authorization.k8s.io/v1",
         "io.k8s.api.authorization.v1.SelfSubjectAccessReview",
     ),
+    "leases": ("apis/coordination.k8s.io/v1", "io.k8s.api.coordination.v1.Lease"),
 }
 
 

@@ -144,6 +144,23 @@ MESSAGES: dict[str, dict[int, Field]] = {
         3: ("incomplete", "bool", "", ""),
         4: ("evaluationError", "string", "", "o"),
     },
+    "coordination/v1.Lease": {
+        1: ("metadata", "message", "meta/v1.ObjectMeta", "o"),
+        2: ("spec", "message", "coordination/v1.LeaseSpec", "o"),
+    },
+    "coordination/v1.LeaseList": {
+        1: ("metadata", "message", "meta/v1.ListMeta", "o"),
+        2: ("items", "message", "coordination/v1.Lease", "r"),
+    },
+    "coordination/v1.LeaseSpec": {
+        1: ("holderIdentity", "string", "", "op"),
+        2: ("leaseDurationSeconds", "int32", "", "op"),
+        3: ("acquireTime", "microtime", "", "op"),
+        4: ("renewTime", "microtime", "", "op"),
+        5: ("leaseTransitions", "int32", "", "op"),
+        6: ("strategy", "string", "", "op"),
+        7: ("preferredHolder", "string", "", "op"),
+    },
     "core/v1.AWSElasticBlockStoreVolumeSource": {
         1: ("volumeID", "string", "", ""),
         2: ("fsType", "string", "", "o"),
@@ -1444,6 +1461,8 @@ KINDS: dict[tuple[str, str], str] = {
     ("authentication.k8s.io", "TokenReview"): "authentication/v1.TokenReview",
     ("events.k8s.io", "Event"): "events/v1.Event",
     ("events.k8s.io", "EventList"): "events/v1.EventList",
+    ("coordination.k8s.io", "Lease"): "coordination/v1.Lease",
+    ("coordination.k8s.io", "LeaseList"): "coordination/v1.LeaseList",
     ("meta.k8s.io", "Status"): "meta/v1.Status",
     ("meta.k8s.io", "DeleteOptions"): "meta/v1.DeleteOptions",
     ("", "Status"): "meta/v1.Status",

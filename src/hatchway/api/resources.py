@@ -15,6 +15,7 @@ RBAC = "rbac.authorization.k8s.io"
 AUTHZ = "authorization.k8s.io"
 AUTHN = "authentication.k8s.io"
 EVENTS = "events.k8s.io"
+COORDINATION = "coordination.k8s.io"
 
 _RW = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -154,6 +155,8 @@ RESOURCES: tuple[Resource, ...] = (
         False,
         ("create",),
     ),
+    # Leader election, API server identity and node heartbeats (apiserver/leader.py).
+    Resource("leases", "lease", "Lease", COORDINATION, "v1", True, _RW),
 )
 
 _BY_KEY = {(r.group, r.name): r for r in RESOURCES}
@@ -186,7 +189,8 @@ def resolve(token: str) -> Resource | None:
     return None
 
 
-_GROUP_ORDER = (CORE, EVENTS, AUTHN, AUTHZ, RBAC)  # the order a Kubernetes server lists them in
+#: The order a Kubernetes server lists them in.
+_GROUP_ORDER = (CORE, EVENTS, AUTHN, AUTHZ, RBAC, COORDINATION)
 
 
 def group_versions() -> list[tuple[str, str]]:

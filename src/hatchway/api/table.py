@@ -327,6 +327,20 @@ def _service_account_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
     return [_meta(obj).get("name", ""), len(secrets), age(_meta(obj).get("creationTimestamp"), now)]
 
 
+LEASE_COLUMNS = [
+    NAME,
+    _col("Holder", desc="holderIdentity contains the identity of the holder of a current lease."),
+    AGE,
+]
+
+
+def _lease_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
+    """printLease: the holder is empty for a released lease."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    holder = spec.get("holderIdentity") or ""
+    return [_meta(obj).get("name", ""), holder, age(_meta(obj).get("creationTimestamp"), now)]
+
+
 def _created_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp")]
 
@@ -363,6 +377,7 @@ PRINTERS: dict[str, tuple[list[Column], Cells]] = {
     "clusterroles": (ROLE_COLUMNS, _created_cells),
     "rolebindings": (BINDING_COLUMNS, _binding_cells),
     "clusterrolebindings": (BINDING_COLUMNS, _binding_cells),
+    "leases": (LEASE_COLUMNS, _lease_cells),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.api import resources
+from hatchway.api import lease, resources
 from hatchway.api.names import (
     dns1123_label,
     dns1123_subdomain,
@@ -401,6 +401,10 @@ def _service_account(obj: dict[str, Any]) -> list[FieldError]:
     return _metadata(obj, True, dns1123_subdomain)
 
 
+def _lease(obj: dict[str, Any]) -> list[FieldError]:
+    return _metadata(obj, True, dns1123_subdomain) + lease.validate_spec(obj.get("spec"))
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], list[FieldError]]] = {
     "pods": _pod,
     "namespaces": _namespace,
@@ -413,6 +417,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], list[FieldError]]] = {
     "clusterrolebindings": _binding(False),
     "selfsubjectaccessreviews": _self_review,
     "subjectaccessreviews": _review,
+    "leases": _lease,
 }
 
 

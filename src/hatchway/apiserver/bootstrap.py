@@ -1,11 +1,13 @@
 """What every API server start makes sure exists, and the RBAC policy cache.
 
 Seeded when missing (so a fresh data directory works and a restart keeps what users
-changed): the namespaces ``default``, ``kube-system``, ``kube-public``; Kubernetes'
+changed): the namespaces ``default``, ``kube-system``, ``kube-public`` and
+``kube-node-lease`` (where node agents keep their heartbeat Leases); Kubernetes'
 default ClusterRoles and ClusterRoleBindings (``cluster-admin`` bound to
 ``system:masters``, ``admin``, ``edit``, ``view``, discovery and basic-user for every
 authenticated user); and ``system:node``, bound to the group ``system:nodes``, which
-lets node agents register and heartbeat their Node, read pods and write pod status; the
+lets node agents register and heartbeat their Node and its Lease, read pods and write pod
+status; the
 ``default`` service account of every namespace. A default ClusterRole that exists but
 lacks rules of this version gets them added, as Kubernetes reconciles its bootstrap roles
 (unless an administrator set its ``rbac.authorization.kubernetes.io/autoupdate`` to
@@ -35,7 +37,7 @@ from hatchway.store.base import Store
 
 log = logging.getLogger(__name__)
 
-NAMESPACES = ("default", "kube-system", "kube-public")
+NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_GROUP = "system:nodes"
 RBAC_RESOURCES = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
 
@@ -61,6 +63,13 @@ def node_cluster_role() -> dict[str, Any]:
             },
             {"verbs": ["delete"], "apiGroups": [""], "resources": ["pods"]},
             {"verbs": ["create", "update", "patch"], "apiGroups": [""], "resources": ["events"]},
+            # As Kubernetes' system:node; node_restriction.py narrows it to the node's own
+            # Lease in kube-node-lease.
+            {
+                "verbs": ["get", "create", "update", "patch", "delete"],
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+            },
         ],
     }
 

@@ -173,11 +173,16 @@ class EventStore:
                 gone += 1
         return gone
 
-    async def run(self, interval: float = COLLECT_INTERVAL) -> None:
+    async def run(
+        self, interval: float = COLLECT_INTERVAL, *, expire: Callable[[], bool] | None = None
+    ) -> None:
+        """Flush counted occurrences and, when ``expire()`` says so (the leader, of
+        several API servers on one store), delete expired events; every ``interval``."""
         while True:
             try:
                 await self.flush()
-                await self.collect_once()
+                if expire is None or expire():
+                    await self.collect_once()
             except (StatusError, OSError, RuntimeError):
                 log.exception("event expiry pass failed")
             await asyncio.sleep(interval)

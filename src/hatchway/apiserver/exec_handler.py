@@ -35,6 +35,7 @@ from hatchway.apiserver.outcome import OutcomeClient
 from hatchway.apiserver.pod_security import enforce_level
 from hatchway.apiserver.proxy import ExecProxy, SpliceStats, forward_headers
 from hatchway.apiserver.rbac import RbacAuthorizer
+from hatchway.apiserver.slots import SlotLedger
 from hatchway.protocol import exec_options
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
@@ -70,36 +71,54 @@ class Slot:
 
 class SessionSlots:
     """Counts open sessions (or follow-log streams); :meth:`acquire` raises 429 when a
-    bound is reached. ``what`` names them in the message."""
+    bound is reached. ``what`` names them in the message. With a ``ledger`` the bounds
+    hold across every API server sharing the store (:mod:`.slots`); ``by_user`` and
+    ``total`` are this server's share."""
 
-    def __init__(self, limits: SessionLimits, what: str = "exec sessions") -> None:
+    def __init__(
+        self, limits: SessionLimits, what: str = "exec sessions", ledger: SlotLedger | None = None
+    ) -> None:
         self.limits = limits
         self.what = what
+        self.ledger = ledger
         self.by_user: collections.Counter[str] = collections.Counter()
         self.total = 0
 
-    def acquire(self, user: str) -> Slot:
-        if self.total >= self.limits.total:
-            raise StatusError(
-                status.too_many_requests(
-                    RETRY_AFTER_SECONDS, f"too many {self.what} on this API server"
+    async def acquire(self, user: str) -> Slot:
+        self._check(self.total, self.by_user[user], user, "on this API server")
+        self.by_user[user] += 1
+        self.total += 1
+        if self.ledger is not None:
+            try:
+                of_user, total = await self.ledger.claim(self.what, self.by_user, user)
+                self._check(
+                    self.total - 1 + total, self.by_user[user] - 1 + of_user, user, "in the cluster"
                 )
+            except BaseException:
+                self.release(user)
+                raise
+        return Slot(self, user)
+
+    def _check(self, total: int, of_user: int, user: str, where: str) -> None:
+        """429 if one more slot would pass a bound, given the slots held without it."""
+        if total >= self.limits.total:
+            raise StatusError(
+                status.too_many_requests(RETRY_AFTER_SECONDS, f"too many {self.what} {where}")
             )
-        if self.by_user[user] >= self.limits.per_user:
+        if of_user >= self.limits.per_user:
             raise StatusError(
                 status.too_many_requests(
                     RETRY_AFTER_SECONDS, f"too many {self.what} for user {user!r}"
                 )
             )
-        self.by_user[user] += 1
-        self.total += 1
-        return Slot(self, user)
 
     def release(self, user: str) -> None:
         self.by_user[user] -= 1
         if self.by_user[user] <= 0:
             del self.by_user[user]
         self.total -= 1
+        if self.ledger is not None:
+            self.ledger.released(self.what, self.by_user)
 
 
 def _is_upgrade(call: Call) -> bool:
@@ -119,13 +138,14 @@ class ExecHandler:
         outcomes: OutcomeClient | None = None,
         trimmer: HeapTrimmer | None = None,
         events: EventStore | None = None,
+        ledger: SlotLedger | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.authz = authorizer
         self.proxy = proxy
         self.audit = audit
-        self.slots = SessionSlots(limits or SessionLimits())
+        self.slots = SessionSlots(limits or SessionLimits(), ledger=ledger)
         self.outcomes = outcomes if outcomes is not None else OutcomeClient(proxy.ssl_context)
         #: Gives the memory of ended sessions back to the system (:mod:`hatchway.session.heap`).
         self.trimmer = trimmer if trimmer is not None else HeapTrimmer()
@@ -183,7 +203,7 @@ class ExecHandler:
                 )
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
-        slot = self.slots.acquire(call.caller.name)
+        slot = await self.slots.acquire(call.caller.name)
         try:
             return await self._proxy(call, node, target, session, slot, dial or _PlainDial())
         except BaseException:

@@ -30,6 +30,7 @@ from hatchway.apiserver import connect
 from hatchway.apiserver.app import Call, json_response
 from hatchway.apiserver.exec_handler import SessionLimits, SessionSlots, Slot
 from hatchway.apiserver.request_info import query_bool
+from hatchway.apiserver.slots import SlotLedger
 from hatchway.errors import HatchwayError
 from hatchway.protocol import peer_json
 from hatchway.store.base import Store
@@ -72,11 +73,12 @@ class LogHandler:
         ssl_context: ssl.SSLContext,
         timeout: float = 30.0,
         limits: SessionLimits | None = None,
+        ledger: SlotLedger | None = None,
     ) -> None:
         self.store = store
         self.ssl_context = ssl_context
         self.timeout = timeout
-        self.follows = SessionSlots(limits or SessionLimits(), "follow-log streams")
+        self.follows = SessionSlots(limits or SessionLimits(), "follow-log streams", ledger)
 
     async def __call__(self, call: Call) -> Response:
         info = call.info
@@ -94,7 +96,7 @@ class LogHandler:
         url = endpoint.url(target)
         slot = None
         if query_bool(call.request.query.get("follow")):
-            slot = self.follows.acquire(call.caller.name)
+            slot = await self.follows.acquire(call.caller.name)
         try:
             return await self._stream(url, slot)
         except BaseException:

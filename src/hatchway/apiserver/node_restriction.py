@@ -1,4 +1,5 @@
-"""A node agent may write only its own Node, the pods bound to it, and events about them.
+"""A node agent may write only its own Node, the pods bound to it, events about them, and
+its own Lease in ``kube-node-lease``.
 
 RBAC (``system:node``, bound to ``system:nodes``) says *what* a node agent may do; this
 says *to which objects*, as Kubernetes' Node authorizer and NodeRestriction admission
@@ -18,6 +19,7 @@ from hatchway.store.base import Store
 NODE_PREFIX = "system:node:"
 NODE_GROUP = "system:nodes"
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
 def node_identity(user: UserInfo) -> str | None:
@@ -44,7 +46,12 @@ async def check(
 ) -> None:
     """Raise 403 if a node agent writes an object that is not its own."""
     node = node_identity(user)
-    if node is None or method not in WRITES:
+    if node is None:
+        return
+    if resource == "leases":  # reads too, as the Node authorizer's authorizeLease
+        _check_lease(user, node, namespace, name, body)
+        return
+    if method not in WRITES:
         return
     if resource == "nodes":
         target = name or str(((body or {}).get("metadata") or {}).get("name") or "")
@@ -72,3 +79,17 @@ async def check(
                 return
         raise _forbid(user, "events", name, "may only report events about itself and its pods")
     raise _forbid(user, resource, name, f"may not {method.lower()} {resource}")
+
+
+def _check_lease(
+    user: UserInfo, node: str, namespace: str, name: str, body: dict[str, Any] | None
+) -> None:
+    """The Node authorizer's and NodeRestriction's rule for leases: only
+    ``kube-node-lease/<node>``, by name (a list or watch of leases names none)."""
+    target = name or str(((body or {}).get("metadata") or {}).get("name") or "")
+    if namespace != NODE_LEASE_NAMESPACE:
+        raise _forbid(user, "leases", target, f"can only access leases in {NODE_LEASE_NAMESPACE}")
+    if target != node:
+        raise _forbid(
+            user, "leases", target, "can only access node lease with the same name as the node"
+        )

@@ -8,6 +8,11 @@ clock, when each node's heartbeat last *changed*; when that is longer ago than
 and the message ``Kubelet stopped posting node status.``, as Kubernetes' node
 lifecycle controller does. Only the observation time counts, never the node's clock.
 The next heartbeat makes the node Ready again (the agent writes the condition).
+
+A renewal of the node's Lease ``kube-node-lease/<node>`` (``spec.renewTime`` changed)
+counts as a heartbeat too, as for Kubernetes' node lifecycle controller since node
+leases (protocol.md 11.5): a node agent may then post its status less often. A node
+Lease whose owner Node is gone is deleted, as Kubernetes' garbage collector would.
 """
 
 from __future__ import annotations
@@ -43,9 +48,21 @@ def node_ready(node: dict[str, Any]) -> bool:
     return cond is not None and cond.get("status") == "True"
 
 
-def _heartbeat(node: dict[str, Any]) -> str:
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+
+def _heartbeat(node: dict[str, Any], renewed: str = "") -> str:
+    """What changes with every heartbeat: the Ready condition's, and the Lease's
+    ``renewTime`` (``renewed``)."""
     cond = ready_condition(node) or {}
-    return f"{cond.get('status')}|{cond.get('lastHeartbeatTime')}"
+    return f"{cond.get('status')}|{cond.get('lastHeartbeatTime')}|{renewed}"
+
+
+def _renewals(leases: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        lease["metadata"]["name"]: str((lease.get("spec") or {}).get("renewTime") or "")
+        for lease in leases
+    }
 
 
 class NodeMonitor:
@@ -59,14 +76,19 @@ class NodeMonitor:
 
     async def check_once(self) -> list[str]:
         """One pass; the names of the nodes marked NotReady."""
+        # Leases first: an owner named by a Lease listed was created before the list of
+        # nodes is read, so it is in that list unless it was deleted.
+        leases, _ = await self.store.list("leases", NODE_LEASE_NAMESPACE)
         nodes, _ = await self.store.list("nodes")
+        renewed = _renewals(leases)
+        await self._collect_orphans(leases, nodes)
         now = time.monotonic()
         marked: list[str] = []
         names = set()
         for node in nodes:
             name = node["metadata"]["name"]
             names.add(name)
-            beat = _heartbeat(node)
+            beat = _heartbeat(node, renewed.get(name, ""))
             previous = self._seen.get(name)
             if previous is None or previous[0] != beat:
                 self._seen[name] = (beat, now)
@@ -74,13 +96,32 @@ class NodeMonitor:
             cond = ready_condition(node)
             if cond is None or cond.get("status") == "Unknown":
                 continue
-            if now - previous[1] > self.grace and await self._mark_unknown(node):
+            if now - previous[1] > self.grace and await self._mark_unknown(
+                node, renewed.get(name, "")
+            ):
                 marked.append(name)
         for gone in set(self._seen) - names:
             del self._seen[gone]
         return marked
 
-    async def _mark_unknown(self, node: dict[str, Any]) -> bool:
+    async def _collect_orphans(
+        self, leases: list[dict[str, Any]], nodes: list[dict[str, Any]]
+    ) -> None:
+        uids = {n["metadata"].get("uid") for n in nodes}
+        for lease in leases:
+            meta = lease["metadata"]
+            owners = [o for o in meta.get("ownerReferences") or () if o.get("kind") == "Node"]
+            if owners and not any(o.get("uid") in uids for o in owners):
+                try:
+                    await self.store.delete(
+                        "leases", NODE_LEASE_NAMESPACE, meta["name"],
+                        expect_rv=meta.get("resourceVersion"),
+                    )  # fmt: skip
+                except StatusError:
+                    continue  # renewed or gone meanwhile: the next pass decides
+                log.info("node lease %s deleted: its Node is gone", meta["name"])
+
+    async def _mark_unknown(self, node: dict[str, Any], renewed: str) -> bool:
         cond = ready_condition(node)
         assert cond is not None
         cond.update(
@@ -96,7 +137,7 @@ class NodeMonitor:
         except StatusError as exc:
             log.info("node %s not marked NotReady: %s", node["metadata"]["name"], exc)
             return False
-        self._seen[stored["metadata"]["name"]] = (_heartbeat(stored), time.monotonic())
+        self._seen[stored["metadata"]["name"]] = (_heartbeat(stored, renewed), time.monotonic())
         log.warning("node %s is NotReady: %s", stored["metadata"]["name"], NOT_POSTING)
         return True
 

@@ -1991,6 +1991,300 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
         "required": ["resourceRules", "nonResourceRules", "incomplete"],
         "type": "object",
     },
+    "io.k8s.api.coordination.v1.Lease": {
+        "description": "Lease defines a lease concept.",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion "
+                "defines the "
+                "versioned "
+                "schema of "
+                "this "
+                "representation "
+                "of an object. "
+                "Servers "
+                "should "
+                "convert "
+                "recognized "
+                "schemas to "
+                "the latest "
+                "internal "
+                "value, and "
+                "may reject "
+                "unrecognized "
+                "values. More "
+                "info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+                "type": "string",
+            },
+            "kind": {
+                "description": "Kind is a string "
+                "value representing "
+                "the REST resource "
+                "this object "
+                "represents. Servers "
+                "may infer this from "
+                "the endpoint the "
+                "client submits "
+                "requests to. Cannot "
+                "be updated. In "
+                "CamelCase. More "
+                "info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                "type": "string",
+            },
+            "metadata": {
+                "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "description": "More info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            },
+            "spec": {
+                "$ref": "#/definitions/io.k8s.api.coordination.v1.LeaseSpec",
+                "description": "spec contains the "
+                "specification of "
+                "the Lease. More "
+                "info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status",
+            },
+        },
+        "type": "object",
+        "x-kubernetes-group-version-kind": [
+            {"group": "coordination.k8s.io", "kind": "Lease", "version": "v1"}
+        ],
+    },
+    "io.k8s.api.coordination.v1.LeaseList": {
+        "description": "LeaseList is a list of Lease objects.",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion "
+                "defines "
+                "the "
+                "versioned "
+                "schema of "
+                "this "
+                "representation "
+                "of an "
+                "object. "
+                "Servers "
+                "should "
+                "convert "
+                "recognized "
+                "schemas "
+                "to the "
+                "latest "
+                "internal "
+                "value, "
+                "and may "
+                "reject "
+                "unrecognized "
+                "values. "
+                "More "
+                "info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+                "type": "string",
+            },
+            "items": {
+                "description": "items is a list of schema objects.",
+                "items": {"$ref": "#/definitions/io.k8s.api.coordination.v1.Lease"},
+                "type": "array",
+            },
+            "kind": {
+                "description": "Kind is a "
+                "string value "
+                "representing "
+                "the REST "
+                "resource this "
+                "object "
+                "represents. "
+                "Servers may "
+                "infer this from "
+                "the endpoint "
+                "the client "
+                "submits "
+                "requests to. "
+                "Cannot be "
+                "updated. In "
+                "CamelCase. More "
+                "info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                "type": "string",
+            },
+            "metadata": {
+                "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
+                "description": "Standard "
+                "list "
+                "metadata. "
+                "More info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            },
+        },
+        "required": ["items"],
+        "type": "object",
+        "x-kubernetes-group-version-kind": [
+            {"group": "coordination.k8s.io", "kind": "LeaseList", "version": "v1"}
+        ],
+    },
+    "io.k8s.api.coordination.v1.LeaseSpec": {
+        "description": "LeaseSpec is a specification of a Lease.",
+        "properties": {
+            "acquireTime": {
+                "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime",
+                "description": "acquireTime is a time when the current lease was acquired.",
+            },
+            "holderIdentity": {
+                "description": "holderIdentity "
+                "contains "
+                "the "
+                "identity "
+                "of "
+                "the "
+                "holder "
+                "of a "
+                "current "
+                "lease. "
+                "If "
+                "Coordinated "
+                "Leader "
+                "Election "
+                "is "
+                "used, "
+                "the "
+                "holder "
+                "identity "
+                "must "
+                "be "
+                "equal "
+                "to "
+                "the "
+                "elected "
+                "LeaseCandidate.metadata.name "
+                "field.",
+                "type": "string",
+            },
+            "leaseDurationSeconds": {
+                "description": "leaseDurationSeconds "
+                "is "
+                "a "
+                "duration "
+                "that "
+                "candidates "
+                "for "
+                "a "
+                "lease "
+                "need "
+                "to "
+                "wait "
+                "to "
+                "force "
+                "acquire "
+                "it. "
+                "This "
+                "is "
+                "measured "
+                "against "
+                "the "
+                "time "
+                "of "
+                "last "
+                "observed "
+                "renewTime.",
+                "format": "int32",
+                "type": "integer",
+            },
+            "leaseTransitions": {
+                "description": "leaseTransitions "
+                "is "
+                "the "
+                "number "
+                "of "
+                "transitions "
+                "of "
+                "a "
+                "lease "
+                "between "
+                "holders.",
+                "format": "int32",
+                "type": "integer",
+            },
+            "preferredHolder": {
+                "description": "PreferredHolder "
+                "signals "
+                "to a "
+                "lease "
+                "holder "
+                "that "
+                "the "
+                "lease "
+                "has "
+                "a "
+                "more "
+                "optimal "
+                "holder "
+                "and "
+                "should "
+                "be "
+                "given "
+                "up. "
+                "This "
+                "field "
+                "can "
+                "only "
+                "be "
+                "set "
+                "if "
+                "Strategy "
+                "is "
+                "also "
+                "set.",
+                "type": "string",
+            },
+            "renewTime": {
+                "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime",
+                "description": "renewTime "
+                "is a time "
+                "when the "
+                "current "
+                "holder of "
+                "a lease "
+                "has last "
+                "updated "
+                "the "
+                "lease.",
+            },
+            "strategy": {
+                "description": "Strategy "
+                "indicates "
+                "the "
+                "strategy "
+                "for picking "
+                "the leader "
+                "for "
+                "coordinated "
+                "leader "
+                "election. "
+                "If the "
+                "field is "
+                "not "
+                "specified, "
+                "there is no "
+                "active "
+                "coordination "
+                "for this "
+                "lease. "
+                "(Alpha) "
+                "Using this "
+                "field "
+                "requires "
+                "the "
+                "CoordinatedLeaderElection "
+                "feature "
+                "gate to be "
+                "enabled.",
+                "type": "string",
+            },
+        },
+        "type": "object",
+    },
     "io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource": {
         "description": "Represents a Persistent "
         "Disk resource in AWS.\n"

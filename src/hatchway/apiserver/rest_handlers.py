@@ -11,8 +11,8 @@ Kubernetes behaviour kept here:
 * ``?labelSelector=`` / ``?fieldSelector=`` on list and watch; ``Accept: ...;as=Table``
   answers a meta.k8s.io/v1 Table (what ``kubectl get`` prints);
 * a namespaced object is created only in an existing namespace and only in the
-  namespace of the URL; ``default``, ``kube-system`` and ``kube-public`` cannot be
-  deleted;
+  namespace of the URL; ``default``, ``kube-system``, ``kube-public`` and
+  ``kube-node-lease`` cannot be deleted;
 * PUT of a pod or node keeps the stored ``status``; PUT/PATCH of ``.../status`` changes
   only ``status``;
 * patches: merge, strategic merge and JSON patch; server-side apply
@@ -46,7 +46,7 @@ from hatchway.store import paging
 from hatchway.store.base import Store
 from hatchway.transport.http import Response
 
-PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 #: Resources whose PUT keeps the stored status (status is written via the subresource).
 STATUS_SPLIT = frozenset({"pods", "nodes", "namespaces"})
 PATCH_RETRIES = 5
@@ -195,7 +195,9 @@ class ResourceHandler:
         method, name = call.request.method, call.info.name
         if node_restriction.node_identity(call.user) is not None:
             body = (
-                _body_object(call) if method == "POST" and res.name in ("nodes", "events") else None
+                _body_object(call)
+                if method == "POST" and res.name in ("nodes", "events", "leases")
+                else None
             )
             await node_restriction.check(
                 self.store, call.user, method, res.name, namespace, name, body

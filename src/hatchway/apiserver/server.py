@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from hatchway import pki
+from hatchway.api.status import StatusError
 from hatchway.apiserver.app import ApiApp
 from hatchway.apiserver.audit import AuditLogger
 from hatchway.apiserver.authn import Authenticator
 from hatchway.apiserver.bootstrap import RBAC_RESOURCES, PolicyCache, seed
+from hatchway.apiserver.events import COLLECT_INTERVAL as EVENT_EXPIRY_INTERVAL
 from hatchway.apiserver.events import EventStore
 from hatchway.apiserver.events_v1 import with_events_v1
 from hatchway.apiserver.exec_handler import ExecHandler, SessionLimits
+from hatchway.apiserver.leader import IdentityLease, LeaderElector, LeaderTimings, process_identity
 from hatchway.apiserver.logs import LogHandler
 from hatchway.apiserver.namespaces import NamespaceController, is_terminating
 from hatchway.apiserver.nodes import NodeMonitor
@@ -52,6 +55,7 @@ from hatchway.apiserver.serviceaccounts import (
     ensure_default,
     load_or_create_key,
 )
+from hatchway.apiserver.slots import SlotLedger
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.store.etcd import EtcdStore
@@ -113,6 +117,19 @@ class ApiServerConfig:
     node_monitor_grace: float = 40.0
     node_monitor_interval: float = 5.0
     scheduler_interval: float = 5.0
+    #: Leader election of the controllers that run once per cluster (protocol.md 11.2):
+    #: client-go's lease duration, renew deadline and retry period.
+    leader_timings: LeaderTimings = field(default_factory=LeaderTimings)
+    #: This server's identity Lease (protocol.md 11.3): how long it lasts unrenewed (a
+    #: crashed server's session slots are free after this), how often it is renewed.
+    identity_lease_duration: float = 60.0
+    identity_renew_interval: float = 10.0
+    #: holderIdentity of this process; empty: ``<hostname>_<uuid>``.
+    identity: str = ""
+    #: Count session slots across every API server on the store (protocol.md 11.4).
+    #: None: on etcd or a store handed in (which others may share), off on the SQLite
+    #: file, which only this process opens: there it would cost a write per session.
+    cluster_slots: bool | None = None
 
     def scaled(self, factor: float) -> ApiServerConfig:
         """This configuration with its connection and exec timeouts (``http_limits``'s,
@@ -202,6 +219,9 @@ class ApiServer:
         self.tokens: ServiceAccountTokens | None = None
         self.events: EventStore | None = None
         self.node_monitor: NodeMonitor | None = None
+        self.identity: IdentityLease | None = None
+        self.elector: LeaderElector | None = None
+        self.ledger: SlotLedger | None = None
         self.audit: AuditLogger | None = None
         self.paths: _Paths | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -230,6 +250,20 @@ class ApiServer:
         self.tokens = ServiceAccountTokens(load_or_create_key(key_path), store)
         await self.tokens.refresh()
         self.events = EventStore(store)
+        identity = config.identity or process_identity()
+        self.identity = IdentityLease(
+            store,
+            identity,
+            duration=config.identity_lease_duration,
+            renew_interval=config.identity_renew_interval,
+        )
+        shared = config.cluster_slots
+        if shared is None:
+            shared = bool(config.etcd_servers) or self._given_store is not None
+        if shared:
+            self.ledger = SlotLedger(store, self.identity.name, self.identity.live)
+            self.identity.on_expired = self.ledger.collect
+        await self.identity.renew()  # before any slot is claimed under its name
         app = self._build_app(store, kubelet_ctx)
         self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
         await self.http.start(config.host, config.port, ssl=server_ctx)
@@ -238,17 +272,39 @@ class ApiServer:
             store, grace=config.node_monitor_grace, interval=config.node_monitor_interval
         )
         self.namespaces = NamespaceController(store, interval=config.scheduler_interval)
+        self.elector = LeaderElector(
+            store,
+            identity,
+            [self.scheduler.run, self.node_monitor.run, self._namespaces, self._expire_events],
+            config.leader_timings,
+            sole=not shared,  # after a crash on SQLite: lead at once, not after 15 s
+        )
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self.scheduler.run(), name="hatchway-scheduler"),
-            loop.create_task(self.node_monitor.run(), name="hatchway-node-monitor"),
-            loop.create_task(self.namespaces.run(), name="hatchway-namespaces"),
+            loop.create_task(self.elector.run(), name="hatchway-leader-election"),
+            loop.create_task(self.identity.run(), name="hatchway-identity-lease"),
             loop.create_task(self.tokens.run(), name="hatchway-service-accounts"),
-            loop.create_task(self.events.run(), name="hatchway-event-expiry"),
+            loop.create_task(self.events.run(expire=lambda: False), name="hatchway-events"),
         ]
-        self.scheduler.kick()
-        self.namespaces.kick()  # a Terminating namespace from before a restart
+        self.scheduler.kick()  # its first pass as soon as it leads
         log.info("API server listening on https://%s:%d", config.host, self.port)
+
+    async def _namespaces(self) -> None:
+        """The namespace controller, once leading: first a pass over what may have become
+        Terminating under another leader or before a restart."""
+        assert self.namespaces is not None
+        self.namespaces.kick()
+        await self.namespaces.run()
+
+    async def _expire_events(self) -> None:
+        """Event expiry, once leading (every server flushes its own counted events)."""
+        assert self.events is not None
+        while True:
+            try:
+                await self.events.collect_once()
+            except (StatusError, OSError, RuntimeError):
+                log.exception("event expiry pass failed")
+            await asyncio.sleep(EVENT_EXPIRY_INTERVAL)
 
     def _build_app(self, store: Store, kubelet_ctx: ssl.SSLContext) -> ApiApp:
         config = self.config
@@ -286,6 +342,7 @@ class ApiServer:
             self.outcomes,
             self.trimmer,
             self.events,
+            self.ledger,
         )
         return ApiApp(
             authenticator=Authenticator(
@@ -299,7 +356,9 @@ class ApiServer:
             ),
             exec_handler=exec_handler,
             port_forward_handler=PortForwardHandler(exec_handler),
-            log_handler=LogHandler(store, kubelet_ctx, limits=config.log_follow_limits),
+            log_handler=LogHandler(
+                store, kubelet_ctx, limits=config.log_follow_limits, ledger=self.ledger
+            ),
             review_handler=ReviewHandler(authorizer),
         )
 
@@ -316,6 +375,12 @@ class ApiServer:
         if self.outcomes is not None:
             await self.outcomes.aclose()
             self.outcomes = None
+        if self.ledger is not None:
+            await self.ledger.close()
+            self.ledger = None
+        if self.identity is not None:
+            await self.identity.delete()
+            self.identity = None
         await self.trimmer.aclose()
         if self.store is not None and self._given_store is None:
             await self.store.close()

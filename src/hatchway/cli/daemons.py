@@ -151,6 +151,32 @@ def _etcd_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _leader_args(parser: argparse.ArgumentParser) -> None:
+    """kube-controller-manager's flags, in seconds (protocol.md 11.2)."""
+    group = parser.add_argument_group("leader election of the controllers that run once")
+    for flag, default, what in (
+        ("--leader-elect-lease-duration", 15.0, "how long a leader's Lease lasts unrenewed"),
+        ("--leader-elect-renew-deadline", 10.0, "a leader gives up when not renewed in this"),
+        ("--leader-elect-retry-period", 2.0, "between attempts and renewals"),
+    ):
+        group.add_argument(flag, type=float, default=default, help=f"{what} (%(default)s s)")
+
+
+def leader_timings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The :class:`~hatchway.apiserver.leader.LeaderTimings` the flags say; a usage
+    error (exit 2) unless 0 < retry period < renew deadline < lease duration."""
+    from hatchway.apiserver.leader import LeaderTimings
+
+    try:
+        return LeaderTimings(
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )
+    except ValueError as exc:
+        parser.error(f"leader election: {exc}")
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -159,12 +185,14 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--token-file", help='static bearer tokens (token,user,uid,"groups")')
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
     _etcd_args(parser)
+    _leader_args(parser)
     _session_limit_args(parser)
     _connection_limit_args(parser)
     _timeout_scale_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _logging(args.verbose)
+    timings = leader_timings(parser, args)
     from hatchway.apiserver.exec_handler import SessionLimits
     from hatchway.apiserver.server import ApiServerConfig, run_apiserver
     from hatchway.transport.http import HttpLimits
@@ -181,6 +209,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
         etcd_keyfile=args.etcd_keyfile,
         etcd_prefix=args.etcd_prefix,
         etcd_compaction_interval=args.etcd_compaction_interval,
+        leader_timings=timings,
         exec_limits=SessionLimits(per_user=args.max_sessions_per_user, total=args.max_sessions),
         http_limits=HttpLimits(
             max_connections=args.max_connections,

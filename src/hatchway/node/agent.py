@@ -1,6 +1,7 @@
 """``hatchway node``: the node agent (the kubelet's role).
 
-It registers its Node with the API server and heartbeats it, watches the pods bound to
+It registers its Node with the API server and heartbeats it (Node status, and its Lease
+in ``kube-node-lease``: :mod:`hatchway.node.lease`), watches the pods bound to
 it and runs them in runc containers through :class:`~hatchway.node.pods.PodManager`,
 reports their status, finishes graceful deletions, and serves exec/attach/logs to the
 API server alone (mutual TLS, :mod:`hatchway.node.server`).
@@ -23,6 +24,7 @@ from hatchway.errors import ApiError, HatchwayError
 from hatchway.node.attach import attach
 from hatchway.node.events import NodeEvents
 from hatchway.node.identity import CallerIdentity
+from hatchway.node.lease import NodeLease
 from hatchway.node.logs import LogOptions
 from hatchway.node.pods import PodManager
 from hatchway.node.runtime import DEFAULT_LOG_MAX_BYTES, RuncRuntime
@@ -56,6 +58,9 @@ class NodeConfig:
     #: The one CN the node serves (issued by ``client_ca``).
     apiserver_client_name: str = pki_module.APISERVER_CLIENT_CN
     heartbeat_interval: float = 10.0
+    #: The node Lease's renewal period and duration (the kubelet's 10 s and 40 s).
+    lease_interval: float = 10.0
+    lease_duration: int = 40
     resync_interval: float = 30.0
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
@@ -95,6 +100,7 @@ class NodeAgent:
         self._endpoint: NodeEndpoint | None = None
         self.rest: RestClient | None = None
         self.events: NodeEvents | None = None
+        self.lease: NodeLease | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pods: dict[str, dict[str, Any]] = {}  # the API server's view, by uid
         self._dirty = asyncio.Event()
@@ -114,9 +120,13 @@ class NodeAgent:
             user_agent=f"hatchway-node/{KUBELET_VERSION}",
         )
         self.events = NodeEvents(self.rest, cfg.node_name)
+        self.lease = NodeLease(
+            self.rest, cfg.node_name, duration=cfg.lease_duration, interval=cfg.lease_interval
+        )
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.events.run()),
+            loop.create_task(self.lease.run()),
             loop.create_task(self._heartbeat_loop()),
             loop.create_task(self._watch_loop()),
             loop.create_task(self._reconcile_loop()),
