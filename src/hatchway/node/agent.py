@@ -132,6 +132,9 @@ class NodeAgent:
         """``(cert, key, ca, client_ca)``: the node's own certificate, the cluster CA and
         the node-client CA, from the config or the data directory's PKI."""
         cfg = self.config
+        if cfg.cert and cfg.key and cfg.ca and cfg.client_ca:
+            # All given (a node of a cluster on several machines): no CA of its own.
+            return cfg.cert, cfg.key, cfg.ca, cfg.client_ca
         paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
         cert = cfg.cert or str(paths.node.cert)
         key = cfg.key or str(paths.node.key)
