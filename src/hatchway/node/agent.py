@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import platform
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class NodeConfig:
     resync_interval: float = 30.0
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
+    #: Reaching the API server again after a failure: exponential, with full jitter
+    #: (many nodes losing one API server do not all come back at once).
+    retry_initial: float = 0.2
+    retry_max: float = 5.0
     labels: dict[str, str] = field(default_factory=dict)
     #: One container instance's log file at most (the shim keeps no more, and says so
     #: in the log); the kubelet's containerLogMaxSize, without rotation.
@@ -332,6 +337,7 @@ class NodeAgent:
 
     async def _heartbeat_loop(self) -> None:
         registered = False
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
         while True:
             try:
                 if not registered:
@@ -339,35 +345,74 @@ class NodeAgent:
                     registered = True
                 else:
                     await self._post_heartbeat()
+                backoff.reset()
             except (HatchwayError, OSError) as exc:
+                # The API server behind the load balancer died, or the load balancer
+                # did: the next try reaches another (a new connection each call).
                 log.warning("heartbeat failed: %s", exc)
                 registered = False
-            await asyncio.sleep(self.config.heartbeat_interval if registered else 1.0)
+            await asyncio.sleep(self.config.heartbeat_interval if registered else backoff.next())
 
     async def _watch_loop(self) -> None:
+        """List the node's pods, then watch from the list's resourceVersion. A watch
+        that ends (its API server died, a timeout) is resumed from the last
+        resourceVersion seen, as client-go's reflector does, so no event is lost and
+        nothing is listed again; 410 Gone (history compacted) lists again."""
         assert self.rest is not None
         selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        rv = ""
         while True:
             try:
-                listing = await self.rest.get("/api/v1/pods", selector)
-                self._pods = {_uid(p): p for p in listing.get("items", [])}
-                self._dirty.set()
-                rv = listing.get("metadata", {}).get("resourceVersion", "")
-                params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "false"}
-                async for event in self.rest.watch("/api/v1/pods", params):
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        break
-                    if kind == "DELETED":
-                        self._pods.pop(_uid(obj), None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        self._pods[_uid(obj)] = obj
-                    self._dirty.set()
+                if not rv:
+                    rv = await self._relist(selector)
+                    backoff.reset()
+                rv, events = await self._watch_from(selector, rv)
+                if events:
+                    backoff.reset()
+                else:  # ended at once: not a tight loop against a failing server
+                    await asyncio.sleep(backoff.next())
             except asyncio.CancelledError:
                 raise
+            except ApiError as exc:
+                log.warning("pod watch failed: %s", exc)
+                if exc.code == 410:
+                    rv = ""
+                await asyncio.sleep(backoff.next())
             except Exception as exc:
                 log.warning("pod watch failed: %s", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(backoff.next())
+
+    async def _relist(self, selector: dict[str, str]) -> str:
+        assert self.rest is not None
+        listing = await self.rest.get("/api/v1/pods", selector)
+        self._pods = {_uid(p): p for p in listing.get("items", [])}
+        self._dirty.set()
+        return str(listing.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _watch_from(self, selector: dict[str, str], rv: str) -> tuple[str, int]:
+        """Watch from ``rv`` until the stream ends: the last resourceVersion seen ("" after
+        410 Gone: list again) and how many events came."""
+        assert self.rest is not None
+        events = 0
+        params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "true"}
+        async for event in self.rest.watch("/api/v1/pods", params):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                code = obj.get("code")
+                log.warning("pod watch ended: %s", obj.get("message") or obj)
+                return ("" if code == 410 else rv), events
+            events += 1
+            seen = str(obj.get("metadata", {}).get("resourceVersion") or "")
+            rv = seen or rv
+            if kind == "DELETED":
+                self._pods.pop(_uid(obj), None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self._pods[_uid(obj)] = obj
+            else:
+                continue  # BOOKMARK: only the resourceVersion
+            self._dirty.set()
+        return rv, events
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -423,6 +468,24 @@ class NodeAgent:
                 log.warning("status update of %s/%s failed: %s", *key, exc)
         except (HatchwayError, OSError) as exc:
             log.warning("status update of %s/%s failed: %s", *key, exc)
+
+
+class Backoff:
+    """Delays for retries: doubling from ``initial`` up to ``maximum``, each drawn
+    uniformly below the current bound (full jitter), back to ``initial`` on success."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._bound = initial
+
+    def next(self) -> float:
+        delay = random.uniform(self.initial / 2, self._bound)
+        self._bound = min(self._bound * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._bound = self.initial
 
 
 def _uid(pod: dict[str, Any]) -> str:
