@@ -172,7 +172,7 @@ def haproxy_config(layout: Layout, lb: Component, apiservers: Sequence[Component
     """TCP mode, TLS passed through to the API servers; ``/readyz`` checked every second
     over TLS with the load balancer's own client certificate, two failures take a server
     out (its sessions are shut), two successes put it back; a connection that cannot
-    reach a server is redispatched to another."""
+    reach a server is redispatched to another (protocol.md 11.1)."""
     servers = "\n".join(f"    server {a.name} {a.address}:{a.port}" for a in apiservers)
     check = (
         f"check check-ssl verify required ca-file {layout.pki / 'ca.crt'} "

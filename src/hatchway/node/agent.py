@@ -105,6 +105,7 @@ class NodeAgent:
         self._dirty = asyncio.Event()
         self._finishing: set[str] = set()
         self._started = time.time()
+        self._watch_rv = ""  # the pod watch's last resourceVersion ("" lists again)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -348,39 +349,37 @@ class NodeAgent:
                 backoff.reset()
             except (HatchwayError, OSError) as exc:
                 # The API server behind the load balancer died, or the load balancer
-                # did: the next try reaches another (a new connection each call).
+                # did: the next try reaches another (a new connection each call;
+                # protocol.md 11.3).
                 log.warning("heartbeat failed: %s", exc)
                 registered = False
             await asyncio.sleep(self.config.heartbeat_interval if registered else backoff.next())
 
     async def _watch_loop(self) -> None:
         """List the node's pods, then watch from the list's resourceVersion. A watch
-        that ends (its API server died, a timeout) is resumed from the last
-        resourceVersion seen, as client-go's reflector does, so no event is lost and
-        nothing is listed again; 410 Gone (history compacted) lists again."""
+        that ends (its API server died behind the load balancer, a timeout) is resumed
+        from the last resourceVersion seen, as client-go's reflector does, so no event
+        is lost and nothing is listed again; 410 Gone lists again (protocol.md 11.3)."""
         assert self.rest is not None
         selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
         backoff = Backoff(self.config.retry_initial, self.config.retry_max)
-        rv = ""
+        self._watch_rv = ""
         while True:
+            events = 0
             try:
-                if not rv:
-                    rv = await self._relist(selector)
+                if not self._watch_rv:
+                    self._watch_rv = await self._relist(selector)
                     backoff.reset()
-                rv, events = await self._watch_from(selector, rv)
-                if events:
-                    backoff.reset()
-                else:  # ended at once: not a tight loop against a failing server
-                    await asyncio.sleep(backoff.next())
+                events = await self._watch_from(selector)
             except asyncio.CancelledError:
                 raise
-            except ApiError as exc:
-                log.warning("pod watch failed: %s", exc)
-                if exc.code == 410:
-                    rv = ""
-                await asyncio.sleep(backoff.next())
             except Exception as exc:
                 log.warning("pod watch failed: %s", exc)
+                if isinstance(exc, ApiError) and exc.code == 410:
+                    self._watch_rv = ""
+            if events:
+                backoff.reset()
+            else:  # failed or ended at once: no tight loop against a failing server
                 await asyncio.sleep(backoff.next())
 
     async def _relist(self, selector: dict[str, str]) -> str:
@@ -390,21 +389,22 @@ class NodeAgent:
         self._dirty.set()
         return str(listing.get("metadata", {}).get("resourceVersion", ""))
 
-    async def _watch_from(self, selector: dict[str, str], rv: str) -> tuple[str, int]:
-        """Watch from ``rv`` until the stream ends: the last resourceVersion seen ("" after
-        410 Gone: list again) and how many events came."""
+    async def _watch_from(self, selector: dict[str, str]) -> int:
+        """Watch from ``self._watch_rv`` until the stream ends, moving it on with every
+        event (so a cut resumes after the last one); how many events came. An ERROR
+        410 clears it: list again."""
         assert self.rest is not None
         events = 0
-        params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "true"}
+        params = {**selector, "resourceVersion": self._watch_rv, "allowWatchBookmarks": "true"}
         async for event in self.rest.watch("/api/v1/pods", params):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
-                code = obj.get("code")
                 log.warning("pod watch ended: %s", obj.get("message") or obj)
-                return ("" if code == 410 else rv), events
+                if obj.get("code") == 410:
+                    self._watch_rv = ""
+                return events
             events += 1
-            seen = str(obj.get("metadata", {}).get("resourceVersion") or "")
-            rv = seen or rv
+            self._watch_rv = str(obj.get("metadata", {}).get("resourceVersion") or self._watch_rv)
             if kind == "DELETED":
                 self._pods.pop(_uid(obj), None)
             elif kind in ("ADDED", "MODIFIED"):
@@ -412,7 +412,7 @@ class NodeAgent:
             else:
                 continue  # BOOKMARK: only the resourceVersion
             self._dirty.set()
-        return rv, events
+        return events
 
     async def _reconcile_loop(self) -> None:
         while True:
