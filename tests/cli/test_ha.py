@@ -126,6 +126,12 @@ def test_pki_commands_issue_what_each_machine_needs(tmp_path: pathlib.Path) -> N
     x509.load_pem_x509_certificate(node.read_bytes()).verify_directly_issued_by(
         x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
     )
+    assert run("loadbalancer").returncode == 0
+    pem = (d / "loadbalancer.pem").read_bytes()
+    assert b"BEGIN CERTIFICATE" in pem and b"PRIVATE KEY" in pem
+    assert (d / "loadbalancer.pem").stat().st_mode & 0o077 == 0
+    lb_cert = x509.load_pem_x509_certificate(pem)
+    assert lb_cert.subject.rfc4514_string() == f"CN={pki_cmd.LOADBALANCER_CN}"
     # init again keeps the CA
     before = (d / "ca.crt").read_bytes()
     assert run("init").returncode == 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import pathlib
 import shutil
 import ssl
@@ -39,9 +38,6 @@ ETCD_PEER_PORT = 2380
 NODE_PORT = 10250
 MEMBERS = 3
 MAX_NODES = 100
-#: The load balancer's client identity for its health checks (no group, no role: it
-#: reads /readyz, which every authenticated user may).
-LB_CN = "hatchway-loadbalancer"
 
 
 @dataclass(frozen=True)
@@ -176,7 +172,7 @@ def haproxy_config(layout: Layout, lb: Component, apiservers: Sequence[Component
     servers = "\n".join(f"    server {a.name} {a.address}:{a.port}" for a in apiservers)
     check = (
         f"check check-ssl verify required ca-file {layout.pki / 'ca.crt'} "
-        f"crt {layout.haproxy / 'healthcheck.pem'} inter 1s fall 2 rise 2 "
+        f"crt {layout.pki / 'loadbalancer.pem'} inter 1s fall 2 rise 2 "
         "on-marked-down shutdown-sessions"
     )
     return f"""\
@@ -213,7 +209,6 @@ backend apiservers
 
 def _mint(layout: Layout, components: Sequence[Component]) -> None:
     """What the cluster needs of its PKI and configuration (what exists is kept)."""
-    from hatchway import pki
 
     lb = next(c for c in components if c.role == "loadbalancer")
     apiservers = [c for c in components if c.role == "apiserver"]
@@ -224,13 +219,9 @@ def _mint(layout: Layout, components: Sequence[Component]) -> None:
             pki_cmd.etcd_member(layout.pki, c.name, c.address)
         if c.role == "node" and not (layout.pki / "nodes" / f"{c.name}.crt").exists():
             pki_cmd.node(layout.pki, c.name, c.address)
+    if not (layout.pki / "loadbalancer.pem").exists():
+        pki_cmd.loadbalancer(layout.pki)
     layout.haproxy.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = layout.haproxy / "healthcheck.pem"
-    if not pem.exists():
-        cert, key = pki.mint_component_cert(layout.pki, LB_CN)
-        fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(cert + key)
     (layout.haproxy / "haproxy.cfg").write_text(haproxy_config(layout, lb, apiservers))
 
 

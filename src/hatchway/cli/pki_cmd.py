@@ -12,7 +12,9 @@ out" says what goes where):
 * ``etcd-member NAME --address A`` -- ``etcd/NAME.crt``: one etcd member's serving,
   peer and client certificate (etcd's JSON gateway dials etcd with it);
 * ``node NAME --address A`` -- ``nodes/NAME.crt``: a node agent's serving and client
-  certificate (``system:node:NAME`` in ``system:nodes``).
+  certificate (``system:node:NAME`` in ``system:nodes``);
+* ``loadbalancer`` -- ``loadbalancer.pem`` (certificate and key in one file, as HAProxy
+  reads them): the load balancer's client identity for its ``/readyz`` checks.
 
 ``hatchway up --ha`` issues the same files with the same functions.
 """
@@ -20,6 +22,7 @@ out" says what goes where):
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 from collections.abc import Iterable, Sequence
@@ -81,6 +84,23 @@ def node(directory: pathlib.Path, name: str, address: str) -> pki.CertPaths:
     )
 
 
+#: The load balancer's client identity for its health checks (no group, no role: it
+#: reads /readyz, which every authenticated user may).
+LOADBALANCER_CN = "hatchway-loadbalancer"
+
+
+def loadbalancer(directory: pathlib.Path) -> pathlib.Path:
+    """``loadbalancer.pem``: a client certificate of the cluster CA and its key."""
+    cert, key = pki.mint_component_cert(
+        pki.CertPaths(directory / "ca.crt", directory / "ca.key"), LOADBALANCER_CN
+    )
+    path = directory / "loadbalancer.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(cert + key)
+    return path
+
+
 def main(argv: Sequence[str]) -> int:
     from hatchway.cli.up import default_data_dir
 
@@ -108,6 +128,7 @@ def main(argv: Sequence[str]) -> int:
         one = subs.add_parser(sub, help=f"the certificate of {what}")
         one.add_argument("name", metavar="NAME")
         one.add_argument("--address", required=True, help="its IP address")
+    subs.add_parser("loadbalancer", help="the load balancer's health-check certificate")
     args = parser.parse_args(argv)
     directory: pathlib.Path = args.data_dir / "pki"
     if args.sub == "init":
@@ -117,6 +138,9 @@ def main(argv: Sequence[str]) -> int:
     if not (directory / "ca.key").exists():
         print(f"error: no cluster PKI in {directory}: run 'hatchway pki init'", file=sys.stderr)
         return 1
+    if args.sub == "loadbalancer":
+        print(f"hatchway: {loadbalancer(directory)}")
+        return 0
     issue = etcd_member if args.sub == "etcd-member" else node
     paths = issue(directory, args.name, args.address)
     print(f"hatchway: {paths.cert} and {paths.key}")
