@@ -122,7 +122,10 @@ def _long_exec(
     else:
         argv = [sys.executable, "-m", "hatchway", "exec", "p1", "--", "sh", "-c", script]
     env = {**cluster.env, "KUBECONFIG": str(kubeconfig)}
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # unbuffered: readline() takes no more than the line, communicate() gets the rest
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0
+    )
 
 
 def test_losing_an_apiserver_and_the_etcd_leader(cluster: HaCluster) -> None:
