@@ -258,6 +258,17 @@ def _leftovers(cluster: HaCluster, records: list[dict[str, Any]]) -> list[str]:
         f"link {line.split(':')[1].strip()}" for line in links.splitlines() if f"hw{cid}" in line
     ]
     found += [f"process {r['name']}" for r in records if ha.ours(r["pid"], cluster.data_dir)]
+    # nor any other process of the cluster: shims, runc, exec helpers
+    marker = str(cluster.data_dir).encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmdline = pathlib.Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline:
+                shown = cmdline.replace(b"\0", b" ")[:200]
+                found.append(f"process {entry}: {shown!r}")
     for node in NODES:
         runc = subprocess.run(
             ["runc", "--root", str(cluster.data_dir / node / "node" / "runc"), "list", "-q"],

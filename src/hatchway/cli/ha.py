@@ -207,9 +207,8 @@ backend apiservers
 """
 
 
-def _mint(layout: Layout, components: Sequence[Component]) -> None:
+def mint(layout: Layout, components: Sequence[Component]) -> None:
     """What the cluster needs of its PKI and configuration (what exists is kept)."""
-
     lb = next(c for c in components if c.role == "loadbalancer")
     apiservers = [c for c in components if c.role == "apiserver"]
     hosts = [lb.address, *(a.address for a in apiservers)]
@@ -242,7 +241,7 @@ def ours(pid: int, data_dir: pathlib.Path) -> bool:
     return str(data_dir).encode() in cmdline
 
 
-def _spawn(netns_name: str, argv: list[str], log_path: pathlib.Path) -> int:
+def spawn(netns_name: str, argv: list[str], log_path: pathlib.Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -275,7 +274,7 @@ def argv_of(
 # ------------------------------------------------------------------------ waiting
 
 
-def _tls(layout: Layout, cert: pathlib.Path, key: pathlib.Path, ca: pathlib.Path) -> ssl.SSLContext:
+def _tls(cert: pathlib.Path, key: pathlib.Path, ca: pathlib.Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
@@ -289,7 +288,6 @@ def probe(url: str, ctx: ssl.SSLContext, timeout: float = 2.0) -> str:
 
 def etcd_healthy(layout: Layout, member: Component) -> bool:
     ctx = _tls(
-        layout,
         layout.pki / "etcd" / f"{member.name}.crt",
         layout.pki / "etcd" / f"{member.name}.key",
         layout.etcd_ca,
@@ -301,14 +299,14 @@ def etcd_healthy(layout: Layout, member: Component) -> bool:
 
 
 def apiserver_ready(layout: Layout, apiserver: Component) -> bool:
-    ctx = _tls(layout, layout.pki / "admin.crt", layout.pki / "admin.key", layout.pki / "ca.crt")
+    ctx = _tls(layout.pki / "admin.crt", layout.pki / "admin.key", layout.pki / "ca.crt")
     try:
         return probe(f"https://{apiserver.address}:{apiserver.port}/readyz", ctx) == "ok"
     except (OSError, ValueError):
         return False
 
 
-def _wait(what: str, check: Any, pids: dict[str, int], layout: Layout, timeout: float) -> None:
+def wait_until(what: str, check: Any, pids: dict[str, int], layout: Layout, timeout: float) -> None:
     """Until ``check()``; a process of ``pids`` that exits fails at once, with its log."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -325,7 +323,7 @@ def _wait(what: str, check: Any, pids: dict[str, int], layout: Layout, timeout: 
         time.sleep(0.2)
 
 
-async def _nodes_ready(kubeconfig: pathlib.Path, names: Sequence[str], timeout: float) -> None:
+async def nodes_ready(kubeconfig: pathlib.Path, names: Sequence[str], timeout: float) -> None:
     from hatchway.client.api import Client
 
     client = Client.from_kubeconfig(str(kubeconfig))

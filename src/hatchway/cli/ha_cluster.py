@@ -73,7 +73,7 @@ def up(
             nodes=nodes,
             server=ha.server_url(components),
         )
-    ha._mint(layout, components)
+    ha.mint(layout, components)
     netns.ensure_bridge(cid)
     scale = [f"--timeout-scale={timeout_scale}"] if timeout_scale != 1.0 else []
     extra = {"apiserver": [*apiserver_args, *scale], "node": scale}
@@ -89,7 +89,7 @@ def up(
     if merge:
         _merge(data_dir, state)
     names = [c.name for c in components if c.role == "node"]
-    asyncio.run(ha._nodes_ready(data_dir / "admin.kubeconfig", names, timeout))
+    asyncio.run(ha.nodes_ready(data_dir / "admin.kubeconfig", names, timeout))
     return state
 
 
@@ -118,7 +118,7 @@ def _start_tier(
             print(f"hatchway: restarting {component.name}", file=sys.stderr)
         name = netns.ensure_namespace(state.cluster_id, component.name, component.address)
         argv = ha.argv_of(layout, component, components, extra)
-        pids[component.name] = ha._spawn(name, argv, layout.log(component.name))
+        pids[component.name] = ha.spawn(name, argv, layout.log(component.name))
         started.append(component)
         _record(layout, state, components, pids)
     return started
@@ -147,12 +147,12 @@ def _wait_tier(
     role = tier[0].role
     if role == "etcd":
         for member in started:
-            ha._wait(
+            ha.wait_until(
                 member.name, lambda m=member: ha.etcd_healthy(layout, m), watched, layout, timeout
             )
     elif role == "apiserver":
         for api in started:
-            ha._wait(
+            ha.wait_until(
                 api.name, lambda a=api: ha.apiserver_ready(layout, a), watched, layout, timeout
             )
     # the load balancer and the nodes: _nodes_ready, through the load balancer
