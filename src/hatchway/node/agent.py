@@ -471,8 +471,9 @@ class NodeAgent:
 
 
 class Backoff:
-    """Delays for retries: doubling from ``initial`` up to ``maximum``, each drawn
-    uniformly below the current bound (full jitter), back to ``initial`` on success."""
+    """Delays for retries: a bound doubling from ``initial`` up to ``maximum``, each
+    delay drawn uniformly between ``initial / 2`` and the bound (jitter), the bound back
+    to ``initial`` on success."""
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.initial = initial
