@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Hatchway and its tests need on a Debian machine (run as root):
 # runc, busybox-static and tini (its tini-static is the exec init mounted into containers)
-# and etcd-server/etcd-client from Debian, and a virtual environment in .venv with the
+# etcd-server/etcd-client and haproxy from Debian, and a virtual environment in .venv with the
 # package and its test extras. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # etcd for the etcd store and its tests (they start their own etcd on free ports).
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+# HAProxy in front of the API servers of `hatchway up --ha` (and its tests), as
+# Kubernetes' HA guides set it up; nsenter (util-linux) starts each component in its
+# network namespace.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -28,6 +33,14 @@ if [ ${#need[@]} -gt 0 ]; then
       systemctl disable --now etcd.service >/dev/null 2>&1 || true
     else
       invoke-rc.d etcd stop >/dev/null 2>&1 || true
+    fi
+  fi
+  # Likewise the system haproxy the package starts (hatchway runs its own).
+  if [[ " ${need[*]} " == *" haproxy "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+    else
+      invoke-rc.d haproxy stop >/dev/null 2>&1 || true
     fi
   fi
 fi

@@ -287,7 +287,7 @@ def user_kubeconfig(args: argparse.Namespace) -> str:
         state = ClusterState.load(args.data_dir)
         if state is None:
             raise ConfigError(f"no running cluster in {args.data_dir}: pass --server URL")
-        server = f"https://127.0.0.1:{state.apiserver_port}"
+        server = state.server_url
     cert, key = pki.mint_user_cert(ca_dir, args.user, args.group, days=args.days, admin=args.admin)
     return render_kubeconfig(
         f"{args.user}@hatchway",

@@ -177,6 +177,23 @@ def leader_timings(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"leader election: {exc}")
 
 
+def _apiserver_pki_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "certificates (default: DATA_DIR/pki, created when missing; given all, nothing is "
+        "created: several API servers share one PKI, see hatchway pki)"
+    )
+    for flag, what in (
+        ("--tls-cert-file", "the serving certificate"),
+        ("--tls-private-key-file", "its key"),
+        ("--client-ca-file", "the CA of client certificates (the cluster CA)"),
+        ("--kubelet-client-certificate", "the client certificate towards node agents"),
+        ("--kubelet-client-key", "its key"),
+        ("--kubelet-certificate-authority", "the CA of the node agents' certificates"),
+        ("--service-account-key-file", "the service-account token signing key"),
+    ):
+        group.add_argument(flag, help=what)
+
+
 def apiserver_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="hatchway apiserver", description="Run the API server.")
     _data_dir_arg(parser)
@@ -186,6 +203,8 @@ def apiserver_main(argv: Sequence[str]) -> int:
     parser.add_argument("--audit-log", help="audit log path (default DATA_DIR/audit.log)")
     _etcd_args(parser)
     _leader_args(parser)
+
+    _apiserver_pki_args(parser)
     _session_limit_args(parser)
     _connection_limit_args(parser)
     _timeout_scale_arg(parser)
@@ -203,6 +222,13 @@ def apiserver_main(argv: Sequence[str]) -> int:
         port=args.port,
         token_file=args.token_file,
         audit_log=args.audit_log,
+        tls_cert=args.tls_cert_file,
+        tls_key=args.tls_private_key_file,
+        client_ca=args.client_ca_file,
+        kubelet_client_cert=args.kubelet_client_certificate,
+        kubelet_client_key=args.kubelet_client_key,
+        kubelet_ca=args.kubelet_certificate_authority,
+        service_account_key=args.service_account_key_file,
         etcd_servers=tuple(u for u in (args.etcd_servers or "").split(",") if u),
         etcd_cafile=args.etcd_cafile,
         etcd_certfile=args.etcd_certfile,
@@ -233,6 +259,16 @@ def node_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--cleanup", action="store_true", help="delete every container of this node and exit"
     )
+    certs = parser.add_argument_group(
+        "certificates (default: DATA_DIR/pki, created when missing; given all four, "
+        "nothing is created: see hatchway pki node)"
+    )
+    certs.add_argument("--tls-cert-file", help="serving and client certificate (system:node:NAME)")
+    certs.add_argument("--tls-private-key-file", help="its key")
+    certs.add_argument("--ca-file", help="the cluster CA (verifies the API server)")
+    certs.add_argument(
+        "--client-ca-file", help="the node-client CA: the only issuer of callers it accepts"
+    )
     parser.add_argument(
         "--container-log-max-bytes",
         type=int,
@@ -259,6 +295,10 @@ def node_main(argv: Sequence[str]) -> int:
         host=args.host,
         port=args.port,
         address=args.address,
+        cert=args.tls_cert_file,
+        key=args.tls_private_key_file,
+        ca=args.ca_file,
+        client_ca=args.client_ca_file,
         container_log_max_bytes=args.container_log_max_bytes,
     )
     config.http_limits = config.http_limits.scaled(args.timeout_scale)
@@ -282,13 +322,33 @@ def up_main(argv: Sequence[str]) -> int:
         "--no-merge", action="store_true", help="do not touch the user's kubeconfig"
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for Ready")
+    parser.add_argument(
+        "--ha",
+        action="store_true",
+        help="3 etcd members, 3 API servers, HAProxy and --nodes node agents, each in a "
+        "network namespace on a bridge with 198.18.0.0/24 addresses (root); again: "
+        "restarts what died",
+    )
+    parser.add_argument(
+        "--nodes", type=_positive, default=2, help="node agents with --ha (%(default)s)"
+    )
     _session_limit_args(parser)
     _connection_limit_args(parser)
     _timeout_scale_arg(parser)
     args = parser.parse_args(argv)
-    from hatchway.cli.up import up
+    from hatchway.cli.up import up, up_ha
 
+    limits = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in UP_APISERVER_LIMITS]
     try:
+        if args.ha:
+            return up_ha(
+                args.data_dir,
+                nodes=args.nodes,
+                merge=not args.no_merge,
+                timeout=args.timeout,
+                apiserver_args=limits,
+                timeout_scale=args.timeout_scale,
+            )
         return up(
             args.data_dir,
             apiserver_port=args.apiserver_port,
@@ -296,9 +356,7 @@ def up_main(argv: Sequence[str]) -> int:
             detach=args.detach,
             merge=not args.no_merge,
             timeout=args.timeout,
-            apiserver_args=[
-                f"--{name.replace('_', '-')}={getattr(args, name)}" for name in UP_APISERVER_LIMITS
-            ],
+            apiserver_args=limits,
             timeout_scale=args.timeout_scale,
         )
     except HatchwayError as exc:

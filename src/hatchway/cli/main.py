@@ -15,6 +15,7 @@ Cluster:
   down        stop the local cluster and remove its containers
   apiserver   run the API server
   node        run the node agent
+  pki         certificates for a cluster on several machines (init, etcd-member, node)
 
 Workloads:
   exec        execute a command in a container
@@ -48,6 +49,12 @@ def _exec(argv: Sequence[str]) -> int:
     return exec_cmd.main(argv)
 
 
+def _pki(argv: Sequence[str]) -> int:
+    from hatchway.cli import pki_cmd
+
+    return pki_cmd.main(argv)
+
+
 def _daemons(name: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         from hatchway.cli import daemons
@@ -74,6 +81,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "down": _daemons("down"),
     "apiserver": _daemons("apiserver"),
     "node": _daemons("node"),
+    "pki": _pki,
     **{
         name: _commands(name)
         for name in (

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from hatchway.errors import ConfigError
 
@@ -50,6 +51,15 @@ class ClusterState:
     #: before that: ``down`` removes the one and restores the other, as kind does.
     kubeconfig: str = ""
     previous_context: str = ""
+    #: Every process: ``{"role", "name", "pid", "address", "port"}`` (``up --ha`` has
+    #: etcd members, API servers, a load balancer and nodes; the fields above are then
+    #: the load balancer's port and the first API server's and node's).
+    components: list[dict[str, Any]] = field(default_factory=list)
+    #: ``up --ha``: the cluster's id (its namespaces and interfaces are named after it),
+    #: the number of nodes and the load balancer's URL.
+    cluster_id: str = ""
+    nodes: int = 0
+    server: str = ""
 
     @classmethod
     def load(cls, data_dir: pathlib.Path) -> ClusterState | None:
@@ -58,7 +68,22 @@ class ClusterState:
         except (OSError, ValueError, TypeError):
             return None
 
+    @property
+    def server_url(self) -> str:
+        return self.server or f"https://127.0.0.1:{self.apiserver_port}"
+
+    def single_components(self) -> list[dict[str, Any]]:
+        """The components of a one-machine cluster (no --ha)."""
+        return [
+            {"role": "apiserver", "name": "apiserver", "pid": self.apiserver_pid,
+             "address": "127.0.0.1", "port": self.apiserver_port},
+            {"role": "node", "name": self.node_name, "pid": self.node_pid,
+             "address": "127.0.0.1", "port": self.node_port},
+        ]  # fmt: skip
+
     def save(self, data_dir: pathlib.Path) -> None:
+        if not self.cluster_id:
+            self.components = self.single_components()
         path = data_dir / "cluster.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -135,7 +160,11 @@ async def _wait_ready(data_dir: pathlib.Path, state: ClusterState, timeout: floa
 
 
 def write_kubeconfigs(
-    data_dir: pathlib.Path, apiserver_port: int, merge: bool, node_name: str | None = None
+    data_dir: pathlib.Path,
+    apiserver_port: int,
+    merge: bool,
+    node_name: str | None = None,
+    server: str = "",
 ) -> str:
     from hatchway import pki as pki_module
     from hatchway.client import kubeconfig
@@ -143,7 +172,7 @@ def write_kubeconfigs(
     # The node's name as up gave it: ensure_pki's default (the hostname, not lowercased)
     # would reissue the node's certificate under the running node.
     pki = pki_module.ensure_pki(data_dir, node_name=node_name)
-    server = f"https://127.0.0.1:{apiserver_port}"
+    server = server or f"https://127.0.0.1:{apiserver_port}"
     text = kubeconfig.render_kubeconfig(
         CONTEXT,
         server,
@@ -188,6 +217,8 @@ def up(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scale = [f"--timeout-scale={timeout_scale}"] if timeout_scale != 1.0 else []
     state = ClusterState.load(data_dir)
+    if state is not None and state.cluster_id:
+        raise ConfigError(f"an `up --ha` cluster runs in {data_dir}: `hatchway up --ha` reuses it")
     api_alive = state is not None and _alive(state.apiserver_pid)
     node_alive = state is not None and _alive(state.node_pid)
     if state and api_alive and node_alive:
@@ -247,6 +278,34 @@ def up(
     except KeyboardInterrupt:
         pass
     down(data_dir)
+    return 0
+
+
+def up_ha(
+    data_dir: pathlib.Path,
+    *,
+    nodes: int = 2,
+    merge: bool = True,
+    timeout: float = 90.0,
+    apiserver_args: Sequence[str] = (),
+    timeout_scale: float = 1.0,
+) -> int:
+    """``hatchway up --ha`` (:mod:`hatchway.cli.ha_cluster`); always detached."""
+    from hatchway.cli import ha_cluster
+
+    state = ha_cluster.up(
+        data_dir,
+        nodes=nodes,
+        merge=merge,
+        timeout=timeout,
+        apiserver_args=apiserver_args,
+        timeout_scale=timeout_scale,
+    )
+    print(f"hatchway: cluster ready: load balancer {state.server}")
+    for c in state.components:
+        print(f"  {c['role']:<12} {c['name']:<12} {c['address']}:{c['port']}  pid {c['pid']}")
+    print(f"  admin kubeconfig: {data_dir / 'admin.kubeconfig'}")
+    print(f"  hatchway down{'' if data_dir == default_data_dir() else f' --data-dir {data_dir}'}")
     return 0
 
 
@@ -327,7 +386,18 @@ def _stop(state: ClusterState) -> None:
 
 
 def down(data_dir: pathlib.Path) -> int:
+    from hatchway.cli import ha_cluster
+
     state = ClusterState.load(data_dir)
+    if (state is not None and state.cluster_id) or ha_cluster.leftovers(data_dir):
+        # up --ha (or what a crashed one left: its namespaces are named after data_dir)
+        ha_cluster.down(data_dir, state)
+        if state is not None:
+            _unmerge(state)
+        with contextlib.suppress(OSError):
+            (data_dir / "cluster.json").unlink()
+        print(f"hatchway: cluster in {data_dir} stopped")
+        return 0
     if state is None:
         print(f"hatchway: no cluster in {data_dir}", file=sys.stderr)
         return 0
@@ -341,7 +411,8 @@ def down(data_dir: pathlib.Path) -> int:
 
 
 def _remove_containers(data_dir: pathlib.Path) -> None:
-    """Delete every container the node agent left behind (down means down)."""
+    """Delete every container the node agent in ``data_dir`` left behind (down means
+    down)."""
     subprocess.run(
         [sys.executable, "-m", "hatchway", "node", "--data-dir", str(data_dir), "--cleanup"],
         check=False,

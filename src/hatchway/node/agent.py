@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import platform
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -64,6 +65,10 @@ class NodeConfig:
     resync_interval: float = 30.0
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
+    #: Reaching the API server again after a failure: exponential, with full jitter
+    #: (many nodes losing one API server do not all come back at once).
+    retry_initial: float = 0.2
+    retry_max: float = 5.0
     labels: dict[str, str] = field(default_factory=dict)
     #: One container instance's log file at most (the shim keeps no more, and says so
     #: in the log); the kubelet's containerLogMaxSize, without rotation.
@@ -106,6 +111,7 @@ class NodeAgent:
         self._dirty = asyncio.Event()
         self._finishing: set[str] = set()
         self._started = time.time()
+        self._watch_rv = ""  # the pod watch's last resourceVersion ("" lists again)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -142,6 +148,9 @@ class NodeAgent:
         """``(cert, key, ca, client_ca)``: the node's own certificate, the cluster CA and
         the node-client CA, from the config or the data directory's PKI."""
         cfg = self.config
+        if cfg.cert and cfg.key and cfg.ca and cfg.client_ca:
+            # All given (a node of a cluster on several machines): no CA of its own.
+            return cfg.cert, cfg.key, cfg.ca, cfg.client_ca
         paths = pki_module.ensure_pki(cfg.data_dir, node_name=cfg.node_name)
         cert = cfg.cert or str(paths.node.cert)
         key = cfg.key or str(paths.node.key)
@@ -339,6 +348,7 @@ class NodeAgent:
 
     async def _heartbeat_loop(self) -> None:
         registered = False
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
         while True:
             try:
                 if not registered:
@@ -346,35 +356,73 @@ class NodeAgent:
                     registered = True
                 else:
                     await self._post_heartbeat()
+                backoff.reset()
             except (HatchwayError, OSError) as exc:
+                # The API server behind the load balancer died, or the load balancer
+                # did: the next try reaches another (a new connection each call;
+                # protocol.md 12.3).
                 log.warning("heartbeat failed: %s", exc)
                 registered = False
-            await asyncio.sleep(self.config.heartbeat_interval if registered else 1.0)
+            await asyncio.sleep(self.config.heartbeat_interval if registered else backoff.next())
 
     async def _watch_loop(self) -> None:
+        """List the node's pods, then watch from the list's resourceVersion. A watch
+        that ends (its API server died behind the load balancer, a timeout) is resumed
+        from the last resourceVersion seen, as client-go's reflector does, so no event
+        is lost and nothing is listed again; 410 Gone lists again (protocol.md 12.3)."""
         assert self.rest is not None
         selector = {"fieldSelector": f"spec.nodeName={self.config.node_name}"}
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        self._watch_rv = ""
         while True:
+            events = 0
             try:
-                listing = await self.rest.get("/api/v1/pods", selector)
-                self._pods = {_uid(p): p for p in listing.get("items", [])}
-                self._dirty.set()
-                rv = listing.get("metadata", {}).get("resourceVersion", "")
-                params = {**selector, "resourceVersion": rv, "allowWatchBookmarks": "false"}
-                async for event in self.rest.watch("/api/v1/pods", params):
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        break
-                    if kind == "DELETED":
-                        self._pods.pop(_uid(obj), None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        self._pods[_uid(obj)] = obj
-                    self._dirty.set()
+                if not self._watch_rv:
+                    self._watch_rv = await self._relist(selector)
+                    backoff.reset()
+                events = await self._watch_from(selector)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("pod watch failed: %s", exc)
-                await asyncio.sleep(1.0)
+                if isinstance(exc, ApiError) and exc.code == 410:
+                    self._watch_rv = ""
+            if events:
+                backoff.reset()
+            else:  # failed or ended at once: no tight loop against a failing server
+                await asyncio.sleep(backoff.next())
+
+    async def _relist(self, selector: dict[str, str]) -> str:
+        assert self.rest is not None
+        listing = await self.rest.get("/api/v1/pods", selector)
+        self._pods = {_uid(p): p for p in listing.get("items", [])}
+        self._dirty.set()
+        return str(listing.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _watch_from(self, selector: dict[str, str]) -> int:
+        """Watch from ``self._watch_rv`` until the stream ends, moving it on with every
+        event (so a cut resumes after the last one); how many events came. An ERROR
+        410 clears it: list again."""
+        assert self.rest is not None
+        events = 0
+        params = {**selector, "resourceVersion": self._watch_rv, "allowWatchBookmarks": "true"}
+        async for event in self.rest.watch("/api/v1/pods", params):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                log.warning("pod watch ended: %s", obj.get("message") or obj)
+                if obj.get("code") == 410:
+                    self._watch_rv = ""
+                return events
+            events += 1
+            self._watch_rv = str(obj.get("metadata", {}).get("resourceVersion") or self._watch_rv)
+            if kind == "DELETED":
+                self._pods.pop(_uid(obj), None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self._pods[_uid(obj)] = obj
+            else:
+                continue  # BOOKMARK: only the resourceVersion
+            self._dirty.set()
+        return events
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -430,6 +478,25 @@ class NodeAgent:
                 log.warning("status update of %s/%s failed: %s", *key, exc)
         except (HatchwayError, OSError) as exc:
             log.warning("status update of %s/%s failed: %s", *key, exc)
+
+
+class Backoff:
+    """Delays for retries: a bound doubling from ``initial`` up to ``maximum``, each
+    delay drawn uniformly between ``initial / 2`` and the bound (jitter), the bound back
+    to ``initial`` on success."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._bound = initial
+
+    def next(self) -> float:
+        delay = random.uniform(self.initial / 2, self._bound)
+        self._bound = min(self._bound * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._bound = self.initial
 
 
 def _uid(pod: dict[str, Any]) -> str:

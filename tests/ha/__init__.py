@@ -1,0 +1,1 @@
+"""tests/ha: a real `hatchway up --ha` cluster."""
