@@ -138,18 +138,21 @@ class _Exchange:
         timeout = self.limits.head_timeout if first else self.limits.idle_timeout
         idle = None if first else self.idle
         try:
-            async with asyncio.timeout(timeout) as deadline:
+            async with asyncio.timeout(timeout):
                 if idle is not None:  # kept alive: one of the bounded idle connections
-                    idle.add(deadline, lambda: self.stream.buffered > 0 or self.stream.at_eof)
+                    idle.add(self, self._request_arrived, self.stream.close)
                 try:
                     data = await self.stream.read()
                 finally:
                     if idle is not None:
-                        idle.discard(deadline)
+                        idle.discard(self)
         except TimeoutError:
             return False
         self.conn.receive_data(data)
         return bool(data)
+
+    def _request_arrived(self) -> bool:
+        return self.stream.buffered > 0 or self.stream.at_eof
 
     async def read_head(self, first: bool) -> tuple[h11.Request, Request] | None:
         """The next request's head, and the request without its body."""
