@@ -10,11 +10,11 @@ session's own two connections on the API server.
 
 :class:`IdleConnections` keeps the connections waiting for their next request in the
 order they went idle; beyond ``limit`` the longest idle one is closed, as at its idle
-timeout. RFC 9112 section 9.5 lets a server close an idle connection at any time, and
-clients retry a request that met such a close on a reused connection (Go's transport
-for idempotent requests, :class:`~hatchway.transport.httpclient.HttpClient` once for
-any); a connection whose next request has already arrived (bytes buffered) is not
-closed.
+timeout (protocol.md 2.7, 8). RFC 9112 section 9.5 lets a server close an idle
+connection at any time, and clients retry a request that met such a close on a reused
+connection (Go's transport and :class:`~hatchway.transport.httpclient.HttpClient`, for
+idempotent requests); one whose next request has already arrived (bytes buffered) is
+not closed.
 """
 
 from __future__ import annotations
