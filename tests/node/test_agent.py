@@ -303,3 +303,24 @@ async def test_lookup_by_uid_refuses_another_pod_of_the_name(tmp_path) -> None:
     with pytest.raises(LookupRefusedError) as ambiguous:
         agent._pod_uid("default", "p", "")
     assert ambiguous.value.status == 409 and "must name the pod's uid" in str(ambiguous.value)
+
+
+async def test_the_node_sends_no_session_tickets(node: Node) -> None:
+    """The API server never resumes a TLS session with the node; tickets it would only
+    hold for each exec connection's lifetime are not sent (issue 13)."""
+
+    def healthz_ticket() -> bool:
+        import socket
+        import ssl
+
+        with socket.create_connection(("127.0.0.1", node.agent.port), timeout=10 * SCALE) as raw:
+            with node.context().wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200 ") and sock.version() == "TLSv1.3"
+                assert isinstance(sock.session, ssl.SSLSession)
+                return sock.session.has_ticket
+
+    assert not await asyncio.to_thread(healthz_ticket)

@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from hatchway.node import runtime_exec
+from hatchway.node import runtime_execshim as execshim
 from hatchway.node.runtime import RuncRuntime
 from hatchway.types import ExecOptions
 
@@ -65,6 +66,42 @@ async def test_an_exec_whose_helper_died_ends_with_255(runtime, cid):
         assert await proc.wait() == 255
     await proc.kill()  # the process itself outlived the helper: kill() still finds it
     assert runtime_exec.process_tree(proc.pid, proc._start_time) == []
+
+
+def _children_of(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, argv NUL-joined) of the processes whose parent is ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(entry), argv))
+    return out
+
+
+@pytest.mark.skipif(not os.access(execshim.HOLDER_BUSYBOX, os.X_OK), reason="no static busybox")
+async def test_stdin_is_held_by_the_static_busybox_sleep(runtime, cid):
+    """The holder of an exec's stdin (one per session) is the static busybox's sleep,
+    not the dynamically linked one: half its private memory (issue 13)."""
+    proc = await runtime.exec(cid, ExecOptions(("cat",), stdin=True, tty=False))
+    try:
+        helper = _helper_pid()
+        want = f"{execshim.HOLDER_BUSYBOX}\0sleep\0{execshim.HOLDER_SECONDS}\0".encode()
+        async with asyncio.timeout(10 * SCALE):
+            while not [p for p, argv in _children_of(helper) if argv == want]:
+                await asyncio.sleep(0.02)
+    finally:
+        await proc.kill()
+    async with asyncio.timeout(10 * SCALE):
+        while [p for p, argv in _children_of(helper) if argv == want]:
+            await asyncio.sleep(0.02)  # let go of with the exec
 
 
 def test_a_message_for_a_job_finished_in_the_same_round_is_ignored() -> None:

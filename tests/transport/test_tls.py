@@ -253,3 +253,33 @@ async def test_refused_handshakes_are_logged_when_asked(mtls_server, certs, capl
     # its trust store), so it says "self-signed certificate in certificate chain".
     assert len(lines) == 1 and lines[0].startswith("node: refused a TLS client in the handshake: ")
     assert "certificate" in lines[0].rpartition(": ")[2]
+
+
+def _tickets_after_a_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> bool:
+    """A real TLS 1.3 handshake over memory BIOs and one byte each way: whether the
+    client's session holds a ticket afterwards (tickets follow the handshake)."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="localhost")
+    for _ in range(8):
+        for end in (cli, srv):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    srv.write(b"x")
+    c_in.write(s_out.read())
+    assert cli.read(1) == b"x" and cli.version() == "TLSv1.3"
+    assert cli.session is not None
+    return cli.session.has_ticket
+
+
+def test_session_tickets_can_be_turned_off(certs) -> None:
+    client = tls.client_context(ca_file=certs.ca.cert)
+    default = tls.server_context(certs.apiserver.cert, certs.apiserver.key)
+    assert _tickets_after_a_handshake(default, client)
+    none = tls.server_context(certs.apiserver.cert, certs.apiserver.key, session_tickets=0)
+    assert none.num_tickets == 0
+    assert not _tickets_after_a_handshake(none, client)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from hatchway.cli import heapdump
 from hatchway.cli.errors import report
 from hatchway.errors import HatchwayError
 
@@ -245,6 +246,7 @@ def apiserver_main(argv: Sequence[str]) -> int:
             per_user=args.max_log_follows_per_user, total=args.max_log_follows
         ),
     ).scaled(args.timeout_scale)
+    heapdump.install("apiserver")
     return _serve(run_apiserver(config))
 
 
@@ -302,6 +304,7 @@ def node_main(argv: Sequence[str]) -> int:
         container_log_max_bytes=args.container_log_max_bytes,
     )
     config.http_limits = config.http_limits.scaled(args.timeout_scale)
+    heapdump.install("node")
     # The runtime's child processes and fd readers hang under uvloop: plain asyncio.
     return _serve(run_node(config), uvloop=False)
 

@@ -192,7 +192,12 @@ class NodeAgent:
         tlsbuffer.share_receive_buffers()
         self._endpoint = self.endpoint(client_ca)
         self.server = HttpServer(self._endpoint, limits=self.config.http_limits)
-        ssl = tls.server_context(cert, key, client_ca=client_ca, log_refusals="node")
+        # No TLS 1.3 session tickets: the API server, the only client, never resumes a
+        # session (it keeps connections alive instead), and would hold the two tickets
+        # for as long as each exec session's connection lives (~9 KiB each; issue 13).
+        ssl = tls.server_context(
+            cert, key, client_ca=client_ca, log_refusals="node", session_tickets=0
+        )
         await self.server.start(self.config.host, self.config.port, ssl=ssl)
 
     @property

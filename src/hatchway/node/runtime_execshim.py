@@ -75,6 +75,9 @@ MAX_JOB = 256 * 1024
 MAX_EARLY = 4096
 #: How long the helper, its agent gone, waits for runcs to finish and trees to die.
 ORPHAN_KILL_TIMEOUT = 10.0
+#: The holder (see the module docstring): a static busybox's ``sleep`` where there is one.
+HOLDER_BUSYBOX = "/bin/busybox"
+HOLDER_SECONDS = "2147483647"
 
 
 def _exit_code(status: int) -> int:
@@ -127,13 +130,23 @@ class _Job:
         self.report.close()
 
 
+def _holder_argv() -> list[str]:
+    """The holder's command: the static busybox's ``sleep`` where the node has one (the
+    built-in image's binary; Debian ``busybox-static``). One runs per exec session with
+    stdin, and a static binary keeps half the private memory of a dynamically linked
+    ``sleep`` (measured: 52 vs 108 KiB dirty, as PSS of 200 idle sessions; issue 13)."""
+    if os.access(HOLDER_BUSYBOX, os.X_OK):
+        return [HOLDER_BUSYBOX, "sleep", HOLDER_SECONDS]
+    return ["sleep", HOLDER_SECONDS]
+
+
 def _start_holder(fd: int, cgroup: str) -> int:
     """A ``sleep`` holding a copy of ``fd`` (as its stdin, no other fd of ours), moved
     into ``cgroup``; its pid, 0 if it could not be started or moved (then it is killed:
     nothing else would find it)."""
     try:
         child = subprocess.Popen(
-            ["sleep", "2147483647"],
+            _holder_argv(),
             stdin=fd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -150,6 +150,12 @@ class _Protocol(asyncio.BufferedProtocol):
             self.closed.set_result(None)
         if self.splice is not None:
             self.splice.end(self.side)
+        # The TLS transport refers to its protocol, which refers to this one: holding on
+        # to it would leave the whole connection -- OpenSSL's ~30 KiB with it -- in a
+        # reference cycle until the collector's next full pass, which a server with
+        # long idle sessions rarely makes (issue 13). The ByteStream keeps its own
+        # reference for as long as anyone uses it.
+        self.transport = None
 
     def pause_writing(self) -> None:
         self._write_paused = True

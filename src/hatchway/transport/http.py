@@ -10,7 +10,8 @@ of the upgrade request's body is read beyond its Content-Length.
 Everything a peer sends is bounded (:class:`HttpLimits`); a peer that breaks the
 protocol gets a 4xx and a closed connection, and an application that raises gets a 500
 -- neither takes the server down. Connections are bounded per server (503 beyond) and
-per source address (429 beyond).
+per source address (429 beyond), and those kept alive idle in number (the longest idle
+closed beyond ``max_idle_connections``, :mod:`.keepalive`).
 
 A request is read in two phases: its head, which the server's ``check_head`` (the
 API server's authentication) sees first, then -- only if ``check_head`` let it pass --
@@ -58,6 +59,7 @@ from hatchway.transport.httpmessage import (
     plain_response,
     reason_phrase,
 )
+from hatchway.transport.keepalive import IdleConnections
 
 __all__ = [
     "App",
@@ -93,12 +95,18 @@ class _Exchange:
     """One connection: reads requests, calls the application, writes responses."""
 
     def __init__(
-        self, app: App, limits: HttpLimits, stream: ByteStream, check_head: CheckHead | None
+        self,
+        app: App,
+        limits: HttpLimits,
+        stream: ByteStream,
+        check_head: CheckHead | None,
+        idle: IdleConnections | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.stream = stream
         self.check_head = check_head
+        self.idle = idle
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self._upgraded = False
 
@@ -128,13 +136,23 @@ class _Exchange:
         if self.conn.trailing_data[0]:
             return True
         timeout = self.limits.head_timeout if first else self.limits.idle_timeout
+        idle = None if first else self.idle
         try:
             async with asyncio.timeout(timeout):
-                data = await self.stream.read()
+                if idle is not None:  # kept alive: one of the bounded idle connections
+                    idle.add(self, self._request_arrived, self.stream.close)
+                try:
+                    data = await self.stream.read()
+                finally:
+                    if idle is not None:
+                        idle.discard(self)
         except TimeoutError:
             return False
         self.conn.receive_data(data)
         return bool(data)
+
+    def _request_arrived(self) -> bool:
+        return self.stream.buffered > 0 or self.stream.at_eof
 
     async def read_head(self, first: bool) -> tuple[h11.Request, Request] | None:
         """The next request's head, and the request without its body."""
@@ -398,6 +416,8 @@ class HttpServer:
         # A connection closed after its answer waits as long as a keep-alive one would
         # for a client that reads nothing of it.
         self._server = Server(self._handle, self.limits.idle_timeout)
+        #: Kept-alive connections waiting for a request, at most ``max_idle_connections``.
+        self.idle = IdleConnections(self.limits.max_idle_connections)
         #: Open connections, in total and by source address (refused ones not counted).
         self.connections = 0
         self.by_source: collections.Counter[str] = collections.Counter()
@@ -413,7 +433,7 @@ class HttpServer:
     async def _handle(self, stream: ByteStream) -> None:
         peer = stream.peername
         source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        exchange = _Exchange(self.app, self.limits, stream, self.check_head)
+        exchange = _Exchange(self.app, self.limits, stream, self.check_head, self.idle)
         refused = self._admit(source)
         if refused is not None:
             stream.set_recv_limit(self.limits.max_head)

@@ -14,6 +14,7 @@ import h11
 
 from hatchway.transport.bytestream import DRAIN_IDLE_TIMEOUT, ByteStream
 from hatchway.transport.httpclient import HeadersMixin, decode_headers
+from hatchway.transport.keepalive import DEFAULT_MAX_IDLE
 
 Upgrade = Callable[[ByteStream], Awaitable[None]]
 
@@ -31,6 +32,9 @@ class HttpLimits:
     body_timeout: float = 60.0
     #: Waiting for the next request on a kept-alive connection.
     idle_timeout: float = 120.0
+    #: Kept-alive connections waiting for a request at once; beyond, the longest idle
+    #: is closed (:mod:`.keepalive`: each costs ~45 KiB, and kubectl leaves one per exec).
+    max_idle_connections: int = DEFAULT_MAX_IDLE
     #: After refusing a request, how long to swallow what the client still sends so the
     #: refusal is not lost to a TCP reset.
     linger: float = 2.0

@@ -49,11 +49,15 @@ def server_context(
     client_ca: str | os.PathLike[str] | None = None,
     require_client_cert: bool = False,
     log_refusals: str | None = None,
+    session_tickets: int | None = None,
 ) -> ssl.SSLContext:
     """A server context: TLS >= 1.2, ALPN ``http/1.1`` only, client certificates
     verified against ``client_ca`` -- optional unless ``require_client_cert``. With
     ``log_refusals`` (the server's name) every failed handshake is logged as a warning
-    (``SSLContext.sslobject_class``, which asyncio's SSL protocol and uvloop use)."""
+    (``SSLContext.sslobject_class``, which asyncio's SSL protocol and uvloop use).
+    ``session_tickets``: TLS 1.3 tickets sent after each handshake (OpenSSL's default,
+    2, when None). A client that never resumes a session only stores them: 0 for a
+    server whose one client does not (the node agent's, issue 13)."""
     if require_client_cert and client_ca is None:
         raise ConfigError("require_client_cert needs a client_ca to verify against")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -63,6 +67,8 @@ def server_context(
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load server certificate {certfile}: {exc}") from exc
     ctx.set_alpn_protocols([ALPN_HTTP11])
+    if session_tickets is not None:
+        ctx.num_tickets = session_tickets
     if client_ca is not None:
         try:
             ctx.load_verify_locations(cafile=os.fspath(client_ca))
