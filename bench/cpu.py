@@ -193,7 +193,10 @@ COLUMNS = ("client", "apiserver", "node", "helper", "total")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--direction", nargs="+", default=["out", "in"], choices=["out", "in"])
+    parser.add_argument(
+        "--direction", nargs="+", default=["out", "in"], choices=["out", "in", "echo"],
+        help="echo: TTY keystroke echo p50/p99 (bench/echo.py), 100 keys, no CPU figure",
+    )  # fmt: skip
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tree", action="append", default=[], help="NAME=SRC_DIR")
@@ -205,6 +208,7 @@ def main() -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    echoes: dict[str, list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
         base = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hw-cpu-")))
         cluster = benv.start_cluster(stack, base, users=1)
@@ -214,6 +218,12 @@ def main() -> None:
             for name, src in order:
                 env = _use_tree(cluster, src) if src or len(trees) > 1 else cluster.env
                 for direction in args.direction:
+                    if direction == "echo":
+                        times = _echo(cluster, env)
+                        echoes.setdefault(name, []).append(times)
+                        print(f"{name} echo: p50 {times['p50_ms']:.3f} ms, "
+                              f"p99 {times['p99_ms']:.3f} ms", flush=True)  # fmt: skip
+                        continue
                     tag = f"{name}-{direction}"
                     row = one(cluster, env, direction, size, args.profile, tag, args.profiler)
                     results.setdefault((name, direction), []).append(row)
@@ -230,6 +240,21 @@ def main() -> None:
     for (name, direction), rows in results.items():
         cells = " | ".join(f"{statistics.median(r[c] for r in rows):.2f}" for c in COLUMNS)
         print(f"| {name} | {direction} | {cells} |")
+    for name, runs in echoes.items():
+        p50 = statistics.median(r["p50_ms"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        print(f"echo {name}: median p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+
+
+def _echo(cluster: benv.Cluster, env: dict[str, str]) -> dict[str, float]:
+    from bench.echo import echo
+    from bench.peers import Peer
+
+    def build(cmd: object, stdin: bool, tty: bool, session: int) -> list[str]:
+        return [benv.HATCHWAY, "exec", "-it", cluster.pod, "--", "cat"]
+
+    times = echo(Peer("hatchway", build, env), 100, 120.0)
+    return times
 
 
 if __name__ == "__main__":

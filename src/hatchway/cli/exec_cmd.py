@@ -18,8 +18,10 @@ from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch
 from hatchway.cli.timing import Phases
 
 #: One read of stdin: a keystroke is what a terminal has, bulk input up to this much
-#: (one WebSocket message, fewer wake-ups per GiB than 64 KiB reads).
-STDIN_CHUNK = 256 * 1024
+#: (64 KiB: its buffers, and the frames and TLS records made of it, stay below glibc's
+#: mmap threshold and are reused from the heap; 256 KiB reads cost more CPU per GiB in
+#: page faults than they save in wake-ups, bench/README.md).
+STDIN_CHUNK = 64 * 1024
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -80,23 +82,27 @@ def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], 
             return
 
 
-def _write_out(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+def _write_views(fd: int, parts: list[bytes | memoryview]) -> None:
+    """All of ``parts`` to ``fd``, in as few ``writev`` calls as it takes."""
+    while parts:
         try:
-            n = os.write(fd, view)
+            n = os.writev(fd, parts)
         except BlockingIOError:
             import select
 
             select.select([], [fd], [])
             continue
-        view = view[n:]
+        while parts and n >= len(parts[0]):
+            n -= len(parts.pop(0))
+        if n:
+            parts[0] = memoryview(parts[0])[n:]
 
 
 async def _copy_out(reader, fd: int, phases: Phases) -> None:  # type: ignore[no-untyped-def]
-    while chunk := await reader.read(256 * 1024):
+    # The received buffers as they are (no join into one bytes): one writev per read.
+    while parts := await reader.read_views(1 << 20):
         phases.mark("first output")
-        _write_out(fd, chunk)
+        _write_views(fd, parts)
 
 
 async def _copy_in(process, fd: int) -> None:  # type: ignore[no-untyped-def]
