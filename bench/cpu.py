@@ -2,18 +2,21 @@
 
     .venv/bin/python bench/cpu.py                                  # this tree, both ways
     .venv/bin/python bench/cpu.py --tree old=/tmp/old/src --tree new=src --rounds 3
-    .venv/bin/python bench/cpu.py --direction out --profile /tmp/prof   # py-spy too
+    .venv/bin/python bench/cpu.py --mib 512 --profile /tmp/prof     # perf record too
+    .venv/bin/python bench/cpu.py --direction echo --keys 300 --tree ... --tree ...
 
 One cluster (``bench/env.py``: ``hatchway up``, one busybox pod). With ``--tree``, the
 API server and the node agent are restarted with ``PYTHONPATH`` set to that tree before
-its runs, and the CLI runs with it too; trees take turns round by round, so a noisy
-neighbour hits both alike. CPU time is read from ``/proc/PID/stat`` (utime + stime)
-before and after each stream for the API server, the node agent and the node's children
-(its exec helper; the container's own processes are not counted), and from the client's
-rusage (``os.wait4``): wall-clock rates on a shared machine mean little, CPU seconds per
-GiB per process do. ``--profile DIR`` records each process with py-spy (``--native``,
-raw collapsed stacks, one file per process and direction) while the stream runs. Not a
-timed test.
+its runs, and the CLI runs with it too; trees take turns round by round (the order
+reversed every other round), so a noisy neighbour hits both alike. CPU time is read from
+``/proc/PID/stat`` (utime + stime) before and after each stream for the API server, the
+node agent and the node's exec helper (the container's own processes are not counted),
+and from the client's rusage (``os.wait4``), with the minor page faults of each: on a
+shared machine wall-clock rates mean little, CPU seconds per GiB per process do.
+``--profile DIR`` records each process with ``perf record -g`` (on-CPU samples, native
+and kernel; ``--profiler py-spy`` for Python stacks instead) while the stream runs;
+``bench/profile_summary.py`` sorts the samples into categories. ``--direction echo`` is
+the TTY keystroke echo of ``bench/echo.py`` per tree. Not a timed test.
 """
 
 from __future__ import annotations
@@ -195,8 +198,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--direction", nargs="+", default=["out", "in"], choices=["out", "in", "echo"],
-        help="echo: TTY keystroke echo p50/p99 (bench/echo.py), 100 keys, no CPU figure",
+        help="echo: TTY keystroke echo p50/p99 (bench/echo.py, --keys), no CPU figure",
     )  # fmt: skip
+    parser.add_argument("--keys", type=int, default=100, help="keystrokes per echo round")
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tree", action="append", default=[], help="NAME=SRC_DIR")
@@ -219,7 +223,7 @@ def main() -> None:
                 env = _use_tree(cluster, src) if src or len(trees) > 1 else cluster.env
                 for direction in args.direction:
                     if direction == "echo":
-                        times = _echo(cluster, env)
+                        times = _echo(cluster, env, args.keys)
                         echoes.setdefault(name, []).append(times)
                         print(f"{name} echo: p50 {times['p50_ms']:.3f} ms, "
                               f"p99 {times['p99_ms']:.3f} ms", flush=True)  # fmt: skip
@@ -246,14 +250,14 @@ def main() -> None:
         print(f"echo {name}: median p50 {p50:.3f} ms, p99 {p99:.3f} ms")
 
 
-def _echo(cluster: benv.Cluster, env: dict[str, str]) -> dict[str, float]:
+def _echo(cluster: benv.Cluster, env: dict[str, str], keys: int) -> dict[str, float]:
     from bench.echo import echo
     from bench.peers import Peer
 
     def build(cmd: object, stdin: bool, tty: bool, session: int) -> list[str]:
         return [benv.HATCHWAY, "exec", "-it", cluster.pod, "--", "cat"]
 
-    times = echo(Peer("hatchway", build, env), 100, 120.0)
+    times = echo(Peer("hatchway", build, env), keys, 120.0 + keys)
     return times
 
 

@@ -1,14 +1,17 @@
-"""Where the samples of a py-spy raw (collapsed) profile go, by category.
+"""Where a process's CPU samples go, by category, from ``perf record`` files.
 
-    .venv/bin/python bench/profile_summary.py /tmp/prof/*.txt
+    .venv/bin/python bench/profile_summary.py /tmp/prof/*.perf
+    .venv/bin/python bench/profile_summary.py --cpu 4.2 /tmp/prof/this-out-apiserver.perf
 
-Each stack (root first, ``;``-separated, then a count) is put in the first category
-whose pattern matches its innermost frames (leaf first): TLS (OpenSSL and the ``ssl``
-module: record layer and cipher), copies (memcpy/memmove, ``bytes()``), syscalls (socket
-and pipe reads/writes, epoll), and otherwise the Python function nearest the leaf
-(per-chunk Python work, the event loop). Prints a table per file: share of samples and,
-given ``--cpu NAME=SECONDS``, the CPU seconds that share stands for. Native frames
-without symbols count under their library. Not a timed test.
+``bench/cpu.py --profile DIR`` writes one ``perf record`` file per process and direction
+(on-CPU samples only, so a thread blocked in a read or an idle worker costs nothing).
+This reads each with ``perf report --sort dso,sym`` and puts every symbol in one
+category: TLS (libcrypto: AES-GCM and the rest; libssl: the record layer and the memory
+BIOs), user-space copies (memmove/memcpy/memset in libc), the kernel split into socket
+and pipe copies, page faults and page allocation, and the rest (TCP, epoll, scheduler),
+the Python interpreter (libpython and extension modules: per-chunk Python), uvloop, and
+the rest of libc (malloc). With ``--cpu S`` (the process's CPU seconds per GiB, from
+``bench/cpu.py``) each share is also given in seconds. Not a timed test.
 """
 
 from __future__ import annotations
@@ -17,61 +20,65 @@ import argparse
 import collections
 import pathlib
 import re
+import subprocess
 
-#: (category, pattern over one frame), matched leaf first.
-CATEGORIES = [
-    ("TLS cipher (AES-GCM)", re.compile(r"aes|gcm|ghash|AES|GCM|EVP_(En|De)crypt|Cipher", re.I)),
-    ("TLS record layer (OpenSSL)", re.compile(r"SSL_|ssl3_|tls1?_|libssl|BIO_|libcrypto")),
-    ("copies (memcpy/memmove)", re.compile(r"memcpy|memmove|__memcpy|bytes_new|PyBytes_From")),
-    (
-        "syscalls (send/recv/read/write)",
-        re.compile(r"\b(send|recv|sendmsg|recvmsg|writev|__libc_(send|recv|write|read))\b"),
-    ),
-    ("event loop wait (epoll)", re.compile(r"epoll_wait|select\.epoll|poll \(")),
-]
+KERNEL_COPY = re.compile(r"_copy_(to|from)_iter|copy_user|copy_page_(to|from)_iter|memcpy_orig")
+KERNEL_MEMORY = re.compile(
+    r"page_fault|clear_page|anonymous_page|unmap_page|handle_mm_fault|memcg|folio|"
+    r"alloc_pages|free_pages|frozen_pages|page_counter|lruvec|set_ptes|zap_|mmap|munmap|"
+    r"tlb_|pte_|free_pcppages|rmqueue|obj_cgroup"
+)
+LINE = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$")
 
 
-def _frames(stack: str) -> list[str]:
-    return stack.split(";")[::-1]
+def category(dso: str, kind: str, symbol: str) -> str:
+    if dso.startswith("libcrypto"):
+        return "TLS: libcrypto (AES-GCM, ...)"
+    if dso.startswith("libssl"):
+        return "TLS: libssl (records, BIOs)"
+    if kind == "k" or dso.startswith("[kernel"):
+        if KERNEL_COPY.search(symbol):
+            return "kernel: socket/pipe copies"
+        if KERNEL_MEMORY.search(symbol):
+            return "kernel: page faults, page alloc/free"
+        return "kernel: TCP, epoll, scheduler, other"
+    if dso.startswith("libc"):
+        if re.search(r"mem(move|cpy|set)", symbol):
+            return "user copies (memmove/memcpy/memset)"
+        return "libc other (malloc, ...)"
+    if dso.startswith("loop.cpython"):
+        return "uvloop"
+    if dso.startswith("libpython") or ".cpython-" in dso:
+        return "Python interpreter + C extensions"
+    return f"other ({dso})"
 
 
-def categorise(stack: str) -> str:
-    frames = _frames(stack)
-    for frame in frames[:6]:
-        for name, pattern in CATEGORIES:
-            if pattern.search(frame):
-                return name
-    for frame in frames:
-        if "(" in frame and ".py:" in frame:
-            func, _, where = frame.partition(" (")
-            module = where.split(":")[0].rsplit("/", 2)[-2:]
-            return f"Python: {'/'.join(module)} {func}"
-    return f"native: {frames[0][:60]}"
-
-
-def summarise(path: pathlib.Path, top: int) -> list[tuple[str, int]]:
-    counts: collections.Counter[str] = collections.Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        if "idle" in stack and "epoll" not in stack:
-            continue
-        counts[categorise(stack)] += int(count)
-    return counts.most_common(top)
+def summarise(path: pathlib.Path) -> dict[str, float]:
+    report = subprocess.run(
+        ["perf", "report", "-i", str(path), "--no-children", "--sort", "dso,sym",
+         "--stdio", "-g", "none"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    shares: collections.Counter[str] = collections.Counter()
+    for line in report.splitlines():
+        match = LINE.match(line)
+        if match:
+            share, dso, kind, symbol = match.groups()
+            shares[category(dso, kind, symbol)] += float(share)
+    return dict(shares)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=pathlib.Path)
-    parser.add_argument("--top", type=int, default=14)
+    parser.add_argument("--cpu", type=float, help="the process's CPU seconds per GiB")
     args = parser.parse_args()
     for path in args.files:
-        rows = summarise(path, args.top)
-        total = sum(c for _, c in summarise(path, 10**6))
-        print(f"\n{path.name}: {total} samples")
-        for name, count in rows:
-            print(f"  {100 * count / max(total, 1):5.1f} %  {name}")
+        shares = summarise(path)
+        print(f"\n{path.name}")
+        for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+            seconds = f"  {share / 100 * args.cpu:5.2f} s" if args.cpu else ""
+            print(f"  {share:5.1f} %{seconds}  {name}")
 
 
 if __name__ == "__main__":
