@@ -155,6 +155,10 @@ def proxy_main(args: argparse.Namespace) -> None:
     if high:  # an experiment: the splice's send watermarks (low = high / 4)
         bytestream.SPLICE_SEND_HIGH, bytestream.SPLICE_SEND_LOW = high * 1024, high * 256
 
+    if args.mmap_threshold:  # as the API server runs (ApiServerConfig.mmap_threshold)
+        from hatchway.apiserver.server import fix_mmap_threshold
+
+        fix_mmap_threshold(args.mmap_threshold * 1024)
     certs = Path(args.certs)
 
     async def handler(client: ByteStream) -> None:
@@ -190,15 +194,15 @@ def _spawn(role: str, *extra: str) -> tuple[subprocess.Popen, int]:
     return proc, int(proc.stdout.readline())
 
 
-def _proc_stat(pid: int) -> tuple[float, int]:
-    """CPU seconds and RSS KiB of ``pid``."""
+def _proc_stat(pid: int) -> tuple[float, int, int]:
+    """CPU seconds, RSS KiB and minor page faults of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
-    return cpu, rss
+    return cpu, rss, int(fields[7])
 
 
 def run_once(args: argparse.Namespace, up: int, down: int) -> dict:
@@ -206,7 +210,7 @@ def run_once(args: argparse.Namespace, up: int, down: int) -> dict:
     node, node_port = _spawn("node", *common, "--up", str(up), "--down", str(down))
     proxy, proxy_port = _spawn(
         "proxy", *common, "--node-port", str(node_port), "--loop", args.loop, "--impl", args.impl,
-        "--splice-high", str(args.splice_high),
+        "--splice-high", str(args.splice_high), "--mmap-threshold", str(args.mmap_threshold),
     )  # fmt: skip
     spy = None
     if args.profile:  # py-spy's folded stacks of the proxy, native frames included
@@ -217,12 +221,12 @@ def run_once(args: argparse.Namespace, up: int, down: int) -> dict:
         )  # fmt: skip
         time.sleep(1.0)
     try:
-        cpu0, _ = _proc_stat(proxy.pid)
+        cpu0, _, faults0 = _proc_stat(proxy.pid)
         raw = socket.create_connection(("127.0.0.1", proxy_port))
         sock = client_ctx(Path(args.certs)).wrap_socket(raw, server_hostname="127.0.0.1")
         mine = exchange(sock, up, down)
         theirs = json.loads(node.stdout.readline())
-        cpu1, rss = _proc_stat(proxy.pid)
+        cpu1, rss, faults1 = _proc_stat(proxy.pid)
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -234,7 +238,8 @@ def run_once(args: argparse.Namespace, up: int, down: int) -> dict:
     end = max(t for t in (mine.get("recv_end"), theirs.get("recv_end")) if t)
     assert mine.get("received", down) == down and theirs.get("received", up) == up, (mine, theirs)
     return {"seconds": end - start, "gb_s": (up + down) / (end - start) / 1e9,
-            "proxy_cpu": cpu1 - cpu0, "proxy_rss_kib": rss}  # fmt: skip
+            "proxy_cpu": cpu1 - cpu0, "proxy_rss_kib": rss,
+            "proxy_page_faults": faults1 - faults0}  # fmt: skip
 
 
 async def _idle_clients(port: int, count: int, ctx: ssl.SSLContext) -> list:
@@ -252,11 +257,11 @@ def run_idle(args: argparse.Namespace) -> dict:
     node, node_port = _spawn("node", *common, "--idle", str(args.idle))
     proxy, proxy_port = _spawn(
         "proxy", *common, "--node-port", str(node_port), "--loop", args.loop, "--impl", args.impl,
-        "--splice-high", str(args.splice_high),
+        "--splice-high", str(args.splice_high), "--mmap-threshold", str(args.mmap_threshold),
     )  # fmt: skip
     try:
         time.sleep(0.5)
-        _, base = _proc_stat(proxy.pid)
+        _, base, _ = _proc_stat(proxy.pid)
 
         async def main() -> int:
             held = await _idle_clients(proxy_port, args.idle, client_ctx(Path(args.certs)))
@@ -284,6 +289,10 @@ def main() -> None:
     parser.add_argument(
         "--splice-high", type=int, nargs="+", default=[0], help="KiB: the splice's send high water"
     )
+    parser.add_argument(
+        "--mmap-threshold", type=int, default=128,
+        help="KiB: the proxy's fixed glibc mmap threshold, as the API server's (0: glibc's own)",
+    )  # fmt: skip
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--both", action="store_true", help="both directions at once")
     parser.add_argument("--rounds", type=int, default=2)

@@ -55,6 +55,33 @@ def test_stdin_with_eof(cluster: Cluster, pod: str) -> None:
     assert b"Unable to use a TTY" in result.stderr
 
 
+def test_stdin_from_a_file_and_dev_null(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -> None:
+    """A pipe is read from the event loop; what epoll cannot poll (a regular file,
+    /dev/null) falls back to a thread: every byte and the EOF arrive either way."""
+    data = os.urandom((1 << 20) + 12345)
+    path = tmp_path / "input"
+    path.write_bytes(data)
+    argv = [
+        sys.executable,
+        "-m",
+        "hatchway",
+        "exec",
+        "-i",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "md5sum; echo done",
+    ]
+    for source, expected in ((path, data), (os.devnull, b"")):
+        with open(source, "rb") as stdin:
+            result = subprocess.run(
+                argv, env=cluster.env, stdin=stdin, capture_output=True, timeout=60 * SCALE
+            )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode() == f"{hashlib.md5(expected).hexdigest()}  -\ndone\n"
+
+
 def test_timing_line_names_every_phase(cluster: Cluster, pod: str) -> None:
     env = {**cluster.env, "HATCHWAY_TIMING": "1"}
     result = subprocess.run(

@@ -147,6 +147,32 @@ def test_both_ways_at_once_every_byte(loop: str, tls: bool, certs: Path) -> None
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_a_big_read_goes_to_a_tls_side_in_pieces(loop: str, certs: Path) -> None:
+    """What one read delivers reaches a TLS transport in SPLICE_TLS_WRITE pieces (their
+    ciphertext stays below the API server's fixed mmap threshold), every byte in order."""
+    size = 3 * bytestream.SPLICE_TLS_WRITE + 777
+
+    async def body(j: Joined) -> None:
+        writes: list[int] = []
+        original = j.splice._write
+
+        def recording(side: int, data: Any) -> None:
+            writes.append(len(data))
+            original(side, data)
+
+        j.splice._write = recording  # type: ignore[method-assign]
+        data = block(7)[:size]
+        bytestream._shared.view[:size] = data  # as if one read had delivered it
+        j.splice.forward(0, size)
+        async with asyncio.timeout(T):
+            got = await j.end_b.readexactly(size)
+        assert got == data
+        assert writes == [bytestream.SPLICE_TLS_WRITE] * 3 + [777]
+
+    run(loop, with_splice(True, certs, body))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_bytes_buffered_before_the_splice_go_first(loop: str, certs: Path) -> None:
     async def main() -> None:
         server_ctx, client_ctx = contexts(certs)

@@ -66,3 +66,40 @@ def test_any_mix_reads_back_in_order(buffers, sizes):
         i += 1
         assert q.size == len(expected) - len(b"".join(got))
     assert b"".join(got) == expected
+
+
+def test_take_views_hands_out_the_queued_buffers_without_copies():
+    q = ChunkQueue()
+    whole, part = b"abcdef", memoryview(b"0123456789")
+    q.extend([whole, part], 16)
+    views = q.take_views(8)
+    assert views[0] is whole and bytes(views[1]) == b"01"
+    assert q.size == 8
+    assert [bytes(v) for v in q.take_views(100)] == [b"23456789"]
+    assert q.size == 0 and q.take_views(4) == []
+
+
+@given(
+    st.lists(st.tuples(st.binary(min_size=1, max_size=50), st.booleans()), max_size=20),
+    st.lists(st.integers(1, 80), min_size=1, max_size=10),
+    st.lists(st.booleans(), min_size=1, max_size=10),
+)
+def test_take_views_and_take_mixed_read_back_in_order(buffers, sizes, as_views):
+    q = ChunkQueue()
+    for data, view in buffers:
+        q.append(memoryview(data) if view else data)
+    expected = b"".join(d for d, _ in buffers)
+    got, i = b"", 0
+    while q:
+        want = sizes[i % len(sizes)]
+        if as_views[i % len(as_views)]:
+            parts = q.take_views(want)
+            assert parts and all(len(p) for p in parts)
+            chunk = b"".join(bytes(p) for p in parts)
+        else:
+            chunk = q.take(want)
+        assert 0 < len(chunk) <= want
+        got += chunk
+        i += 1
+        assert q.size == len(expected) - len(got)
+    assert got == expected

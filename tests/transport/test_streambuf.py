@@ -70,6 +70,21 @@ async def test_a_waiting_reader_is_woken_by_feed_then_eof_after_the_buffer():
     assert await s.read() == b""  # and stays at EOF
 
 
+async def test_read_views_waits_returns_buffers_releases_the_gate_and_ends_empty():
+    gate = ReceiveGate(HIGH)
+    s = Buffered(gate)
+    reader = await _pending(s.read_views(HIGH))
+    whole = b"w" * HIGH
+    s.feed(whole)
+    assert gate.paused  # at the bound: the connection's reader must wait
+    assert await reader == [whole] and not gate.paused and s.buffered == 0
+    s.feed_parts([b"ab", memoryview(b"cdef")], 6)
+    assert [bytes(v) for v in await s.read_views(3)] == [b"ab", b"c"]
+    s.feed_eof(fin=True)
+    assert [bytes(v) for v in await s.read_views(100)] == [b"def"]
+    assert await s.read_views() == [] and s.at_eof
+
+
 async def test_read_all_reads_to_eof_and_bounds_the_total():
     s = Buffered(ReceiveGate(HIGH))
     s.feed_parts([b"ab", memoryview(b"cd")], 4)

@@ -10,20 +10,65 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from hatchway.cli import exec_args
 from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
 from hatchway.cli.timing import Phases
 
+#: One read of stdin: a keystroke is what a terminal has, bulk input up to this much
+#: (64 KiB: its buffers, and the frames and TLS records made of it, stay below glibc's
+#: mmap threshold and are reused from the heap; 256 KiB reads cost more CPU per GiB in
+#: page faults than they save in wake-ups, bench/README.md).
 STDIN_CHUNK = 64 * 1024
 
 
-def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes]) -> None:
-    """Read fd 0 in a thread (it may be a file, a pipe or a terminal): blocking reads
-    are the portable way, and ``queue`` bounds what is buffered."""
-    fd = sys.stdin.fileno()
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` has something to read (or its end). OSError where the loop
+    cannot poll it (a regular file, /dev/null: epoll refuses them)."""
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _stdin_chunks(fd: int) -> AsyncIterator[bytes]:
+    """fd 0's input as it comes, ``b""`` last. A pipe, terminal or socket is read from
+    the event loop the moment it is readable (one read, so a blocking fd never blocks:
+    a keystroke goes out from the callback that saw it, with no thread or queue hop);
+    what epoll cannot poll (a regular file) is read in a thread, through a queue of four
+    chunks (the bound on what is buffered)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await _readable(loop, fd)
+    except OSError:
+        async for chunk in _threaded_chunks(loop, fd):
+            yield chunk
+        return
+    while True:
+        try:
+            chunk = os.read(fd, STDIN_CHUNK)
+        except OSError:
+            chunk = b""
+        yield chunk
+        if not chunk:
+            return
+        await _readable(loop, fd)
+
+
+async def _threaded_chunks(loop: asyncio.AbstractEventLoop, fd: int) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+    threading.Thread(target=_stdin_reader, args=(loop, queue, fd), daemon=True).start()
+    while chunk := await queue.get():
+        yield chunk
+    yield b""
+
+
+def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], fd: int) -> None:
+    """Blocking reads of ``fd`` in a thread, for what the loop cannot poll."""
     while True:
         try:
             chunk = os.read(fd, STDIN_CHUNK)
@@ -37,27 +82,33 @@ def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes]) 
             return
 
 
-def _write_out(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+def _write_views(fd: int, parts: list[bytes | memoryview]) -> None:
+    """All of ``parts`` to ``fd``, in as few ``writev`` calls as it takes."""
+    while parts:
         try:
-            n = os.write(fd, view)
+            n = os.writev(fd, parts)
         except BlockingIOError:
             import select
 
             select.select([], [fd], [])
             continue
-        view = view[n:]
+        while parts and n >= len(parts[0]):
+            n -= len(parts.pop(0))
+        if n:
+            parts[0] = memoryview(parts[0])[n:]
 
 
 async def _copy_out(reader, fd: int, phases: Phases) -> None:  # type: ignore[no-untyped-def]
-    while chunk := await reader.read(256 * 1024):
+    # The received buffers as they are (no join into one bytes): one writev per read.
+    while parts := await reader.read_views(1 << 20):
         phases.mark("first output")
-        _write_out(fd, chunk)
+        _write_views(fd, parts)
 
 
-async def _copy_in(process, queue: asyncio.Queue[bytes]) -> None:  # type: ignore[no-untyped-def]
-    while chunk := await queue.get():
+async def _copy_in(process, fd: int) -> None:  # type: ignore[no-untyped-def]
+    async for chunk in _stdin_chunks(fd):
+        if not chunk:
+            break
         await process.stdin.write(chunk)
     await process.stdin.write_eof()
 
@@ -105,7 +156,6 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
         tty=tty,
     )
     phases.mark("upgrade")
-    loop = asyncio.get_running_loop()
     raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
     async with process:
         with raw:
@@ -116,9 +166,7 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
                     await process.resize(*size)
                 tasks.append(asyncio.ensure_future(_resizes(process)))
             if args.stdin:
-                queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
-                threading.Thread(target=_stdin_reader, args=(loop, queue), daemon=True).start()
-                tasks.append(asyncio.ensure_future(_copy_in(process, queue)))
+                tasks.append(asyncio.ensure_future(_copy_in(process, sys.stdin.fileno())))
             try:
                 await asyncio.gather(
                     _copy_out(process.stdout, sys.stdout.fileno(), phases),

@@ -65,6 +65,17 @@ class StreamReader:
             return b""
         return await self._stream.read(n)
 
+    async def read_views(self, n: int = 1 << 20) -> list[bytes | memoryview]:
+        """Up to ``n`` bytes as the read-only buffers they arrived in, without the copy
+        that joining them into one ``bytes`` costs (for ``os.writev``); ``[]`` at EOF."""
+        if self._stream is None:
+            return []
+        read_views = getattr(self._stream, "read_views", None)
+        if read_views is None:  # a Stream without a chunk queue
+            data = await self._stream.read(n)
+            return [data] if data else []
+        return await read_views(n)  # type: ignore[no-any-return]
+
     async def read_all(self, limit: int = 1 << 30) -> bytes:
         if self._stream is None:
             return b""

@@ -45,8 +45,7 @@ import stat
 import struct
 import tempfile
 import termios
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
@@ -76,7 +75,7 @@ class _Reader:
     """Async reads from a non-blocking fd, which stop at EOF or once the process exited
     and nothing is immediately readable."""
 
-    def __init__(self, fd: int | None, exited: asyncio.Event, grace: float = 0.0) -> None:
+    def __init__(self, fd: int | None, exited: _Exited, grace: float = 0.0) -> None:
         self.fd = fd
         self.exited = exited
         self.grace = grace
@@ -131,34 +130,77 @@ class _Reader:
         self.eof.set()
 
 
-async def _readable(fd: int, unless: asyncio.Event | None, timeout: float | None = None) -> bool:
+class _Exited(asyncio.Event):
+    """The process's exit: an Event that also runs callbacks when set, so that a reader
+    waiting for its fd is woken by the exit from the same callback -- no task and no
+    ``asyncio.wait`` per wait on the output path (each pipe or pty read that finds it
+    empty waits once; a TTY waits once per keystroke echoed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], object]] = []
+
+    def set(self) -> None:
+        super().set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_callback(self, callback: Callable[[], object]) -> None:
+        self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[], object]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+
+async def _readable(fd: int, unless: _Exited | None, timeout: float | None = None) -> bool:
     """Wait until ``fd`` is readable (True), ``unless`` is set or ``timeout`` passed."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    waits: list[asyncio.Future[Any]] = [ready]
+    ready: asyncio.Future[bool] = loop.create_future()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(True)
+
+    def exited() -> None:
+        if not ready.done():
+            ready.set_result(False)
+
     if unless is not None:
-        waits.append(asyncio.ensure_future(unless.wait()))
+        if unless.is_set():
+            return False
+        unless.add_callback(exited)
+    loop.add_reader(fd, readable)
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.timeout(timeout):
+            return await ready
+    except TimeoutError:
+        return False
     finally:
         loop.remove_reader(fd)
-        for w in waits:
-            w.cancel()
-    return ready.done() and not ready.cancelled()
+        if unless is not None:
+            unless.remove_callback(exited)
 
 
-async def _writable(fd: int, unless: asyncio.Event) -> None:
+async def _writable(fd: int, unless: _Exited) -> None:
+    """Wait until ``fd`` takes more (a full stdin pipe or pty drained) or ``unless``."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-    other = asyncio.ensure_future(unless.wait())
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if unless.is_set():
+        return
+    unless.add_callback(wake)
+    loop.add_writer(fd, wake)
     try:
-        await asyncio.wait([ready, other], return_when=asyncio.FIRST_COMPLETED)
+        await ready
     finally:
         loop.remove_writer(fd)
-        ready.cancel()
-        other.cancel()
+        unless.remove_callback(wake)
 
 
 class ExecProcess:
@@ -171,7 +213,7 @@ class ExecProcess:
         self.pid = 0  # host PID of the exec root (tini, or the command); 0: never started
         self.error_message: str | None = None
         self.returncode: int | None = None
-        self._exited = asyncio.Event()
+        self._exited = _Exited()
         self._stdout = _Reader(None, self._exited)
         self._stderr = _Reader(None, self._exited)
         self._stdin_fd: int | None = None

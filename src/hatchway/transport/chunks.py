@@ -64,6 +64,29 @@ class ChunkQueue:
         self.size -= len(data)
         return data
 
+    def take_views(self, max_bytes: int) -> list[Buffer]:
+        """Up to ``max_bytes`` (at least 1) of the queued bytes as the buffers they are
+        queued in -- views, not copies -- for a writer that takes several at once
+        (``os.writev``); ``[]`` when empty. The buffers are read-only (received
+        ``bytes`` or views of them), so they may be kept."""
+        chunks, off, want = self._chunks, self._offset, max_bytes
+        parts: list[Buffer] = []
+        while chunks and want:
+            head = chunks[0]
+            avail = len(head) - off
+            if avail <= want:
+                parts.append(memoryview(head)[off:] if off else head)
+                chunks.popleft()
+                off = 0
+                want -= avail
+            else:
+                parts.append(memoryview(head)[off : off + want])
+                off += want
+                want = 0
+        self._offset = off
+        self.size -= max_bytes - want
+        return parts
+
     def _gather(self, want: int) -> bytes:
         chunks, off = self._chunks, self._offset
         parts: list[Buffer] = []

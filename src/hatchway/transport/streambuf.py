@@ -107,19 +107,36 @@ class BufferedStream(Stream):
         return self._eof and not self._queue
 
     async def read(self, max_bytes: int = 65536) -> bytes:
+        queue = await self._readable()
+        if queue is None:
+            return b""
+        data = queue.take(max_bytes)
+        if self._over and queue.size <= self._gate.low:
+            self._release()
+        return data
+
+    async def read_views(self, max_bytes: int = 1 << 20) -> list[Buffer]:
+        """Like :meth:`read`, but the bytes as the buffers they were received in (no
+        copy; ``ChunkQueue.take_views``), ``[]`` at EOF: for ``os.writev``."""
+        queue = await self._readable()
+        if queue is None:
+            return []
+        parts = queue.take_views(max_bytes)
+        if self._over and queue.size <= self._gate.low:
+            self._release()
+        return parts
+
+    async def _readable(self) -> ChunkQueue | None:
+        """The queue once it holds something; None at EOF."""
         while not self._queue:
             if self._eof:
-                return b""
+                return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        queue = self._queue
-        data = queue.take(max_bytes)
-        if self._over and queue.size <= self._gate.low:
-            self._release()
-        return data
+        return self._queue
 
     # -- called by the driver's reader ----------------------------------------------------
     def feed(self, data: Buffer) -> None:

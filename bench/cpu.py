@@ -1,0 +1,265 @@
+"""CPU seconds per GiB, per process, of one ``hatchway exec`` stream (stdout or stdin).
+
+    .venv/bin/python bench/cpu.py                                  # this tree, both ways
+    .venv/bin/python bench/cpu.py --tree old=/tmp/old/src --tree new=src --rounds 3
+    .venv/bin/python bench/cpu.py --mib 512 --profile /tmp/prof     # perf record too
+    .venv/bin/python bench/cpu.py --direction echo --keys 300 --tree ... --tree ...
+
+One cluster (``bench/env.py``: ``hatchway up``, one busybox pod). With ``--tree``, the
+API server and the node agent are restarted with ``PYTHONPATH`` set to that tree before
+its runs, and the CLI runs with it too; trees take turns round by round (the order
+reversed every other round), so a noisy neighbour hits both alike. CPU time is read from
+``/proc/PID/stat`` (utime + stime) before and after each stream for the API server, the
+node agent and the node's exec helper (the container's own processes are not counted),
+and from the client's rusage (``os.wait4``), with the minor page faults of each: on a
+shared machine wall-clock rates mean little, CPU seconds per GiB per process do.
+``--profile DIR`` records each process with ``perf record -g`` (on-CPU samples, native
+and kernel; ``--profiler py-spy`` for Python stacks instead) while the stream runs;
+``bench/profile_summary.py`` sorts the samples into categories. ``--direction echo`` is
+the TTY keystroke echo of ``bench/echo.py`` per tree. Not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from bench import env as benv
+
+BLOCK = 64 * 1024
+CHUNK = 1024 * 1024
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    """utime + stime of ``pid`` (seconds), 0 when it is gone."""
+    return _stat(pid)[0]
+
+
+def _stat(pid: int) -> tuple[float, int]:
+    """utime + stime (seconds) and minor page faults of ``pid``; zeros when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / TICK, int(fields[7])
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    return out
+
+
+def _helpers(node_pid: int) -> list[int]:
+    """The node agent's long-lived Python children (the exec helper), not runc or shims."""
+    found = []
+    for child in _children(node_pid):
+        with contextlib.suppress(OSError):
+            cmdline = pathlib.Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"execshim" in cmdline or b"exec_helper" in cmdline or b"exec-helper" in cmdline:
+                found.append(child)
+    return found
+
+
+def _snapshot(cluster: benv.Cluster) -> dict[str, float]:
+    snap = {"apiserver": _cpu(cluster.apiserver_pid), "node": _cpu(cluster.node_pid)}
+    snap["helper"] = sum(_cpu(pid) for pid in _helpers(cluster.node_pid))
+    snap["apiserver_faults"] = _stat(cluster.apiserver_pid)[1]
+    snap["node_faults"] = _stat(cluster.node_pid)[1]
+    return snap
+
+
+def _argv(cluster: benv.Cluster, direction: str, size: int) -> list[str]:
+    count = size // BLOCK
+    if direction == "out":
+        cmd = ["dd", "if=/dev/zero", "bs=64k", f"count={count}"]
+        return [benv.HATCHWAY, "exec", cluster.pod, "--", *cmd]
+    cmd = ["dd", "of=/dev/null", "bs=64k", "iflag=fullblock"]
+    return [benv.HATCHWAY, "exec", "-i", cluster.pod, "--", *cmd]
+
+
+def _profiler(kind: str, pid: int, out: pathlib.Path) -> subprocess.Popen:
+    """``perf record`` (on-CPU samples, native and kernel, call graphs) or py-spy (the
+    Python stacks; idle threads left out) of ``pid`` into ``out``."""
+    if kind == "perf":
+        argv = ["perf", "record", "-F", "499", "-g", "-o", f"{out}.perf", "-p", str(pid)]
+    else:
+        pyspy = str(pathlib.Path(benv.PYTHON).parent / "py-spy")
+        argv = [pyspy, "record", "-r", "100", "--format", "raw", "-o", f"{out}.txt"]
+        argv += ["--pid", str(pid)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _profilers(cluster: benv.Cluster, kind: str, out: pathlib.Path, tag: str) -> list:
+    targets = {"apiserver": cluster.apiserver_pid, "node": cluster.node_pid}
+    procs = [_profiler(kind, pid, out / f"{tag}-{name}") for name, pid in targets.items()]
+    time.sleep(1.0)  # attached
+    return procs
+
+
+def _stop_profilers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(2)
+    for proc in procs:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def one(
+    cluster: benv.Cluster,
+    env: dict[str, str],
+    direction: str,
+    size: int,
+    profile: pathlib.Path | None = None,
+    tag: str = "",
+    kind: str = "perf",
+) -> dict[str, float]:
+    """Run one stream; CPU seconds per GiB of each process."""
+    argv = _argv(cluster, direction, size)
+    profilers = _profilers(cluster, kind, profile, tag) if profile else []
+    before = _snapshot(cluster)
+    with tempfile.TemporaryFile() as err:
+        stdin = subprocess.PIPE if direction == "in" else subprocess.DEVNULL
+        stdout = subprocess.PIPE if direction == "out" else subprocess.DEVNULL
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=err)
+        if profile:
+            profilers.append(_profiler(kind, proc.pid, profile / f"{tag}-client"))
+        got = _pump(proc, direction, size)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        if proc.returncode != 0 or got != size:
+            raise RuntimeError(f"rc={proc.returncode}, {got} bytes: {err.read()[-300:]!r}")
+    after = _snapshot(cluster)
+    _stop_profilers(profilers)
+    gib = size / 2**30
+    row = {name: (after[name] - before[name]) / gib for name in before}
+    row["client"] = (usage.ru_utime + usage.ru_stime) / gib
+    row["client_faults"] = usage.ru_minflt / gib
+    row["total"] = sum(row[c] for c in COLUMNS[:-1])
+    row["wall_gib_s"] = gib / wall
+    return row
+
+
+def _pump(proc: subprocess.Popen, direction: str, size: int) -> int:
+    if direction == "out":
+        assert proc.stdout is not None
+        fd, buf, total = proc.stdout.fileno(), bytearray(CHUNK), 0
+        while n := os.readv(fd, [buf]):
+            total += n
+        proc.stdout.close()
+        return total
+    assert proc.stdin is not None
+    fd, view, sent = proc.stdin.fileno(), memoryview(bytes(CHUNK)), 0
+    while sent < size:
+        chunk = view[: min(CHUNK, size - sent)]
+        while chunk:
+            chunk = chunk[os.write(fd, chunk) :]
+        sent += CHUNK
+    proc.stdin.close()
+    return size
+
+
+def _use_tree(cluster: benv.Cluster, src: str | None) -> dict[str, str]:
+    env = dict(cluster.env)
+    if src:
+        env["PYTHONPATH"] = os.path.realpath(src)
+    else:
+        env.pop("PYTHONPATH", None)
+    cluster.env = env
+    benv.restart_servers(cluster)
+    return env
+
+
+COLUMNS = ("client", "apiserver", "node", "helper", "total")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--direction", nargs="+", default=["out", "in"], choices=["out", "in", "echo"],
+        help="echo: TTY keystroke echo p50/p99 (bench/echo.py, --keys), no CPU figure",
+    )  # fmt: skip
+    parser.add_argument("--keys", type=int, default=100, help="keystrokes per echo round")
+    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--tree", action="append", default=[], help="NAME=SRC_DIR")
+    parser.add_argument("--profile", type=pathlib.Path, help="record profiles into DIR")
+    parser.add_argument("--profiler", choices=["perf", "py-spy"], default="perf")
+    args = parser.parse_args()
+    trees = [t.split("=", 1) for t in args.tree] or [["this", ""]]
+    size = args.mib * 2**20
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    echoes: dict[str, list[dict[str, float]]] = {}
+    with contextlib.ExitStack() as stack:
+        base = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hw-cpu-")))
+        cluster = benv.start_cluster(stack, base, users=1)
+        print(f"load average at start: {os.getloadavg()}", flush=True)
+        for r in range(args.rounds):
+            order = trees if r % 2 == 0 else trees[::-1]
+            for name, src in order:
+                env = _use_tree(cluster, src) if src or len(trees) > 1 else cluster.env
+                for direction in args.direction:
+                    if direction == "echo":
+                        times = _echo(cluster, env, args.keys)
+                        echoes.setdefault(name, []).append(times)
+                        print(f"{name} echo: p50 {times['p50_ms']:.3f} ms, "
+                              f"p99 {times['p99_ms']:.3f} ms", flush=True)  # fmt: skip
+                        continue
+                    tag = f"{name}-{direction}"
+                    row = one(cluster, env, direction, size, args.profile, tag, args.profiler)
+                    results.setdefault((name, direction), []).append(row)
+                    cells = " ".join(f"{c}={row[c]:.2f}" for c in COLUMNS)
+                    cells += " faults/GiB " + " ".join(
+                        f"{c}={row[c + '_faults']:.0f}" for c in ("client", "apiserver", "node")
+                    )
+                    print(f"{name} {direction}: {cells} (wall {row['wall_gib_s']:.2f} GiB/s)",
+                          flush=True)  # fmt: skip
+        print(f"load average at end: {os.getloadavg()}")
+    print("\nmedian CPU s per GiB")
+    print("| tree | direction | " + " | ".join(COLUMNS) + " |")
+    print("| --- | --- |" + " --- |" * len(COLUMNS))
+    for (name, direction), rows in results.items():
+        cells = " | ".join(f"{statistics.median(r[c] for r in rows):.2f}" for c in COLUMNS)
+        print(f"| {name} | {direction} | {cells} |")
+    for name, runs in echoes.items():
+        p50 = statistics.median(r["p50_ms"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        print(f"echo {name}: median p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+
+
+def _echo(cluster: benv.Cluster, env: dict[str, str], keys: int) -> dict[str, float]:
+    from bench.echo import echo
+    from bench.peers import Peer
+
+    def build(cmd: object, stdin: bool, tty: bool, session: int) -> list[str]:
+        return [benv.HATCHWAY, "exec", "-it", cluster.pod, "--", "cat"]
+
+    times = echo(Peer("hatchway", build, env), keys, 120.0 + keys)
+    return times
+
+
+if __name__ == "__main__":
+    main()
