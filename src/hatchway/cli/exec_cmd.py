@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from hatchway.cli import exec_args
+from hatchway.cli import exec_args, startup
 from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
 from hatchway.cli.timing import Phases
@@ -105,6 +105,7 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
         tty=tty,
     )
     phases.mark("upgrade")
+    startup.resume_collection()  # the imports are done (main paused it)
     loop = asyncio.get_running_loop()
     raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
     async with process:

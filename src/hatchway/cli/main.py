@@ -43,9 +43,16 @@ def _version(argv: Sequence[str]) -> int:
 
 
 def _exec(argv: Sequence[str]) -> int:
+    from hatchway.cli import startup
+
+    startup.pause_collection()  # exec_cmd resumes it once the session is up
+    startup.import_websockets_without_metadata()
     from hatchway.cli import exec_cmd
 
-    return exec_cmd.main(argv)
+    try:
+        return exec_cmd.main(argv)
+    finally:
+        startup.resume_collection()
 
 
 def _daemons(name: str) -> Callable[[Sequence[str]], int]:
