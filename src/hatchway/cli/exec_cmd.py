@@ -10,7 +10,8 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from hatchway.cli import exec_args, startup
 from hatchway.cli.errors import report, set_server
@@ -20,12 +21,37 @@ from hatchway.cli.timing import Phases
 STDIN_CHUNK = 64 * 1024
 
 
-def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes]) -> None:
-    """Read fd 0 in a thread (it may be a file, a pipe or a terminal): blocking reads
+class Io(NamedTuple):
+    """The descriptors an exec uses: this process's own, or those a ``--reuse`` client
+    passed to the daemon (cli/reuse.py). ``stop`` (the read end of a pipe) wakes the
+    stdin reader when the session ends first: a daemon outlives its sessions, and a
+    reader left blocked would take the next input of the client's terminal."""
+
+    stdin: int = 0
+    stdout: int = 1
+    stderr: int = 2
+    stop: int | None = None
+
+
+STDIO = Io()
+
+
+def _say(io: Io, text: str) -> None:
+    _write_out(io.stderr, (text + "\n").encode("utf-8", "replace"))
+
+
+def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], io: Io) -> None:
+    """Read stdin in a thread (it may be a file, a pipe or a terminal): blocking reads
     are the portable way, and ``queue`` bounds what is buffered."""
-    fd = sys.stdin.fileno()
+    fd = io.stdin
     while True:
         try:
+            if io.stop is not None:
+                import select
+
+                ready, _, _ = select.select([fd, io.stop], [], [])
+                if io.stop in ready:
+                    return
             chunk = os.read(fd, STDIN_CHUNK)
         except OSError:
             chunk = b""
@@ -62,8 +88,8 @@ async def _copy_in(process, queue: asyncio.Queue[bytes]) -> None:  # type: ignor
     await process.stdin.write_eof()
 
 
-async def _resizes(process) -> None:  # type: ignore[no-untyped-def]
-    async for width, height in watch_resizes(sys.stdin.fileno()):
+async def _resizes(process, fd: int) -> None:  # type: ignore[no-untyped-def]
+    async for width, height in watch_resizes(fd):
         await process.resize(width, height)
 
 
@@ -74,12 +100,19 @@ async def _exec(args: exec_args.ExecArgs, phases: Phases) -> int:
     set_server(client.config.server)
     phases.mark("kubeconfig")
     try:
-        return await _exec_with(client, args, phases)
+        return await exec_with(client, args, phases)
     finally:
         await client.close()
 
 
-async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  # type: ignore[no-untyped-def]
+async def exec_with(  # type: ignore[no-untyped-def]
+    client,
+    args: exec_args.ExecArgs,
+    phases: Phases,
+    io: Io = STDIO,
+    started: Callable[[Any], None] | None = None,
+) -> int:
+    """One exec with ``client``, on ``io``; ``started(process)`` once it runs."""
     from hatchway.client import pods
 
     namespace = args.namespace or client.namespace
@@ -89,11 +122,11 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
     pods.check_pod_active(pod)
     container, notice = pods.default_container(pod, args.container or None)
     if notice and not args.quiet:
-        print(notice, file=sys.stderr)
-    stdin_tty = is_terminal(sys.stdin.fileno())
+        _say(io, notice)
+    stdin_tty = is_terminal(io.stdin)
     tty, warning = exec_args.resolve_tty(args, stdin_tty)
     if warning and not args.quiet:
-        print(warning, file=sys.stderr)
+        _say(io, warning)
     process = await client.create_process(
         args.pod,
         args.command,
@@ -106,24 +139,27 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
     )
     phases.mark("upgrade")
     startup.resume_collection()  # the imports are done (main paused it)
+    if started is not None:
+        started(process)
     loop = asyncio.get_running_loop()
-    raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
+    raw = RawTerminal(io.stdin) if tty else contextlib.nullcontext()
     async with process:
         with raw:
             tasks = []
             if tty:
-                size = terminal_size(sys.stdin.fileno())
+                size = terminal_size(io.stdin)
                 if size:
                     await process.resize(*size)
-                tasks.append(asyncio.ensure_future(_resizes(process)))
+                tasks.append(asyncio.ensure_future(_resizes(process, io.stdin)))
             if args.stdin:
                 queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
-                threading.Thread(target=_stdin_reader, args=(loop, queue), daemon=True).start()
+                reader = threading.Thread(target=_stdin_reader, args=(loop, queue, io), daemon=True)
+                reader.start()
                 tasks.append(asyncio.ensure_future(_copy_in(process, queue)))
             try:
                 await asyncio.gather(
-                    _copy_out(process.stdout, sys.stdout.fileno(), phases),
-                    _copy_out(process.stderr, sys.stderr.fileno(), phases),
+                    _copy_out(process.stdout, io.stdout, phases),
+                    _copy_out(process.stderr, io.stderr, phases),
                 )
                 phases.mark("first output")  # a command that wrote nothing
                 phases.mark("output")
@@ -133,7 +169,7 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
                 for task in tasks:
                     task.cancel()
     if code != 0:
-        print(f"command terminated with exit code {code}", file=sys.stderr)
+        _say(io, f"command terminated with exit code {code}")
     return code
 
 

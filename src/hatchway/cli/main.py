@@ -43,6 +43,12 @@ def _version(argv: Sequence[str]) -> int:
 
 
 def _exec(argv: Sequence[str]) -> int:
+    from hatchway.cli import reuse
+
+    if reuse.wanted(list(argv)):
+        code = reuse.run(list(argv))
+        if code is not None:
+            return code
     from hatchway.cli import startup
 
     startup.pause_collection()  # exec_cmd resumes it once the session is up
@@ -53,6 +59,12 @@ def _exec(argv: Sequence[str]) -> int:
         return exec_cmd.main(argv)
     finally:
         startup.resume_collection()
+
+
+def _exec_reuse_daemon(argv: Sequence[str]) -> int:
+    from hatchway.cli import reuse_daemon
+
+    return reuse_daemon.main(argv)
 
 
 def _daemons(name: str) -> Callable[[Sequence[str]], int]:
@@ -77,6 +89,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "version": _version,
     "--version": _version,
     "exec": _exec,
+    "exec-reuse-daemon": _exec_reuse_daemon,  # started by exec --reuse (cli/reuse.py)
     "up": _daemons("up"),
     "down": _daemons("down"),
     "apiserver": _daemons("apiserver"),
