@@ -22,6 +22,7 @@ import contextlib
 import os
 import pathlib
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,15 @@ def _check_tree(env: dict[str, str], src: str) -> None:
 def _compile(src: str) -> None:
     argv = [benv.PYTHON, "-m", "compileall", "-q", src]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def _stop_reuse_daemons(runtime: pathlib.Path) -> None:
+    """Each daemon's pid is in its lock file (cli/reuse_daemon.py)."""
+    for lock in (runtime / "hatchway").glob("*.sock.lock"):
+        pid = lock.read_text().strip()
+        if pid.isdigit() and benv.alive(int(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
 
 
 def _children_cpu() -> float:
@@ -95,6 +105,9 @@ def main() -> None:
     parser.add_argument(
         "--tree-env", action="append", default=[], help="NAME=VAR=VALUE: set for that tree"
     )
+    parser.add_argument(
+        "--kubectl", action="store_true", help="a kubectl exec column (WebSocket) in the same turns"
+    )
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60.0)
@@ -122,10 +135,24 @@ def main() -> None:
         for name, src in trees.items():
             _compile(src)
             _check_tree(envs[name], src)
+        # exec --reuse daemons (cli/reuse.py) live in this run's directory and are
+        # stopped at the end: SIGTERM makes one remove its socket and exit.
+        runtime = base / "xdg"
+        runtime.mkdir(mode=0o700)
+        for name in envs:
+            envs[name]["XDG_RUNTIME_DIR"] = str(runtime)
+        stack.callback(_stop_reuse_daemons, runtime)
+        argvs = {name: argv for name in trees}
+        if args.kubectl:
+            names.append("kubectl")
+            envs["kubectl"] = dict(cluster.env)
+            argvs["kubectl"] = ["kubectl", "--kubeconfig", cluster.kubeconfig(), "exec"]
+            argvs["kubectl"] += [cluster.pod, "--", *args.command]
+            wall["kubectl"], cpu["kubectl"] = [], []
         for i in range(args.warmup + args.runs):
             order = names if i % 2 == 0 else names[::-1]
             for name in order:
-                elapsed, used = _one(argv, envs[name], args.timeout)
+                elapsed, used = _one(argvs[name], envs[name], args.timeout)
                 if i >= args.warmup:
                     wall[name].append(elapsed)
                     cpu[name].append(used)

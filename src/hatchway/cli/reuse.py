@@ -99,8 +99,9 @@ def socket_path(fields: list[str]) -> str | None:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None  # not ours alone: never trust a socket in it
     digest = hashlib.sha256("\0".join(fields).encode("utf-8", "surrogateescape")).hexdigest()
-    path = os.path.join(directory, f"exec-{digest[:32]}.sock")
-    return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
+    # 64 bits name the file; the daemon checks the whole source of every request.
+    path = os.path.join(directory, f"exec-{digest[:16]}.sock")
+    return path if len(path.encode()) < 108 else None  # sun_path: 108 bytes with the NUL
 
 
 def _start_daemon(path: str, kubeconfig: str | None, context: str | None) -> None:

@@ -159,6 +159,8 @@ async def _main(args: argparse.Namespace) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another daemon serves this socket
+    os.ftruncate(lock, 0)
+    os.write(lock, b"%d\n" % os.getpid())  # who serves it, for whoever must stop it
     client = Client.from_kubeconfig(args.kubeconfig, context=args.context)
     os.chdir("/")
     daemon = Daemon(client, source, args.idle)
