@@ -145,7 +145,10 @@ def run(argv: list[str]) -> int | None:
             return None
         except OSError:
             return None
-        socket.send_fds(sock, [request], [0, 1, 2])
+        try:
+            socket.send_fds(sock, [request], [0, 1, 2])
+        except OSError:
+            return None  # nothing started (a closed stdin, say): run it directly
         answer = sock.recv(64)
     except KeyboardInterrupt:
         return 130  # the daemon sees us go and ends the session, as a direct run would
