@@ -24,8 +24,11 @@ direct run. The daemon exits after :data:`IDLE_SECONDS` without a session.
 
 from __future__ import annotations
 
+# The C modules under ``socket`` and ``hashlib``: ``socket.py`` imports enum and
+# selectors, ``hashlib`` OpenSSL's libcrypto -- together more than the interpreter's own
+# start (callgrind), for the one connect, sendmsg and digest made here.
+import _socket
 import os
-import socket
 import stat
 import sys
 
@@ -85,8 +88,6 @@ def credential_source(
 def socket_path(fields: list[str]) -> str | None:
     """The daemon's socket for these credentials, in a private directory of ours; None
     when no such directory can be had."""
-    import hashlib
-
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     directory = os.path.join(runtime, "hatchway") if runtime else f"/tmp/hatchway-{os.getuid()}"
     try:
@@ -98,10 +99,18 @@ def socket_path(fields: list[str]) -> str | None:
     info = os.lstat(directory)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None  # not ours alone: never trust a socket in it
-    digest = hashlib.sha256("\0".join(fields).encode("utf-8", "surrogateescape")).hexdigest()
+    digest = _sha256("\0".join(fields).encode("utf-8", "surrogateescape"))
     # 64 bits name the file; the daemon checks the whole source of every request.
     path = os.path.join(directory, f"exec-{digest[:16]}.sock")
     return path if len(path.encode()) < 108 else None  # sun_path: 108 bytes with the NUL
+
+
+def _sha256(data: bytes) -> str:
+    try:
+        from _sha256 import sha256  # CPython 3.11; _sha2 from 3.12
+    except ImportError:
+        from hashlib import sha256
+    return sha256(data).hexdigest()
 
 
 def _start_daemon(path: str, kubeconfig: str | None, context: str | None) -> None:
@@ -136,7 +145,7 @@ def run(argv: list[str]) -> int | None:
     request = _request(argv)
     if path is None or len(request) > MAX_REQUEST:
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         try:
             sock.connect(path)
@@ -145,8 +154,9 @@ def run(argv: list[str]) -> int | None:
             return None
         except OSError:
             return None
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))  # int[3]
         try:
-            socket.send_fds(sock, [request], [0, 1, 2])
+            sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
         except OSError:
             return None  # nothing started (a closed stdin, say): run it directly
         answer = sock.recv(64)
