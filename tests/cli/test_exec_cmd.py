@@ -331,7 +331,9 @@ def test_exec_imports_only_what_it_needs(
     dump = tmp_path / "modules.txt"
     code = (
         "import atexit, sys\n"
-        f"atexit.register(lambda: open({str(dump)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+        "import gc\n"
+        f"atexit.register(lambda: open({str(dump)!r}, 'w').write("
+        "'\\n'.join([*sys.modules, f'gc-enabled={gc.isenabled()}'])))\n"
         "from hatchway.cli.main import main\n"
         f"main(['exec', {pod!r}, '--', 'true'])\n"
     )
@@ -341,8 +343,11 @@ def test_exec_imports_only_what_it_needs(
     assert result.returncode == 0, result.stderr
     modules = dump.read_text().split()
     assert "hatchway.client.exec" in modules
+    assert "gc-enabled=True" in modules  # paused for the imports only
     assert not [m for m in modules if m.startswith(HEAVY)], modules
     # A kubeconfig as Hatchway writes it is read without PyYAML; no HTTP server code,
-    # no kubeconfig writer.
+    # no kubeconfig writer; websockets without importlib.metadata, certificates loaded
+    # without tempfile (cli/startup.py, transport/tls.py).
     unneeded = ("yaml", "hatchway.transport.http", "hatchway.client.kubeconfig_write")
+    unneeded += ("importlib.metadata", "tempfile")
     assert not [m for m in modules if m in unneeded], modules

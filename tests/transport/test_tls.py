@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import ssl
 
 import pytest
@@ -178,6 +179,17 @@ def test_client_context_data_files_are_removed(certs, tmp_path, monkeypatch) -> 
     with pytest.raises(ConfigError):
         tls.client_context(cert_data=cert_pem, key_data=b"not a key")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux's")
+def test_private_file_is_an_anonymous_memory_file() -> None:
+    """On Linux the PEM text never reaches a file system: a memfd, gone once loaded."""
+    with tls._private_file(b"pem text") as path:
+        assert path.startswith("/proc/self/fd/")
+        assert pathlib.Path(path).read_bytes() == b"pem text"
+        target = os.readlink(path)
+        assert target.startswith("/memfd:hatchway-pem"), target
+    assert not os.path.exists(path) or os.readlink(path) != target
 
 
 def test_peer_identity_shapes() -> None:

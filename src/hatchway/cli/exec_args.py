@@ -51,9 +51,12 @@ Options:
   -q, --quiet=false: Only print output from the remote session
       --kubeconfig='': Path to the kubeconfig file to use
       --context='': The name of the kubeconfig context to use
+      --reuse=false: Run through a warm per-user daemon that keeps the connections
+          to the API server (started on first use; see HATCHWAY_EXEC_REUSE)
   -h, --help: Help for exec
 
 Environment:
+  HATCHWAY_EXEC_REUSE=1: as --reuse, for every exec
   HATCHWAY_TIMING=1: print where the time went (start, connect, upgrade, ...) on stderr
 
 Usage:
@@ -61,7 +64,7 @@ Usage:
 """
 
 _VALUE_FLAGS = {"container", "namespace", "kubeconfig", "context"}
-_BOOL_FLAGS = {"stdin", "tty", "quiet", "help"}
+_BOOL_FLAGS = {"stdin", "tty", "quiet", "help", "reuse"}
 _SHORT = {"c": "container", "n": "namespace", "i": "stdin", "t": "tty", "q": "quiet", "h": "help"}
 _SHORT_OF = {long: short for short, long in _SHORT.items()}
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
@@ -93,6 +96,7 @@ class ExecArgs:
     context: str | None = None
     help: bool = False
     dash: bool = False
+    reuse: bool = False
 
 
 def parse_exec_args(argv: Sequence[str]) -> ExecArgs:

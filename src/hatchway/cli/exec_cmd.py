@@ -10,9 +10,10 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NamedTuple
 
-from hatchway.cli import exec_args
+from hatchway.cli import exec_args, startup
 from hatchway.cli.errors import report, set_server
 from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size, watch_resizes
 from hatchway.cli.timing import Phases
@@ -22,6 +23,25 @@ from hatchway.cli.timing import Phases
 #: mmap threshold and are reused from the heap; 256 KiB reads cost more CPU per GiB in
 #: page faults than they save in wake-ups, bench/README.md).
 STDIN_CHUNK = 64 * 1024
+
+
+class Io(NamedTuple):
+    """The descriptors an exec uses: this process's own, or those a ``--reuse`` client
+    passed to the daemon (cli/reuse.py). ``stop`` (the read end of a pipe) wakes the
+    stdin reader when the session ends first: a daemon outlives its sessions, and a
+    reader left blocked would take the next input of the client's terminal."""
+
+    stdin: int = 0
+    stdout: int = 1
+    stderr: int = 2
+    stop: int | None = None
+
+
+STDIO = Io()
+
+
+def _say(io: Io, text: str) -> None:
+    _write_out(io.stderr, (text + "\n").encode("utf-8", "replace"))
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -35,17 +55,18 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_reader(fd)
 
 
-async def _stdin_chunks(fd: int) -> AsyncIterator[bytes]:
-    """fd 0's input as it comes, ``b""`` last. A pipe, terminal or socket is read from
+async def _stdin_chunks(io: Io) -> AsyncIterator[bytes]:
+    """``io.stdin``'s input as it comes, ``b""`` last. A pipe, terminal or socket is read from
     the event loop the moment it is readable (one read, so a blocking fd never blocks:
     a keystroke goes out from the callback that saw it, with no thread or queue hop);
     what epoll cannot poll (a regular file) is read in a thread, through a queue of four
     chunks (the bound on what is buffered)."""
     loop = asyncio.get_running_loop()
+    fd = io.stdin
     try:
         await _readable(loop, fd)
     except OSError:
-        async for chunk in _threaded_chunks(loop, fd):
+        async for chunk in _threaded_chunks(loop, io):
             yield chunk
         return
     while True:
@@ -59,18 +80,26 @@ async def _stdin_chunks(fd: int) -> AsyncIterator[bytes]:
         await _readable(loop, fd)
 
 
-async def _threaded_chunks(loop: asyncio.AbstractEventLoop, fd: int) -> AsyncIterator[bytes]:
+async def _threaded_chunks(loop: asyncio.AbstractEventLoop, io: Io) -> AsyncIterator[bytes]:
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
-    threading.Thread(target=_stdin_reader, args=(loop, queue, fd), daemon=True).start()
+    threading.Thread(target=_stdin_reader, args=(loop, queue, io), daemon=True).start()
     while chunk := await queue.get():
         yield chunk
     yield b""
 
 
-def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], fd: int) -> None:
-    """Blocking reads of ``fd`` in a thread, for what the loop cannot poll."""
+def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], io: Io) -> None:
+    """Blocking reads of ``io.stdin`` in a thread, for what the loop cannot poll; a
+    ``stop`` descriptor that becomes readable ends it."""
+    fd = io.stdin
     while True:
         try:
+            if io.stop is not None:
+                import select
+
+                ready, _, _ = select.select([fd, io.stop], [], [])
+                if io.stop in ready:
+                    return
             chunk = os.read(fd, STDIN_CHUNK)
         except OSError:
             chunk = b""
@@ -80,6 +109,19 @@ def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], 
             return
         if not chunk:
             return
+
+
+def _write_out(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
 
 
 def _write_views(fd: int, parts: list[bytes | memoryview]) -> None:
@@ -105,16 +147,16 @@ async def _copy_out(reader, fd: int, phases: Phases) -> None:  # type: ignore[no
         _write_views(fd, parts)
 
 
-async def _copy_in(process, fd: int) -> None:  # type: ignore[no-untyped-def]
-    async for chunk in _stdin_chunks(fd):
+async def _copy_in(process, io: Io) -> None:  # type: ignore[no-untyped-def]
+    async for chunk in _stdin_chunks(io):
         if not chunk:
             break
         await process.stdin.write(chunk)
     await process.stdin.write_eof()
 
 
-async def _resizes(process) -> None:  # type: ignore[no-untyped-def]
-    async for width, height in watch_resizes(sys.stdin.fileno()):
+async def _resizes(process, fd: int) -> None:  # type: ignore[no-untyped-def]
+    async for width, height in watch_resizes(fd):
         await process.resize(width, height)
 
 
@@ -125,12 +167,19 @@ async def _exec(args: exec_args.ExecArgs, phases: Phases) -> int:
     set_server(client.config.server)
     phases.mark("kubeconfig")
     try:
-        return await _exec_with(client, args, phases)
+        return await exec_with(client, args, phases)
     finally:
         await client.close()
 
 
-async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  # type: ignore[no-untyped-def]
+async def exec_with(  # type: ignore[no-untyped-def]
+    client,
+    args: exec_args.ExecArgs,
+    phases: Phases,
+    io: Io = STDIO,
+    started: Callable[[Any], None] | None = None,
+) -> int:
+    """One exec with ``client``, on ``io``; ``started(process)`` once it runs."""
     from hatchway.client import pods
 
     namespace = args.namespace or client.namespace
@@ -140,11 +189,11 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
     pods.check_pod_active(pod)
     container, notice = pods.default_container(pod, args.container or None)
     if notice and not args.quiet:
-        print(notice, file=sys.stderr)
-    stdin_tty = is_terminal(sys.stdin.fileno())
+        _say(io, notice)
+    stdin_tty = is_terminal(io.stdin)
     tty, warning = exec_args.resolve_tty(args, stdin_tty)
     if warning and not args.quiet:
-        print(warning, file=sys.stderr)
+        _say(io, warning)
     process = await client.create_process(
         args.pod,
         args.command,
@@ -156,21 +205,24 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
         tty=tty,
     )
     phases.mark("upgrade")
-    raw = RawTerminal(sys.stdin.fileno()) if tty else contextlib.nullcontext()
+    startup.resume_collection()  # the imports are done (main paused it)
+    if started is not None:
+        started(process)
+    raw = RawTerminal(io.stdin) if tty else contextlib.nullcontext()
     async with process:
         with raw:
             tasks = []
             if tty:
-                size = terminal_size(sys.stdin.fileno())
+                size = terminal_size(io.stdin)
                 if size:
                     await process.resize(*size)
-                tasks.append(asyncio.ensure_future(_resizes(process)))
+                tasks.append(asyncio.ensure_future(_resizes(process, io.stdin)))
             if args.stdin:
-                tasks.append(asyncio.ensure_future(_copy_in(process, sys.stdin.fileno())))
+                tasks.append(asyncio.ensure_future(_copy_in(process, io)))
             try:
                 await asyncio.gather(
-                    _copy_out(process.stdout, sys.stdout.fileno(), phases),
-                    _copy_out(process.stderr, sys.stderr.fileno(), phases),
+                    _copy_out(process.stdout, io.stdout, phases),
+                    _copy_out(process.stderr, io.stderr, phases),
                 )
                 phases.mark("first output")  # a command that wrote nothing
                 phases.mark("output")
@@ -180,7 +232,7 @@ async def _exec_with(client, args: exec_args.ExecArgs, phases: Phases) -> int:  
                 for task in tasks:
                     task.cancel()
     if code != 0:
-        print(f"command terminated with exit code {code}", file=sys.stderr)
+        _say(io, f"command terminated with exit code {code}")
     return code
 
 

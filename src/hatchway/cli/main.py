@@ -44,9 +44,28 @@ def _version(argv: Sequence[str]) -> int:
 
 
 def _exec(argv: Sequence[str]) -> int:
+    from hatchway.cli import reuse
+
+    if reuse.wanted(list(argv)):
+        code = reuse.run(list(argv))
+        if code is not None:
+            return code
+    from hatchway.cli import startup
+
+    startup.pause_collection()  # exec_cmd resumes it once the session is up
+    startup.import_websockets_without_metadata()
     from hatchway.cli import exec_cmd
 
-    return exec_cmd.main(argv)
+    try:
+        return exec_cmd.main(argv)
+    finally:
+        startup.resume_collection()
+
+
+def _exec_reuse_daemon(argv: Sequence[str]) -> int:
+    from hatchway.cli import reuse_daemon
+
+    return reuse_daemon.main(argv)
 
 
 def _pki(argv: Sequence[str]) -> int:
@@ -77,6 +96,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "version": _version,
     "--version": _version,
     "exec": _exec,
+    "exec-reuse-daemon": _exec_reuse_daemon,  # started by exec --reuse (cli/reuse.py)
     "up": _daemons("up"),
     "down": _daemons("down"),
     "apiserver": _daemons("apiserver"),

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import ssl
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -149,12 +148,29 @@ def _load_client_cert(
 
 @contextlib.contextmanager
 def _private_file(data: str | bytes) -> Iterator[str]:
-    """A 0600 temporary file holding ``data``, removed as soon as it has been loaded:
-    ``ssl`` loads certificates and keys only from files."""
+    """A path holding ``data`` for as long as it is being loaded: ``ssl`` loads
+    certificates and keys only from files. On Linux an anonymous memory file
+    (``memfd_create``), named through ``/proc/self/fd``: never on a disk, readable by
+    this process alone, gone when closed -- and no ``tempfile`` import (its imports are
+    ~2 % of an exec's start-up). Elsewhere a 0600 temporary file, removed at once."""
+    raw = data.encode("ascii") if isinstance(data, str) else data
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd("hatchway-pem", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="hatchway-", suffix=".pem")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("ascii") if isinstance(data, str) else data)
+            f.write(raw)
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
