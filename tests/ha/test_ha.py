@@ -53,6 +53,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaCluster]:
         netns.remove(ha.cluster_id(data_dir))
 
 
+#: The API server the loss test kills: the one leading the controllers, so that every run
+#: checks that they move (read by the restart test).
+DOOMED: dict[str, str] = {}
+
+
+def _leader(cluster: HaCluster) -> str:
+    """The API server whose identity holds the controllers' Lease ("" if none does): the
+    holder's identity as the Lease names it, found in the server's "became leader" log."""
+    holder = cluster.kubectl(
+        "get", "lease", "-n", "kube-system", "hatchway-controller-manager",
+        "-o", "jsonpath={.spec.holderIdentity}",
+    ).stdout.decode()  # fmt: skip
+    if not holder:
+        return ""
+    for c in cluster.components("apiserver"):
+        log = cluster.data_dir / "logs" / f"{c['name']}.log"
+        if log.exists() and f"{holder} became leader" in log.read_text(errors="replace"):
+            return str(c["name"])
+    return ""
+
+
 def _running(cluster: HaCluster, pod: str) -> bool:
     out = cluster.kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}").stdout
     return out == b"Running"
@@ -131,9 +152,12 @@ def _long_exec(
 def test_losing_an_apiserver_and_the_etcd_leader(cluster: HaCluster) -> None:
     before = _pods(cluster)
     assert set(before) >= {"p1", "p2"}
+    # The API server that dies is the controllers' leader: they must move.
+    leader = wait_for("a leader of the controllers", lambda: _leader(cluster), 30)
+    DOOMED["name"] = leader
     # One watch whose connection is on the API server that will die (as a client's
     # through the load balancer may be), one through the load balancer.
-    doomed = cluster.kubeconfig_for("apiserver-1")
+    doomed = cluster.kubeconfig_for(leader)
     watchers = [Watcher(cluster.kubeconfig, first=doomed), Watcher(cluster.kubeconfig)]
     try:
         for watcher in watchers:
@@ -147,8 +171,10 @@ def test_losing_an_apiserver_and_the_etcd_leader(cluster: HaCluster) -> None:
 def _through_the_loss(
     cluster: HaCluster, watchers: list[Watcher], before: dict[str, tuple[str, str]]
 ) -> None:
-    survivor = cluster.kubeconfig_for("apiserver-2")
-    doomed = cluster.kubeconfig_for("apiserver-1")
+    name = DOOMED["name"]
+    other = next(c["name"] for c in cluster.components("apiserver") if c["name"] != name)
+    survivor = cluster.kubeconfig_for(other)
+    doomed = cluster.kubeconfig_for(name)
     assert cluster.kubectl("label", "pod", "p1", "step=before").returncode == 0
     for w in watchers:
         wait_for(
@@ -163,8 +189,8 @@ def _through_the_loss(
     first = streaming.stdout.readline() if streaming.stdout else b""
     for proc in cut:
         assert proc.stdout and proc.stdout.readline() == b"line 0\n", proc.args
-    leader = cluster.etcd_leader()
-    victims = [cluster.component("apiserver-1"), cluster.component(leader)]
+    etcd_leader = cluster.etcd_leader()
+    victims = [cluster.component(name), cluster.component(etcd_leader)]
     for victim in victims:
         os.kill(victim["pid"], 9)
     killed_at = time.monotonic()
@@ -208,10 +234,11 @@ def _through_the_loss(
         assert proc.returncode != 0, proc.args
         assert err.strip(), f"{proc.args[0]} said nothing about the cut"
         print("CUT", proc.args[0], err[-300:])
-    # the dead API server left the rotation; a pod created now is scheduled and runs
-    wait_for(
-        "apiserver-1 out of rotation", lambda: cluster.haproxy_status()["apiserver-1"] != "UP", 10
-    )
+    # the dead API server left the rotation; the controllers moved to a survivor (within
+    # the Lease's 15 s), so a pod created now is scheduled and runs
+    wait_for(f"{name} out of rotation", lambda: cluster.haproxy_status()[name] != "UP", 10)
+    moved = wait_for("a new leader", lambda: _leader(cluster).replace(name, ""), 40)
+    assert moved.startswith("apiserver-"), moved
     done = subprocess.run(
         ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "run", "p3", "--image=busybox",
          "--restart=Never", "--", "sleep", "3600"],
@@ -224,7 +251,8 @@ def _through_the_loss(
 
 def test_restarted_members_rejoin(cluster: HaCluster) -> None:
     dead = [c["name"] for c in cluster.components() if not ha.ours(c["pid"], cluster.data_dir)]
-    assert "apiserver-1" in dead and len(dead) == 2, dead
+    name = DOOMED.get("name", "apiserver-1")
+    assert name in dead and len(dead) == 2, dead
     done = subprocess.run(
         [sys.executable, "-m", "hatchway", "up", "--ha", "--data-dir", str(cluster.data_dir),
          "--no-merge"],
@@ -238,10 +266,8 @@ def test_restarted_members_rejoin(cluster: HaCluster) -> None:
     status = wait_for(f"{etcd_member} healthy", lambda: cluster.etcd_status(etcd_member), 20)
     assert status.get("leader") not in (None, "0")
     # it is a member again: it serves the writes made while it was down
-    wait_for(
-        "apiserver-1 back in rotation", lambda: cluster.haproxy_status()["apiserver-1"] == "UP", 10
-    )
-    direct = cluster.kubeconfig_for("apiserver-1")
+    wait_for(f"{name} back in rotation", lambda: cluster.haproxy_status()[name] == "UP", 10)
+    direct = cluster.kubeconfig_for(name)
     got = cluster.kubectl(
         "get", "pod", "p1", "-o", "jsonpath={.metadata.labels.step}", kubeconfig=direct
     )
