@@ -262,8 +262,9 @@ def test_get_in_chunks(kubectl: Kubectl, pods: Pods) -> None:
     """``--chunk-size=2`` over running pods (more than one page): every pod once, in
     order, one header, and kubectl really followed ``continue`` tokens (protocol.md 10.5).
     Other tests' pods come and go in this namespace meanwhile, so the pages are checked
-    against themselves (one snapshot: a page per two rows) and the fixture's pods, not
-    against a list taken at another moment."""
+    against themselves and the fixture's pods, not against a list taken at another
+    moment. A page may hold fewer than ``limit`` objects (the API allows it); exact page
+    sizes are checked on a quiet store in tests/apiserver/test_list_paging.py."""
     chunked = kubectl("get", "pods", "--chunk-size=2", "-v=6")
     assert chunked.returncode == 0, err(chunked)
     header, *rows = out(chunked).splitlines()
@@ -272,8 +273,8 @@ def test_get_in_chunks(kubectl: Kubectl, pods: Pods) -> None:
     assert names == sorted(set(names)), names
     assert len(names) >= 5 and {pods.simple, pods.multi, pods.annotated} <= set(names)
     pages = re.findall(r"/api/v1/namespaces/default/pods\?(\S*limit=2\S*)", err(chunked))
-    assert len(pages) == (len(names) + 1) // 2, (pages, names)
-    assert sum("continue=" in p for p in pages) == len(pages) - 1
+    assert len(pages) >= (len(names) + 1) // 2, (pages, names)
+    assert "continue=" not in pages[0] and all("continue=" in p for p in pages[1:]), pages
 
 
 def test_logs(kubectl: Kubectl, pods: Pods) -> None:

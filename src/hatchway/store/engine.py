@@ -37,7 +37,7 @@ from hatchway.api.status import (
 from hatchway.errors import ConnectionClosedError
 from hatchway.store import paging
 from hatchway.store.base import ADDED, DELETED, MODIFIED, Store, Watch, WatchEvent
-from hatchway.store.enginepage import Stale, op_page
+from hatchway.store.enginepage import StaleReadError, op_page
 
 Row = tuple[int, str, str]  # (rv, event type, object JSON)
 
@@ -274,7 +274,7 @@ class EngineStore(Store):
 
         try:
             texts, rv, after, remaining = await self._call(run)
-        except Stale as stale:
+        except StaleReadError as stale:
             if continue_:
                 raise paging.continue_expired(start) from None
             message = f"too old resource version: {at} ({stale.compacted})"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hatchway.api import resources
+from hatchway.errors import HatchwayError
 from hatchway.store import paging
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def op_page(
     ``at`` is the revision the list must show (0: now, as for a first page). Nothing in
     scope changed since ``at``: the objects as they are. Otherwise the objects changed
     since are put back as they were at ``at`` from the events' previous states; when
-    those events are pruned (``at`` older than the history kept), :class:`Stale`."""
+    those events are pruned (``at`` older than the history kept), :class:`StaleReadError`."""
     current = backend.rv()
     if at > current:
         raise paging.too_large(at, current)
@@ -55,7 +56,7 @@ def op_page(
     if 0 < at < current:
         changed, compacted = backend.changes(resource, namespace, at)
         if changed is None or at < compacted:
-            raise Stale(compacted)
+            raise StaleReadError(compacted)
         if changed:
             source = _snapshot(backend, resource, namespace, changed)
     rv = at or current
@@ -115,7 +116,7 @@ def _snapshot(
 EVERYTHING = 2**62
 
 
-class Stale(Exception):
+class StaleReadError(HatchwayError):
     """A paged read at a revision this store can no longer show."""
 
     def __init__(self, compacted: int) -> None:
