@@ -147,8 +147,15 @@ def targets(results: Results) -> list[dict[str, Any]]:
         )
         out.append(_ratio_target(results, f"{row.figure} ≥ 0.5x runc", row, "hatchway", FLOOR, 0.5))
     p50 = by_fig["exec true p50"]
-    for ref in ("kubectl-ws", "kubectl-spdy", "podman"):
-        out.append(_ratio_target(results, f"exec true p50 ≤ {ref}", p50, "hatchway", ref, 1.0))
+    for ref, factor in (("kubectl-ws", 0.9), ("kubectl-spdy", 0.9), ("podman", 1.0)):
+        name = f"exec true p50 ≤ {factor}x {ref}" if factor != 1.0 else f"exec true p50 ≤ {ref}"
+        out.append(_ratio_target(results, name, p50, "hatchway", ref, factor))
+    n = results["meta"]["sessions"]
+    streams = by_fig["N streams, aggregate"]
+    out.append(_ratio_target(results, f"{n} streams ≥ 1.2x OpenSSH", streams, "hatchway", SSH, 1.2))
+    for label in ("TTY echo p50", "TTY echo p99"):
+        row = by_fig[label]
+        out.append(_ratio_target(results, f"{label} ≤ OpenSSH", row, "hatchway", SSH, 1.0))
     out.append(_idle_target(results, by_fig["N idle: API server RSS/session"], "API server"))
     out.append(_idle_target(results, by_fig["N idle: node agent RSS/session"], "node agent"))
     return out
