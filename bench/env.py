@@ -98,6 +98,8 @@ class Peers:
     cluster: Cluster | None = None
     podman_container: str | None = None
     ssh: SshServer | None = None
+    #: XDG_RUNTIME_DIR of the hatchway-reuse column (its daemons' sockets and lock files).
+    reuse_dir: str | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
@@ -234,6 +236,21 @@ def _user_kubeconfigs(data_dir: pathlib.Path, users: int) -> list[str]:
         path.write_text(yaml.safe_dump(doc))
         paths.append(str(path))
     return paths
+
+
+def start_reuse_dir(stack: contextlib.ExitStack, base: pathlib.Path) -> str:
+    """A private XDG_RUNTIME_DIR for the hatchway-reuse column; its exec daemons are
+    stopped at the end (each writes its pid into its socket's lock file)."""
+    directory = base / "reuse-runtime"
+    directory.mkdir(mode=0o700)
+
+    def stop_daemons() -> None:
+        for lock in (directory / "hatchway").glob("*.lock"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(lock.read_text().split()[0]), signal.SIGTERM)
+
+    stack.callback(stop_daemons)
+    return str(directory)
 
 
 def start_podman(stack: contextlib.ExitStack, cluster: Cluster) -> str:

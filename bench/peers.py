@@ -7,6 +7,11 @@
   work done at the far end is identical to Hatchway's (the node agent also starts
   ``runc exec``); running the command on the host instead would skip the runtime.
 * ``hatchway`` — ``hatchway exec`` (the CLI as a user runs it, a new process each time).
+* ``hatchway-reuse`` — the same with ``HATCHWAY_EXEC_REUSE=1`` (``hatchway exec --reuse``): a
+  new CLI process each time, which hands its descriptors to a warm per-user daemon
+  (bench/README.md, "``hatchway exec --reuse``"). Only in the figures it serves: exec
+  latency and one stream each way (it declines terminals, and the 200-session figures
+  would measure its 64-session bound).
 * ``kubectl-ws`` / ``kubectl-spdy`` — ``kubectl exec`` against the same API server over
   WebSocket v5 and over SPDY/3.1 (``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``).
 """
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 
 from bench.env import HATCHWAY, Peers, restart_servers
 
-ORDER = ("runc", "podman", "ssh", "hatchway", "kubectl-ws", "kubectl-spdy")
+ORDER = ("runc", "podman", "ssh", "hatchway", "hatchway-reuse", "kubectl-ws", "kubectl-spdy")
 FLOOR = "runc"
 SSH = "ssh"
 
@@ -33,6 +38,8 @@ class Peer:
     servers: Callable[[], dict[str, list[int]]] = dict
     # Replaces those processes by fresh ones before a memory figure (None: nothing to do).
     fresh: Callable[[], None] | None = None
+    # The figures this peer takes part in (None: all of them).
+    figures: tuple[str, ...] | None = None
 
     def argv(
         self, cmd: Sequence[str], *, stdin: bool = False, tty: bool = False, session: int = 0
@@ -81,6 +88,11 @@ def make_peers(peers: Peers, base_env: dict[str, str]) -> dict[str, Peer]:
         restart_servers(cluster)
 
     out["hatchway"] = Peer("hatchway", hatchway, env, servers, fresh)
+    if peers.reuse_dir:
+        reuse_env = {**env, "HATCHWAY_EXEC_REUSE": "1", "XDG_RUNTIME_DIR": peers.reuse_dir}
+        out["hatchway-reuse"] = Peer(
+            "hatchway-reuse", hatchway, reuse_env, figures=("stdout", "stdin", "latency")
+        )
 
     def kubectl(cmd: Sequence[str], stdin: bool, tty: bool, session: int) -> list[str]:
         flags = (["-i"] if stdin else []) + (["-t"] if tty else [])

@@ -150,6 +150,10 @@ def targets(results: Results) -> list[dict[str, Any]]:
     for ref, factor in (("kubectl-ws", 0.9), ("kubectl-spdy", 0.9), ("podman", 1.0)):
         name = f"exec true p50 ≤ {factor}x {ref}" if factor != 1.0 else f"exec true p50 ≤ {ref}"
         out.append(_ratio_target(results, name, p50, "hatchway", ref, factor))
+    if "hatchway-reuse" in results["peers"]:  # the opt-in warm daemon, measured both ways
+        for ref in ("kubectl-ws", "kubectl-spdy"):
+            name = f"exec true p50 with --reuse ≤ 0.9x {ref}"
+            out.append(_ratio_target(results, name, p50, "hatchway-reuse", ref, 0.9))
     n = results["meta"]["sessions"]
     streams = by_fig["N streams, aggregate"]
     out.append(_ratio_target(results, f"{n} streams ≥ 1.2x OpenSSH", streams, "hatchway", SSH, 1.2))

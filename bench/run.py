@@ -142,6 +142,7 @@ def _figure(
     figure: str, columns: dict[str, Peer], args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     benv.log(f"{figure}")
+    columns = {n: p for n, p in columns.items() if p.figures is None or figure in p.figures}
     if figure == "latency":
         cells = measure.latency(columns, args.runs, 30 * args.timeout_scale)
         for name, cell in cells.items():
@@ -175,6 +176,8 @@ def _start(stack: contextlib.ExitStack, args: argparse.Namespace) -> benv.Peers:
             peers.podman_container = benv.start_podman(stack, peers.cluster)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             peers.unavailable["podman"] = str(exc)
+    if "hatchway-reuse" in args.peers:
+        peers.reuse_dir = benv.start_reuse_dir(stack, base)
     if "ssh" in args.peers:
         try:
             benv.log("starting sshd on loopback")
