@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from hatchway.store.paging import ListPage, Match
 
@@ -136,3 +136,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release resources; open watches end."""
+
+
+StoreT = TypeVar("StoreT", bound=Store)
+
+
+class StoreWatch(Watch, Generic[StoreT]):
+    """What every store's watch starts from: the store, ``resource`` (in ``namespace``,
+    or in all when None) and the resourceVersion ``since`` as :meth:`Store.watch` was
+    given it."""
+
+    def __init__(
+        self, store: StoreT, resource: str, namespace: str | None, since: str | None
+    ) -> None:
+        self._store = store
+        self._resource = resource
+        self._namespace = namespace
+        self._since = since
+
+    @property
+    def _lists_first(self) -> bool:
+        """Whether the watch begins with ADDED events for what exists (no ``since``, or
+        ``""`` or ``"0"``) rather than with the history after ``since``."""
+        return self._since in (None, "", "0")
