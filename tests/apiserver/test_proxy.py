@@ -666,11 +666,11 @@ class _EchoProcess:
         pass
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 async def _found(namespace: str, pod: str, uid: str, container: str) -> tuple[str, bool]:
     return ("cid", True)
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Path) -> None:
     """kubectl -> API server proxy -> the node agent's endpoint (runner faked), over
     WebSocket v5 and over SPDY."""
