@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from hatchway.api.status import StatusError, expired
 from hatchway.store.paging import ListPage, Match
 
 ADDED = "ADDED"
@@ -159,3 +160,8 @@ class StoreWatch(Watch, Generic[StoreT]):
         """Whether the watch begins with ADDED events for what exists (no ``since``, or
         ``""`` or ``"0"``) rather than with the history after ``since``."""
         return self._since in (None, "", "0")
+
+    def _fell_behind(self, limit: int) -> StatusError:
+        """The 410 for a watcher dropped for having more than ``limit`` events queued."""
+        message = f"watch of {self._resource} fell more than {limit} events behind"
+        return StatusError(expired(message + "; list and watch again"))

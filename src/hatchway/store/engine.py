@@ -445,9 +445,7 @@ class _EngineWatch(StoreWatch[EngineStore]):
                     return WatchEvent(type_, json.loads(text))
             if sub.ended == "overflow":
                 await self.close()
-                limit = sub.limit
-                message = f"watch of {self._resource} fell more than {limit} events behind"
-                raise StatusError(expired(message + "; list and watch again"))
+                raise self._fell_behind(sub.limit)
             if sub.ended:
                 await self.close()
                 raise StopAsyncIteration

@@ -155,9 +155,7 @@ class EtcdWatch(StoreWatch["EtcdStore"]):
 
     def _offer(self, event: WatchEvent) -> None:
         if len(self._queue) >= self._store.watch_queue:
-            limit = self._store.watch_queue
-            message = f"watch of {self._resource} fell more than {limit} events behind"
-            raise StatusError(expired(message + "; list and watch again"))
+            raise self._fell_behind(self._store.watch_queue)
         self._queue.append(event)
         self._wake.set()
 
