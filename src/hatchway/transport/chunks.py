@@ -60,7 +60,7 @@ class ChunkQueue:
                     end = 0
                 self._offset = end
         else:
-            data = self._gather(max_bytes)
+            data = b"".join(self._views(max_bytes, stop_at_bytes=True)[0])
         self.size -= len(data)
         return data
 
@@ -72,9 +72,6 @@ class ChunkQueue:
         parts, taken = self._views(max_bytes, stop_at_bytes=False)
         self.size -= taken
         return parts
-
-    def _gather(self, want: int) -> bytes:
-        return b"".join(self._views(want, stop_at_bytes=True)[0])
 
     def _views(self, max_bytes: int, *, stop_at_bytes: bool) -> tuple[list[Buffer], int]:
         """Dequeue up to ``max_bytes`` as views of the queued buffers, and how many bytes
