@@ -15,7 +15,7 @@ import pytest
 
 from etcd_process import ETCD, SCALE, EtcdProcess
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
-from interop.support import VERSIONS, kubectl_binary
+from interop.support import VERSIONS, core_api, kubectl_binary
 
 from .test_app import _kubeconfig
 from .test_rest import TABLE, Api, pod
@@ -178,18 +178,14 @@ async def test_kubectl_chunks_with_selector_and_names(
 
 
 async def test_python_client_continue(server: ApiServer, admin: Api, tmp_path: Path) -> None:
-    kubernetes = pytest.importorskip("kubernetes")
+    pytest.importorskip("kubernetes")
     home = tmp_path / "home"
     home.mkdir()
     config = _kubeconfig(server, home, "root", ["system:masters"])
 
     def walk() -> list[tuple[list[str], Any]]:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(
-            config_file=str(config), client_configuration=configuration
-        )
-        with kubernetes.client.ApiClient(configuration) as client:
-            api = kubernetes.client.CoreV1Api(client)
+        api = core_api(config)
+        with api.api_client:
             pages, token = [], None
             while True:
                 page = api.list_namespaced_pod("default", limit=3, _continue=token)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from apiserver import test_proxy
+from apiserver.support import serve_node
 from apiserver.test_proxy import (
     PODS,
     SCALE,
@@ -26,8 +29,7 @@ from apiserver.test_proxy import (
     _pod,
     _status,
 )
-from hatchway import pki
-from hatchway.transport import http, tls
+from hatchway.transport import http
 
 PF_SPDY = [
     ("Connection", "Upgrade"),
@@ -66,20 +68,10 @@ class PortForwardNode(FakeNode):
 
 
 @pytest.fixture
-async def node(data_dir: str):  # the node test_proxy's api dials
-    bundle = pki.ensure_pki(data_dir, node_name="n1")
-    fake = PortForwardNode()
-    ctx = tls.server_context(
-        bundle.node.cert,
-        bundle.node.key,
-        client_ca=bundle.node_client_ca.cert,
-        require_client_cert=True,
-    )
-    server = http.HttpServer(fake.app)
-    await server.start("127.0.0.1", 0, ssl=ctx)
-    fake.port = server.port  # type: ignore[attr-defined]
-    yield fake
-    await server.close()
+async def node(data_dir: Path) -> AsyncIterator[PortForwardNode]:
+    """The node test_proxy's ``api`` dials."""
+    async with serve_node(data_dir, PortForwardNode()) as fake:
+        yield fake
 
 
 async def test_spdy_and_the_channel_form_reach_the_node(api, node: PortForwardNode) -> None:

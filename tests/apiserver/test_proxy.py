@@ -11,12 +11,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from apiserver.support import node_server, serve_node
 from hatchway import pki
 from hatchway.apiserver.exec_handler import SessionLimits
 from hatchway.apiserver.server import ApiServer, ApiServerConfig
@@ -45,6 +47,7 @@ class FakeNode:
     """The kubelet side: records requests, answers per ``mode``."""
 
     mode: str = "echo"
+    port: int = 0  # set by serve_node
     requests: list[http.Request] = field(default_factory=list)
     peers: list[Any] = field(default_factory=list)
     after_head: list[bytes] = field(default_factory=list)
@@ -136,20 +139,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def node(data_dir: Path):
-    bundle = pki.ensure_pki(data_dir, node_name="n1")
-    fake = FakeNode()
-    ctx = tls.server_context(
-        bundle.node.cert,
-        bundle.node.key,
-        client_ca=bundle.node_client_ca.cert,
-        require_client_cert=True,
-    )
-    server = http.HttpServer(fake.app)
-    await server.start("127.0.0.1", 0, ssl=ctx)
-    fake.port = server.port  # type: ignore[attr-defined]
-    yield fake
-    await server.close()
+async def node(data_dir: Path) -> AsyncIterator[FakeNode]:
+    async with serve_node(data_dir, FakeNode()) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -166,7 +158,7 @@ async def api(data_dir: Path, tmp_path: Path, node: FakeNode):
     server = ApiServer(config)
     await server.start()
     admin = Client(server, "admin", ["system:masters"])
-    await admin.ok("POST", "/api/v1/nodes", _node(node.port))  # type: ignore[attr-defined]
+    await admin.ok("POST", "/api/v1/nodes", _node(node.port))
     await admin.ok("POST", PODS, _pod("web", [{"name": "main", "image": "busybox"}]))
     yield server
     await server.close()
@@ -674,11 +666,11 @@ class _EchoProcess:
         pass
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 async def _found(namespace: str, pod: str, uid: str, container: str) -> tuple[str, bool]:
     return ("cid", True)
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Path) -> None:
     """kubectl -> API server proxy -> the node agent's endpoint (runner faked), over
     WebSocket v5 and over SPDY."""
@@ -695,68 +687,65 @@ async def test_real_kubectl_exec_through_the_proxy(data_dir: Path, tmp_path: Pat
         lookup=_found,
         start=start,
     )
-    node_server = http.HttpServer(endpoint)
-    ctx = tls.server_context(
-        bundle.node.cert,
-        bundle.node.key,
-        client_ca=bundle.node_client_ca.cert,
-        require_client_cert=True,
-    )
-    await node_server.start("127.0.0.1", 0, ssl=ctx)
-    server = ApiServer(ApiServerConfig(data_dir=data_dir, port=0, scheduler_interval=0.1))
-    await server.start()
-    try:
-        admin = Client(server, "admin", ["system:masters"])
-        node = _node(node_server.port)
-        node["spec"] = {}
-        await admin.ok("POST", "/api/v1/nodes", node)
-        await admin.ok("POST", PODS, _pod("web", [{"name": "main", "image": "busybox"}], node=""))
-        async with asyncio.timeout(5 * SCALE):  # the scheduler binds it to n1
-            while not (await admin.ok("GET", f"{PODS}/web"))["spec"].get("nodeName"):
-                await asyncio.sleep(0.05)
-        home = tmp_path / "home"
-        home.mkdir()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "c",
-                    "cluster": {"server": admin.base, "certificate-authority": str(bundle.ca.cert)},
-                }
-            ],
-            "users": [
-                {
-                    "name": "u",
-                    "user": {
-                        "client-certificate": str(bundle.admin.cert),
-                        "client-key": str(bundle.admin.key),
-                    },
-                }
-            ],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "c",
-        }
-        (home / "config").write_text(json.dumps(config))
-        env = dict(os.environ, HOME=str(home), KUBECONFIG=str(home / "config"))
-        for spdy in (False, True):
-            if spdy:
-                env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
-            for args, stdin, code, out in (
-                (["exec", "web", "--", "echo", "hi"], b"", 0, b"echo hi\n"),
-                (["exec", "web", "--", "fail"], b"", 7, b"fail\n"),
-                (["exec", "-i", "web", "--", "cat"], b"abc\n", 0, b"cat\nABC\n"),
-            ):
-                proc = await asyncio.create_subprocess_exec(
-                    "kubectl",
-                    *args,
-                    env=env,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-                got, err = await asyncio.wait_for(proc.communicate(stdin), 60 * SCALE)
-                assert (proc.returncode, got) == (code, out), (spdy, args, err)
-    finally:
-        await server.close()
-        await node_server.close()
+    async with node_server(data_dir, endpoint) as node_http:
+        server = ApiServer(ApiServerConfig(data_dir=data_dir, port=0, scheduler_interval=0.1))
+        await server.start()
+        try:
+            admin = Client(server, "admin", ["system:masters"])
+            node = _node(node_http.port)
+            node["spec"] = {}
+            await admin.ok("POST", "/api/v1/nodes", node)
+            await admin.ok(
+                "POST", PODS, _pod("web", [{"name": "main", "image": "busybox"}], node="")
+            )
+            async with asyncio.timeout(5 * SCALE):  # the scheduler binds it to n1
+                while not (await admin.ok("GET", f"{PODS}/web"))["spec"].get("nodeName"):
+                    await asyncio.sleep(0.05)
+            home = tmp_path / "home"
+            home.mkdir()
+            config = {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": admin.base,
+                            "certificate-authority": str(bundle.ca.cert),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "client-certificate": str(bundle.admin.cert),
+                            "client-key": str(bundle.admin.key),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+            (home / "config").write_text(json.dumps(config))
+            env = dict(os.environ, HOME=str(home), KUBECONFIG=str(home / "config"))
+            for spdy in (False, True):
+                if spdy:
+                    env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
+                for args, stdin, code, out in (
+                    (["exec", "web", "--", "echo", "hi"], b"", 0, b"echo hi\n"),
+                    (["exec", "web", "--", "fail"], b"", 7, b"fail\n"),
+                    (["exec", "-i", "web", "--", "cat"], b"abc\n", 0, b"cat\nABC\n"),
+                ):
+                    proc = await asyncio.create_subprocess_exec(
+                        "kubectl",
+                        *args,
+                        env=env,
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                    )
+                    got, err = await asyncio.wait_for(proc.communicate(stdin), 60 * SCALE)
+                    assert (proc.returncode, got) == (code, out), (spdy, args, err)
+        finally:
+            await server.close()

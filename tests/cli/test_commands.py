@@ -1,5 +1,6 @@
-"""The client commands against a real local cluster: get, create/apply/delete -f, run,
-logs, auth can-i, config, image import, help and usage errors."""
+"""The client commands against a real local cluster: get (pods, nodes, namespaces,
+service accounts, events, leases), create/apply/delete -f, run, logs, auth can-i,
+config, image import, help and usage errors."""
 
 from __future__ import annotations
 
@@ -107,6 +108,71 @@ def test_get_errors(cluster: Cluster) -> None:
     err = fails(cluster.hatchway("get", "--bogus"), "unrecognized arguments")
     assert "See 'hatchway get -h'" in err
     assert ok(cluster.hatchway("get", "pods", "nope", "--ignore-not-found")) == ""
+
+
+def test_get_serviceaccounts_events_and_leases(cluster: Cluster, pod: str) -> None:
+    """The types beyond pods, nodes and RBAC, by every name kubectl knows them by, with
+    the same names as kubectl's and the same table header."""
+    for words in (["sa"], ["serviceaccounts"], ["serviceaccount", "default"]):
+        assert "serviceaccount/default\n" in ok(cluster.hatchway("get", *words, "-o", "name"))
+    table = ok(cluster.hatchway("get", "sa")).splitlines()
+    assert table[0] == cluster.kubectl("get", "sa").stdout.decode().splitlines()[0]
+    assert ["default"] in [row.split()[:1] for row in table[1:]]
+    account = json.loads(ok(cluster.hatchway("get", "sa", "default", "-o", "json")))
+    assert (account["apiVersion"], account["kind"]) == ("v1", "ServiceAccount")
+
+    # the pod's own events (scheduled, started): the same as kubectl lists
+    where = ["--field-selector", f"involvedObject.name={pod}"]
+    theirs = set(cluster.kubectl("get", "events", *where, "-o", "name").stdout.decode().split())
+    assert theirs
+    ours = set(ok(cluster.hatchway("get", "ev", "-o", "name")).split())
+    assert theirs <= ours and all(name.startswith("event/") for name in ours)
+    listing = yaml.safe_load(ok(cluster.hatchway("get", "events", "-o", "yaml")))
+    assert {item["kind"] for item in listing["items"]} == {"Event"}
+
+    # the node agent's heartbeat Lease in kube-node-lease
+    lease = f"lease.coordination.k8s.io/{cluster.node_name}\n"
+    for word in ("lease", "leases", "leases.coordination.k8s.io"):
+        names = ok(cluster.hatchway("get", word, "-n", "kube-node-lease", "-o", "name"))
+        assert lease in names
+    assert (
+        names
+        == cluster.kubectl("get", "leases", "-n", "kube-node-lease", "-o", "name").stdout.decode()
+    )
+    table = ok(cluster.hatchway("get", "leases", "-n", "kube-node-lease")).splitlines()
+    assert table[0].split() == ["NAME", "HOLDER", "AGE"]
+    assert [cluster.node_name, cluster.node_name] in [row.split()[:2] for row in table[1:]]
+    everywhere = _cells(ok(cluster.hatchway("get", "leases", "-A")))
+    assert everywhere[0][:2] == ["NAMESPACE", "NAME"]
+    assert ["kube-node-lease", cluster.node_name] in [row[:2] for row in everywhere]
+    fails(cluster.hatchway("get", "leasez"), 'the server doesn\'t have a resource type "leasez"')
+
+
+def test_leases_from_manifests(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    """A Lease is created, applied and deleted from a file like the other types."""
+    name = f"lock-{_uid()}"
+    manifest = tmp_path / "lease.yaml"
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name},
+        "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15},
+    }
+    manifest.write_text(yaml.safe_dump(lease))
+    assert ok(cluster.hatchway("create", "-f", str(manifest))) == (
+        f"lease.coordination.k8s.io/{name} created\n"
+    )
+    lease["spec"]["holderIdentity"] = "you"
+    manifest.write_text(yaml.safe_dump(lease))
+    assert ok(cluster.hatchway("apply", "-f", str(manifest))) == (
+        f"lease.coordination.k8s.io/{name} configured\n"
+    )
+    got = json.loads(ok(cluster.hatchway("get", f"lease/{name}", "-o", "json")))
+    assert got["spec"]["holderIdentity"] == "you"
+    assert ok(cluster.hatchway("delete", "lease", name)) == (
+        f'lease.coordination.k8s.io "{name}" deleted\n'
+    )
+    fails(cluster.hatchway("get", "lease", name), "(NotFound)")
 
 
 # ------------------------------------------------------------- create, apply, delete

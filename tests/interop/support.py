@@ -250,3 +250,15 @@ class PtySession:
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def core_api(kubeconfig: str | os.PathLike[str]) -> Any:
+    """The official Python client's CoreV1Api for ``kubeconfig``'s current context (the
+    caller has checked that ``kubernetes`` is installed); ``api.api_client`` closes it."""
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))

@@ -16,21 +16,13 @@ from typing import Any
 import pytest
 
 from cluster import Cluster
-from interop.support import SLEEP, Pods, Users, container, pod_manifest
+from interop.support import SLEEP, Pods, Users, container, core_api, pod_manifest
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes.client.rest import ApiException  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
-
-
-def core_api(kubeconfig: Any) -> Any:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
-        config_file=str(kubeconfig), client_configuration=configuration
-    )
-    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
 
 
 @pytest.fixture(scope="module")

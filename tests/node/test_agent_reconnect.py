@@ -6,7 +6,7 @@ for the real one (tests/ha kills real ones)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -61,7 +61,32 @@ def _agent(api: ScriptedApi) -> NodeAgent:
     return agent
 
 
-async def test_watch_resumes_from_the_last_resource_version_and_relists_on_410() -> None:
+Play = Callable[[ScriptedApi], Awaitable[NodeAgent]]
+
+
+@pytest.fixture
+async def play() -> AsyncIterator[Play]:
+    """Run an agent's watch loop against a :class:`ScriptedApi` until every script is
+    played (the next watch finds none) and return the agent; the loop is cancelled at
+    the end of the test."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def run(api: ScriptedApi) -> NodeAgent:
+        agent = _agent(api)
+        tasks.append(asyncio.create_task(agent._watch_loop()))
+        await asyncio.wait_for(api.done.wait(), 10)
+        return agent
+
+    yield run
+    for task in tasks:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_watch_resumes_from_the_last_resource_version_and_relists_on_410(
+    play: Play,
+) -> None:
     gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}
     api = ScriptedApi(
         lists=[
@@ -75,14 +100,7 @@ async def test_watch_resumes_from_the_last_resource_version_and_relists_on_410()
             [gone],
         ],
     )
-    agent = _agent(api)
-    task = asyncio.create_task(agent._watch_loop())
-    try:
-        await asyncio.wait_for(api.done.wait(), 10)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    agent = await play(api)
     assert api.calls == [
         ("list", ""),
         ("watch", "5"),
@@ -95,7 +113,7 @@ async def test_watch_resumes_from_the_last_resource_version_and_relists_on_410()
     assert set(agent._pods) == {"u-b"}
 
 
-async def test_api_errors_back_off_and_410_from_the_request_relists() -> None:
+async def test_api_errors_back_off_and_410_from_the_request_relists(play: Play) -> None:
     api = ScriptedApi(
         lists=[
             {"metadata": {"resourceVersion": "5"}, "items": []},
@@ -106,14 +124,7 @@ async def test_api_errors_back_off_and_410_from_the_request_relists() -> None:
             [ApiError({"kind": "Status", "code": 410, "message": "gone"})],
         ],
     )
-    agent = _agent(api)
-    task = asyncio.create_task(agent._watch_loop())
-    try:
-        await asyncio.wait_for(api.done.wait(), 10)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await play(api)
     assert api.calls == [
         ("list", ""),
         ("watch", "5"),

@@ -12,6 +12,7 @@ from typing import Any
 from hatchway.errors import ConfigError
 
 RBAC = "rbac.authorization.k8s.io"
+COORDINATION = "coordination.k8s.io"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -49,10 +50,13 @@ TYPES = (
     ResourceType("pods", "Pod", short=("po",)),
     ResourceType("namespaces", "Namespace", namespaced=False, short=("ns",)),
     ResourceType("nodes", "Node", namespaced=False, short=("no",)),
+    ResourceType("serviceaccounts", "ServiceAccount", short=("sa",)),
+    ResourceType("events", "Event", short=("ev",)),
     ResourceType("roles", "Role", RBAC),
     ResourceType("rolebindings", "RoleBinding", RBAC),
     ResourceType("clusterroles", "ClusterRole", RBAC, namespaced=False),
     ResourceType("clusterrolebindings", "ClusterRoleBinding", RBAC, namespaced=False),
+    ResourceType("leases", "Lease", COORDINATION),
 )
 _BY_NAME = {name: t for t in TYPES for name in t.names()}
 _BY_KIND = {(t.group, t.kind): t for t in TYPES}

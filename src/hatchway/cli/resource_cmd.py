@@ -28,6 +28,8 @@ examples:
   hatchway get pods -l app=web -o name
   hatchway get pods -o jsonpath='{.items[*].metadata.name}'
   hatchway get nodes,namespaces
+  hatchway get sa,ev                 # service accounts and events
+  hatchway get leases -n kube-node-lease
 """
 
 

@@ -31,10 +31,13 @@ RESOURCE_PATHS = {
     "pods": ("/api/v1", True),
     "namespaces": ("/api/v1", False),
     "nodes": ("/api/v1", False),
+    "serviceaccounts": ("/api/v1", True),
+    "events": ("/api/v1", True),
     "roles": ("/apis/rbac.authorization.k8s.io/v1", True),
     "rolebindings": ("/apis/rbac.authorization.k8s.io/v1", True),
     "clusterroles": ("/apis/rbac.authorization.k8s.io/v1", False),
     "clusterrolebindings": ("/apis/rbac.authorization.k8s.io/v1", False),
+    "leases": ("/apis/coordination.k8s.io/v1", True),
 }
 
 

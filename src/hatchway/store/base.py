@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from hatchway.api.status import StatusError, expired
 from hatchway.store.paging import ListPage, Match
 
 ADDED = "ADDED"
@@ -136,3 +137,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release resources; open watches end."""
+
+
+StoreT = TypeVar("StoreT", bound=Store)
+
+
+class StoreWatch(Watch, Generic[StoreT]):
+    """What every store's watch starts from: the store, ``resource`` (in ``namespace``,
+    or in all when None) and the resourceVersion ``since`` as :meth:`Store.watch` was
+    given it."""
+
+    def __init__(
+        self, store: StoreT, resource: str, namespace: str | None, since: str | None
+    ) -> None:
+        self._store = store
+        self._resource = resource
+        self._namespace = namespace
+        self._since = since
+
+    @property
+    def _lists_first(self) -> bool:
+        """Whether the watch begins with ADDED events for what exists (no ``since``, or
+        ``""`` or ``"0"``) rather than with the history after ``since``."""
+        return self._since in (None, "", "0")
+
+    def _fell_behind(self, limit: int) -> StatusError:
+        """The 410 for a watcher dropped for having more than ``limit`` events queued."""
+        message = f"watch of {self._resource} fell more than {limit} events behind"
+        return StatusError(expired(message + "; list and watch again"))

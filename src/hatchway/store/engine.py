@@ -36,7 +36,7 @@ from hatchway.api.status import (
 )
 from hatchway.errors import ConnectionClosedError
 from hatchway.store import paging
-from hatchway.store.base import ADDED, DELETED, MODIFIED, Store, Watch, WatchEvent
+from hatchway.store.base import ADDED, DELETED, MODIFIED, Store, StoreWatch, Watch, WatchEvent
 from hatchway.store.enginepage import StaleReadError, op_page
 
 Row = tuple[int, str, str]  # (rv, event type, object JSON)
@@ -397,14 +397,11 @@ def _parse_rv(text: str) -> int:
     return value
 
 
-class _EngineWatch(Watch):
+class _EngineWatch(StoreWatch[EngineStore]):
     def __init__(
         self, store: EngineStore, resource: str, namespace: str | None, since: str | None
     ) -> None:
-        self._store = store
-        self._resource = resource
-        self._namespace = namespace
-        self._since = since
+        super().__init__(store, resource, namespace, since)
         # Subscribed now, not at the first event: what happens from here on is queued.
         self._sub = store._subscribe(resource, namespace)
         self._started = False
@@ -414,7 +411,7 @@ class _EngineWatch(Watch):
 
     async def _start(self) -> None:
         store, resource, namespace = self._store, self._resource, self._namespace
-        if self._since in (None, "", "0"):
+        if self._lists_first:
             texts, rv = await store._call(lambda b: b.scan(resource, namespace))
             self._buffer.extend((0, ADDED, t) for t in texts)
             self._last = rv
@@ -448,9 +445,7 @@ class _EngineWatch(Watch):
                     return WatchEvent(type_, json.loads(text))
             if sub.ended == "overflow":
                 await self.close()
-                limit = sub.limit
-                message = f"watch of {self._resource} fell more than {limit} events behind"
-                raise StatusError(expired(message + "; list and watch again"))
+                raise self._fell_behind(sub.limit)
             if sub.ended:
                 await self.close()
                 raise StopAsyncIteration

@@ -19,7 +19,7 @@ from hatchway.api import resources
 from hatchway.api.status import StatusError, expired, internal_error
 from hatchway.errors import ConnectionClosedError, ProtocolError
 from hatchway.store import etcdwire as wire
-from hatchway.store.base import ADDED, BOOKMARK, DELETED, MODIFIED, Watch, WatchEvent
+from hatchway.store.base import ADDED, BOOKMARK, DELETED, MODIFIED, StoreWatch, WatchEvent
 from hatchway.store.engine import _parse_rv
 
 if TYPE_CHECKING:
@@ -60,14 +60,11 @@ def _event(change: wire.Change) -> WatchEvent:
     return WatchEvent(DELETED, {"metadata": meta})
 
 
-class EtcdWatch(Watch):
+class EtcdWatch(StoreWatch["EtcdStore"]):
     def __init__(
         self, store: EtcdStore, resource: str, namespace: str | None, since: str | None
     ) -> None:
-        self._store = store
-        self._resource = resource
-        self._namespace = namespace
-        self._since = since
+        super().__init__(store, resource, namespace, since)
         self._prefix = store.key_prefix(resource, namespace)
         self._queue: deque[WatchEvent] = deque()
         self._wake = asyncio.Event()
@@ -78,7 +75,7 @@ class EtcdWatch(Watch):
         self._next_rev = 0  # the revision the stream resumes at
 
     async def _start(self) -> None:
-        if self._since in (None, "", "0"):
+        if self._lists_first:
             items, rv = await self._store.list(self._resource, self._namespace)
             self._queue.extend(WatchEvent(ADDED, obj) for obj in items)
             self._next_rev = int(rv) + 1
@@ -158,9 +155,7 @@ class EtcdWatch(Watch):
 
     def _offer(self, event: WatchEvent) -> None:
         if len(self._queue) >= self._store.watch_queue:
-            limit = self._store.watch_queue
-            message = f"watch of {self._resource} fell more than {limit} events behind"
-            raise StatusError(expired(message + "; list and watch again"))
+            raise self._fell_behind(self._store.watch_queue)
         self._queue.append(event)
         self._wake.set()
 

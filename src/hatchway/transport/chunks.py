@@ -60,7 +60,7 @@ class ChunkQueue:
                     end = 0
                 self._offset = end
         else:
-            data = self._gather(max_bytes)
+            data = b"".join(self._views(max_bytes, stop_at_bytes=True)[0])
         self.size -= len(data)
         return data
 
@@ -69,10 +69,21 @@ class ChunkQueue:
         queued in -- views, not copies -- for a writer that takes several at once
         (``os.writev``); ``[]`` when empty. The buffers are read-only (received
         ``bytes`` or views of them), so they may be kept."""
+        parts, taken = self._views(max_bytes, stop_at_bytes=False)
+        self.size -= taken
+        return parts
+
+    def _views(self, max_bytes: int, *, stop_at_bytes: bool) -> tuple[list[Buffer], int]:
+        """Dequeue up to ``max_bytes`` as views of the queued buffers, and how many bytes
+        they hold (:attr:`size` is the caller's to update). With ``stop_at_bytes`` the walk
+        ends before a queued ``bytes`` that is not the first part: it is already a copy of
+        its own, and the next read returns it as it is."""
         chunks, off, want = self._chunks, self._offset, max_bytes
         parts: list[Buffer] = []
         while chunks and want:
             head = chunks[0]
+            if stop_at_bytes and parts and isinstance(head, bytes):
+                break
             avail = len(head) - off
             if avail <= want:
                 parts.append(memoryview(head)[off:] if off else head)
@@ -84,25 +95,4 @@ class ChunkQueue:
                 off += want
                 want = 0
         self._offset = off
-        self.size -= max_bytes - want
-        return parts
-
-    def _gather(self, want: int) -> bytes:
-        chunks, off = self._chunks, self._offset
-        parts: list[Buffer] = []
-        while chunks and want:
-            head = chunks[0]
-            if parts and isinstance(head, bytes):
-                break  # already a copy of its own: the next read returns it as it is
-            avail = len(head) - off
-            if avail <= want:
-                parts.append(memoryview(head)[off:] if off else head)
-                chunks.popleft()
-                off = 0
-                want -= avail
-            else:
-                parts.append(memoryview(head)[off : off + want])
-                off += want
-                want = 0
-        self._offset = off
-        return b"".join(parts)
+        return parts, max_bytes - want
