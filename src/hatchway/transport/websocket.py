@@ -89,6 +89,16 @@ class WebSocketStream(BufferedStream):
             raise ConnectionClosedError(f"channel {self.name!r} was reset")
         await self._conn._send(self.number, data)
 
+    writes_nowait = True
+
+    def write_nowait(self, data: bytes) -> bool:
+        if self._reset:
+            raise ConnectionClosedError(f"channel {self.name!r} was reset")
+        return self._conn._send_nowait(self.number, data)
+
+    async def drain(self) -> None:
+        await self._conn._drain()
+
     async def write_eof(self) -> None:
         """v5 client stdin: send the close signal ``FF 00``; elsewhere a no-op (the
         server never sends close signals, older versions have none)."""
@@ -243,6 +253,19 @@ class WebSocketConnection(Connection):
             off += WRITE_CHUNK
             if off >= total:
                 return
+
+    def _send_nowait(self, number: int, data: bytes) -> bool:
+        """One message of ``data`` (at most ``WRITE_CHUNK``), now: whether the send
+        buffer has room for more."""
+        if self._stream.is_closing:
+            raise ConnectionClosedError("connection is closed")
+        if len(data) > WRITE_CHUNK:
+            raise ValueError(f"write_nowait takes at most {WRITE_CHUNK} bytes")
+        if self._base64:
+            self._send_text(number, data)
+        else:
+            self._send_binary(number, data)
+        return not self._stream.write_blocked
 
     def _send_binary(self, number: int, piece: Buffer) -> None:
         """Frame ``number + piece`` ourselves (websocket_frame.data_frame): the same bytes
