@@ -429,3 +429,60 @@ def test_a_valid_target_has_no_problem() -> None:
     from hatchway.node.server import Target, target_problem
 
     assert target_problem(Target("exec", "ns", "p.q", "c", UID)) is None
+
+
+# --- TTY keystrokes: no task between the connection and the pty, either way ---------------
+
+
+@module_loop
+@pytest.mark.parametrize(
+    ("transport", "protocol"), [("websocket", "v5.channel.k8s.io"), ("spdy", "v4.channel.k8s.io")]
+)
+async def test_tty_keystrokes_go_straight_to_the_pty_and_each_echo_straight_back(
+    node: Node, transport: str, protocol: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Each keystroke sent alone comes back alone (its echo, one message, with no more
+    input sent) once the session runs, written to the pty from the connection's reader
+    and the echo written from the pty's callback: the session's awaited stdin write and
+    stdout read are not used for any of them."""
+    from hatchway.node import runtime_exec
+
+    slow: list[str] = []
+    write_stdin = runtime_exec.ExecProcess.write_stdin
+    read = runtime_exec._Reader.read
+
+    async def counted_write(self, data):  # type: ignore[no-untyped-def]
+        slow.append(f"write_stdin {data!r}")
+        await write_stdin(self, data)
+
+    async def counted_read(self, max_bytes):  # type: ignore[no-untyped-def]
+        slow.append("read")
+        return await read(self, max_bytes)
+
+    monkeypatch.setattr(runtime_exec.ExecProcess, "write_stdin", counted_write)
+    monkeypatch.setattr(runtime_exec._Reader, "read", counted_read)
+    session = await node.open(
+        ["cat"], stdin=True, tty=True, transport=transport, protocols=(protocol,)
+    )
+    assert session.stdout is not None
+    echoes = []
+    async with asyncio.timeout(20 * SCALE):
+        # What arrives while the command is being started waits in the stream's queue
+        # and goes the usual way: the first key, once its echo shows the session runs.
+        await session.write_stdin(b"-")
+        assert await session.stdout.read(4096) == b"-"
+        slow.clear()
+        for key in b"hatchway":
+            await session.write_stdin(bytes((key,)))
+            echoes.append(await session.stdout.read(4096))
+    assert echoes == [bytes((k,)) for k in b"hatchway"]
+    assert slow == []
+    await session.write_stdin(b"\r")
+    await session.close_stdin()
+    rest = b""
+    async with asyncio.timeout(20 * SCALE):
+        while chunk := await session.stdout.read(4096):
+            rest += chunk
+        assert await session.wait() == 0
+    assert rest == b"\r\n-hatchway\r\n"  # the echo of Enter, then cat's line
+    await session.close()
