@@ -323,6 +323,10 @@ class WebSocketConnection(Connection):
                 if ws.close_expected():
                     data = await self._read_closing()
                 else:
+                    if await self._stream.receive(self._received):
+                        if self._stream.write_blocked:
+                            await self._stream.drain()  # as below, after a pong or close
+                        continue  # the state, the gate or the send buffer changed
                     data = await self._stream.read(READ_SIZE)
                 if not data:
                     # Whatever is left is an incomplete frame: the Protocol judges it.
@@ -342,6 +346,19 @@ class WebSocketConnection(Connection):
             pass
         finally:
             self._finish()
+
+    def _received(self, data: bytes) -> bool:
+        """What arrives while the connection is open and reading is not paused, from the
+        socket's callback (:meth:`ByteStream.receive`): a keystroke reaches its channel
+        -- and through a stdin sink the pty -- in the loop iteration that read it.
+        Whether to go on so; False hands back to the read loop, which decides as for a
+        read (the gate, the closing handshake, a peer that does not read our pongs)."""
+        wrote = self._receive(data)
+        if wrote and self._stream.write_blocked:
+            return False
+        return (
+            self._ws.state is State.OPEN and not self._ws.close_expected() and not self._gate.paused
+        )
 
     async def _read_closing(self) -> bytes:
         """The next read once we sent our close frame: the peer gets as long as it keeps
