@@ -16,7 +16,10 @@ shared machine wall-clock rates mean little, CPU seconds per GiB per process do.
 ``--profile DIR`` records each process with ``perf record -g`` (on-CPU samples, native
 and kernel; ``--profiler py-spy`` for Python stacks instead) while the stream runs;
 ``bench/profile_summary.py`` sorts the samples into categories. ``--direction echo`` is
-the TTY keystroke echo of ``bench/echo.py`` per tree. Not a timed test.
+the TTY keystroke echo of ``bench/echo.py`` per tree: p50/p99 and each process's CPU per
+keystroke in µs (``/proc/PID/task/*/schedstat``, start-up excluded, the same time without
+keystrokes subtracted); ``--syscalls DIR`` there ``strace -c``s the servers instead.
+Not a timed test.
 """
 
 from __future__ import annotations
