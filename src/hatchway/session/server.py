@@ -228,17 +228,40 @@ class ServerSession:
             await process.close_stdin()
 
     async def _pump_resize(self, process: Process, stream: Stream) -> None:
+        """Resizes to the process. They are applied from the driver's reader as they
+        arrive (the stream's sink) -- as stdin is written -- so that a resize and a
+        keystroke sent after it in one read reach the process in that order."""
         decoder = self._resizes
-        with contextlib.suppress(ConnectionClosedError):
-            while chunk := await stream.read(4096):
-                try:
-                    sizes = decoder.feed(chunk)
-                except HatchwayError as exc:
-                    log.info("bad resize message: %s", exc)
-                    return
-                for width, height in sizes:
-                    with contextlib.suppress(OSError):
-                        process.resize(width, height)
+        failed = False
+
+        def apply(chunk: bytes) -> bool:
+            try:
+                sizes = decoder.feed(chunk)
+            except HatchwayError as exc:
+                log.info("bad resize message: %s", exc)
+                return False
+            for width, height in sizes:
+                with contextlib.suppress(OSError):
+                    process.resize(width, height)
+            return True
+
+        def sink(parts: Sequence[bytes | memoryview]) -> int:
+            nonlocal failed
+            if failed:
+                return 0  # queued, and never read: as after a bad message before
+            failed = not apply(b"".join(parts))
+            return sum(len(part) for part in parts)
+
+        try:
+            with contextlib.suppress(ConnectionClosedError):
+                while True:
+                    stream.set_sink(sink)
+                    chunk = await stream.read(4096)
+                    stream.set_sink(None)
+                    if not chunk or failed or not apply(chunk):
+                        return
+        finally:
+            stream.set_sink(None)
 
     async def _finish(
         self, streams: dict[str, Stream], code: int | None, start_error: str | None
