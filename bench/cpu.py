@@ -16,7 +16,10 @@ shared machine wall-clock rates mean little, CPU seconds per GiB per process do.
 ``--profile DIR`` records each process with ``perf record -g`` (on-CPU samples, native
 and kernel; ``--profiler py-spy`` for Python stacks instead) while the stream runs;
 ``bench/profile_summary.py`` sorts the samples into categories. ``--direction echo`` is
-the TTY keystroke echo of ``bench/echo.py`` per tree. Not a timed test.
+the TTY keystroke echo of ``bench/echo.py`` per tree: p50/p99 and each process's CPU per
+keystroke in µs (``/proc/PID/task/*/schedstat``, start-up excluded, the same time without
+keystrokes subtracted); ``--syscalls DIR`` there ``strace -c``s the servers instead.
+Not a timed test.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--direction", nargs="+", default=["out", "in"], choices=["out", "in", "echo"],
-        help="echo: TTY keystroke echo p50/p99 (bench/echo.py, --keys), no CPU figure",
+        help="echo: TTY keystroke echo (bench/echo.py, --keys): p50/p99, µs CPU per key",
     )  # fmt: skip
     parser.add_argument("--keys", type=int, default=100, help="keystrokes per echo round")
     parser.add_argument("--mib", type=int, default=1024)
@@ -206,6 +209,10 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], help="NAME=SRC_DIR")
     parser.add_argument("--profile", type=pathlib.Path, help="record profiles into DIR")
     parser.add_argument("--profiler", choices=["perf", "py-spy"], default="perf")
+    parser.add_argument(
+        "--syscalls", type=pathlib.Path,
+        help="echo: strace -c the API server and node agent into DIR (no CPU figure)",
+    )  # fmt: skip
     args = parser.parse_args()
     trees = [t.split("=", 1) for t in args.tree] or [["this", ""]]
     size = args.mib * 2**20
@@ -223,10 +230,17 @@ def main() -> None:
                 env = _use_tree(cluster, src) if src or len(trees) > 1 else cluster.env
                 for direction in args.direction:
                     if direction == "echo":
-                        times = _echo(cluster, env, args.keys)
+                        traced = None
+                        if args.syscalls:
+                            traced = args.syscalls / f"{name}-{r}"
+                            traced.mkdir(parents=True, exist_ok=True)
+                        times = _echo(cluster, env, args.keys, traced)
                         echoes.setdefault(name, []).append(times)
+                        keyed = [c for c in ECHO_COLUMNS if c + "_us" in times]
+                        cells = " ".join(f"{c}={times[c + '_us']:.0f}" for c in keyed)
                         print(f"{name} echo: p50 {times['p50_ms']:.3f} ms, "
-                              f"p99 {times['p99_ms']:.3f} ms", flush=True)  # fmt: skip
+                              f"p99 {times['p99_ms']:.3f} ms; µs CPU per key {cells}",
+                              flush=True)  # fmt: skip
                         continue
                     tag = f"{name}-{direction}"
                     row = one(cluster, env, direction, size, args.profile, tag, args.profiler)
@@ -247,18 +261,89 @@ def main() -> None:
     for name, runs in echoes.items():
         p50 = statistics.median(r["p50_ms"] for r in runs)
         p99 = statistics.median(r["p99_ms"] for r in runs)
-        print(f"echo {name}: median p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+        cells = " ".join(
+            f"{c}={statistics.median(r[c + '_us'] for r in runs):.0f}"
+            for c in ECHO_COLUMNS
+            if all(c + "_us" in r for r in runs)
+        )
+        print(f"echo {name}: median p50 {p50:.3f} ms, p99 {p99:.3f} ms; µs CPU per key {cells}")
+        idle = " ".join(
+            f"{c}={statistics.median(r[c + '_idle_us'] for r in runs):.0f}"
+            for c in ECHO_COLUMNS
+            if all(c + "_idle_us" in r for r in runs)
+        )
+        print(f"  (subtracted: the same time without keystrokes, per key: {idle})")
 
 
-def _echo(cluster: benv.Cluster, env: dict[str, str], keys: int) -> dict[str, float]:
+def _run_ns(pid: int) -> int:
+    """CPU time of all of ``pid``'s threads so far, in ns (``/proc/PID/task/*/schedstat``:
+    the scheduler's own accounting, not 10 ms ticks); 0 when it is gone."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    return total
+
+
+def _echo_pids(cluster: benv.Cluster, client: int) -> dict[str, list[int]]:
+    return {
+        "client": [client],
+        "apiserver": [cluster.apiserver_pid],
+        "node": [cluster.node_pid],
+        "helper": _helpers(cluster.node_pid),
+    }
+
+
+def _echo(
+    cluster: benv.Cluster, env: dict[str, str], keys: int, syscalls: pathlib.Path | None = None
+) -> dict[str, float]:
+    """Keystroke echo p50/p99 and, over the keystrokes alone (start-up excluded), the CPU
+    of each process per keystroke in µs (``<name>_us``); with ``syscalls``, ``strace -c``
+    of the API server and the node agent instead (it slows them: no CPU figure then)."""
     from bench.echo import echo
     from bench.peers import Peer
 
     def build(cmd: object, stdin: bool, tty: bool, session: int) -> list[str]:
         return [benv.HATCHWAY, "exec", "-it", cluster.pod, "--", "cat"]
 
-    times = echo(Peer("hatchway", build, env), keys, 120.0 + keys)
+    start: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    tracers: list[subprocess.Popen[bytes]] = []
+
+    def window(edge: str, client: int) -> None:
+        pids = _echo_pids(cluster, client)
+        if edge == "start" and syscalls is not None:
+            for name in ("apiserver", "node"):
+                out = syscalls / f"{name}.strace"
+                argv = ["strace", "-c", "-f", "-o", str(out), "-p", str(pids[name][0])]
+                tracers.append(subprocess.Popen(argv, stderr=subprocess.DEVNULL))
+            time.sleep(1.0)  # attached
+        ns = {name: sum(_run_ns(pid) for pid in group) for name, group in pids.items()}
+        if edge == "start":
+            start.update(ns, t=time.monotonic())
+            return
+        # What the servers spend anyway (heartbeats, leases, controllers) over as long a
+        # time with no keystroke, right after: subtracted, and reported as *_idle_us.
+        wall = time.monotonic() - start["t"]
+        time.sleep(wall)
+        idle = {name: sum(_run_ns(pid) for pid in group) for name, group in pids.items()}
+        for name, value in ns.items():
+            spent = (idle[name] - value) / keys / 1000
+            cpu[f"{name}_us"] = (value - start[name]) / keys / 1000 - spent
+            cpu[f"{name}_idle_us"] = spent
+        for tracer in tracers:
+            tracer.send_signal(2)
+            tracer.wait(timeout=30)
+
+    times = echo(Peer("hatchway", build, env), keys, 120.0 + keys, window)
+    if syscalls is None:
+        times.update(cpu)
     return times
+
+
+ECHO_COLUMNS = ("client", "apiserver", "node", "helper")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import subprocess
 import termios
 import time
 import tty
+from collections.abc import Callable
 
 from bench.measure import MeasureError, _kill, _summary
 from bench.peers import Peer
@@ -23,7 +24,15 @@ from bench.peers import Peer
 KEY = b"x"
 
 
-def echo(peer: Peer, count: int, timeout: float) -> dict[str, float]:
+def echo(
+    peer: Peer,
+    count: int,
+    timeout: float,
+    window: Callable[[str, int], None] | None = None,
+) -> dict[str, float]:
+    """p50/p99 of ``count`` keystroke round trips. ``window("start", pid)`` is called
+    after the first (start-up) round trip and ``window("end", pid)`` after the last, with
+    the client's pid: what happens between them is the keystrokes alone."""
     master, slave = pty.openpty()
     tty.setraw(slave)
     fcntl_winsize(master, 40, 120)
@@ -39,7 +48,11 @@ def echo(peer: Peer, count: int, timeout: float) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     try:
         _roundtrip(master, deadline)  # the first one includes start-up; not counted
+        if window is not None:
+            window("start", proc.pid)
         times = [_roundtrip(master, deadline) for _ in range(count)]
+        if window is not None:
+            window("end", proc.pid)
         os.write(master, b"\r\x04")
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(max(1.0, min(10.0, deadline - time.monotonic())))

@@ -380,3 +380,81 @@ async def test_exec_runs_in_a_cgroup_of_its_own_removed_at_the_end(runtime, cid)
     assert await done.wait() == 0
     await done.close()
     assert _procs_in(path) is None, "the exec's cgroup outlived a normal end"
+
+
+# --- the TTY fast path: keystrokes written without waiting, echo pushed from the callback --
+
+
+async def _until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(10 * SCALE):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_tty_pump_pushes_each_echo_and_stops_reading_while_the_consumer_is_full(runtime, cid):
+    """A keystroke written with ``write_stdin_nowait`` comes back as its own chunk
+    through ``pump_stdout``'s push, with nothing more written; once push says the
+    consumer is full, the pty is not read (its echo stays pending in the kernel) until
+    drain returns; then everything arrives, in order, and the pump ends at the exit."""
+    proc: ExecProcess = await runtime.exec(cid, ExecOptions(("cat",), stdin=True, tty=True))
+    pushed: list[bytes] = []
+    full = asyncio.Event()
+    drained = asyncio.Event()
+    room = [True]
+
+    def push(chunk: bytes) -> bool:
+        pushed.append(chunk)
+        return room[0]
+
+    async def drain_() -> None:
+        full.set()
+        await drained.wait()
+
+    pump = asyncio.ensure_future(proc.pump_stdout(65536, push, drain_))
+    try:
+        for key in b"abc":
+            before = len(pushed)
+            assert proc.write_stdin_nowait([bytes((key,))]) == 1
+            await _until(lambda: len(pushed) > before, "echo")  # noqa: B023
+            assert b"".join(pushed[before:]) == bytes((key,))
+        room[0] = False
+        assert proc.write_stdin_nowait([b"d"]) == 1
+        await _until(full.is_set, "push said full")
+        assert pushed[-1] == b"d"
+        count = len(pushed)
+        assert proc.write_stdin_nowait([memoryview(b"ef")]) == 2
+        await _until(lambda: proc._stdout.pending() >= 2, "echo pending")
+        assert len(pushed) == count, "read while the consumer was full"
+        room[0] = True
+        drained.set()
+        await _until(lambda: b"".join(pushed).endswith(b"ef"), "the rest")
+        assert b"".join(pushed) == b"abcdef"
+        await proc.write_stdin(b"\r\x04")  # end of line, then EOF: cat exits
+        async with asyncio.timeout(10 * SCALE):
+            await pump
+            assert await proc.wait() == 0
+        assert b"".join(pushed).startswith(b"abcdef")
+    finally:
+        pump.cancel()
+        await proc.close()
+
+
+async def test_write_stdin_nowait_takes_what_a_full_pipe_has_room_for(runtime, cid):
+    """Without a reader the pipe fills: write_stdin_nowait then takes part or nothing
+    (never waits, never drops); a process that closed its stdin drops, as write_stdin."""
+    proc: ExecProcess = await runtime.exec(
+        cid, ExecOptions(("sh", "-c", "sleep 1000 <&-"), stdin=True, tty=False)
+    )
+    try:
+        taken = 0
+        block = b"x" * 65536
+        for _ in range(64):  # the pipe holds 1 MiB at most
+            n = proc.write_stdin_nowait([block])
+            taken += n
+            if n < len(block):
+                break
+        assert 0 < taken < 64 * len(block)
+        assert proc.write_stdin_nowait([block]) == 0
+    finally:
+        await proc.close()
+    assert proc.write_stdin_nowait([b"gone"]) == 4

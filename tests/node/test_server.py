@@ -385,6 +385,67 @@ async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
     assert process.calls[:2] == ["resize 100x30", "stdin b'x'"]
 
 
+class DirectRecordingProcess(RecordingProcess):
+    """As RecordingProcess, with the exec process's ``write_stdin_nowait``; it runs
+    until killed (or stdin closed)."""
+
+    async def write_stdin(self, data: bytes) -> None:
+        self.calls.append(f"stdin {data!r}")
+
+    def write_stdin_nowait(self, parts) -> int:  # type: ignore[no-untyped-def]
+        data = b"".join(bytes(p) for p in parts)
+        self.calls.append(f"stdin {data!r}")
+        return len(data)
+
+
+@module_loop
+async def test_a_resize_and_a_keystroke_in_one_read_reach_the_process_in_order(node: Node):
+    """Once the session runs, stdin goes to the process from the connection's reader:
+    a resize must too, or a resize and the keystroke sent right after it in the same
+    TLS write would reach the process keystroke first."""
+    from hatchway.protocol import channel as ch
+    from hatchway.protocol.websocket_frame import data_frame
+
+    process = DirectRecordingProcess()
+
+    async def start(container_id, options):  # type: ignore[no-untyped-def]
+        return process
+
+    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
+        return ("cid", True)
+
+    paths = node.paths
+    caller = CallerIdentity.from_ca(str(paths.node_client_ca.cert))
+    server = HttpServer(NodeEndpoint(caller=caller, lookup=lookup, start=start))
+    await server.start(
+        "127.0.0.1",
+        0,
+        ssl=tls.server_context(
+            paths.node.cert, paths.node.key, client_ca=paths.node_client_ca.cert
+        ),
+    )
+    try:
+        fake = Node(node.agent, paths, node.data_dir)
+        fake.agent = type("A", (), {"port": server.port})()  # type: ignore[assignment]
+        session = await fake.open(
+            ["sh"], stdin=True, tty=True, transport="websocket", protocols=(ch.V5,)
+        )
+        await session.write_stdin(b"a")
+        async with asyncio.timeout(5 * SCALE):
+            while process.calls[-1:] != ["stdin b'a'"]:
+                await asyncio.sleep(0.01)
+        frames = data_frame(ch.RESIZE, ch.encode_resize(100, 30), mask=True)
+        frames += data_frame(ch.STDIN, b"b", mask=True)
+        session.conn._stream.writelines(frames)  # type: ignore[attr-defined]
+        async with asyncio.timeout(5 * SCALE):
+            while len(process.calls) < 3:
+                await asyncio.sleep(0.01)
+        await session.close()
+    finally:
+        await server.close()
+    assert process.calls[-2:] == ["resize 100x30", "stdin b'b'"]
+
+
 # --- targets name the pod's uid (issue 9) ------------------------------------------------
 
 UID = "0a4e6f8e-5c3b-4d2a-9f1e-123456789abc"
@@ -429,3 +490,60 @@ def test_a_valid_target_has_no_problem() -> None:
     from hatchway.node.server import Target, target_problem
 
     assert target_problem(Target("exec", "ns", "p.q", "c", UID)) is None
+
+
+# --- TTY keystrokes: no task between the connection and the pty, either way ---------------
+
+
+@module_loop
+@pytest.mark.parametrize(
+    ("transport", "protocol"), [("websocket", "v5.channel.k8s.io"), ("spdy", "v4.channel.k8s.io")]
+)
+async def test_tty_keystrokes_go_straight_to_the_pty_and_each_echo_straight_back(
+    node: Node, transport: str, protocol: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Each keystroke sent alone comes back alone (its echo, one message, with no more
+    input sent) once the session runs, written to the pty from the connection's reader
+    and the echo written from the pty's callback: the session's awaited stdin write and
+    stdout read are not used for any of them."""
+    from hatchway.node import runtime_exec
+
+    slow: list[str] = []
+    write_stdin = runtime_exec.ExecProcess.write_stdin
+    read = runtime_exec._Reader.read
+
+    async def counted_write(self, data):  # type: ignore[no-untyped-def]
+        slow.append(f"write_stdin {data!r}")
+        await write_stdin(self, data)
+
+    async def counted_read(self, max_bytes):  # type: ignore[no-untyped-def]
+        slow.append("read")
+        return await read(self, max_bytes)
+
+    monkeypatch.setattr(runtime_exec.ExecProcess, "write_stdin", counted_write)
+    monkeypatch.setattr(runtime_exec._Reader, "read", counted_read)
+    session = await node.open(
+        ["cat"], stdin=True, tty=True, transport=transport, protocols=(protocol,)
+    )
+    assert session.stdout is not None
+    echoes = []
+    async with asyncio.timeout(20 * SCALE):
+        # What arrives while the command is being started waits in the stream's queue
+        # and goes the usual way: the first key, once its echo shows the session runs.
+        await session.write_stdin(b"-")
+        assert await session.stdout.read(4096) == b"-"
+        slow.clear()
+        for key in b"hatchway":
+            await session.write_stdin(bytes((key,)))
+            echoes.append(await session.stdout.read(4096))
+    assert echoes == [bytes((k,)) for k in b"hatchway"]
+    assert slow == []
+    await session.write_stdin(b"\r")
+    await session.close_stdin()
+    rest = b""
+    async with asyncio.timeout(20 * SCALE):
+        while chunk := await session.stdout.read(4096):
+            rest += chunk
+        assert await session.wait() == 0
+    assert rest == b"\r\n-hatchway\r\n"  # the echo of Enter, then cat's line
+    await session.close()

@@ -270,3 +270,68 @@ def test_a_reader_that_stops_keeps_the_splice_bounded(loop: str, tls: bool, cert
         assert (digest, count) == (sent, size)
 
     run(loop, with_splice(tls, certs, body))
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "tcp"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_receive_hands_each_read_to_the_callback_until_it_says_stop(
+    loop: str, tls: bool, certs: Path
+) -> None:
+    """``receive``: what arrives goes to the callback in order, outside any task; False
+    from the callback returns True and later bytes queue for ``read``; queued bytes or
+    EOF return False at once; what the callback raises is raised."""
+    server_ctx, client_ctx = contexts(certs) if tls else (None, None)
+
+    async def body() -> None:
+        server, got = await accept_one(server_ctx)
+        try:
+            client = await ByteStream.connect("127.0.0.1", server.port, ssl=client_ctx)
+            served = await asyncio.wait_for(got, 10)
+            seen: list[tuple[bytes, object]] = []
+
+            def callback(data: bytes) -> bool:
+                seen.append((data, asyncio.current_task()))
+                return not data.endswith(b".")
+
+            receiving = await receiving_on(served, callback)
+            for word in (b"one ", b"two ", b"three."):
+                client.write(word)
+                await asyncio.sleep(0.05)
+            assert await asyncio.wait_for(receiving, 10) is True
+            assert b"".join(d for d, _ in seen) == b"one two three."
+            assert {t for _, t in seen} == {None}
+            client.write(b"queued")
+            assert await asyncio.wait_for(served.read(), 10) == b"queued"
+            client.write(b"again")
+            while not served.buffered:
+                await asyncio.sleep(0.01)
+            assert await served.receive(callback) is False  # read what is queued first
+            assert await served.read() == b"again"
+
+            def boom(data: bytes) -> bool:
+                raise ValueError(data)
+
+            receiving = await receiving_on(served, boom)
+            client.write(b"bad")
+            with pytest.raises(ValueError):
+                await asyncio.wait_for(receiving, 10)
+            receiving = await receiving_on(served, callback)
+            client.close()
+            assert await asyncio.wait_for(receiving, 10) is False  # EOF
+            assert await served.read() == b""
+        finally:
+            await server.close()
+
+    run(loop, body())
+
+
+async def receiving_on(
+    stream: ByteStream, callback: Callable[[bytes], bool]
+) -> asyncio.Future[bool]:
+    """``stream.receive(callback)`` as a task, once it is in place (uvloop reads the
+    socket before it runs a task scheduled just before: the bytes would queue)."""
+    task = asyncio.ensure_future(stream.receive(callback))
+    async with asyncio.timeout(T):
+        while stream._protocol.receiver is not callback:
+            await asyncio.sleep(0.001)
+    return task

@@ -291,3 +291,103 @@ def test_a_gate_needs_a_positive_bound():
     with pytest.raises(ValueError):
         ReceiveGate(0)
     assert ReceiveGate(1024).low == 256
+
+
+# --- the sink: what arrives while nothing is queued goes straight on ----------------------
+
+
+class Sink:
+    """Takes up to ``room`` bytes per call (all of them when None) and keeps them."""
+
+    def __init__(self, room: int | None = None) -> None:
+        self.room = room
+        self.got = bytearray()
+        self.calls = 0
+
+    def __call__(self, parts: object) -> int:
+        self.calls += 1
+        data = b"".join(bytes(p) for p in parts)  # type: ignore[attr-defined]
+        take = len(data) if self.room is None else min(self.room, len(data))
+        self.got += data[:take]
+        return take
+
+
+async def test_a_sink_takes_what_arrives_while_the_queue_is_empty_and_queues_the_rest():
+    stream = Buffered(ReceiveGate(HIGH, LOW))
+    sink = Sink(room=3)
+    assert stream.set_sink(sink)
+    stream.feed_parts([b"ab", memoryview(b"cdef")], 6)
+    assert bytes(sink.got) == b"abc"
+    assert stream.buffered == 3
+    # Something is queued: the next bytes wait behind it, the sink is not asked.
+    stream.feed(b"gh")
+    assert sink.calls == 1
+    assert await stream.read(100) == b"def"
+    assert await stream.read(100) == b"gh"
+    # Empty again: straight to the sink, nothing queued, no reader woken.
+    sink.room = None
+    reader = await _pending(stream.read(100))
+    stream.feed(b"ij")
+    await asyncio.sleep(0)
+    assert not reader.done() and bytes(sink.got) == b"abcij" and stream.buffered == 0
+    stream.set_sink(None)
+    stream.feed(b"kl")
+    assert await reader == b"kl"
+
+
+async def test_a_sink_that_takes_nothing_leaves_the_gate_to_bound_the_queue():
+    gate = ReceiveGate(HIGH, LOW)
+    stream = Buffered(gate)
+    stream.set_sink(Sink(room=0))
+    stream.feed(b"x" * HIGH)
+    assert gate.paused and stream.buffered == HIGH
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["feed", "read", "sink"]),
+            st.integers(min_value=0, max_value=12),
+            st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=3),
+        ),
+        max_size=40,
+    )
+)
+def test_sink_and_reads_together_deliver_every_byte_once_in_order(
+    ops: list[tuple[str, int, list[int]]],
+) -> None:
+    """What the sink took and what reads returned, in the order they happened, is what
+    was fed: the session's stdin pump switches the sink on and off around its reads."""
+
+    async def run() -> None:
+        stream = Buffered(ReceiveGate(1 << 20))
+        out = bytearray()
+        fed = bytearray()
+        counter = 0
+
+        def sink(parts: object) -> int:
+            data = b"".join(bytes(p) for p in parts)  # type: ignore[attr-defined]
+            take = min(room[0], len(data))
+            out.extend(data[:take])
+            return take
+
+        room = [0]
+        for op, n, sizes in ops:
+            if op == "feed":
+                parts = []
+                for size in sizes:
+                    part = bytes((counter + i) % 251 for i in range(size))
+                    counter += size
+                    parts.append(part)
+                fed.extend(b"".join(parts))
+                stream.feed_parts(parts, sum(sizes))
+            elif op == "read" and stream.buffered:
+                out.extend(await stream.read(max(n, 1)))
+            elif op == "sink":
+                room[0] = n
+                stream.set_sink(sink if n % 2 == 0 else None)
+        while stream.buffered:
+            out.extend(await stream.read(1 << 20))
+        assert bytes(out) == bytes(fed)
+
+    asyncio.run(run())

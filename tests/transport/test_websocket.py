@@ -506,3 +506,52 @@ async def test_a_peer_that_dies_while_our_channels_are_full_ends_the_connection(
             await srv.wait_closed()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_keystroke_reaches_the_stdin_sink_from_the_socket_callback(tls):
+    """Server side, connection open and not paused: each message goes to its channel --
+    here through a stdin sink, as the session's -- from the callback that read the
+    socket (no task runs it: not the read loop's), in order; a sink that takes nothing
+    leaves the bytes queued for read(), and the gate bounds them as before."""
+    bound = 64 * 1024
+    async with ws_pair(tls, channel_buffer=bound) as (cli, srv):
+        c_in = await cli.open_stream({"streamtype": "stdin"})
+        s_in = await srv.open_stream({"streamtype": "stdin"})
+        got: list[tuple[bytes, asyncio.Task[object] | None]] = []
+        room = [True]
+
+        def sink(parts) -> int:  # type: ignore[no-untyped-def]
+            if not room[0]:
+                return 0
+            data = b"".join(bytes(p) for p in parts)
+            got.append((data, asyncio.current_task()))
+            return len(data)
+
+        assert s_in.set_sink(sink)
+        async with asyncio.timeout(T):
+            for i, key in enumerate(b"keys"):
+                await c_in.write(bytes((key,)))
+                while len(got) <= i:
+                    await asyncio.sleep(0.005)
+        assert [d for d, _ in got] == [b"k", b"e", b"y", b"s"]
+        assert [t for _, t in got] == [None] * 4, "delivered from a task, not the callback"
+        room[0] = False
+        block = b"z" * 16384
+        writer = asyncio.ensure_future(_write_n(c_in, block, 64))
+        async with asyncio.timeout(T):
+            while s_in.buffered < bound:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.2 * SCALE)
+        # The channel bound plus what the socket buffers hold: the reader stopped.
+        assert s_in.buffered <= bound + 1024 * 1024 + len(block)
+        total = 0
+        async with asyncio.timeout(30 * SCALE):
+            while total < 64 * len(block):
+                total += len(await s_in.read(1 << 20))
+            await writer
+        assert total == 64 * len(block)
+
+
+async def _write_n(stream, block: bytes, n: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        await stream.write(block)

@@ -45,7 +45,7 @@ import stat
 import struct
 import tempfile
 import termios
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from hatchway.errors import ContainerRuntimeError
 from hatchway.node.runtime_execshim import ExecHelper, ExecHelperError
@@ -69,6 +69,8 @@ MAX_PATH_DIRS = 64
 #: Rounds of the kill order (runtime_tree.kill_step) before giving up on a tree.
 KILL_ROUNDS = 2000
 TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work queue
+#: Buffers one ``write_stdin_nowait`` hands to ``writev`` at most (more: the slow path).
+MAX_WRITEV = 64
 
 
 class _Reader:
@@ -81,6 +83,8 @@ class _Reader:
         self.grace = grace
         self.eof = asyncio.Event()
         self.busy = False
+        #: While :meth:`pump` waits with the fd registered: ends that wait (see close).
+        self._unwatch: Callable[[], None] | None = None
         if fd is None:
             self.eof.set()
         else:
@@ -113,6 +117,99 @@ class _Reader:
             self.close()
         return b""
 
+    async def pump(
+        self,
+        max_bytes: int,
+        push: Callable[[bytes], bool],
+        drain: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Hand everything :meth:`read` would return to ``push``, until it would return
+        ``b""``. While the fd is idle it is watched with a callback that reads it and
+        pushes what it has at once, in the loop iteration that saw it readable: no task
+        wake-up, no future and no fd (un)registration per chunk, and no read that finds
+        the fd empty after each one (a TTY's keystroke echo is one chunk). ``push``
+        returns False when the consumer's buffer is full: no more is read until
+        ``drain()`` returns. What ``push`` raises ends the pump with it."""
+        self.busy = True
+        try:
+            while self.fd is not None:
+                try:
+                    data = os.read(self.fd, max_bytes)
+                except BlockingIOError:
+                    data = None
+                except OSError as e:
+                    if e.errno != errno.EIO:  # EIO: pty slave closed
+                        raise
+                    data = b""
+                if data:
+                    if not push(data):
+                        await drain()
+                    continue
+                if data is None and not self.exited.is_set():
+                    if await self._push_when_readable(max_bytes, push):
+                        await drain()
+                    continue
+                if data is None and self.grace and await _readable(self.fd, None, self.grace):
+                    continue
+                self.close()
+        finally:
+            self.busy = False
+
+    async def _push_when_readable(self, max_bytes: int, push: Callable[[bytes], bool]) -> bool:
+        """Watch the fd and push what it has from the readable callback, until ``push``
+        wants a drain (True), or the fd reaches EOF or an error, the process exits or
+        the reader is closed (False: :meth:`pump` reads on and decides)."""
+        fd = self.fd
+        assert fd is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def readable() -> None:
+            if done.done():
+                return
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    done.set_exception(e)
+                    return
+                data = b""
+            if not data:  # EOF (or EIO): the pump's own read sees it again
+                done.set_result(False)
+                return
+            try:
+                more = push(data)
+            except Exception as exc:  # handed to the pump, which raises it
+                done.set_exception(exc)
+                return
+            if not more:
+                done.set_result(True)
+
+        def stop() -> None:
+            if not done.done():
+                done.set_result(False)
+
+        def unwatch() -> None:
+            # From close(), before the fd is closed: its number may be reused at once.
+            self._unwatch = None
+            loop.remove_reader(fd)
+            stop()
+
+        if self.exited.is_set():
+            return False
+        self.exited.add_callback(stop)
+        loop.add_reader(fd, readable)
+        self._unwatch = unwatch
+        try:
+            return await done
+        finally:
+            if self._unwatch is unwatch:
+                self._unwatch = None
+                loop.remove_reader(fd)
+            self.exited.remove_callback(stop)
+
     def pending(self) -> int:
         """Bytes waiting in the pipe/pty (FIONREAD)."""
         if self.fd is None:
@@ -124,6 +221,8 @@ class _Reader:
         return struct.unpack("i", buf)[0]
 
     def close(self) -> None:
+        if self._unwatch is not None:  # never close an fd the loop still watches
+            self._unwatch()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -249,6 +348,24 @@ class ExecProcess:
                 self._close_stdin_fd()
                 return
 
+    def write_stdin_nowait(self, parts: Sequence[bytes | memoryview]) -> int:
+        """Write what the pipe/pty takes at once (one ``writev``), without waiting: the
+        number of bytes taken, 0 when it is full (the caller then goes through
+        :meth:`write_stdin` with the rest). Data for a process that is gone or closed its
+        stdin is dropped, as by :meth:`write_stdin`: counted as taken."""
+        total = sum(len(part) for part in parts)
+        if self._stdin_fd is None:
+            return total
+        if len(parts) > MAX_WRITEV:
+            return 0
+        try:
+            return os.writev(self._stdin_fd, parts)
+        except BlockingIOError:
+            return 0
+        except OSError:  # BrokenPipeError among them
+            self._close_stdin_fd()
+            return total
+
     async def close_stdin(self) -> None:
         """EOF on stdin: close the pipe (and have the helper close its copy); with a TTY,
         send ^D (the pty stays open)."""
@@ -280,6 +397,20 @@ class ExecProcess:
     async def read_stderr(self, max_bytes: int = 65536) -> bytes:
         """Standard error; ``b""`` at once with a TTY."""
         return await self._stderr.read(max_bytes)
+
+    async def pump_stdout(
+        self, max_bytes: int, push: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]
+    ) -> None:
+        """What ``read_stdout`` would return, handed to ``push`` as it comes, from the
+        fd's callback while it can (:meth:`_Reader.pump`); returns where ``read_stdout``
+        would return ``b""``."""
+        await self._stdout.pump(max_bytes, push, drain)
+
+    async def pump_stderr(
+        self, max_bytes: int, push: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]
+    ) -> None:
+        """As :meth:`pump_stdout`, for standard error."""
+        await self._stderr.pump(max_bytes, push, drain)
 
     def resize(self, width: int, height: int) -> None:
         """Set the pty's size (columns, rows); the process gets SIGWINCH. No-op without TTY."""

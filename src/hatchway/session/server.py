@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
@@ -131,12 +132,10 @@ class ServerSession:
         """Copy bytes both ways until the process exits (or the client leaves)."""
         async with asyncio.TaskGroup() as group:
             outputs = [
-                group.create_task(self._pump_out(process.read_stdout, streams["stdout"]))
-                if "stdout" in streams
-                else None,
-                group.create_task(self._pump_out(process.read_stderr, streams["stderr"]))
-                if "stderr" in streams
-                else None,
+                group.create_task(self._pump_out(process, name, streams[name]))
+                if name in streams
+                else None
+                for name in ("stdout", "stderr")
             ]
             inputs = []
             # Resize first: kubectl sends the terminal size before any stdin (protocol.md 4.4),
@@ -165,8 +164,24 @@ class ServerSession:
                 task.cancel()
         return code
 
-    async def _pump_out(self, read, stream: Stream) -> None:  # type: ignore[no-untyped-def]
+    async def _pump_out(self, process: Process, name: str, stream: Stream) -> None:
+        """The process's ``name`` output to ``stream``. Where both ends allow it (an exec
+        process's ``pump_stdout``, a driver's ``write_nowait``), each chunk is written
+        from the fd's readable callback: a keystroke's echo goes out in the loop
+        iteration that saw it, with no task wake-up in between; a full send buffer
+        stops the reading until it drained, as ``write()`` does."""
+        pump = getattr(process, f"pump_{name}", None)
         with contextlib.suppress(ConnectionClosedError):
+            if pump is not None and stream.writes_nowait:
+                write = stream.write_nowait
+
+                def push(chunk: bytes) -> bool:
+                    self.outcome.bytes_out += len(chunk)
+                    return write(chunk)
+
+                await pump(READ_SIZE, push, stream.drain)
+                return
+            read = getattr(process, f"read_{name}")
             while chunk := await read(READ_SIZE):
                 self.outcome.bytes_out += len(chunk)
                 await stream.write(chunk)
@@ -175,9 +190,31 @@ class ServerSession:
         """stdin to the process. Only the client's own end of input (SPDY FIN, WebSocket
         v5 close signal) is passed on as EOF: the EOF of a reset or a lost connection is
         not, or a ``cat`` would exit 0 and the status would race the kill (the session
-        sees the connection end and kills the tree instead)."""
+        sees the connection end and kills the tree instead).
+
+        Where the process can take bytes without waiting (``write_stdin_nowait``), what
+        arrives while nothing is queued is written from the driver's reader (the
+        stream's sink): a keystroke reaches the pty in the loop iteration that received
+        it. What the pipe or pty does not take at once is queued and written from here,
+        with the sink off until the queue is empty again, so the order holds and a full
+        pipe bounds the queue as before."""
+        nowait = getattr(process, "write_stdin_nowait", None)
+        sink = None
+        if nowait is not None:
+
+            def sink(parts: Sequence[bytes | memoryview]) -> int:
+                taken: int = nowait(parts)
+                self.outcome.bytes_in += taken
+                return taken
+
         try:
-            while chunk := await stream.read(READ_SIZE):
+            while True:
+                direct = sink is not None and stream.set_sink(sink)
+                chunk = await stream.read(READ_SIZE)
+                if direct:
+                    stream.set_sink(None)
+                if not chunk:
+                    break
                 self.outcome.bytes_in += len(chunk)
                 await process.write_stdin(chunk)
         except (ConnectionClosedError, OSError):
@@ -185,21 +222,46 @@ class ServerSession:
         else:
             if not stream.fin_received:
                 return
+        finally:
+            stream.set_sink(None)
         with contextlib.suppress(OSError, ConnectionClosedError):
             await process.close_stdin()
 
     async def _pump_resize(self, process: Process, stream: Stream) -> None:
+        """Resizes to the process. They are applied from the driver's reader as they
+        arrive (the stream's sink) -- as stdin is written -- so that a resize and a
+        keystroke sent after it in one read reach the process in that order."""
         decoder = self._resizes
-        with contextlib.suppress(ConnectionClosedError):
-            while chunk := await stream.read(4096):
-                try:
-                    sizes = decoder.feed(chunk)
-                except HatchwayError as exc:
-                    log.info("bad resize message: %s", exc)
-                    return
-                for width, height in sizes:
-                    with contextlib.suppress(OSError):
-                        process.resize(width, height)
+        failed = False
+
+        def apply(chunk: bytes) -> bool:
+            try:
+                sizes = decoder.feed(chunk)
+            except HatchwayError as exc:
+                log.info("bad resize message: %s", exc)
+                return False
+            for width, height in sizes:
+                with contextlib.suppress(OSError):
+                    process.resize(width, height)
+            return True
+
+        def sink(parts: Sequence[bytes | memoryview]) -> int:
+            nonlocal failed
+            if failed:
+                return 0  # queued, and never read: as after a bad message before
+            failed = not apply(b"".join(parts))
+            return sum(len(part) for part in parts)
+
+        try:
+            with contextlib.suppress(ConnectionClosedError):
+                while True:
+                    stream.set_sink(sink)
+                    chunk = await stream.read(4096)
+                    stream.set_sink(None)
+                    if not chunk or failed or not apply(chunk):
+                        return
+        finally:
+            stream.set_sink(None)
 
     async def _finish(
         self, streams: dict[str, Stream], code: int | None, start_error: str | None

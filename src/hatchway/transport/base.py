@@ -31,7 +31,12 @@ handshake).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+#: A receiver of stream data called from the driver (:meth:`Stream.set_sink`): it gets
+#: the received buffers (read-only, valid only during the call) and returns how many of
+#: their bytes it took; the rest is queued.
+Sink = Callable[[Sequence[bytes | memoryview]], int]
 
 
 class Stream(abc.ABC):
@@ -58,6 +63,26 @@ class Stream(abc.ABC):
     @abc.abstractmethod
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``, waiting while the connection's buffers are full."""
+
+    #: Whether :meth:`write_nowait` and :meth:`drain` are there (both drivers' streams).
+    writes_nowait: bool = False
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Hand ``data`` to the connection now, from a callback, never waiting: whether
+        the connection's send buffer has room for more (False: ``await drain()`` before
+        the next write). Raises as :meth:`write` does."""
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        """Wait while the connection's send buffer is above its high watermark."""
+        raise NotImplementedError
+
+    def set_sink(self, sink: Sink | None) -> bool:
+        """Receive side: hand what arrives while nothing is buffered to ``sink`` at once,
+        from the driver's reader, instead of queueing it for :meth:`read`; what the sink
+        does not take is queued as usual (None: queue everything again). False where
+        the driver has no such path."""
+        return False
 
     @abc.abstractmethod
     async def write_eof(self) -> None:

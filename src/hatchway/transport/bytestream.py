@@ -96,6 +96,10 @@ class _Protocol(asyncio.BufferedProtocol):
         #: Set by :meth:`Splice.start`: received bytes go to the other side at once.
         self.splice: Splice | None = None
         self.side = 0
+        #: Set by :meth:`ByteStream.receive`: received bytes go to it while none are
+        #: queued; it returns False to hand reading back to the awaiting task.
+        self.receiver: Callable[[bytes], bool] | None = None
+        self._receiving: asyncio.Future[bool] | None = None
         #: Set by :meth:`ByteStream.close`: what arrives from then on is discarded.
         self.closing = False
         self.discarded = 0
@@ -127,6 +131,10 @@ class _Protocol(asyncio.BufferedProtocol):
             return
         if self.splice is not None:
             self.splice.forward(self.side, nbytes)
+            return
+        receiver = self.receiver
+        if receiver is not None and not self.chunks:
+            self._receive(receiver, bytes(_shared.view[:nbytes]))
             return
         self.chunks.append(bytes(_shared.view[:nbytes]))
         self.size += nbytes
@@ -178,10 +186,28 @@ class _Protocol(asyncio.BufferedProtocol):
         self._drain_waiters.clear()
 
     # -- helpers for ByteStream ---------------------------------------------------------
+    def _receive(self, receiver: Callable[[bytes], bool], data: bytes) -> None:
+        done = self._receiving
+        try:
+            more = receiver(data)
+        except Exception as exc:  # the awaiting task raises it
+            self.receiver = None
+            if done is not None and not done.done():
+                done.set_exception(exc)
+            return
+        if not more:
+            self.receiver = None
+            if done is not None and not done.done():
+                done.set_result(True)
+
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        done = self._receiving
+        if done is not None and not done.done():  # EOF or the end: the task reads on
+            self.receiver = None
+            done.set_result(False)
 
     def consumed(self, nbytes: int) -> None:
         self.size -= nbytes
@@ -283,6 +309,23 @@ class ByteStream:
             chunk = chunk[:max_bytes]
         p.consumed(len(chunk))
         return chunk
+
+    async def receive(self, callback: Callable[[bytes], bool]) -> bool:
+        """Hand what arrives to ``callback`` from the protocol's callback, in the loop
+        iteration that read it, with no task wake-up per chunk, until ``callback``
+        returns False (True is returned) or the stream reaches EOF or its end (False).
+        False at once when bytes are queued or at EOF: :meth:`read` them first. What
+        ``callback`` raises is raised here. Nothing is buffered meanwhile, so a callback
+        that must not take more (a full consumer) returns False and the caller waits."""
+        p = self._protocol
+        if p.chunks or p.eof or p.closing or p.splice is not None:
+            return False
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        p.receiver, p._receiving = callback, done
+        try:
+            return await done
+        finally:
+            p.receiver, p._receiving = None, None
 
     async def readexactly(self, n: int) -> bytes:
         parts = []

@@ -81,6 +81,16 @@ class SpdyStream(BufferedStream):
         self._conn._send(self, data, fin=False)
         await self._conn._drain()
 
+    writes_nowait = True
+
+    def write_nowait(self, data: bytes) -> bool:
+        if data:
+            self._conn._send(self, data, fin=False)
+        return not self._conn._bs.write_blocked
+
+    async def drain(self) -> None:
+        await self._conn._drain()
+
     async def write_eof(self) -> None:
         if self._fin_sent or self.reset_code is not None or self._conn._ended:
             return

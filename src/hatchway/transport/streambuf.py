@@ -17,10 +17,10 @@ the first pause -- an idle exec session has four or five streams a side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from hatchway.transport.base import Stream
+from hatchway.transport.base import Sink, Stream
 from hatchway.transport.chunks import Buffer, ChunkQueue
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class BufferedStream(Stream):
         self._eof = False
         self._over = False  # counted in the gate
         self._waiter: asyncio.Future[None] | None = None
+        self._sink: Sink | None = None
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -148,6 +149,13 @@ class BufferedStream(Stream):
         if self._eof or not size:
             return
         queue = self._queue
+        if self._sink is not None and not queue:
+            # Nothing is waiting to be read before these: they may go straight on.
+            parts = parts if isinstance(parts, list | tuple) else list(parts)
+            taken = self._sink(parts)
+            if taken >= size:
+                return
+            parts, size = _after(parts, taken), size - taken
         if queue is None:
             queue = self._queue = ChunkQueue()
         queue.extend(parts, size)
@@ -155,6 +163,12 @@ class BufferedStream(Stream):
             self._over = True
             self._gate._pause()
         self._wake()
+
+    def set_sink(self, sink: Sink | None) -> bool:
+        """See :meth:`.base.Stream.set_sink`: only what arrives while the queue is empty
+        goes to the sink, so the bytes stay in order."""
+        self._sink = sink
+        return True
 
     def feed_eof(self, fin: bool = False) -> None:
         """No more bytes come; ``fin``: because the peer half-closed on purpose
@@ -182,6 +196,18 @@ class BufferedStream(Stream):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _after(parts: Sequence[Buffer], n: int) -> list[Buffer]:
+    """``parts`` without their first ``n`` bytes."""
+    rest: list[Buffer] = []
+    for part in parts:
+        if n >= len(part):
+            n -= len(part)
+            continue
+        rest.append(memoryview(part)[n:] if n else part)
+        n = 0
+    return rest
 
 
 __all__ = ["BufferedStream", "ReceiveGate"]

@@ -89,6 +89,16 @@ class WebSocketStream(BufferedStream):
             raise ConnectionClosedError(f"channel {self.name!r} was reset")
         await self._conn._send(self.number, data)
 
+    writes_nowait = True
+
+    def write_nowait(self, data: bytes) -> bool:
+        if self._reset:
+            raise ConnectionClosedError(f"channel {self.name!r} was reset")
+        return self._conn._send_nowait(self.number, data)
+
+    async def drain(self) -> None:
+        await self._conn._drain()
+
     async def write_eof(self) -> None:
         """v5 client stdin: send the close signal ``FF 00``; elsewhere a no-op (the
         server never sends close signals, older versions have none)."""
@@ -244,6 +254,19 @@ class WebSocketConnection(Connection):
             if off >= total:
                 return
 
+    def _send_nowait(self, number: int, data: bytes) -> bool:
+        """One message of ``data`` (at most ``WRITE_CHUNK``), now: whether the send
+        buffer has room for more."""
+        if self._stream.is_closing:
+            raise ConnectionClosedError("connection is closed")
+        if len(data) > WRITE_CHUNK:
+            raise ValueError(f"write_nowait takes at most {WRITE_CHUNK} bytes")
+        if self._base64:
+            self._send_text(number, data)
+        else:
+            self._send_binary(number, data)
+        return not self._stream.write_blocked
+
     def _send_binary(self, number: int, piece: Buffer) -> None:
         """Frame ``number + piece`` ourselves (websocket_frame.data_frame): the same bytes
         as ``Protocol.send_binary`` without its copies of the payload."""
@@ -300,6 +323,10 @@ class WebSocketConnection(Connection):
                 if ws.close_expected():
                     data = await self._read_closing()
                 else:
+                    if await self._stream.receive(self._received):
+                        if self._stream.write_blocked:
+                            await self._stream.drain()  # as below, after a pong or close
+                        continue  # the state, the gate or the send buffer changed
                     data = await self._stream.read(READ_SIZE)
                 if not data:
                     # Whatever is left is an incomplete frame: the Protocol judges it.
@@ -319,6 +346,19 @@ class WebSocketConnection(Connection):
             pass
         finally:
             self._finish()
+
+    def _received(self, data: bytes) -> bool:
+        """What arrives while the connection is open and reading is not paused, from the
+        socket's callback (:meth:`ByteStream.receive`): a keystroke reaches its channel
+        -- and through a stdin sink the pty -- in the loop iteration that read it.
+        Whether to go on so; False hands back to the read loop, which decides as for a
+        read (the gate, the closing handshake, a peer that does not read our pongs)."""
+        wrote = self._receive(data)
+        if wrote and self._stream.write_blocked:
+            return False
+        return (
+            self._ws.state is State.OPEN and not self._ws.close_expected() and not self._gate.paused
+        )
 
     async def _read_closing(self) -> bytes:
         """The next read once we sent our close frame: the peer gets as long as it keeps
