@@ -27,9 +27,6 @@ CHUNK = 1024 * 1024
 F_SETPIPE_SZ = 1031
 #: How long after the last session's processes are gone the "after" sample is read.
 AFTER_SETTLE = 3.0
-#: How long after the last session is up the idle sample is read: the API server trims
-#: its heap 1 s after the last session start (:class:`hatchway.session.heap.HeapTrimmer`).
-IDLE_SETTLE = 3.0
 #: Sessions starting at once when many are opened (:func:`open_sessions`).
 OPEN_WINDOW = 16
 RECORDS = re.compile(rb"(\d+)\+(\d+) records (in|out)")
@@ -243,7 +240,7 @@ def _sessions(peer: Peer, sessions: int, per_session: int, timeout: float) -> _R
     deadline = time.monotonic() + timeout
     try:
         errs = open_sessions(peer, script, sessions, procs, ready, deadline)
-        time.sleep(IDLE_SETTLE)  # let the servers settle with every session idle and open
+        time.sleep(1.0)  # let the servers settle with every session idle and open
         idle_sample = sampler.sample()
         sampler.start()
         t0 = time.perf_counter()

@@ -112,27 +112,3 @@ async def test_an_ended_session_is_followed_by_a_heap_trim(api, node: FakeNode) 
     async with asyncio.timeout(20 * SCALE):
         while trimmer.trims == before:
             await asyncio.sleep(0.02)
-
-
-async def test_a_started_session_is_followed_by_a_heap_trim(api, node: FakeNode) -> None:
-    """What a session's setup allocated and freed (handshakes, the upgrade request, the
-    node's answer) is given back while the session is still open: its start schedules a
-    trim, which runs before anything ends (the session's stream is still up)."""
-    trimmer = api.http.app.exec_handler.trimmer
-    trimmer.delay = 0.05
-    user = Client(api, "admin-s", ["system:masters"])
-    async with asyncio.timeout(20 * SCALE):
-        while trimmer._handle is not None or (  # nothing still due from earlier tests
-            trimmer._running is not None and not trimmer._running.done()
-        ):
-            await asyncio.sleep(0.02)
-        before = trimmer.trims
-        resp, stream = await user.upgrade(f"{PODS}/web/exec{EXEC_Q}")
-        assert resp.status == 101 and stream is not None
-        while trimmer.trims == before:
-            await asyncio.sleep(0.02)
-        assert api.http.app.exec_handler.slots.total == 1  # not ended: its start's trim
-        stream.write(b"hello")  # and the session still carries bytes after it
-        await stream.drain()
-        assert await stream.readexactly(5) == b"HELLO"
-    stream.close()

@@ -258,11 +258,7 @@ class ExecHandler:
 
         # The client may be gone before its 101 is written: then the HTTP layer never
         # runs the splice, and the slot goes back through on_abandon.
-        response = dial.switch(self.proxy, answer, node_stream, on_end, slot.release)
-        # Both handshakes, the upgrade request and the node's answer are done: what they
-        # allocated for a moment is free now, in holes below what the session keeps.
-        self.trimmer.session_started()
-        return response
+        return dial.switch(self.proxy, answer, node_stream, on_end, slot.release)
 
     def _audit_start(self, session: Session, code: int, error: str = "") -> None:
         """The command, before anything runs; a log that cannot take it refuses the

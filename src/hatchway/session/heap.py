@@ -66,15 +66,6 @@ class HeapTrimmer:
         self.trims = 0
 
     def session_ended(self) -> None:
-        self._due()
-
-    def session_started(self) -> None:
-        """A session's setup is over (its TLS handshakes, the upgrade request, the
-        node's answer): what that allocated for a moment and freed is trimmed too,
-        under the same rate limit as the ends."""
-        self._due()
-
-    def _due(self) -> None:
         if self._trim is None:
             return
         loop = asyncio.get_running_loop()
