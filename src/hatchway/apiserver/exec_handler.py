@@ -277,7 +277,7 @@ class ExecHandler:
             self._write_end(session, stats, None, "")
             return
         try:
-            exit_code, why = await self.outcomes.fetch(endpoint, session.call.request_id)
+            exit_code, why = await self.outcomes.fetch(endpoint, session.request_id)
         except asyncio.CancelledError:
             # Shutting down: the end is still written, without the exit code.
             self._write_end(session, stats, None, "the API server shut down before asking")
@@ -336,25 +336,30 @@ class _PlainDial(Dial):
         return proxy.switch(answer, node, on_end, on_abandon=on_abandon)
 
 
-@dataclass(frozen=True)
 class Session:
     """What both audit lines of one session say about it; ``ports`` for port-forward
     (those the request names: the SPDY form names them per connection, inside the
-    stream the API server does not parse)."""
+    stream the API server does not parse).
 
-    call: Call
-    options: ExecOptions
-    pod_uid: str
-    ports: tuple[int, ...] | None = None
+    Taken from the call when the session is set up, so that what lasts as long as the
+    session (its end's audit line) keeps these fields, not the request: its headers,
+    query and connection are let go once the splice runs."""
 
-    def fields(self) -> dict[str, Any]:
-        call, options = self.call, self.options
-        extra: dict[str, Any] = {} if self.ports is None else {"ports": list(self.ports)}
-        return {
+    def __init__(
+        self,
+        call: Call,
+        options: ExecOptions,
+        pod_uid: str,
+        ports: tuple[int, ...] | None = None,
+    ) -> None:
+        self.request_id = call.request_id
+        self.ports = ports
+        extra: dict[str, Any] = {} if ports is None else {"ports": list(ports)}
+        self._fields: dict[str, Any] = {
             **extra,
             **call.audit_users,
             "info": call.info,
-            "pod_uid": self.pod_uid,
+            "pod_uid": pod_uid,
             "container": options.container,
             "command": list(options.command),
             "tty": options.tty,
@@ -362,3 +367,6 @@ class Session:
             "source": call.source,
             "request_id": call.request_id,
         }
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self._fields)

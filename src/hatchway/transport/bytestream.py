@@ -524,7 +524,10 @@ class Splice:
             transport.set_write_buffer_limits(high=SPLICE_SEND_HIGH, low=SPLICE_SEND_LOW)
         for side, protocol in enumerate(self._protocols):
             protocol.splice, protocol.side = self, side
-            pending, protocol.chunks, protocol.size = protocol.chunks, collections.deque(), 0
+            # The same deque, emptied: a new one per side would be ~0.8 KB more per session.
+            pending = list(protocol.chunks)
+            protocol.chunks.clear()
+            protocol.size = 0
             for chunk in pending:
                 self._write(1 - side, chunk)
                 self.sent[side] += len(chunk)

@@ -109,6 +109,8 @@ class _Exchange:
         self.idle = idle
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self._upgraded = False
+        #: Set once a 101 is written: what runs the connection next (:meth:`run` returns).
+        self.upgrade: _Switched | None = None
 
     async def _event(self) -> h11.Event:
         while True:
@@ -307,11 +309,10 @@ class _Exchange:
         # is given the streaming idle timeout, not the keep-alive one (the callback may
         # set its own, as the API server's splice does).
         self.stream.drain_idle_timeout = self.limits.stream_idle_timeout
-        try:
-            await resp.upgrade(self.stream)
-        except Exception:
-            log.exception("upgrade handler failed: %s %s", req.method, req.raw_path)
-        await self.stream.aclose()
+        # The callback runs once the request's frames have returned (HttpServer._handle):
+        # for as long as the session lasts, nothing holds the request, its headers or
+        # this connection's h11 state.
+        self.upgrade = _Switched(resp.upgrade, f"{req.method} {req.raw_path}")
         return False
 
     async def refuse(self, refused: _Refused) -> None:
@@ -396,6 +397,22 @@ class _Exchange:
             first = False
 
 
+class _Switched:
+    """A connection whose 101 is written: the application's callback, to run on it."""
+
+    def __init__(self, callback: Upgrade, what: str) -> None:
+        self.callback = callback
+        #: Method and path of the upgrade request, for the log.
+        self.what = what
+
+    async def run(self, stream: ByteStream) -> None:
+        try:
+            await self.callback(stream)
+        except Exception:
+            log.exception("upgrade handler failed: %s", self.what)
+        await stream.aclose()
+
+
 async def _aclose(body: AsyncIterator[bytes]) -> None:
     aclose = getattr(body, "aclose", None)
     if aclose is not None:
@@ -443,6 +460,10 @@ class HttpServer:
         self.by_source[source] += 1
         try:
             await exchange.run()
+            switched = exchange.upgrade
+            del exchange  # the request's HTTP state: nothing an upgraded connection needs
+            if switched is not None:
+                await switched.run(stream)
         except (ConnectionClosedError, ConnectionError, ssl_module.SSLError):
             stream.abort()
         except h11.ProtocolError:
