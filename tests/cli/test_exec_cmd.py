@@ -325,8 +325,9 @@ def test_exec_help_imports_little() -> None:
     assert not loaded, loaded
 
 
+@pytest.mark.parametrize("path", ["blocking", "asyncio"])
 def test_exec_imports_only_what_it_needs(
-    cluster: Cluster, pod: str, tmp_path: pathlib.Path
+    cluster: Cluster, pod: str, tmp_path: pathlib.Path, path: str
 ) -> None:
     dump = tmp_path / "modules.txt"
     code = (
@@ -337,12 +338,14 @@ def test_exec_imports_only_what_it_needs(
         "from hatchway.cli.main import main\n"
         f"main(['exec', {pod!r}, '--', 'true'])\n"
     )
+    env = dict(cluster.env)
+    if path == "asyncio":
+        env["HATCHWAY_EXEC_ASYNCIO"] = "1"
     result = subprocess.run(
-        [sys.executable, "-c", code], env=cluster.env, capture_output=True, timeout=60 * SCALE
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=60 * SCALE
     )
     assert result.returncode == 0, result.stderr
     modules = dump.read_text().split()
-    assert "hatchway.client.exec" in modules
     assert "gc-enabled=True" in modules  # paused for the imports only
     assert not [m for m in modules if m.startswith(HEAVY)], modules
     # A kubeconfig as Hatchway writes it is read without PyYAML; no HTTP server code,
@@ -351,3 +354,11 @@ def test_exec_imports_only_what_it_needs(
     unneeded = ("yaml", "hatchway.transport.http", "hatchway.client.kubeconfig_write")
     unneeded += ("importlib.metadata", "tempfile")
     assert not [m for m in modules if m in unneeded], modules
+    if path == "asyncio":
+        assert "hatchway.client.exec" in modules
+        assert "hatchway.client.blocking" not in modules
+    else:
+        # The blocking client: no event loop, no h11, no websockets package at all.
+        assert "hatchway.client.blocking" in modules
+        loops = ("asyncio", "h11", "websockets", "hatchway.client.exec", "hatchway.rest")
+        assert not [m for m in modules if m.split(".")[0] in loops or m in loops], modules
