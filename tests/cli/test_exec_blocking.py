@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import pathlib
@@ -82,7 +83,7 @@ class Peer:
         thread = threading.Thread(target=read)
         thread.start()
         cuts = [0, *(pieces or []), len(data)]
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in itertools.pairwise(cuts):
             self.theirs.sendall(data[a:b])
         with contextlib.suppress(OSError):
             self.theirs.shutdown(socket.SHUT_WR)
@@ -359,7 +360,8 @@ def _exec(
     code = (
         "import atexit, sys\n"
         "atexit.register(lambda: sys.stderr.write("
-        "'\\nLOADED ' + ' '.join(m for m in ('asyncio', 'websockets', 'h11') if m in sys.modules)))\n"
+        "'\\nLOADED ' + ' '.join(m for m in ('asyncio', 'websockets', 'h11')"
+        " if m in sys.modules)))\n"
         "from hatchway.cli.main import main\n"
         "main(sys.argv[1:])\n"
     )
