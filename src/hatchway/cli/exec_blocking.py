@@ -3,7 +3,7 @@ websockets imported, one TLS connection for the pod GET and the upgrade, the soc
 by the main thread into one buffer and written out with ``writev``, stdin framed and
 sent by a daemon thread, pings and resizes by another.
 
-:func:`run` raises :class:`~hatchway.client.blocking.Refused` when the server refused
+:func:`run` raises :class:`~hatchway.client.blocking.UpgradeRefusedError` when the server refused
 the WebSocket upgrade, before any stdin was read: cli/exec_cmd.py then runs the
 asyncio path (cli/exec_async.py), which also speaks SPDY/3.1.
 """
@@ -25,14 +25,14 @@ from hatchway.cli.timing import Phases
 from hatchway.client import blocking, pods
 from hatchway.client.kubeconfig import load_kubeconfig
 from hatchway.client.tls_config import ssl_context
-from hatchway.errors import ConnectionClosedError
+from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.types import ExecOptions
 
 #: cli/exec_async.py's STDIN_CHUNK: one read of stdin.
 STDIN_CHUNK = 64 * 1024
 
 
-class Handover(Exception):
+class _Handover(HatchwayError):
     """The upgrade was refused: the asyncio path runs ``args`` (the container already
     chosen and announced, so nothing is printed twice)."""
 
@@ -68,9 +68,9 @@ def run(args: exec_args.ExecArgs, phases: Phases) -> int:
         ).normalised()
         try:
             session = blocking.upgrade(conn, config.token, namespace, args.pod, options)
-        except blocking.Refused:
+        except blocking.UpgradeRefusedError:
             # Said once: the asyncio path is told the container, and to be quiet.
-            raise Handover(
+            raise _Handover(
                 dataclasses.replace(args, container=container, quiet=True, tty=tty)
             ) from None
     finally:

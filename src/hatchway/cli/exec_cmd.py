@@ -49,7 +49,7 @@ def _run(args: exec_args.ExecArgs) -> int:
 
             try:
                 return exec_blocking.run(args, phases)
-            except exec_blocking.Handover as handover:
+            except exec_blocking._Handover as handover:
                 args = handover.exec_args
         return _run_asyncio(args, phases)
     except Exception as exc:  # every failure is reported, none is a traceback

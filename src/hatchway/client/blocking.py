@@ -3,7 +3,7 @@ WebSocket upgrade on it (kept alive between the two: one handshake), then the ch
 protocol framed here, one thread per direction. No asyncio, h11 or websockets: this is
 what ``hatchway exec`` runs (cli/exec_blocking.py), for its start-up and its CPU per GiB.
 
-What it does not do -- SPDY/3.1, a refused WebSocket upgrade -- raises :class:`Refused`
+What it does not do -- SPDY/3.1, a refused WebSocket upgrade -- raises :class:`UpgradeRefusedError`
 before anything of the session happened, and the caller uses the asyncio client.
 
 Frames (RFC 6455 5.2) are read into one preallocated buffer; the payload of a data
@@ -29,6 +29,7 @@ from typing import Any
 from hatchway.errors import (
     ApiError,
     ConnectionClosedError,
+    HatchwayError,
     LimitExceededError,
     ProtocolError,
     RemoteCommandError,
@@ -66,7 +67,7 @@ _H16 = struct.Struct("!H")
 _H64 = struct.Struct("!Q")
 
 
-class Refused(Exception):
+class UpgradeRefusedError(HatchwayError):
     """The WebSocket upgrade was refused (or its 101 is not one we accept): the asyncio
     client takes over, nothing of the session having happened. ``error`` is what the
     asyncio client would raise for it."""
@@ -326,7 +327,7 @@ def upgrade(
     conn: HttpConnection, token: str | None, namespace: str, pod: str, options: ExecOptions
 ) -> WebSocketSession:
     """The exec upgrade as session/upgrade.py's ``_dial_websocket`` makes it (the same
-    offer, headers and checks); a refusal raises :class:`Refused`."""
+    offer, headers and checks); a refusal raises :class:`UpgradeRefusedError`."""
     from urllib.parse import urlencode
 
     options = options.normalised()
@@ -349,10 +350,10 @@ def upgrade(
     except handshake.UpgradeFailedError as exc:
         conn.close()
         if exc.api_status is not None:
-            raise Refused(
+            raise UpgradeRefusedError(
                 ApiError({**exc.api_status, "code": exc.api_status.get("code") or exc.status})
             ) from None
-        raise Refused(exc) from None
+        raise UpgradeRefusedError(exc) from None
     sock, leftover = conn.take_socket()
     return WebSocketSession(sock, protocol, leftover)
 
