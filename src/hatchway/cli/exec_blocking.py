@@ -26,6 +26,7 @@ from hatchway.client import blocking, pods
 from hatchway.client.kubeconfig import load_kubeconfig
 from hatchway.client.tls_config import ssl_context
 from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.protocol import channel
 from hatchway.types import ExecOptions
 
 #: cli/exec_async.py's STDIN_CHUNK: one read of stdin.
@@ -102,7 +103,7 @@ def _session(
                 if first[0]:
                     first[0] = False
                     phases.mark("first output")
-                write_views(number, list(views))
+                write_views(1 if number == channel.STDOUT else 2, list(views))
 
             raw_status = session.receive(write)
             phases.mark("first output")

@@ -35,7 +35,7 @@ from hatchway.errors import (
     RemoteCommandError,
 )
 from hatchway.protocol import channel, exec_options, handshake, peer_json
-from hatchway.protocol.rest_status import status_from_response
+from hatchway.protocol.rest_status import encode_query, status_from_response
 from hatchway.protocol.websocket_mask import apply_mask
 from hatchway.transport.httpurl import (
     MAX_REFUSAL_BODY,
@@ -328,13 +328,11 @@ def upgrade(
 ) -> WebSocketSession:
     """The exec upgrade as session/upgrade.py's ``_dial_websocket`` makes it (the same
     offer, headers and checks); a refusal raises :class:`UpgradeRefusedError`."""
-    from urllib.parse import urlencode
-
     options = options.normalised()
     query = exec_options.query_pairs(options, exec_options.APISERVER)
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
     if query:
-        path += "?" + urlencode(query, doseq=True)
+        path += "?" + encode_query(query)
     offer = (
         channel.WEBSOCKET_CLIENT_PROTOCOLS_STDIN
         if options.stdin
