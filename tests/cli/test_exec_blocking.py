@@ -420,3 +420,34 @@ def test_server_errors_read_as_today(api: FakeApiServer, tmp_path: pathlib.Path)
     err, _ = _loaded(result)
     assert result.returncode == 1 and "executable file not found" in err, err
     assert "Traceback" not in err
+
+
+def test_the_pod_get_and_the_upgrade_share_one_connection() -> None:
+    api = FakeApiServer(websocket=True)
+    try:
+        conn = blocking.HttpConnection(f"http://127.0.0.1:{api.server.port}", None)
+        pod = blocking.get_pod(conn, "t", "default", "fake")
+        assert pod["metadata"]["name"] == "fake"
+        options = blocking.ExecOptions(("exit", "5"), "main")
+        session = blocking.upgrade(conn, "t", "default", "fake", options)
+        assert conn.connections == 1  # one handshake for both requests
+        assert session.protocol == channel.V5
+        out: list[bytes] = []
+        raw = session.receive(lambda number, views: out.extend(bytes(v) for v in views))
+        assert blocking.outcome(session, raw) == 5 and b"".join(out) == b"out\nerr\n"
+        session.close()
+    finally:
+        api.close()
+
+
+def test_a_refused_upgrade_is_handed_back_untouched() -> None:
+    api = FakeApiServer(websocket=False)
+    try:
+        conn = blocking.HttpConnection(f"http://127.0.0.1:{api.server.port}", None)
+        options = blocking.ExecOptions(("true",), "main", stdin=True)
+        with pytest.raises(blocking.UpgradeRefusedError) as info:
+            blocking.upgrade(conn, "t", "default", "fake", options)
+        assert "403" in str(info.value.error) or "Forbidden" in str(info.value.error)
+        assert api.runner is not None and not api.runner.processes  # nothing started
+    finally:
+        api.close()

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.blocking_http import HttpConnection, Response  # noqa: F401
+from hatchway.client.blocking_http import HttpConnection, Response  # noqa: F401  (its API)
 from hatchway.errors import (
     ApiError,
     ConnectionClosedError,
