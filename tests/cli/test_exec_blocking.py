@@ -451,3 +451,29 @@ def test_a_refused_upgrade_is_handed_back_untouched() -> None:
         assert api.runner is not None and not api.runner.processes  # nothing started
     finally:
         api.close()
+
+
+def test_a_ping_never_blocks_the_reader_behind_a_stuck_writer(peer: Peer) -> None:
+    """A writer blocked in ``sendall`` holds the send lock; a ping must not stop the
+    reader (the server may be waiting for its output to be read before taking input):
+    the pong goes out with the writer's next frame."""
+    assert peer.session._lock.acquire()  # the stuck writer
+    try:
+        data = _frame(9, b"p1") + _frame(2, b"\x01after the ping") + _status(0)
+        raw = peer.run(data + _frame(8, struct.pack("!H", 1000)))
+        assert raw == channel.status_success()
+        assert bytes(peer.out[1]) == b"after the ping"
+    finally:
+        peer.session._lock.release()
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(peer.sent()))
+    reader.start()
+    peer.session.send(0, b"x")
+    peer.session.close()
+    reader.join(30 * SCALE)
+    sent = received[0]
+    assert sent[0] == 0x82  # the writer's frame, then the pong it carried
+    pos = 2 + 4 + 2
+    assert (
+        sent[pos] == 0x8A and apply_mask(sent[pos + 6 : pos + 8], sent[pos + 2 : pos + 6]) == b"p1"
+    )

@@ -135,6 +135,7 @@ class WebSocketSession:
         self.capabilities = channel.capabilities(protocol)
         self._lock = threading.Lock()
         self._close_sent = False
+        self._pong: bytes | None = None
         self._leftover = leftover
         self.close_code: int | None = None
         self.done = threading.Event()
@@ -163,6 +164,26 @@ class WebSocketSession:
             if self._close_sent:
                 raise ConnectionClosedError("the session is closed")
             self.sock.sendall(frame)
+            self._send_pong()
+
+    def _send_pong(self) -> None:
+        """The pong the reader left, if any (under the lock)."""
+        pong, self._pong = self._pong, None
+        if pong is not None:
+            self.sock.sendall(self._frame(_OP_PONG, None, pong))
+
+    def pong(self, payload: bytes) -> None:
+        """Answer a ping without ever waiting: the reader must not stop reading while a
+        writer is blocked on a server that takes no input until its output is read. With
+        the lock taken, the pong is left to the writer holding it (RFC 6455 5.5.3: only
+        the latest ping needs an answer)."""
+        self._pong = payload
+        if self._lock.acquire(blocking=False):
+            try:
+                if not self._close_sent:
+                    self._send_pong()
+            finally:
+                self._lock.release()
 
     def send(self, number: int, data: bytes | memoryview) -> None:
         """``data`` on channel ``number`` (one message)."""
@@ -408,9 +429,9 @@ class _FrameReader:
         session = self.session
         if opcode == _OP_PING:
             try:
-                session._send_frame(session._frame(_OP_PONG, None, payload))
-            except (OSError, ConnectionClosedError):
-                pass
+                session.pong(payload)
+            except OSError:
+                pass  # the connection is gone: the read that follows ends the session
             return True
         if opcode == _OP_PONG:
             return True
