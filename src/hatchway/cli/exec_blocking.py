@@ -11,7 +11,6 @@ asyncio path (cli/exec_async.py), which also speaks SPDY/3.1.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import threading
@@ -71,9 +70,7 @@ def run(args: exec_args.ExecArgs, phases: Phases) -> int:
             session = blocking.upgrade(conn, config.token, namespace, args.pod, options)
         except blocking.UpgradeRefusedError:
             # Said once: the asyncio path is told the container, and to be quiet.
-            raise _Handover(
-                dataclasses.replace(args, container=container, quiet=True, tty=tty)
-            ) from None
+            raise _Handover(args.replaced(container=container, quiet=True, tty=tty)) from None
     finally:
         conn.close()
     phases.mark("upgrade")
