@@ -1,7 +1,8 @@
 """A blocking exec client: one socket (TLS for ``https://``), the pod GET and the
 WebSocket upgrade on it (kept alive between the two: one handshake), then the channel
-protocol framed here, one thread per direction. No asyncio, h11 or websockets: this is
-what ``hatchway exec`` runs (cli/exec_blocking.py), for its start-up and its CPU per GiB.
+protocol framed here, one thread per direction (HTTP/1.1: client/blocking_http.py). No
+asyncio, h11 or websockets: this is what ``hatchway exec`` runs (cli/exec_blocking.py),
+for its start-up and its CPU per GiB.
 
 What it does not do -- SPDY/3.1, a refused WebSocket upgrade -- raises :class:`UpgradeRefusedError`
 before anything of the session happened, and the caller uses the asyncio client.
