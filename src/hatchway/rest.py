@@ -10,46 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ApiError
 from hatchway.protocol import peer_json
+from hatchway.protocol.rest_status import (
+    Params,
+    encode_query,
+    status_from_response,
+)
 from hatchway.transport import httpclient as http  # not the server half: starts faster
 from hatchway.transport.bytestream import ByteStream
 
-Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]] | None
-
 #: Largest JSON line a watch may send.
 MAX_WATCH_LINE = 16 * 1024 * 1024
-
-
-def status_from_response(status: int, reason: str, body: bytes) -> dict[str, Any]:
-    """The Status a failed response carries, or one built from its status line."""
-    try:
-        decoded = peer_json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        decoded = None
-    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
-        decoded.setdefault("code", status)
-        return decoded
-    text = body.decode("utf-8", "replace").strip() if body else reason
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": text or f"HTTP {status}",
-        "reason": reason.replace(" ", "") if reason else "",
-        "code": status,
-    }
-
-
-def encode_query(params: Params) -> str:
-    if not params:
-        return ""
-    return urllib.parse.urlencode(params, doseq=True)
 
 
 class RestClient:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+# No dataclasses here: ``hatchway exec`` imports this module, and ``dataclasses`` (with
+# the ``inspect`` it imports) was the largest import left on its path.
 
 
-@dataclass(frozen=True)
-class ExecOptions:
-    """What an exec or attach session asks for (PodExecOptions / PodAttachOptions)."""
+class ExecOptions(NamedTuple):
+    """What an exec or attach session asks for (PodExecOptions / PodAttachOptions);
+    immutable (``_replace`` makes a changed copy)."""
 
     command: tuple[str, ...] = ()
     container: str = ""
@@ -31,14 +34,38 @@ class ExecOptions:
         return self.stdin or self.stdout or self.stderr
 
 
-@dataclass
 class ExecResult:
-    """The outcome of one finished exec session, as a client sees it."""
+    """The outcome of one finished exec session, as a client sees it. ``error``: the
+    server's failure text when the session ended without an exit code."""
 
-    command: list[str]
-    returncode: int
-    stdout: bytes = b""
-    stderr: bytes = b""
-    #: Failure text of the server when the session ended without an exit code.
-    error: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("command", "error", "extra", "returncode", "stderr", "stdout")
+
+    def __init__(
+        self,
+        command: list[str],
+        returncode: int,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+        error: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.error = error
+        self.extra: dict[str, str] = {} if extra is None else extra
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExecResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ExecResult({shown})"

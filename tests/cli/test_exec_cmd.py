@@ -55,6 +55,51 @@ def test_stdin_with_eof(cluster: Cluster, pod: str) -> None:
     assert b"Unable to use a TTY" in result.stderr
 
 
+def test_full_duplex_over_tls(cluster: Cluster, pod: str) -> None:
+    """stdin and stdout at once on the one TLS socket (the blocking client: a thread
+    sending, the main thread receiving): every byte back, in order."""
+    data = os.urandom(24 << 20)
+    result = cluster.hatchway("exec", "-i", pod, "--", "cat", input=data, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == len(data)
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(data).digest()
+
+
+def test_a_session_that_ends_first_does_not_wait_for_stdin(cluster: Cluster, pod: str) -> None:
+    """The command exits while stdin stays open and unread: the client exits too (its
+    stdin reader is a daemon thread) and does not read the user's next input."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hatchway", "exec", "-i", pod, "--", "sh", "-c", "echo bye"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+    )
+    try:
+        out, err = proc.communicate(timeout=60 * SCALE)  # stdin never closed by us
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == b"bye\n"
+
+
+def test_interrupted_exec_ends_the_session(cluster: Cluster, pod: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hatchway", "exec", pod, "--", "sh", "-c", "echo ready; sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30 * SCALE) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_stdin_from_a_file_and_dev_null(cluster: Cluster, pod: str, tmp_path: pathlib.Path) -> None:
     """A pipe is read from the event loop; what epoll cannot poll (a regular file,
     /dev/null) falls back to a thread: every byte and the EOF arrive either way."""
@@ -325,8 +370,9 @@ def test_exec_help_imports_little() -> None:
     assert not loaded, loaded
 
 
+@pytest.mark.parametrize("path", ["blocking", "asyncio"])
 def test_exec_imports_only_what_it_needs(
-    cluster: Cluster, pod: str, tmp_path: pathlib.Path
+    cluster: Cluster, pod: str, tmp_path: pathlib.Path, path: str
 ) -> None:
     dump = tmp_path / "modules.txt"
     code = (
@@ -337,12 +383,14 @@ def test_exec_imports_only_what_it_needs(
         "from hatchway.cli.main import main\n"
         f"main(['exec', {pod!r}, '--', 'true'])\n"
     )
+    env = dict(cluster.env)
+    if path == "asyncio":
+        env["HATCHWAY_EXEC_ASYNCIO"] = "1"
     result = subprocess.run(
-        [sys.executable, "-c", code], env=cluster.env, capture_output=True, timeout=60 * SCALE
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=60 * SCALE
     )
     assert result.returncode == 0, result.stderr
     modules = dump.read_text().split()
-    assert "hatchway.client.exec" in modules
     assert "gc-enabled=True" in modules  # paused for the imports only
     assert not [m for m in modules if m.startswith(HEAVY)], modules
     # A kubeconfig as Hatchway writes it is read without PyYAML; no HTTP server code,
@@ -351,3 +399,11 @@ def test_exec_imports_only_what_it_needs(
     unneeded = ("yaml", "hatchway.transport.http", "hatchway.client.kubeconfig_write")
     unneeded += ("importlib.metadata", "tempfile")
     assert not [m for m in modules if m in unneeded], modules
+    if path == "asyncio":
+        assert "hatchway.client.exec" in modules
+        assert "hatchway.client.blocking" not in modules
+    else:
+        # The blocking client: no event loop, no h11, no websockets package at all.
+        assert "hatchway.client.blocking" in modules
+        loops = ("asyncio", "h11", "websockets", "hatchway.client.exec", "hatchway.rest")
+        assert not [m for m in modules if m.split(".")[0] in loops or m in loops], modules

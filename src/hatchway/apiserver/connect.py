@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from hatchway.api import status
@@ -120,7 +120,7 @@ def validate(pod: Mapping[str, Any], options: ExecOptions) -> ExecOptions:
             raise bad_request(f"command argument {number} contains a NUL byte")
     if not options.any_stream:
         raise bad_request(NO_STREAM)
-    return replace(options, container=container)
+    return options._replace(container=container)
 
 
 def _segments(*parts: str) -> str:

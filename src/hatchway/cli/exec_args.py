@@ -16,7 +16,6 @@ Flags parse as spf13/pflag parses them: ``-it``, ``-itq``, ``-cNAME``, ``-c=NAME
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway.errors import ConfigError
@@ -80,23 +79,71 @@ class ExecUsageError(ConfigError):
         self.hint = hint
 
 
-@dataclass
 class ExecArgs:
     """What ``hatchway exec`` was asked to do. ``dash`` tells which form was used
-    (True: ``-- COMMAND``; False: the seed's form without ``--``)."""
+    (True: ``-- COMMAND``; False: the seed's form without ``--``). A plain class, not a
+    dataclass: ``hatchway exec`` starts without importing ``dataclasses``."""
 
-    pod: str = ""
-    command: list[str] = field(default_factory=list)
-    container: str | None = None
-    namespace: str | None = None
-    stdin: bool = False
-    tty: bool = False
-    quiet: bool = False
-    kubeconfig: str | None = None
-    context: str | None = None
-    help: bool = False
-    dash: bool = False
-    reuse: bool = False
+    __slots__ = (
+        "command",
+        "container",
+        "context",
+        "dash",
+        "help",
+        "kubeconfig",
+        "namespace",
+        "pod",
+        "quiet",
+        "reuse",
+        "stdin",
+        "tty",
+    )
+
+    def __init__(
+        self,
+        pod: str = "",
+        command: list[str] | None = None,
+        container: str | None = None,
+        namespace: str | None = None,
+        stdin: bool = False,
+        tty: bool = False,
+        quiet: bool = False,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        help: bool = False,
+        dash: bool = False,
+        reuse: bool = False,
+    ) -> None:
+        self.pod = pod
+        self.command: list[str] = [] if command is None else command
+        self.container = container
+        self.namespace = namespace
+        self.stdin = stdin
+        self.tty = tty
+        self.quiet = quiet
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.help = help
+        self.dash = dash
+        self.reuse = reuse
+
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def replaced(self, **changes: Any) -> ExecArgs:
+        """A copy with ``changes``."""
+        return ExecArgs(**{**self._fields(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExecArgs):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._fields().items())
+        return f"ExecArgs({shown})"
 
 
 def parse_exec_args(argv: Sequence[str]) -> ExecArgs:

@@ -53,7 +53,6 @@ def _exec(argv: Sequence[str]) -> int:
     from hatchway.cli import startup
 
     startup.pause_collection()  # exec_cmd resumes it once the session is up
-    startup.import_websockets_without_metadata()
     from hatchway.cli import exec_cmd
 
     try:

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from hatchway.cli import exec_args, exec_cmd, reuse
+from hatchway.cli import exec_args, exec_async, reuse
 from hatchway.cli.errors import describe
 from hatchway.cli.terminal import escape_control, is_terminal
 from hatchway.cli.timing import Phases
@@ -75,7 +75,7 @@ class Daemon:
             truncated = flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
             if request is None or truncated or len(fds) != 3:
                 return
-            code = await self._run(sock, request, exec_cmd.Io(*fds))
+            code = await self._run(sock, request, exec_async.Io(*fds))
             sock.sendall(reuse.DIRECT if code is None else reuse.EXIT_PREFIX + b"%d" % code)
         except OSError:
             pass  # the client went away; its session, if any, was aborted
@@ -85,7 +85,7 @@ class Daemon:
             sock.close()
 
     async def _run(
-        self, sock: socket.socket, request: tuple[str, str, str, list[str]], io: exec_cmd.Io
+        self, sock: socket.socket, request: tuple[str, str, str, list[str]], io: exec_async.Io
     ) -> int | None:
         cwd, kubeconfig_env, home, argv = request
         try:
@@ -107,11 +107,11 @@ class Daemon:
             self.sessions -= 1
             self._idle_since = asyncio.get_running_loop().time()
 
-    async def _exec(self, sock: socket.socket, args: exec_args.ExecArgs, io: exec_cmd.Io) -> int:
+    async def _exec(self, sock: socket.socket, args: exec_args.ExecArgs, io: exec_async.Io) -> int:
         loop = asyncio.get_running_loop()
         processes: list[Any] = []
         task = asyncio.ensure_future(
-            exec_cmd.exec_with(self.client, args, Phases(False), io, processes.append)
+            exec_async.exec_with(self.client, args, Phases(False), io, processes.append)
         )
         gone = asyncio.ensure_future(_readable(loop, sock))  # EOF: the client is gone
         try:
@@ -125,7 +125,7 @@ class Daemon:
                 return 1
             return task.result()
         except Exception as exc:
-            exec_cmd._write_out(io.stderr, (escape_control(describe(exc)) + "\n").encode())
+            exec_async._write_out(io.stderr, (escape_control(describe(exc)) + "\n").encode())
             return 1
         finally:
             gone.cancel()

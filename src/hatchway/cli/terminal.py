@@ -8,7 +8,6 @@ byte at a time. The remote pty does all of that instead.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
@@ -18,7 +17,10 @@ import termios
 import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio  # watch_resizes imports it: the blocking exec path never does
 
 Size = tuple[int, int]  # (columns, rows)
 
@@ -187,6 +189,8 @@ async def watch_resizes(fd: int, *, initial: bool = True) -> AsyncIterator[Size]
     """Terminal sizes of ``fd``: the current one first (unless ``initial`` is False),
     then each change signalled by SIGWINCH; repeats of the last size are dropped and a
     burst of signals collapses into one read. Several watchers may share a loop."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
     _add_winch_listener(loop, changed.set)

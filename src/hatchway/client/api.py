@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hatchway.client import exec as exec_module
 from hatchway.client.kubeconfig import ClientConfig, load_kubeconfig
+from hatchway.client.tls_config import ssl_context
 from hatchway.rest import RestClient
-from hatchway.transport import tls
 from hatchway.types import ExecResult
 
 if TYPE_CHECKING:
@@ -53,16 +53,12 @@ def resource_path(resource: str, namespace: str | None, name: str | None = None)
 
 
 def rest_client(config: ClientConfig, user_agent: str = "hatchway") -> RestClient:
-    context = None
-    if config.server.startswith("https://"):
-        context = tls.client_context(
-            ca_data=config.ca_data,
-            cert_data=config.client_cert_data,
-            key_data=config.client_key_data,
-            insecure=config.insecure_skip_tls_verify,
-        )
     return RestClient(
-        config.server, ssl_context=context, token=config.token, user_agent=user_agent, pool=True
+        config.server,
+        ssl_context=ssl_context(config),
+        token=config.token,
+        user_agent=user_agent,
+        pool=True,
     )
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from hatchway.errors import HandshakeError, LimitExceededError, ProtocolError
 from hatchway.protocol import peer_json
@@ -48,9 +47,9 @@ BASE64_V1 = "base64.channel.k8s.io"
 BASE64_V4 = "v4.base64.channel.k8s.io"
 
 
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
-    """What one channel protocol version can do."""
+class Capabilities(NamedTuple):
+    """What one channel protocol version can do (a NamedTuple, not a dataclass: the
+    exec client starts without importing ``dataclasses`` and ``inspect``)."""
 
     name: str
     status_json: bool  # error channel carries a metav1.Status, always written (v4+)
@@ -291,8 +290,7 @@ def status_internal_error(err: str) -> bytes:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class ExecOutcome:
+class ExecOutcome(NamedTuple):
     """How an exec ended, as the client reads the error channel.
 
     ``exit_code`` is 0 on success, N for a remote non-zero exit, None when the session

@@ -12,53 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import h11
 
-from hatchway import __version__
 from hatchway.errors import ConnectionClosedError, HatchwayError, ProtocolError
 from hatchway.transport.bytestream import ByteStream
+from hatchway.transport.httpurl import (  # noqa: F401  (re-exported)
+    MAX_REFUSAL_BODY,
+    MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEAD,
+    USER_AGENT,
+    HeaderInjectionError,
+    HeadersIn,
+    Origin,
+    check_header,
+    check_headers,
+    parse_url,
+)
 
-USER_AGENT = f"hatchway/{__version__}"
-MAX_RESPONSE_HEAD = 64 * 1024
-MAX_RESPONSE_BODY = 64 * 1024 * 1024
-#: What a refused upgrade's body may hold (client-go reads 64 KiB too).
-MAX_REFUSAL_BODY = 64 * 1024
 POOL_IDLE_SECONDS = 30.0
 POOL_PER_KEY = 8
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-
-HeadersIn = Mapping[str, str] | Iterable[tuple[str, str]] | None
-
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-
-
-class HeaderInjectionError(HatchwayError, ValueError):
-    """A header name, value or request target would break the HTTP framing."""
-
-
-def check_header(name: str | bytes, value: str | bytes) -> tuple[bytes, bytes]:
-    """The header as bytes, or :class:`HeaderInjectionError` if it could inject."""
-    n = name.encode("latin-1") if isinstance(name, str) else bytes(name)
-    v = value.encode("latin-1") if isinstance(value, str) else bytes(value)
-    if not _TOKEN.match(n):
-        raise HeaderInjectionError(f"invalid header name {n!r}")
-    if _BAD_VALUE.search(v):
-        raise HeaderInjectionError(f"invalid value for header {n.decode()!r}")
-    return n, v
-
-
-def check_headers(headers: HeadersIn) -> list[tuple[bytes, bytes]]:
-    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
-    return [check_header(n, v) for n, v in items]
 
 
 class HeadersMixin:
@@ -112,33 +90,6 @@ class ClientResponse(HeadersMixin):
             f"ClientResponse(status={self.status!r}, reason={self.reason!r}, "
             f"headers={self.headers!r}, body={self.body!r})"
         )
-
-
-class Origin(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-    target: str
-    host_header: str
-
-
-def parse_url(url: str) -> Origin:
-    """Scheme, host (IPv6 without brackets), port, request target and Host header."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported URL scheme in {url!r}")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"no host in URL {url!r}")
-    default = 443 if scheme == "https" else 80
-    port = parts.port or default
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if _BAD_TARGET.search(target.encode("utf-8")):
-        raise HeaderInjectionError(f"invalid request target {target!r}")
-    shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == default else f"{shown}:{port}"
-    return Origin(scheme, host, port, target, host_header)
 
 
 def _request_headers(

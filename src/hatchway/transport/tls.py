@@ -9,15 +9,12 @@ what kubectl's exec upgrade connections do (protocol.md 2.7).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hatchway.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 ALPN_HTTP11 = "http/1.1"
 
@@ -37,7 +34,11 @@ class _RefusalLoggingSSLObject(ssl.SSLObject):
             raise
         except ssl.SSLError as exc:
             reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-            log.warning("%s: refused a TLS client in the handshake: %s", self.server, reason)
+            import logging  # servers only: a client's start-up does without it
+
+            logging.getLogger(__name__).warning(
+                "%s: refused a TLS client in the handshake: %s", self.server, reason
+            )
             raise
 
 

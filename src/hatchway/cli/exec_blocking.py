@@ -1,0 +1,159 @@
+"""``hatchway exec`` on the blocking client (client/blocking.py): no asyncio, h11 or
+websockets imported, one TLS connection for the pod GET and the upgrade, the socket read
+by the main thread into one buffer and written out with ``writev``, stdin framed and
+sent by a daemon thread, pings and resizes by another.
+
+:func:`run` raises :class:`~hatchway.client.blocking.UpgradeRefusedError` when the server refused
+the WebSocket upgrade, before any stdin was read: cli/exec_cmd.py then runs the
+asyncio path (cli/exec_async.py), which also speaks SPDY/3.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from types import FrameType
+
+from hatchway.cli import exec_args, startup
+from hatchway.cli.errors import set_server
+from hatchway.cli.fdio import write_all, write_views
+from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size
+from hatchway.cli.timing import Phases
+from hatchway.client import blocking, pods
+from hatchway.client.kubeconfig import load_kubeconfig
+from hatchway.client.tls_config import ssl_context
+from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.protocol import channel
+from hatchway.types import ExecOptions
+
+#: cli/exec_async.py's STDIN_CHUNK: one read of stdin.
+STDIN_CHUNK = 64 * 1024
+
+
+class _Handover(HatchwayError):
+    """The upgrade was refused: the asyncio path runs ``args`` (the container already
+    chosen and announced, so nothing is printed twice)."""
+
+    def __init__(self, args: exec_args.ExecArgs) -> None:
+        super().__init__("handover")
+        self.exec_args = args
+
+
+def _say(text: str) -> None:
+    write_all(2, (text + "\n").encode("utf-8", "replace"))
+
+
+def run(args: exec_args.ExecArgs, phases: Phases) -> int:
+    config = load_kubeconfig(args.kubeconfig or None, context=args.context or None)
+    set_server(config.server)
+    conn = blocking.HttpConnection(config.server, ssl_context(config))
+    phases.mark("kubeconfig")
+    try:
+        namespace = args.namespace or config.namespace or "default"
+        pod = blocking.get_pod(conn, config.token, namespace, args.pod)
+        phases.mark("pod get")
+        phases.split("connect", conn.connect_seconds, of="pod get")
+        pods.check_pod_active(pod)
+        container, notice = pods.default_container(pod, args.container or None)
+        if notice and not args.quiet:
+            _say(notice)
+        stdin_tty = is_terminal(0)
+        tty, warning = exec_args.resolve_tty(args, stdin_tty)
+        if warning and not args.quiet:
+            _say(warning)
+        options = ExecOptions(
+            tuple(args.command), container, args.stdin, True, not tty, tty
+        ).normalised()
+        try:
+            session = blocking.upgrade(conn, config.token, namespace, args.pod, options)
+        except blocking.UpgradeRefusedError:
+            # Said once: the asyncio path is told the container, and to be quiet.
+            raise _Handover(args.replaced(container=container, quiet=True, tty=tty)) from None
+    finally:
+        conn.close()
+    phases.mark("upgrade")
+    startup.resume_collection()  # the imports are done (main paused it)
+    return _session(session, args, tty, phases)
+
+
+def _session(
+    session: blocking.WebSocketSession, args: exec_args.ExecArgs, tty: bool, phases: Phases
+) -> int:
+    raw = RawTerminal(0) if tty else contextlib.nullcontext()
+    resized = threading.Event()
+    previous_winch = None
+    try:
+        with raw:
+            if tty:
+                size = terminal_size(0)
+                if size:
+                    session.resize(*size)
+                previous_winch = signal.signal(signal.SIGWINCH, _on_winch(resized))
+            threading.Thread(target=_keepalive, args=(session, resized, tty), daemon=True).start()
+            if args.stdin:
+                threading.Thread(target=_pump_stdin, args=(session,), daemon=True).start()
+            first = [True]
+
+            def write(number: int, views: list[memoryview]) -> None:
+                if first[0]:
+                    first[0] = False
+                    phases.mark("first output")
+                write_views(1 if number == channel.STDOUT else 2, list(views))
+
+            raw_status = session.receive(write)
+            phases.mark("first output")
+            phases.mark("output")
+            code = blocking.outcome(session, raw_status)
+            phases.mark("exit status")
+    finally:
+        if previous_winch is not None:
+            signal.signal(signal.SIGWINCH, previous_winch)
+        session.close()
+    if code != 0:
+        _say(f"command terminated with exit code {code}")
+    return code
+
+
+def _on_winch(resized: threading.Event):  # type: ignore[no-untyped-def]
+    def handler(signum: int, frame: FrameType | None) -> None:
+        resized.set()
+
+    return handler
+
+
+def _keepalive(session: blocking.WebSocketSession, resized: threading.Event, tty: bool) -> None:
+    """Pings every few seconds (kubectl's), and each terminal size change, until the
+    session ends."""
+    last = terminal_size(0) if tty else None
+    while not session.done.is_set():
+        changed = resized.wait(blocking.PING_INTERVAL)
+        try:
+            if changed:
+                resized.clear()
+                size = terminal_size(0)
+                if size is not None and size != last:
+                    last = size
+                    session.resize(*size)
+            elif not session.done.is_set():
+                session.ping()
+        except (OSError, ConnectionClosedError):
+            return
+
+
+def _pump_stdin(session: blocking.WebSocketSession) -> None:
+    """stdin to the session, 64 KiB reads; at its end the close signal. A daemon thread:
+    a session that ends first leaves it blocked in ``read`` and the process exits."""
+    try:
+        while True:
+            try:
+                chunk = os.read(0, STDIN_CHUNK)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            session.send(0, chunk)
+        session.close_stdin()
+    except (OSError, ConnectionClosedError):
+        return  # the session is over

@@ -1,0 +1,39 @@
+"""The Status of a failed REST response, and query encoding: shared by the asyncio REST
+client (:mod:`hatchway.rest`) and the blocking exec path (:mod:`hatchway.client.blocking`)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hatchway.protocol import peer_json
+
+Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]] | None
+
+
+def status_from_response(status: int, reason: str, body: bytes) -> dict[str, Any]:
+    """The Status a failed response carries, or one built from its status line."""
+    try:
+        decoded = peer_json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        decoded.setdefault("code", status)
+        return decoded
+    text = body.decode("utf-8", "replace").strip() if body else reason
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": text or f"HTTP {status}",
+        "reason": reason.replace(" ", "") if reason else "",
+        "code": status,
+    }
+
+
+def encode_query(params: Params) -> str:
+    if not params:
+        return ""
+    return urllib.parse.urlencode(params, doseq=True)

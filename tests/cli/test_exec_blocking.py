@@ -1,0 +1,479 @@
+"""The blocking exec client (client/blocking.py, cli/exec_blocking.py): its frame reader
+on a socket pair (frames split at every byte, large and fragmented messages, hostile
+frames bounded), and ``hatchway exec`` against an in-process API server that serves
+WebSocket, or refuses it and serves SPDY only (the asyncio path takes over)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import pathlib
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from tests.session.fakes import FakeRunner, bulk_bytes
+
+from hatchway.client import blocking
+from hatchway.errors import LimitExceededError, ProtocolError
+from hatchway.protocol import channel, exec_options
+from hatchway.protocol.websocket_mask import apply_mask, mask_python
+from hatchway.session import upgrade
+from hatchway.session.server import ServerSession
+from hatchway.transport.http import HttpServer
+from hatchway.transport.httpmessage import Request, Response
+
+SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = False) -> bytes:
+    """A server frame, built independently of the code under test."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + struct.pack("!H", n)
+    else:
+        head = bytes((first, 127)) + struct.pack("!Q", n)
+    if mask:
+        key = b"\x01\x02\x03\x04"
+        head = bytes((head[0], head[1] | 0x80)) + head[2:] + key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + payload
+
+
+def _status(code: int) -> bytes:
+    body = channel.status_exit_code(code, f"exit {code}") if code else channel.status_success()
+    return _frame(2, bytes((channel.ERROR,)) + body)
+
+
+class Peer:
+    """A session over a socket pair: the test writes server bytes, the reader runs in a
+    thread and collects per-channel output."""
+
+    def __init__(self, protocol: str = channel.V5) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.session = blocking.WebSocketSession(self.ours, protocol)
+        self.out: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        self.writes = 0
+        self.result: bytes | BaseException | None = None
+
+    def _write(self, number: int, views: list[memoryview]) -> None:
+        self.writes += 1
+        for view in views:
+            self.out[number] += view
+
+    def run(self, data: bytes, pieces: list[int] | None = None) -> bytes | BaseException:
+        """Feed ``data`` (cut at ``pieces`` offsets), close, and read the session out."""
+
+        def read() -> None:
+            try:
+                self.result = self.session.receive(self._write)
+            except BaseException as exc:  # the test looks at it
+                self.result = exc
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        cuts = [0, *(pieces or []), len(data)]
+        for a, b in itertools.pairwise(cuts):
+            self.theirs.sendall(data[a:b])
+        with contextlib.suppress(OSError):
+            self.theirs.shutdown(socket.SHUT_WR)
+        thread.join(30 * SCALE)
+        assert not thread.is_alive()
+        assert self.result is not None
+        return self.result
+
+    def sent(self) -> bytes:
+        """What the client wrote (after the session closed its end)."""
+        self.theirs.settimeout(5 * SCALE)
+        chunks = []
+        with contextlib.suppress(OSError):
+            while chunk := self.theirs.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+def test_masking_matches_the_pure_python_xor() -> None:
+    for n in (0, 1, 3, 4, 5, 1000, 65536 + 3):
+        data = os.urandom(n)
+        for key in (b"\x00\x00\x00\x00", os.urandom(4)):
+            assert apply_mask(data, key) == mask_python(data, key)
+            assert mask_python(mask_python(data, key), key) == data
+
+
+def test_limits_agree_with_the_asyncio_client() -> None:
+    from hatchway.session import client
+    from hatchway.transport import websocket
+
+    assert blocking.MAX_MESSAGE == websocket.DEFAULT_MAX_MESSAGE
+    assert blocking.MAX_FRAGMENTS == websocket.DEFAULT_MAX_FRAGMENTS
+    assert blocking.MAX_STATUS == client.MAX_STATUS
+    assert blocking.SESSION_CUT == client.SESSION_CUT
+
+
+def _stream() -> bytes:
+    return b"".join(
+        [
+            _frame(2, b"\x01hello "),
+            _frame(9, b"ping!"),
+            _frame(2, b"\x02err"),
+            _frame(2, b"\x01wor", fin=False),
+            _frame(0, b"", fin=False),
+            _frame(0, b"ld"),
+            _frame(2, b"\x07ignored"),
+            _frame(2, b"\x01"),  # an empty message on stdout
+            _status(0),
+            _frame(8, struct.pack("!H", 1000)),
+        ]
+    )
+
+
+def test_frames_split_at_every_byte_boundary() -> None:
+    data = _stream()
+    for cut in range(1, len(data)):
+        p = Peer()
+        try:
+            raw = p.run(data, [cut])
+            assert raw == channel.status_success(), (cut, raw)
+            assert bytes(p.out[1]) == b"hello world" and bytes(p.out[2]) == b"err", cut
+            assert p.session.close_code == 1000
+        finally:
+            p.close()
+
+
+def test_one_byte_at_a_time_and_the_pong(peer: Peer) -> None:
+    data = _stream()
+    raw = peer.run(data, list(range(1, len(data))))
+    assert raw == channel.status_success()
+    assert bytes(peer.out[1]) == b"hello world"
+    peer.session.close()
+    sent = peer.sent()
+    # The pong: masked, opcode 10, the ping's payload; then our close frame (1000).
+    assert sent[0] == 0x8A and sent[1] == 0x80 | 5
+    assert apply_mask(sent[6:11], sent[2:6]) == b"ping!"
+    assert sent[11] == 0x88
+    assert apply_mask(sent[17:19], sent[13:17]) == struct.pack("!H", 1000)
+
+
+def test_large_frames_stream_through_a_bounded_buffer(peer: Peer) -> None:
+    big = bulk_bytes(5 * blocking.READ_BUFFER + 12345)
+    data = _frame(2, b"\x01" + big) + _frame(2, b"\x02" + big[:70000]) + _status(3)
+    raw = peer.run(data, [1, 7, 100000])
+    assert isinstance(raw, bytes)
+    assert bytes(peer.out[1]) == big
+    assert bytes(peer.out[2]) == big[:70000]
+    assert blocking.outcome(peer.session, raw) == 3
+
+
+def test_an_oversized_frame_is_refused_on_its_header(peer: Peer) -> None:
+    head = bytes((0x82, 127)) + struct.pack("!Q", blocking.MAX_MESSAGE + 1)
+    result = peer.run(head + b"\x01" + b"x" * 1000)
+    assert isinstance(result, LimitExceededError) and result.code == 1009
+    assert not peer.out[1]  # nothing of it was passed on
+    sent = peer.sent()
+    assert sent[0] == 0x88
+    assert apply_mask(sent[6:8], sent[2:6]) == struct.pack("!H", 1009)
+
+
+def test_too_many_fragments_and_an_oversized_status(peer: Peer) -> None:
+    frames = [_frame(2, b"\x01", fin=False)]
+    frames += [_frame(0, b"", fin=False)] * (blocking.MAX_FRAGMENTS + 1)
+    result = peer.run(b"".join(frames))
+    assert isinstance(result, LimitExceededError) and "fragments" in str(result)
+    other = Peer()
+    try:
+        result = other.run(_frame(2, b"\x03" + b"{" * (blocking.MAX_STATUS + 1)))
+        assert isinstance(result, LimitExceededError) and "error stream" in str(result)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (_frame(2, b"\x01masked", mask=True), "masking"),
+        (bytes((0xC2, 1, 1)), "reserved"),
+        (_frame(9, b"x" * 126), "control frame"),
+        (_frame(0, b"x"), "continuation"),
+        (_frame(2, b""), "no channel byte"),
+        (_frame(2, b"\xff\x00\x00"), "close signal"),
+        (_frame(2, b"\xff\x09"), "unknown channel"),
+        (_frame(3, b"x"), "opcode"),
+    ],
+)
+def test_protocol_faults_close_with_1002(peer: Peer, data: bytes, text: str) -> None:
+    result = peer.run(data)
+    assert isinstance(result, ProtocolError) and text in str(result), result
+    sent = peer.sent()
+    assert sent[0] == 0x88 and apply_mask(sent[6:8], sent[2:6]) == struct.pack("!H", 1002)
+
+
+def test_a_cut_session_is_not_a_success(peer: Peer) -> None:
+    raw = peer.run(_frame(2, b"\x01partial"))
+    assert raw == b"" and bytes(peer.out[1]) == b"partial"
+    with pytest.raises(blocking.ConnectionClosedError, match="before the server sent"):
+        blocking.outcome(peer.session, raw)
+
+
+def test_stdin_frames_and_the_close_signal(peer: Peer) -> None:
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(peer.sent()))
+    reader.start()  # a socket pair holds less than these frames
+    peer.session.send(0, b"abc")
+    peer.session.send(0, b"z" * 70000)
+    peer.session.close_stdin()
+    peer.session.resize(80, 24)
+    peer.session.close()
+    reader.join(30 * SCALE)
+    sent = received[0]
+    messages = []
+    pos = 0
+    while pos < len(sent):
+        b1, b2 = sent[pos], sent[pos + 1]
+        assert b2 & 0x80  # every client frame is masked
+        n, pos = b2 & 0x7F, pos + 2
+        if n == 126:
+            n, pos = struct.unpack_from("!H", sent, pos)[0], pos + 2
+        elif n == 127:
+            n, pos = struct.unpack_from("!Q", sent, pos)[0], pos + 8
+        key, pos = sent[pos : pos + 4], pos + 4
+        messages.append((b1, apply_mask(sent[pos : pos + n], key)))
+        pos += n
+    assert messages[0] == (0x82, b"\x00abc")
+    assert messages[1] == (0x82, b"\x00" + b"z" * 70000)
+    assert messages[2] == (0x82, b"\xff\x00")
+    assert messages[3][0] == 0x82 and messages[3][1][0] == channel.RESIZE
+    assert json.loads(messages[3][1][1:]) == {"Width": 80, "Height": 24}
+    assert messages[4][0] == 0x88
+
+
+# -- hatchway exec against an in-process API server ------------------------------------
+
+
+POD = {
+    "kind": "Pod",
+    "apiVersion": "v1",
+    "metadata": {"name": "fake", "namespace": "default"},
+    "spec": {"containers": [{"name": "main"}, {"name": "side"}]},
+    "status": {"phase": "Running"},
+}
+
+
+class FakeApiServer:
+    """Pods and exec over plain HTTP; ``websocket=False`` answers a WebSocket upgrade
+    with x/net's bare 403 (a SPDY-only server) and serves SPDY."""
+
+    def __init__(self, websocket: bool) -> None:
+        self.websocket = websocket
+        self.requests: list[tuple[str, str]] = []
+        self.connections = 0
+        self.runner: FakeRunner | None = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = self._call(self._start())
+
+    def _call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30 * SCALE)
+
+    async def _start(self) -> HttpServer:
+        self.runner = FakeRunner()
+        server = HttpServer(self._app)
+        await server.start("127.0.0.1", 0)
+        return server
+
+    async def _app(self, request: Request) -> Response:
+        self.requests.append((request.method, request.path))
+        if request.path.endswith("/pods/fake"):
+            body = json.dumps(POD).encode()
+            return Response(200, [("Content-Type", "application/json")], body)
+        if not request.path.endswith("/pods/fake/exec"):
+            status = {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+            status["message"] = 'pods "x" not found'
+            return Response(
+                404, [("Content-Type", "application/json")], json.dumps(status).encode()
+            )
+        options = exec_options.decode(request.query, "exec", container="main").normalised()
+        assert self.runner is not None
+        runner = self.runner
+
+        async def serve(conn):  # type: ignore[no-untyped-def]
+            await ServerSession(conn, options, runner).run()
+
+        offered = request.header_values("x-stream-protocol-version")
+        ws = channel.WEBSOCKET_SERVER_PROTOCOLS if self.websocket else ()
+        return upgrade._accept(request, serve, ws, channel.spdy_server_supported(offered))
+
+    def kubeconfig(self, path: pathlib.Path) -> pathlib.Path:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "c", "cluster": {"server": f"http://127.0.0.1:{self.server.port}"}}
+            ],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        }
+        path.write_text(json.dumps(doc))
+        return path
+
+    def close(self) -> None:
+        self._call(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=[True, False], ids=["websocket", "spdy-only"])
+def api(request: pytest.FixtureRequest) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(websocket=request.param)
+    yield server
+    server.close()
+
+
+def _exec(
+    api: FakeApiServer, tmp_path: pathlib.Path, *args: str, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))}
+    env.pop("HATCHWAY_EXEC_ASYNCIO", None)
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write("
+        "'\\nLOADED ' + ' '.join(m for m in ('asyncio', 'websockets', 'h11')"
+        " if m in sys.modules)))\n"
+        "from hatchway.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, "exec", *args],
+        input=input,
+        capture_output=True,
+        env=env,
+        timeout=60 * SCALE,
+    )
+
+
+def _loaded(result: subprocess.CompletedProcess[bytes]) -> tuple[str, list[str]]:
+    err, _, loaded = result.stderr.decode().rpartition("\nLOADED")
+    return err, loaded.split()
+
+
+def test_exit_code_and_the_container_notice_said_once(
+    api: FakeApiServer, tmp_path: pathlib.Path
+) -> None:
+    result = _exec(api, tmp_path, "fake", "--", "exit", "3")
+    err, loaded = _loaded(result)
+    assert result.returncode == 3, err
+    assert result.stdout == b"out\n"
+    assert err.count('Defaulted container "main" out of: main, side') == 1, err
+    assert err.endswith("err\ncommand terminated with exit code 3\n"), err
+    if api.websocket:
+        assert loaded == []  # the blocking path all through
+        # One connection: the pod GET and the upgrade on it.
+        assert api.requests == [
+            ("GET", "/api/v1/namespaces/default/pods/fake"),
+            ("GET", "/api/v1/namespaces/default/pods/fake/exec"),
+        ]
+    else:
+        assert "asyncio" in loaded  # handed over on the refusal
+        assert [m for m, _ in api.requests][-1] == "POST"  # SPDY, as today
+
+
+def test_stdin_to_eof_and_bulk_output(api: FakeApiServer, tmp_path: pathlib.Path) -> None:
+    data = os.urandom(3 * 65536 + 17)
+    result = _exec(api, tmp_path, "-i", "fake", "-c", "main", "--", "cat", input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data  # every byte, and the EOF reached the command
+    n = 5 * 1024 * 1024 + 3
+    result = _exec(api, tmp_path, "fake", "-c", "main", "--", "bulk", str(n))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == bulk_bytes(n)
+
+
+def test_server_errors_read_as_today(api: FakeApiServer, tmp_path: pathlib.Path) -> None:
+    result = _exec(api, tmp_path, "ghost", "--", "true")
+    err, _ = _loaded(result)
+    assert result.returncode == 1
+    assert err.strip() == 'Error from server (NotFound): pods "x" not found'
+    result = _exec(api, tmp_path, "fake", "-c", "main", "--", "missing")
+    err, _ = _loaded(result)
+    assert result.returncode == 1 and "executable file not found" in err, err
+    assert "Traceback" not in err
+
+
+def test_the_pod_get_and_the_upgrade_share_one_connection() -> None:
+    api = FakeApiServer(websocket=True)
+    try:
+        conn = blocking.HttpConnection(f"http://127.0.0.1:{api.server.port}", None)
+        pod = blocking.get_pod(conn, "t", "default", "fake")
+        assert pod["metadata"]["name"] == "fake"
+        options = blocking.ExecOptions(("exit", "5"), "main")
+        session = blocking.upgrade(conn, "t", "default", "fake", options)
+        assert conn.connections == 1  # one handshake for both requests
+        assert session.protocol == channel.V5
+        out: list[bytes] = []
+        raw = session.receive(lambda number, views: out.extend(bytes(v) for v in views))
+        assert blocking.outcome(session, raw) == 5 and b"".join(out) == b"out\nerr\n"
+        session.close()
+    finally:
+        api.close()
+
+
+def test_a_refused_upgrade_is_handed_back_untouched() -> None:
+    api = FakeApiServer(websocket=False)
+    try:
+        conn = blocking.HttpConnection(f"http://127.0.0.1:{api.server.port}", None)
+        options = blocking.ExecOptions(("true",), "main", stdin=True)
+        with pytest.raises(blocking.UpgradeRefusedError) as info:
+            blocking.upgrade(conn, "t", "default", "fake", options)
+        assert "403" in str(info.value.error) or "Forbidden" in str(info.value.error)
+        assert api.runner is not None and not api.runner.processes  # nothing started
+    finally:
+        api.close()
+
+
+def test_a_ping_never_blocks_the_reader_behind_a_stuck_writer(peer: Peer) -> None:
+    """A writer blocked in ``sendall`` holds the send lock; a ping must not stop the
+    reader (the server may be waiting for its output to be read before taking input):
+    the pong goes out with the writer's next frame."""
+    assert peer.session._lock.acquire()  # the stuck writer
+    try:
+        data = _frame(9, b"p1") + _frame(2, b"\x01after the ping") + _status(0)
+        raw = peer.run(data + _frame(8, struct.pack("!H", 1000)))
+        assert raw == channel.status_success()
+        assert bytes(peer.out[1]) == b"after the ping"
+    finally:
+        peer.session._lock.release()
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(peer.sent()))
+    reader.start()
+    peer.session.send(0, b"x")
+    peer.session.close()
+    reader.join(30 * SCALE)
+    sent = received[0]
+    assert sent[0] == 0x82  # the writer's frame, then the pong it carried
+    pos = 2 + 4 + 2
+    assert (
+        sent[pos] == 0x8A and apply_mask(sent[pos + 6 : pos + 8], sent[pos + 2 : pos + 6]) == b"p1"
+    )
