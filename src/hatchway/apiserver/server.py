@@ -265,7 +265,9 @@ class ApiServer:
             self.identity.on_expired = self.ledger.collect
         await self.identity.renew()  # before any slot is claimed under its name
         app = self._build_app(store, kubelet_ctx)
-        self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
+        self.http = HttpServer(
+            app, limits=config.http_limits, check_head=app.check_head, name="apiserver"
+        )
         await self.http.start(config.host, config.port, ssl=server_ctx)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval, events=self.events)
         self.node_monitor = NodeMonitor(

@@ -191,7 +191,7 @@ class NodeAgent:
         # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
         tlsbuffer.share_receive_buffers()
         self._endpoint = self.endpoint(client_ca)
-        self.server = HttpServer(self._endpoint, limits=self.config.http_limits)
+        self.server = HttpServer(self._endpoint, limits=self.config.http_limits, name="node")
         # No TLS 1.3 session tickets: the API server, the only client, never resumes a
         # session (it keeps connections alive instead), and would hold the two tickets
         # for as long as each exec session's connection lives (~9 KiB each; issue 13).
