@@ -147,7 +147,11 @@ class ExecHandler:
         self.proxy = proxy
         self.audit = audit
         self.slots = SessionSlots(limits or SessionLimits(), ledger=ledger)
-        self.outcomes = outcomes if outcomes is not None else OutcomeClient(proxy.ssl_context)
+        self.outcomes = (
+            outcomes
+            if outcomes is not None
+            else OutcomeClient(proxy.ssl_context, http_client=proxy.http_client)
+        )
         #: Gives the memory of ended sessions back to the system (:mod:`hatchway.session.heap`).
         self.trimmer = trimmer if trimmer is not None else HeapTrimmer()
 

@@ -110,6 +110,9 @@ class ApiServerConfig:
     exec_idle_timeout: float = 4 * 3600.0
     #: Asking the node how a session ended (for the audit event), after the splice.
     outcome_timeout: float = OUTCOME_TIMEOUT
+    #: Send an exec upgrade on a kept-alive connection to its node when one is pooled
+    #: (one the last outcome fetch left), rather than dialling a new one each time.
+    reuse_node_connections: bool = True
     #: glibc's mmap threshold for the serving process, fixed (see
     #: :func:`fix_mmap_threshold`); 0 leaves glibc's dynamic default.
     mmap_threshold: int = 128 * 1024
@@ -329,12 +332,18 @@ class ApiServer:
                 self.scheduler.kick()
             return None
 
+        # One pool of kept-alive node connections: an outcome fetch leaves one, the
+        # next exec upgrade to that node takes it (:mod:`.proxy`).
+        node_pool = HttpClient()
         proxy = ExecProxy(
             kubelet_ctx,
             handshake_timeout=config.exec_handshake_timeout,
             idle_timeout=config.exec_idle_timeout,
+            http_client=node_pool if config.reuse_node_connections else None,
         )
-        self.outcomes = OutcomeClient(kubelet_ctx, timeout=config.outcome_timeout)
+        self.outcomes = OutcomeClient(
+            kubelet_ctx, timeout=config.outcome_timeout, http_client=node_pool
+        )
         exec_handler = ExecHandler(
             store,
             authorizer,
