@@ -15,7 +15,8 @@ ticks: summed over the runs, divided by them) and the exec helper's (with its re
 
 Printed: per client (and tree), the requests each server served per exec and how many
 opened a connection (each a TLS handshake), then per request kind the median of each
-phase, wall and CPU. The servers' TLS handshake CPU is not inside any phase (a phase
+phase, wall and CPU; ``(heap trim)`` is the collection and ``malloc_trim`` each server
+runs a second after sessions end (:mod:`hatchway.session.heap`), counted per exec too. The servers' TLS handshake CPU is not inside any phase (a phase
 starts when the connection is made, after the handshake): it is measured apart, in
 this process, over memory BIOs with the cluster's own certificates, server side only.
 Results also go to ``bench/results/exec_phases.json``. Not a timed test.
@@ -51,6 +52,8 @@ def _kind(line: dict[str, Any]) -> str:
     path = str(line.get("path", ""))
     if "/exec" in path:
         return "exec"
+    if path.startswith("("):
+        return path
     if path.startswith("/sessions/"):
         return "outcome"
     if "/pods/" in path:
@@ -58,23 +61,33 @@ def _kind(line: dict[str, Any]) -> str:
     return path
 
 
-def _lines(path: pathlib.Path) -> list[dict[str, Any]]:
+def _lines(path: pathlib.Path, offset: int = 0) -> list[dict[str, Any]]:
+    """The complete lines from byte ``offset`` on."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
-def _wait_lines(path: pathlib.Path, timeout: float = 10.0) -> list[dict[str, Any]]:
+def _size(path: pathlib.Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_lines(path: pathlib.Path, offset: int, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The lines once both servers' exec lines and the node's outcome line are in."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = _lines(path)
+        lines = _lines(path, offset)
         kinds = {(line["server"], _kind(line)) for line in lines}
         if {("apiserver", "exec"), ("node", "exec"), ("node", "outcome")} <= kinds:
             time.sleep(0.05)  # anything written right after
-            return _lines(path)
+            return _lines(path, offset)
         if time.monotonic() > deadline:
             raise RuntimeError(f"timing lines missing after {timeout:.0f} s: {sorted(kinds)}")
         time.sleep(0.02)
@@ -88,15 +101,18 @@ def _argv(cluster: benv.Cluster, client: str) -> list[str]:
 
 def one(cluster: benv.Cluster, env: dict[str, str], client: str, timing: pathlib.Path) -> dict:
     """One exec: the servers' timing lines and CPU (seconds) of each server process."""
-    timing.write_text("")
+    offset = _size(timing)
     before = bcpu._snapshot(cluster)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.run(_argv(cluster, client), env=env, stderr=err, timeout=120)
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{client} exec failed: {err.read()[-300:]!r}")
-    lines = _wait_lines(timing)
+    lines = _wait_lines(timing, offset)
     after = bcpu._snapshot(cluster)
+    for line in lines:  # work between requests names no server: by its pid
+        if not line["server"]:
+            line["server"] = "apiserver" if line["pid"] == cluster.apiserver_pid else "node"
     cpu = {name: after[name] - before[name] for name in ("apiserver", "node", "helper")}
     return {"lines": lines, "cpu": cpu}
 

@@ -29,6 +29,8 @@ import gc
 import logging
 from collections.abc import Callable
 
+from hatchway.transport import phases
+
 log = logging.getLogger(__name__)
 
 TRIM_DELAY = 1.0
@@ -44,6 +46,20 @@ def malloc_trim() -> Callable[[int], int] | None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim  # type: ignore[no-any-return]
+
+
+def _timed_trim(trim: Callable[[int], int], timed: phases.Phases) -> Callable[[int], int]:
+    """``trim``, its thread's CPU added to ``timed`` as the phase ``malloc_trim``."""
+
+    def run(pad: int) -> int:
+        timed.skip()
+        try:
+            return trim(pad)
+        finally:
+            timed.mark("malloc_trim")
+            timed.finish()
+
+    return run
 
 
 class HeapTrimmer:
@@ -81,9 +97,12 @@ class HeapTrimmer:
         self._first = None
         if self._running is not None and not self._running.done():
             return  # the previous trim is still walking the heap
+        timed = phases.Phases("", "(heap trim)") if phases.enabled() else phases.OFF
         gc.collect()
+        timed.mark("gc")
         assert self._trim is not None
-        self._running = asyncio.get_running_loop().run_in_executor(None, self._trim, 0)
+        trim = self._trim if not timed.enabled else _timed_trim(self._trim, timed)
+        self._running = asyncio.get_running_loop().run_in_executor(None, trim, 0)
         self._running.add_done_callback(self._done)
 
     def _done(self, future: asyncio.Future[None]) -> None:

@@ -9,7 +9,9 @@ appended to FILE::
     {"server": "apiserver", "path": "/api/v1/...", "first": true,
      "wall_us": {"head": 210, ...}, "cpu_us": {"head": 180, ...}}
 
-``first``: the connection's first request (it paid a TLS handshake).
+``first``: the connection's first request (it paid a TLS handshake). Work done between
+requests writes lines of its own (``path`` in parentheses: the heap trim after sessions
+end, :mod:`hatchway.session.heap`).
 
 Each phase is measured from the end of the one before; the first from the moment the
 connection was made (the TLS handshake done) for a connection's first request, else
@@ -78,6 +80,7 @@ class Phases:
             cpu[name] = cpu.get(name, 0) + used // 1000
         return {
             "server": self._server,
+            "pid": os.getpid(),
             "path": self._path,
             "first": self._first,
             "wall_us": wall,
