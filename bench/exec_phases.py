@@ -16,8 +16,9 @@ ticks: summed over the runs, divided by them) and the exec helper's (with its re
 Printed: per client (and tree), the requests each server served per exec and how many
 opened a connection (each a TLS handshake), then per request kind the median of each
 phase, wall and CPU; ``(heap trim)`` is the collection and ``malloc_trim`` each server
-runs a second after sessions end (:mod:`hatchway.session.heap`), counted per exec too. The servers' TLS handshake CPU is not inside any phase (a phase
-starts when the connection is made, after the handshake): it is measured apart, in
+runs a second after sessions end (:mod:`hatchway.session.heap`), counted per exec too.
+The servers' TLS handshake CPU is not inside any phase (a phase starts when the
+connection is made, after the handshake): it is measured apart, in
 this process, over memory BIOs with the cluster's own certificates, server side only.
 Results also go to ``bench/results/exec_phases.json``. Not a timed test.
 """
