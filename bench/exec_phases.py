@@ -245,11 +245,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--clients", nargs="+", default=["hatchway", "kubectl"])
     parser.add_argument("--tree", action="append", default=[], help="NAME=SRC, repeatable")
+    parser.add_argument("--timing-file", help="keep the servers' timing lines here")
     args = parser.parse_args()
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", "")]
     with contextlib.ExitStack() as stack:
         base = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="phases-")))
-        timing = base / "timing.jsonl"
+        timing = pathlib.Path(args.timing_file) if args.timing_file else base / "timing.jsonl"
         os.environ[TIMING_ENV] = str(timing)
         cluster = benv.start_cluster(stack, base, users=1)
         tls = handshake_cpu(cluster.data_dir)

@@ -56,6 +56,7 @@ from hatchway.apiserver.serviceaccounts import (
     load_or_create_key,
 )
 from hatchway.apiserver.slots import SlotLedger
+from hatchway.session import heap
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.store.etcd import EtcdStore
@@ -439,6 +440,7 @@ async def run_apiserver(config: ApiServerConfig, ready: asyncio.Event | None = N
     fix_mmap_threshold(config.mmap_threshold)
     server = ApiServer(config)
     await server.start()
+    heap.freeze_startup()  # collections after each session skip start-up's objects
     try:
         if ready is not None:
             ready.set()
