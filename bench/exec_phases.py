@@ -100,9 +100,13 @@ def _argv(cluster: benv.Cluster, client: str) -> list[str]:
     return [benv.HATCHWAY, "exec", "--kubeconfig", cluster.kubeconfig(), cluster.pod, "--", "true"]
 
 
-def one(cluster: benv.Cluster, env: dict[str, str], client: str, timing: pathlib.Path) -> dict:
-    """One exec: the servers' timing lines and CPU (seconds) of each server process."""
+def one(
+    cluster: benv.Cluster, env: dict[str, str], client: str, timing: pathlib.Path, gap: float
+) -> dict:
+    """One exec and ``gap`` seconds after it: the servers' timing lines and CPU
+    (seconds) of each server process, and the wall time of it all."""
     offset = _size(timing)
+    started = time.monotonic()
     before = bcpu._snapshot(cluster)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.run(_argv(cluster, client), env=env, stderr=err, timeout=120)
@@ -110,15 +114,19 @@ def one(cluster: benv.Cluster, env: dict[str, str], client: str, timing: pathlib
         if proc.returncode != 0:
             raise RuntimeError(f"{client} exec failed: {err.read()[-300:]!r}")
     lines = _wait_lines(timing, offset)
+    if gap:
+        time.sleep(gap)
+        lines = _lines(timing, offset)
     after = bcpu._snapshot(cluster)
+    wall = time.monotonic() - started
     for line in lines:  # work between requests names no server: by its pid
         if not line["server"]:
             line["server"] = "apiserver" if line["pid"] == cluster.apiserver_pid else "node"
     cpu = {name: after[name] - before[name] for name in ("apiserver", "node", "helper")}
-    return {"lines": lines, "cpu": cpu}
+    return {"lines": lines, "cpu": cpu, "wall": wall}
 
 
-def _summary(runs: list[dict]) -> dict[str, Any]:
+def _summary(runs: list[dict], idle: dict[str, float]) -> dict[str, Any]:
     """Requests and connections per exec, medians per phase, CPU per exec."""
     counts: collections.Counter[str] = collections.Counter()
     fresh: collections.Counter[str] = collections.Counter()
@@ -141,12 +149,17 @@ def _summary(runs: list[dict]) -> dict[str, Any]:
         for key, values in phases.items()
     }
     cpu = {name: 1000 * sum(r["cpu"][name] for r in runs) / n for name in runs[0]["cpu"]}
+    wall = sum(r["wall"] for r in runs) / n
+    # Net of what the servers spend anyway (idle_cpu) over the time each run took.
+    net = {name: cpu[name] - idle.get(name, 0.0) * wall for name in cpu}
     return {
         "runs": n,
         "requests_per_exec": {k: v / n for k, v in sorted(counts.items())},
         "new_connections_per_exec": {k: v / n for k, v in sorted(fresh.items())},
         "median_us": medians,
         "cpu_ms_per_exec": cpu,
+        "cpu_ms_per_exec_net_of_idle": net,
+        "wall_s_per_run": wall,
     }
 
 
@@ -224,11 +237,12 @@ def _server_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> int:
 
 def _print(label: str, summary: dict[str, Any]) -> None:
     print(f"\n== {label}: {summary['runs']} execs")
-    cpu = summary["cpu_ms_per_exec"]
-    print(
-        "CPU per exec (/proc, ms): "
-        + ", ".join(f"{name} {value:.1f}" for name, value in cpu.items())
-    )
+    for title, key in (("", "cpu_ms_per_exec"), (" net of idle", "cpu_ms_per_exec_net_of_idle")):
+        cpu = summary[key]
+        print(
+            f"CPU per exec{title} (/proc, ms): "
+            + ", ".join(f"{name} {value:.1f}" for name, value in cpu.items())
+        )
     for key, per in summary["requests_per_exec"].items():
         new = summary["new_connections_per_exec"].get(key, 0)
         print(f"  {key}: {per:.2f} requests per exec, {new:.2f} on a new connection")
@@ -246,6 +260,13 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", default=["hatchway", "kubectl"])
     parser.add_argument("--tree", action="append", default=[], help="NAME=SRC, repeatable")
     parser.add_argument("--timing-file", help="keep the servers' timing lines here")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds after each exec, in its figures (1.5: an interactive user's pace,"
+        " each exec then followed by its own heap trim)",
+    )
     args = parser.parse_args()
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", "")]
     with contextlib.ExitStack() as stack:
@@ -265,9 +286,9 @@ def main() -> None:
                     if cluster.env.get("PYTHONPATH", "") != (os.path.realpath(src) if src else ""):
                         bcpu._use_tree(cluster, src or None)
                 env = dict(cluster.env)
-                runs[f"{name} {client}"].append(one(cluster, env, client, timing))
+                runs[f"{name} {client}"].append(one(cluster, env, client, timing, args.gap))
             benv.log(f"round {round_ + 1}/{args.runs}")
-        report = {label: _summary(r) for label, r in runs.items()}
+        report = {label: _summary(r, idle) for label, r in runs.items()}
         print("server-side TLS handshake CPU (ms, memory BIOs): " + json.dumps(tls))
         print("servers' CPU while idle (ms per s): " + json.dumps(idle))
         for label, summary in report.items():
