@@ -109,9 +109,12 @@ def one(
     started = time.monotonic()
     before = bcpu._snapshot(cluster)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.run(_argv(cluster, client), env=env, stderr=err, timeout=120)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(_argv(cluster, client), env=env, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        client_wall = time.monotonic() - t0
         err.seek(0)
-        if proc.returncode != 0:
+        if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"{client} exec failed: {err.read()[-300:]!r}")
     lines = _wait_lines(timing, offset)
     if gap:
@@ -123,7 +126,8 @@ def one(
         if not line["server"]:
             line["server"] = "apiserver" if line["pid"] == cluster.apiserver_pid else "node"
     cpu = {name: after[name] - before[name] for name in ("apiserver", "node", "helper")}
-    return {"lines": lines, "cpu": cpu, "wall": wall}
+    client_cpu = usage.ru_utime + usage.ru_stime
+    return {"lines": lines, "cpu": cpu, "wall": wall, "client": (client_wall, client_cpu)}
 
 
 def _summary(runs: list[dict], idle: dict[str, float]) -> dict[str, Any]:
@@ -160,6 +164,8 @@ def _summary(runs: list[dict], idle: dict[str, float]) -> dict[str, Any]:
         "cpu_ms_per_exec": cpu,
         "cpu_ms_per_exec_net_of_idle": net,
         "wall_s_per_run": wall,
+        "client_wall_ms_p50": 1000 * statistics.median(r["client"][0] for r in runs),
+        "client_cpu_ms_p50": 1000 * statistics.median(r["client"][1] for r in runs),
     }
 
 
@@ -237,6 +243,10 @@ def _server_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> int:
 
 def _print(label: str, summary: dict[str, Any]) -> None:
     print(f"\n== {label}: {summary['runs']} execs")
+    print(
+        f"client: wall p50 {summary['client_wall_ms_p50']:.0f} ms,"
+        f" CPU p50 {summary['client_cpu_ms_p50']:.0f} ms"
+    )
     for title, key in (("", "cpu_ms_per_exec"), (" net of idle", "cpu_ms_per_exec_net_of_idle")):
         cpu = summary[key]
         print(
@@ -252,6 +262,26 @@ def _print(label: str, summary: dict[str, Any]) -> None:
         total = sum(wall.values()) / 1000, sum(used.values()) / 1000
         print(f"  {key} (median ms wall/cpu): " + " | ".join(parts))
         print(f"    sum of medians: wall {total[0]:.1f} ms, cpu {total[1]:.1f} ms")
+
+
+def _ratios(runs: dict[str, list[dict]], trees: list[str], clients: list[str]) -> None:
+    """Each later tree against the first, run by run (the runs of a round paired):
+    the median ratio of the client's wall time and the servers' CPU summed over runs."""
+    if len(trees) < 2:
+        return
+    first = trees[0]
+    print(f"\n== against {first} (paired by round)")
+    for tree in trees[1:]:
+        for client in clients:
+            a, b = runs[f"{first} {client}"], runs[f"{tree} {client}"]
+            walls = [y["client"][0] / x["client"][0] for x, y in zip(a, b, strict=True)]
+            parts = [f"exec wall ratio p50 {statistics.median(walls):.2f}"]
+            for name in ("apiserver", "node"):
+                base = sum(r["cpu"][name] for r in a)
+                new = sum(r["cpu"][name] for r in b)
+                if base:
+                    parts.append(f"{name} CPU ratio {new / base:.2f}")
+            print(f"  {tree} {client}: " + ", ".join(parts))
 
 
 def main() -> None:
@@ -293,6 +323,7 @@ def main() -> None:
         print("servers' CPU while idle (ms per s): " + json.dumps(idle))
         for label, summary in report.items():
             _print(label, summary)
+        _ratios(runs, [name for name, _ in trees], args.clients)
         RESULTS.parent.mkdir(exist_ok=True)
         out = {"tls_handshake_ms": tls, "idle_ms_per_s": idle, "runs": report}
         RESULTS.write_text(json.dumps(out, indent=1))
