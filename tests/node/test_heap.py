@@ -11,7 +11,7 @@ import gc
 import pytest
 import pytest_asyncio
 
-from hatchway.session.heap import HeapTrimmer, malloc_trim
+from hatchway.session.heap import HeapTrimmer, freeze_startup, malloc_trim
 from hatchway.session.server import ServerSession
 
 from .conftest import SCALE, needs_runc
@@ -51,6 +51,35 @@ class _CountingTrim:
     def __call__(self, pad: int) -> int:
         self.calls += 1
         return 1
+
+
+class _Cycle:
+    """An object in a reference cycle with itself: only a collection frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_frozen_start_up_is_skipped_and_later_cycles_still_collected() -> None:
+    import weakref
+
+    old = _Cycle()
+    stale = _Cycle()
+    stale_ref = weakref.ref(stale)
+    del stale  # garbage before the freeze: the collection in freeze_startup frees it
+    try:
+        freeze_startup()
+        assert stale_ref() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is old for o in gc.get_objects())  # out of every generation
+        late = _Cycle()
+        late_ref = weakref.ref(late)
+        del late
+        gc.collect()  # what a trim runs: made after the freeze, so still collected
+        assert late_ref() is None
+    finally:
+        gc.unfreeze()
+    assert any(o is old for o in gc.get_objects())
 
 
 async def test_a_burst_of_session_ends_costs_one_trim() -> None:

@@ -38,6 +38,7 @@ from hatchway.apiserver.authn import Authenticator, UserInfo
 from hatchway.apiserver.rbac import Attributes, RbacAuthorizer, forbidden_status
 from hatchway.apiserver.request_info import RequestInfo, parse_request_info
 from hatchway.errors import ApiError
+from hatchway.transport import phases
 from hatchway.transport.http import Request, Response, plain_response
 
 log = logging.getLogger(__name__)
@@ -206,10 +207,13 @@ class ApiApp:
             anonymous = _Unauthenticated(request, info, request_id)
             return self._audited(anonymous, "deny", status.unauthorized())
         call = Call(request, user, info, request_id)
+        timed = phases.of(request.context)
+        timed.mark("request info")
         refusal = await self._impersonate(call)
         if refusal is not None:
             return refusal
         decision = await self.authz.authorize(call.user, Attributes.from_request_info(info))
+        timed.mark("rbac")
         if not decision.allowed:
             attrs = Attributes.from_request_info(info)
             return self._audited(call, "deny", forbidden_status(call.user, attrs, decision.reason))
@@ -228,6 +232,7 @@ class ApiApp:
             return self._audited(call, "error", body)
         response.headers.extend(call.warnings)
         self._audit(call, "allow", response.status, annotations=call.annotations)
+        timed.mark("audit")
         return negotiated(request, response)
 
     async def _impersonate(self, call: Call) -> Response | None:

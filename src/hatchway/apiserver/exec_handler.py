@@ -39,6 +39,7 @@ from hatchway.apiserver.slots import SlotLedger
 from hatchway.protocol import exec_options
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
+from hatchway.transport import phases
 from hatchway.transport.bytestream import ByteStream
 from hatchway.transport.http import ClientResponse, Response
 from hatchway.types import ExecOptions
@@ -146,7 +147,11 @@ class ExecHandler:
         self.proxy = proxy
         self.audit = audit
         self.slots = SessionSlots(limits or SessionLimits(), ledger=ledger)
-        self.outcomes = outcomes if outcomes is not None else OutcomeClient(proxy.ssl_context)
+        self.outcomes = (
+            outcomes
+            if outcomes is not None
+            else OutcomeClient(proxy.ssl_context, http_client=proxy.http_client)
+        )
         #: Gives the memory of ended sessions back to the system (:mod:`hatchway.session.heap`).
         self.trimmer = trimmer if trimmer is not None else HeapTrimmer()
 
@@ -157,7 +162,9 @@ class ExecHandler:
             raise StatusError(
                 status.method_not_allowed(f"pods/{action}", call.request.method.lower())
             )
+        timed = phases.of(call.request.context)
         pod = await self.store.get("pods", info.namespace, info.name)
+        timed.mark("pod get")
         if info.legacy_node:
             options = exec_options.decode_legacy(call.request.query, action, info.container)
             node_name = str((pod.get("spec") or {}).get("nodeName") or "")
@@ -191,9 +198,14 @@ class ExecHandler:
         admission (the rule of exec for port-forward too), the pod's node, a session
         slot, then the node dialled at ``target`` and its answer relayed or switched
         to (``dial``: the tunnel's own request and switch, :mod:`.tunnel`)."""
+        timed = phases.of(call.request.context)
+        timed.mark("options")
         is_admin = await self.authz.is_cluster_admin(call.user)
+        timed.mark("admin check")
         enforce = await enforce_level(self.store, str(pod["metadata"].get("namespace") or ""))
+        timed.mark("namespace get")
         reason = exec_admission(pod, call.user, is_admin, enforce)
+        timed.mark("admission")
         if reason is not None:  # raised, so the audit line records a denial and why
             if self.events is not None:  # a Warning on the pod, rate-limited
                 action = call.info.subresource or "exec"  # exec, attach, portforward
@@ -203,7 +215,9 @@ class ExecHandler:
                 )
             raise AdmissionDeniedError(exec_forbidden_status(pod, reason))
         node = await self._node(pod)
+        timed.mark("node get")
         slot = await self.slots.acquire(call.caller.name)
+        timed.mark("slot")
         try:
             return await self._proxy(call, node, target, session, slot, dial or _PlainDial())
         except BaseException:
@@ -239,8 +253,11 @@ class ExecHandler:
         except StatusError as exc:
             self._audit_start(session, exc.code, exc.message)
             raise
+        timed = phases.of(call.request.context)
+        timed.mark("node dial")
         try:
             self._audit_start(session, answer.status)
+            timed.mark("audit start")
         except BaseException:
             if node_stream is not None:
                 node_stream.abort()
@@ -250,6 +267,7 @@ class ExecHandler:
             return self.proxy.refusal(answer)
 
         async def on_end(stats: SpliceStats) -> None:
+            timed.mark("splice")
             slot.release()
             try:
                 await self._audit_end(session, endpoint, stats)
@@ -276,13 +294,16 @@ class ExecHandler:
         if session.ports is not None:  # port-forward has no exit code to ask for
             self._write_end(session, stats, None, "")
             return
+        timed = phases.of(session.call.request.context)
         try:
             exit_code, why = await self.outcomes.fetch(endpoint, session.request_id)
         except asyncio.CancelledError:
             # Shutting down: the end is still written, without the exit code.
             self._write_end(session, stats, None, "the API server shut down before asking")
             raise
+        timed.mark("outcome fetch")
         self._write_end(session, stats, exit_code, why)
+        timed.mark("audit end")
 
     def _write_end(
         self, session: Session, stats: SpliceStats, exit_code: int | None, why: str

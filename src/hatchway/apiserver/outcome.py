@@ -46,10 +46,18 @@ def _parse(body: bytes) -> tuple[int | None, str]:
 class OutcomeClient:
     """Asks nodes how sessions ended (see module docstring)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        timeout: float = DEFAULT_TIMEOUT,
+        http_client: HttpClient | None = None,
+    ) -> None:
         self.ssl_context = ssl_context
         self.timeout = timeout
-        self._http = HttpClient()
+        #: The pool of kept-alive node connections (shared with the exec proxy, which
+        #: sends the next session's upgrade on the connection a fetch left).
+        self.http_client = http_client if http_client is not None else HttpClient()
+        self._http = self.http_client
 
     async def fetch(self, endpoint: NodeAddress, request_id: str) -> tuple[int | None, str]:
         """The exit code of the session ``request_id`` on ``endpoint``, or why not."""

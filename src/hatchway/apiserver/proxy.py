@@ -4,7 +4,14 @@ The rules (protocol.md 2.2-2.3; kubernetes ``pkg/util/proxy/upgradeaware.go``):
 
 * The caller is authenticated, authorised and admitted before :meth:`ExecProxy.dial`.
 * The request goes to the node over mutual TLS with the API server's kubelet-client
-  certificate, the node's certificate verified against the cluster CA. Method and
+  certificate, the node's certificate verified against the cluster CA. With an
+  :class:`~hatchway.transport.http.HttpClient` given (the server shares the outcome
+  client's, :mod:`.outcome`), the upgrade is sent on a connection to that node kept
+  alive after an earlier plain request, when there is one: the TCP and TLS handshakes
+  are then off the session's critical path. The upgrade takes the connection out of
+  the pool for good (an upgraded connection is never returned to it), so no two
+  sessions ever share one; a kept-alive connection the node closed meanwhile is
+  replaced by a new one before any answer (the node never saw the request). Method and
   headers are kept (``Connection``, ``Upgrade``, ``X-Stream-Protocol-Version``,
   ``Sec-WebSocket-*``), ``Authorization`` and impersonation headers dropped, the
   caller's address appended to ``X-Forwarded-For``, the API server's request id sent
@@ -113,8 +120,11 @@ class ExecProxy:
         *,
         handshake_timeout: float = 30.0,
         idle_timeout: float = 4 * 3600.0,
+        http_client: http.HttpClient | None = None,
     ) -> None:
         self.ssl_context = ssl_context
+        #: Where kept-alive node connections come from; None: a new one per session.
+        self.http_client = http_client
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
 
@@ -152,8 +162,9 @@ class ExecProxy:
     async def _dial(
         self, method: str, url: str, headers: list[tuple[str, str]]
     ) -> tuple[http.ClientResponse, ByteStream | None]:
+        upgrade = self.http_client.upgrade if self.http_client is not None else http.upgrade
         try:
-            return await http.upgrade(
+            return await upgrade(
                 method,
                 url,
                 headers=headers,

@@ -56,6 +56,7 @@ from hatchway.apiserver.serviceaccounts import (
     load_or_create_key,
 )
 from hatchway.apiserver.slots import SlotLedger
+from hatchway.session import heap
 from hatchway.session.heap import HeapTrimmer
 from hatchway.store.base import Store
 from hatchway.store.etcd import EtcdStore
@@ -110,6 +111,9 @@ class ApiServerConfig:
     exec_idle_timeout: float = 4 * 3600.0
     #: Asking the node how a session ended (for the audit event), after the splice.
     outcome_timeout: float = OUTCOME_TIMEOUT
+    #: Send an exec upgrade on a kept-alive connection to its node when one is pooled
+    #: (one the last outcome fetch left), rather than dialling a new one each time.
+    reuse_node_connections: bool = True
     #: glibc's mmap threshold for the serving process, fixed (see
     #: :func:`fix_mmap_threshold`); 0 leaves glibc's dynamic default.
     mmap_threshold: int = 128 * 1024
@@ -265,7 +269,9 @@ class ApiServer:
             self.identity.on_expired = self.ledger.collect
         await self.identity.renew()  # before any slot is claimed under its name
         app = self._build_app(store, kubelet_ctx)
-        self.http = HttpServer(app, limits=config.http_limits, check_head=app.check_head)
+        self.http = HttpServer(
+            app, limits=config.http_limits, check_head=app.check_head, name="apiserver"
+        )
         await self.http.start(config.host, config.port, ssl=server_ctx)
         self.scheduler = Scheduler(store, interval=config.scheduler_interval, events=self.events)
         self.node_monitor = NodeMonitor(
@@ -327,12 +333,18 @@ class ApiServer:
                 self.scheduler.kick()
             return None
 
+        # One pool of kept-alive node connections: an outcome fetch leaves one, the
+        # next exec upgrade to that node takes it (:mod:`.proxy`).
+        node_pool = HttpClient()
         proxy = ExecProxy(
             kubelet_ctx,
             handshake_timeout=config.exec_handshake_timeout,
             idle_timeout=config.exec_idle_timeout,
+            http_client=node_pool if config.reuse_node_connections else None,
         )
-        self.outcomes = OutcomeClient(kubelet_ctx, timeout=config.outcome_timeout)
+        self.outcomes = OutcomeClient(
+            kubelet_ctx, timeout=config.outcome_timeout, http_client=node_pool
+        )
         exec_handler = ExecHandler(
             store,
             authorizer,
@@ -428,6 +440,7 @@ async def run_apiserver(config: ApiServerConfig, ready: asyncio.Event | None = N
     fix_mmap_threshold(config.mmap_threshold)
     server = ApiServer(config)
     await server.start()
+    heap.freeze_startup()  # collections after each session skip start-up's objects
     try:
         if ready is not None:
             ready.set()

@@ -32,6 +32,7 @@ from hatchway.node.runtime import DEFAULT_LOG_MAX_BYTES, RuncRuntime
 from hatchway.node.runtime_exec import start_exec_helper
 from hatchway.node.server import LookupRefusedError, NodeEndpoint, Target
 from hatchway.rest import RestClient
+from hatchway.session import heap
 from hatchway.transport import tls, tlsbuffer
 from hatchway.transport.http import HttpLimits, HttpServer
 from hatchway.types import ExecOptions
@@ -191,7 +192,7 @@ class NodeAgent:
         # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
         tlsbuffer.share_receive_buffers()
         self._endpoint = self.endpoint(client_ca)
-        self.server = HttpServer(self._endpoint, limits=self.config.http_limits)
+        self.server = HttpServer(self._endpoint, limits=self.config.http_limits, name="node")
         # No TLS 1.3 session tickets: the API server, the only client, never resumes a
         # session (it keeps connections alive instead), and would hold the two tickets
         # for as long as each exec session's connection lives (~9 KiB each; issue 13).
@@ -536,6 +537,7 @@ def _forget_pods(pods_dir: str) -> None:
 async def run_node(config: NodeConfig, ready: asyncio.Event | None = None) -> None:
     agent = NodeAgent(config)
     await agent.start()
+    heap.freeze_startup()  # collections after each session skip start-up's objects
     log.info("node agent %s serving on %s:%d", config.node_name, config.host, agent.port)
     if ready is not None:
         ready.set()

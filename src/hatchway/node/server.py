@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hatchway.api.names import dns1123_label, dns1123_subdomain
 from hatchway.errors import HatchwayError
@@ -47,6 +48,7 @@ from hatchway.session import upgrade
 from hatchway.session.heap import HeapTrimmer
 from hatchway.session.runner import Process
 from hatchway.session.server import ServerSession
+from hatchway.transport import phases
 from hatchway.transport.base import Connection
 from hatchway.transport.http import Request, Response
 from hatchway.types import ExecOptions
@@ -155,6 +157,7 @@ class NodeEndpoint:
 
     async def __call__(self, request: Request) -> Response:
         refusal = self.caller.admit(request.peercert, request.peer, request.path)
+        phases.of(request.context).mark("admit")
         if refusal is not None:
             return text_response(refusal.status, refusal.text)
         if request.path == "/healthz":
@@ -209,7 +212,10 @@ class NodeEndpoint:
             return text_response(400, "you must specify at least 1 of stdin, stdout, stderr")
         if options.action == "exec" and not options.command:
             return text_response(400, "you must specify at least one command for the container")
+        timed = phases.of(request.context)
+        timed.mark("options")
         found = await self._find(target)
+        timed.mark("lookup")
         if isinstance(found, Response):
             return found
         container_id, running = found
@@ -219,7 +225,7 @@ class NodeEndpoint:
         found_id: str = container_id
 
         async def serve(conn: Connection) -> None:
-            await self._session(conn, options, found_id, audit_id=audit_id)
+            await self._session(conn, options, found_id, audit_id=audit_id, timed=timed)
 
         return upgrade.accept(request, serve)
 
@@ -279,13 +285,14 @@ class NodeEndpoint:
         container_id: str,
         *,
         audit_id: str | None = None,
+        timed: Any = phases.OFF,
     ) -> None:
         self.sessions += 1
         # The API server's id, for its audit line's exit code only (see .sessions).
         record = self.outcomes.begin(audit_id)
         outcome = None
         try:
-            session = ServerSession(conn, options, self._runner(container_id))
+            session = ServerSession(conn, options, self._runner(container_id), timed=timed)
             outcome = await session.run()
             log.info(
                 "%s in %s ended: exit=%s error=%r in=%d out=%d",

@@ -21,11 +21,13 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.protocol import channel
 from hatchway.session.runner import Process, Runner
 from hatchway.session.streams import OUTPUT_STREAMS, expected_streams
+from hatchway.transport import phases
 from hatchway.transport.base import Connection, Stream
 from hatchway.types import ExecOptions
 
@@ -61,8 +63,12 @@ class ServerSession:
         runner: Runner,
         *,
         stream_timeout: float = STREAM_CREATION_TIMEOUT,
+        timed: Any = phases.OFF,
     ) -> None:
         self.conn = conn
+        #: The request's :mod:`~hatchway.transport.phases` (its marks: streams, start,
+        #: run, status).
+        self.timed = timed
         self.options = options.normalised()
         self.runner = runner
         self.version = conn.protocol
@@ -85,9 +91,12 @@ class ServerSession:
             self.outcome.client_gone = True
             self.conn.abort()
             return self.outcome
+        self.timed.mark("streams")
         first_size = await self._first_resize(streams.get("resize"))
+        self.timed.mark("first resize")
         try:
             process = await self.runner.start(self.options)
+            self.timed.mark("process start")
         except HatchwayError as exc:
             self.outcome.error = str(exc)
             await self._finish(streams, None, str(exc))
@@ -125,6 +134,7 @@ class ServerSession:
                 await asyncio.shield(process.kill())
             raise
         self.outcome.exit_code = code
+        self.timed.mark("process run")
         if not self.outcome.client_gone:
             await self._finish(streams, code, process.error_message)
 
@@ -276,12 +286,14 @@ class ServerSession:
                 await target.write(start_error.encode() + newline)
             if status:
                 await streams["error"].write(status)
+            self.timed.mark("status sent")
             # Over SPDY: FIN each, then wait for the client to hang up as long as it
             # reads (spdystream acts on a GOAWAY at once, protocol.md 3.5, 3.6).
             await self.conn.finish_output(streams[n] for n in OUTPUT_STREAMS if n in streams)
         except ConnectionClosedError:
             pass
         await self.conn.close()
+        self.timed.mark("session close")
         if self.conn.cut:
             self.outcome.error = UNDELIVERED
 

@@ -263,6 +263,10 @@ class ByteStream:
         self.cut = False
         self._watching = False
         self._sock = transport.get_extra_info("socket")
+        #: When the connection was made (``perf_counter_ns``; after a server's TLS
+        #: handshake), where a timed first request's phases start (:mod:`.phases`).
+        self.made_ns = time.perf_counter_ns()
+        self.made_cpu_ns = time.thread_time_ns()
 
     # -- construction -------------------------------------------------------------------
     @classmethod

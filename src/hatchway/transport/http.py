@@ -29,11 +29,13 @@ import collections
 import contextlib
 import logging
 import ssl as ssl_module
+import time
 from collections.abc import AsyncIterator
 
 import h11
 
 from hatchway.errors import ConnectionClosedError, HatchwayError
+from hatchway.transport import phases
 from hatchway.transport.bytestream import RECV_HIGH, ByteStream, Server
 from hatchway.transport.httpclient import (
     ClientResponse,
@@ -101,8 +103,13 @@ class _Exchange:
         stream: ByteStream,
         check_head: CheckHead | None,
         idle: IdleConnections | None = None,
+        timing: str = "",
     ) -> None:
         self.app = app
+        #: The server's name in timing lines; "" when requests are not timed.
+        self.timing = timing
+        #: When the previous request on the connection ended (wall, thread CPU).
+        self._since = (0, 0)
         self.limits = limits
         self.stream = stream
         self.check_head = check_head
@@ -174,7 +181,16 @@ class _Exchange:
         assert isinstance(event, h11.Request), event
         if len(event.headers) > self.limits.max_headers:
             raise _Refused(431, "too many header fields")
-        return event, build_request(event, b"", self.stream)
+        req = build_request(event, b"", self.stream)
+        if self.timing:
+            if first:
+                since, since_cpu = self.stream.made_ns, self.stream.made_cpu_ns
+            else:
+                since, since_cpu = self._since
+            timed = phases.Phases(self.timing, req.path, since, since_cpu, first=first)
+            timed.mark("head")
+            req.context[phases.KEY] = timed
+        return event, req
 
     async def read_body(self, event: h11.Request) -> bytes:
         self.stream.set_recv_limit(RECV_HIGH)
@@ -311,8 +327,10 @@ class _Exchange:
         self.stream.drain_idle_timeout = self.limits.stream_idle_timeout
         # The callback runs once the request's frames have returned (HttpServer._handle):
         # for as long as the session lasts, nothing holds the request, its headers or
-        # this connection's h11 state.
-        self.upgrade = _Switched(resp.upgrade, f"{req.method} {req.raw_path}")
+        # this connection's h11 state (only its phase timer, when timing is on).
+        timed = phases.of(req.context)
+        timed.mark("switch")
+        self.upgrade = _Switched(resp.upgrade, f"{req.method} {req.raw_path}", timed)
         return False
 
     async def refuse(self, refused: _Refused) -> None:
@@ -361,8 +379,11 @@ class _Exchange:
             return None
         event, req = head
         refusal = await self._check(req)
+        timed = phases.of(req.context)
+        timed.mark("authn")
         if refusal is None or not has_body(event):
             req.body = await self.read_body(event)
+            timed.mark("body")
         return req, refusal
 
     async def refuse_unread(self, req: Request, resp: Response) -> None:
@@ -391,26 +412,39 @@ class _Exchange:
                 return
             if resp is None:
                 resp = await self.call_app(req)
-            if not await self.respond(req, resp):
-                return
+            timed = phases.of(req.context)
+            timed.mark("app")
+            try:
+                if not await self.respond(req, resp):
+                    return
+            finally:
+                if resp.upgrade is None:  # an upgrade's callback finishes its own
+                    timed.mark("respond")
+                    timed.finish()
             self.conn.start_next_cycle()
+            if self.timing:
+                self._since = time.perf_counter_ns(), time.thread_time_ns()
             first = False
 
 
 class _Switched:
     """A connection whose 101 is written: the application's callback, to run on it."""
 
-    def __init__(self, callback: Upgrade, what: str) -> None:
+    def __init__(self, callback: Upgrade, what: str, timed: phases.Timer) -> None:
         self.callback = callback
         #: Method and path of the upgrade request, for the log.
         self.what = what
+        self.timed = timed
 
     async def run(self, stream: ByteStream) -> None:
         try:
             await self.callback(stream)
         except Exception:
             log.exception("upgrade handler failed: %s", self.what)
+        self.timed.mark("upgraded")
         await stream.aclose()
+        self.timed.mark("close")
+        self.timed.finish()
 
 
 async def _aclose(body: AsyncIterator[bytes]) -> None:
@@ -425,9 +459,16 @@ class HttpServer:
     ``check_head`` sees each request before its body is read (module docstring)."""
 
     def __init__(
-        self, app: App, *, limits: HttpLimits | None = None, check_head: CheckHead | None = None
+        self,
+        app: App,
+        *,
+        limits: HttpLimits | None = None,
+        check_head: CheckHead | None = None,
+        name: str = "server",
     ) -> None:
         self.app = app
+        #: Requests are timed (:mod:`.phases`) when the environment asks at start.
+        self.timing = name if phases.enabled() else ""
         self.limits = limits or HttpLimits()
         self.check_head = check_head
         # A connection closed after its answer waits as long as a keep-alive one would
@@ -450,7 +491,9 @@ class HttpServer:
     async def _handle(self, stream: ByteStream) -> None:
         peer = stream.peername
         source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        exchange = _Exchange(self.app, self.limits, stream, self.check_head, self.idle)
+        exchange = _Exchange(
+            self.app, self.limits, stream, self.check_head, self.idle, timing=self.timing
+        )
         refused = self._admit(source)
         if refused is not None:
             stream.set_recv_limit(self.limits.max_head)
