@@ -270,7 +270,7 @@ class ExecHandler:
             timed.mark("splice")
             slot.release()
             try:
-                await self._audit_end(session, endpoint, stats)
+                await self._audit_end(session, endpoint, stats, timed)
             finally:
                 self.trimmer.session_ended()
 
@@ -288,13 +288,14 @@ class ExecHandler:
         except (OSError, ValueError) as exc:
             raise StatusError(status.internal_error(f"audit log unavailable: {exc}")) from None
 
-    async def _audit_end(self, session: Session, endpoint: NodeAddress, stats: SpliceStats) -> None:
+    async def _audit_end(
+        self, session: Session, endpoint: NodeAddress, stats: SpliceStats, timed: phases.Timer
+    ) -> None:
         if self.audit is None:
             return
         if session.ports is not None:  # port-forward has no exit code to ask for
             self._write_end(session, stats, None, "")
             return
-        timed = phases.of(session.call.request.context)
         try:
             exit_code, why = await self.outcomes.fetch(endpoint, session.request_id)
         except asyncio.CancelledError:
