@@ -69,11 +69,27 @@ def _rate(nbytes: int, seconds: float) -> dict[str, float]:
     return {"bytes": nbytes, "seconds": round(seconds, 4), "gib_s": nbytes / seconds / 2**30}
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (``/proc/stat``: every state but idle
+    and iowait, all CPUs): read around a stream, the cost of a GiB on every process that
+    carries it, whoever they are -- the only fair CPU figure across peers whose processes
+    differ (ssh, sshd and runc's relay; the client, API server and node agent)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_gib(busy0: float, nbytes: int) -> dict[str, float]:
+    return {"machine_cpu_s_per_gib": round((machine_busy() - busy0) / (nbytes / 2**30), 3)}
+
+
 def stdout_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
     """``dd`` writes ``size`` bytes of zeros in the container; we read and count them.
     Rate from the first byte to EOF (start-up is the latency figure's)."""
     with tempfile.TemporaryFile() as err:
-        t_start = time.perf_counter()
+        t_start, busy0 = time.perf_counter(), machine_busy()
         proc = _spawn(
             peer, peer.argv(_dd_out(size // BLOCK)), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=err,
@@ -91,13 +107,14 @@ def stdout_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]
                 total += n
             t1 = time.perf_counter()
             rc = proc.wait()
+            cpu = _cpu_per_gib(busy0, total)
         finally:
             timer.cancel()
             _kill(proc)
         err.seek(0)
         if rc != 0 or total != size:
             raise MeasureError(f"rc={rc}, {total} of {size} bytes: {err.read()[-300:]!r}")
-    return {**_rate(total, t1 - t0), "wall_seconds": round(t1 - t_start, 4)}
+    return {**_rate(total, t1 - t0), "wall_seconds": round(t1 - t_start, 4), **cpu}
 
 
 def stdin_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
@@ -105,7 +122,7 @@ def stdin_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
     container. Rate from the moment the client is draining its stdin to the exit."""
     cmd = ["dd", "of=/dev/null", f"bs={BLOCK // 1024}k", "iflag=fullblock"]
     with tempfile.TemporaryFile() as err:
-        t_start = time.perf_counter()
+        t_start, busy0 = time.perf_counter(), machine_busy()
         proc = _spawn(
             peer, peer.argv(cmd, stdin=True), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=err,
@@ -118,6 +135,7 @@ def stdin_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
             proc.stdin.close()
             rc = proc.wait()
             t1 = time.perf_counter()
+            cpu = _cpu_per_gib(busy0, size)
         except BrokenPipeError:
             rc = proc.wait()
             raise MeasureError(f"client closed its stdin early (rc={rc})") from None
@@ -129,7 +147,7 @@ def stdin_throughput(peer: Peer, size: int, timeout: float) -> dict[str, float]:
     full, partial = _records(stderr, b"in")
     if rc != 0 or full * BLOCK != size or partial:
         raise MeasureError(f"rc={rc}, dd counted {full}+{partial} blocks: {stderr[-300:]!r}")
-    return {**_rate(size, t1 - t0), "wall_seconds": round(t1 - t_start, 4)}
+    return {**_rate(size, t1 - t0), "wall_seconds": round(t1 - t_start, 4), **cpu}
 
 
 def _feed(fd: int, size: int) -> float:

@@ -48,6 +48,8 @@ def _tree_pss(when: str) -> Callable[[dict[str, Any]], float | None]:
 ROWS = (
     Row("stdout, 1 stream", "stdout", _key("gib_s"), "GiB/s", True),
     Row("stdin, 1 stream", "stdin", _key("gib_s"), "GiB/s", True),
+    Row("stdout: machine CPU per GiB", "stdout", _key("machine_cpu_s_per_gib"), "s", False),
+    Row("stdin: machine CPU per GiB", "stdin", _key("machine_cpu_s_per_gib"), "s", False),
     Row("exec true p50", "latency", _key("p50_ms"), "ms", False),
     Row("exec true p99", "latency", _key("p99_ms"), "ms", False),
     Row("N streams, aggregate", "concurrent", _key("gib_s"), "GiB/s", True),
