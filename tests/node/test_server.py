@@ -5,6 +5,7 @@ query spellings and both HTTP methods."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 import pytest
@@ -346,6 +347,32 @@ class RecordingProcess:
         self.done.set()
 
 
+@contextlib.asynccontextmanager
+async def _endpoint_node(node: Node, start):  # type: ignore[no-untyped-def]
+    """A node endpoint on TLS whose processes ``start`` makes (every pod found, as
+    container ``cid``), and a test node client pointed at it."""
+
+    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
+        return ("cid", True)
+
+    paths = node.paths
+    caller = CallerIdentity.from_ca(str(paths.node_client_ca.cert))
+    server = HttpServer(NodeEndpoint(caller=caller, lookup=lookup, start=start))
+    await server.start(
+        "127.0.0.1",
+        0,
+        ssl=tls.server_context(
+            paths.node.cert, paths.node.key, client_ca=paths.node_client_ca.cert
+        ),
+    )
+    try:
+        fake = Node(node.agent, paths, node.data_dir)
+        fake.agent = type("A", (), {"port": server.port})()  # type: ignore[assignment]
+        yield fake
+    finally:
+        await server.close()
+
+
 @module_loop
 async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
     """kubectl sends the terminal size before any stdin (protocol.md 4.4): a process that reads
@@ -357,31 +384,13 @@ async def test_a_resize_sent_before_stdin_is_applied_first(node: Node):
         await asyncio.sleep(0.2)  # runc exec takes about this long
         return process
 
-    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
-        return ("cid", True)
-
-    paths = node.paths
-    caller = CallerIdentity.from_ca(str(paths.node_client_ca.cert))
-    endpoint = NodeEndpoint(caller=caller, lookup=lookup, start=slow_start)
-    server = HttpServer(endpoint)
-    await server.start(
-        "127.0.0.1",
-        0,
-        ssl=tls.server_context(
-            paths.node.cert, paths.node.key, client_ca=paths.node_client_ca.cert
-        ),
-    )
-    try:
-        fake = Node(node.agent, paths, node.data_dir)
-        fake.agent = type("A", (), {"port": server.port})()  # type: ignore[assignment]
+    async with _endpoint_node(node, slow_start) as fake:
         session = await fake.open(["sh"], stdin=True, tty=True, protocols=("v4.channel.k8s.io",))
         await session.resize(100, 30)
         await session.write_stdin(b"x")
         async with asyncio.timeout(5 * SCALE):
             await process.done.wait()
         await session.close()
-    finally:
-        await server.close()
     assert process.calls[:2] == ["resize 100x30", "stdin b'x'"]
 
 
@@ -411,22 +420,7 @@ async def test_a_resize_and_a_keystroke_in_one_read_reach_the_process_in_order(n
     async def start(container_id, options):  # type: ignore[no-untyped-def]
         return process
 
-    async def lookup(namespace, pod, uid, container):  # type: ignore[no-untyped-def]
-        return ("cid", True)
-
-    paths = node.paths
-    caller = CallerIdentity.from_ca(str(paths.node_client_ca.cert))
-    server = HttpServer(NodeEndpoint(caller=caller, lookup=lookup, start=start))
-    await server.start(
-        "127.0.0.1",
-        0,
-        ssl=tls.server_context(
-            paths.node.cert, paths.node.key, client_ca=paths.node_client_ca.cert
-        ),
-    )
-    try:
-        fake = Node(node.agent, paths, node.data_dir)
-        fake.agent = type("A", (), {"port": server.port})()  # type: ignore[assignment]
+    async with _endpoint_node(node, start) as fake:
         session = await fake.open(
             ["sh"], stdin=True, tty=True, transport="websocket", protocols=(ch.V5,)
         )
@@ -441,8 +435,6 @@ async def test_a_resize_and_a_keystroke_in_one_read_reach_the_process_in_order(n
             while len(process.calls) < 3:
                 await asyncio.sleep(0.01)
         await session.close()
-    finally:
-        await server.close()
     assert process.calls[-2:] == ["resize 100x30", "stdin b'b'"]
 
 

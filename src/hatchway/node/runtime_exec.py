@@ -73,6 +73,19 @@ TTY_DRAIN_GRACE = 0.05  # pty output reaches the master through a kernel work qu
 MAX_WRITEV = 64
 
 
+def _read_once(fd: int, max_bytes: int) -> bytes | None:
+    """One read of a non-blocking pipe or pty: the bytes, ``None`` while it is empty,
+    ``b""`` at its end (EIO: a pty whose other side is closed)."""
+    try:
+        return os.read(fd, max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno != errno.EIO:
+            raise
+        return b""
+
+
 class _Reader:
     """Async reads from a non-blocking fd, which stop at EOF or once the process exited
     and nothing is immediately readable."""
@@ -99,14 +112,7 @@ class _Reader:
 
     async def _read(self, max_bytes: int) -> bytes:
         while self.fd is not None:
-            try:
-                data = os.read(self.fd, max_bytes)
-            except BlockingIOError:
-                data = None
-            except OSError as e:
-                if e.errno != errno.EIO:  # EIO: pty slave closed
-                    raise
-                data = b""
+            data = _read_once(self.fd, max_bytes)
             if data:
                 return data
             if data is None and not self.exited.is_set():
@@ -133,14 +139,7 @@ class _Reader:
         self.busy = True
         try:
             while self.fd is not None:
-                try:
-                    data = os.read(self.fd, max_bytes)
-                except BlockingIOError:
-                    data = None
-                except OSError as e:
-                    if e.errno != errno.EIO:  # EIO: pty slave closed
-                        raise
-                    data = b""
+                data = _read_once(self.fd, max_bytes)
                 if data:
                     if not push(data):
                         await drain()
