@@ -150,6 +150,8 @@ async def test_a_closed_leader_releases_and_a_successor_takes_over_at_once() -> 
         spec = (await lease_of(store))["spec"]
         assert spec["holderIdentity"] == new.elector.identity
         assert spec["leaseTransitions"] == 1
+        # Its controllers start in a task of their own once it leads: under load, a moment later.
+        await until(lambda: new.running == 1, "the successor's controllers")
         assert new.running == 1
     finally:
         for c in candidates:
