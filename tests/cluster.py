@@ -27,6 +27,19 @@ SCALE = float(os.environ.get("HATCHWAY_TEST_TIMEOUT_SCALE", "1"))
 SCALE_ARGS = [f"--timeout-scale={SCALE}"] if SCALE != 1 else []
 
 
+#: A persistent ``busybox nc`` listener: busybox takes its listen backlog from the number of
+#: ``-l`` flags (``-ll``, persistent, is a backlog of 2), and a test that opens a few dozen
+#: connections at once overflows a backlog that small: the kernel then drops or resets
+#: connections (ListenOverflows, failed SYN cookies) before any server sees them.
+NC_LISTEN = ("busybox", "nc", "-" + "l" * 64)
+
+
+def nc_server(port: int, *command: str) -> str:
+    """The shell command of a persistent ``busybox nc`` server on ``port`` that runs
+    ``command`` per connection, in the background (``&``)."""
+    return " ".join((*NC_LISTEN, "-p", str(port), "-e", *command)) + " &"
+
+
 def can_run_containers() -> str | None:
     """Why containers cannot run here, or None."""
     if os.geteuid() != 0:

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cluster import SCALE, Cluster
+from cluster import NC_LISTEN, SCALE, Cluster
 from hatchway.client.api import Client
 from hatchway.client.portforward import PortMapping, parse_addresses, parse_mapping
 from hatchway.errors import ConfigError
@@ -41,7 +41,7 @@ def test_addresses() -> None:
 
 
 async def test_a_forwarder_from_the_python_api(cluster: Cluster) -> None:
-    name = cluster.pod(command=("busybox", "nc", "-ll", "-p", "7000", "-e", "cat"))
+    name = cluster.pod(command=(*NC_LISTEN, "-p", "7000", "-e", "cat"))
     errors: list[tuple[int, int, str]] = []
     async with Client.from_kubeconfig(str(cluster.kubeconfig)) as client:
         forwarder = await client.port_forward(

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from cluster import SCALE, Cluster
+from cluster import SCALE, Cluster, nc_server
 from interop.support import (
     VERSIONS,
     Kubectl,
@@ -33,11 +33,13 @@ from interop.support import (
 )
 
 TUNNEL_SINCE = (1, 31)
-SERVERS = (
-    "busybox nc -ll -p 8080 -e cat &"
-    " busybox nc -ll -p 8081 -e sha256sum &"
-    " busybox nc -ll -p 8082 -e busybox echo hello-from-8082 &"
-    " wait"
+SERVERS = " ".join(
+    (
+        nc_server(8080, "cat"),
+        nc_server(8081, "sha256sum"),
+        nc_server(8082, "busybox", "echo", "hello-from-8082"),
+        "wait",
+    )
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cluster import Cluster
+from cluster import Cluster, nc_server
 from interop.support import SLEEP, Pods, Users, container, core_api, pod_manifest
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -233,8 +233,8 @@ def test_events_listed_and_watched_by_the_official_client(api: Any, cluster: Clu
 
 # -- port-forward: the channel protocol (protocol.md 6.6) --------------------------------
 
-PF_SERVERS = (
-    "busybox nc -ll -p 8080 -e cat & busybox nc -ll -p 8082 -e busybox echo hello-from-8082 & wait"
+PF_SERVERS = " ".join(
+    (nc_server(8080, "cat"), nc_server(8082, "busybox", "echo", "hello-from-8082"), "wait")
 )
 
 

@@ -10,6 +10,7 @@ import hashlib
 import pytest
 import pytest_asyncio
 
+from cluster import nc_server
 from hatchway.errors import ConnectionClosedError, StreamResetError
 from hatchway.node.portforward import PortForwardLimits
 from hatchway.protocol.portforward import parse_ports
@@ -23,11 +24,13 @@ pytestmark = [needs_runc, pytest.mark.runc]
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 # Servers in the pod's own network namespace: only a connect made inside it reaches them.
-SERVERS = (
-    "busybox nc -ll -p 8080 -e cat &"
-    " busybox nc -ll -p 8081 -e sha256sum &"
-    " busybox nc -ll -p 8082 -e busybox echo hello-from-8082 &"
-    " wait"
+SERVERS = " ".join(
+    (
+        nc_server(8080, "cat"),
+        nc_server(8081, "sha256sum"),
+        nc_server(8082, "busybox", "echo", "hello-from-8082"),
+        "wait",
+    )
 )
 PF = pod("pf", [{"name": "main", "image": "busybox", "command": ["sh", "-c", SERVERS]}])
 TARGET = f"/portForward/default/pf/{pod_uid('pf')}"
