@@ -18,16 +18,23 @@ from bench.soak_cluster import SoakCluster
 
 from hatchway.transport.httpclient import POOL_PER_KEY
 
-#: The servers as :func:`soak_procs.fd_account` has them: the API server dials the node.
+#: The servers as :func:`soak_procs.fd_account` has them.
 ROLES = (("apiserver", "client"), ("node", "server"))
+#: Connections each keeps to the other when idle, at most: the API server's pool of
+#: node connections (its outcome queries, the next exec's upgrade); the node agent's
+#: pod watch (its other calls each dial a connection of their own and close it).
+BOUNDS = {"client": POOL_PER_KEY, "server": 1}
 
 
-def fd_leaks(base: dict[str, int], now: soak_procs.FdAccount, bound: int) -> dict[str, int]:
+def fd_leaks(
+    base: dict[str, int], now: soak_procs.FdAccount, bounds: dict[str, int]
+) -> dict[str, int]:
     """Leaked fds of the client and the server of ``now`` against their ``base`` counts
-    (fds not on a connection between them): every fd more, and for the client (which
-    pools them) the connections beyond the pool's ``bound``."""
+    (fds not on a connection between them): every fd more, and the connections one
+    keeps to the other beyond its bound (counted as the dialler's)."""
     leaks = {end: max(0, now.counted[end] - base[end]) for end in ("client", "server")}
-    leaks["client"] += max(0, len(now.pairs) - bound)
+    for end in leaks:
+        leaks[end] += max(0, len(now.pairs[end]) - bounds[end])
     return leaks
 
 
@@ -49,7 +56,8 @@ class Checks:
 
     def _fd_account(self) -> tuple[dict[str, int], soak_procs.FdAccount]:
         pids = self.cluster.pids()
-        account = soak_procs.fd_account(pids["apiserver"], pids["node"], self.cluster.node_port())
+        ports = self.cluster.ports()
+        account = soak_procs.fd_account(pids["apiserver"], pids["node"], ports)
         return pids, account
 
     def baseline_fds(self, pid: int) -> None:
@@ -117,11 +125,11 @@ class Checks:
         while True:
             pids, account = self._fd_account()
             base = {end: self.fd_base.get(pids[role], -1) for role, end in ROLES}
-            leaks = fd_leaks(base, account, POOL_PER_KEY)
+            leaks = fd_leaks(base, account, BOUNDS)
             for role, end in ROLES:
                 pid = pids[role]
                 fds[role] = {"pid": pid, "before": base[end], "after": account.counted[end]}
-                fds[role] |= {"pooled": len(account.pairs), "leaked": leaks[end]}
+                fds[role] |= {"kept": len(account.pairs[end]), "leaked": leaks[end]}
                 fds[role]["fds_before"] = self.fd_list.get(pid, [])
                 fds[role]["fds_after"] = account.described(end)
             if all(v["leaked"] == 0 for v in fds.values()) or time.monotonic() > deadline:

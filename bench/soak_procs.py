@@ -109,19 +109,24 @@ def _addr6(hexaddr: str) -> str:
 
 @dataclass(frozen=True)
 class FdAccount:
-    """A client and a server process's fds at one instant, the connections from the
-    one to the other's ``port`` told apart: ``pairs`` are those open and ESTABLISHED at
-    both ends, each end held by its process (a kept-alive pool's connections when
-    nothing runs); ``counted`` the other fds of each (by role), a leak's fd among them."""
+    """Two processes' fds at one instant, the connections between them told apart:
+    ``pairs[role]`` are those ``role`` dialled to the other's port, ESTABLISHED and each
+    end held by its process (a kept-alive pool's connections, a watch); ``counted`` the
+    other fds of each role, a leak's fd among them."""
 
     fds: dict[str, dict[int, str]]  # role ("client", "server") -> fd -> its target
-    pairs: list[tuple[int, int]]  # (client fd, server fd)
+    pairs: dict[str, list[tuple[int, int]]]  # dialler -> (its fd, the other's fd)
     counted: dict[str, int]
     tcp: dict[str, dict[int, tuple[str, str, str]]]  # role -> fd -> (local, remote, state)
 
+    def paired(self, role: str) -> set[int]:
+        """The fds of ``role`` on a connection between the two, either way."""
+        mine = {pair[0] for pair in self.pairs[role]}
+        return mine | {pair[1] for other, ps in self.pairs.items() if other != role for pair in ps}
+
     def described(self, role: str) -> list[str]:
         """The counted fds of ``role``: ``fd target``, a TCP socket's as local->remote."""
-        paired = {pair[0 if role == "client" else 1] for pair in self.pairs}
+        paired = self.paired(role)
         out = []
         for fd, target in sorted(self.fds[role].items()):
             if fd not in paired:
@@ -140,12 +145,28 @@ def _socket_ends(
     return out
 
 
-def fd_account(client: int, server: int, port: int, tries: int = 20) -> FdAccount:
-    """:class:`FdAccount` of ``client`` and ``server`` (pids) at one instant: both fd
-    tables are read around the socket table, again until two reads agree (the table
-    then names exactly the sockets they held), so no connection opened or closed between
-    the reads is counted at one end only. Sockets are matched by inode to their
-    ``local->remote`` and the two ends of a connection by their port pair."""
+def _pairs(
+    dialler: dict[int, tuple[str, str, str]], listener: dict[int, tuple[str, str, str]], port: int
+) -> list[tuple[int, int]]:
+    """Connections from ``dialler``'s sockets to ``listener``'s ``port``, by port pair."""
+    accepted = {}  # (listener's local, its remote) -> its fd
+    for fd, (local, remote, state) in listener.items():
+        if state == "ESTABLISHED" and local.endswith(f":{port}"):
+            accepted[(local, remote)] = fd
+    pairs = []
+    for fd, (local, remote, state) in dialler.items():
+        if state == "ESTABLISHED" and (peer := accepted.get((remote, local))) is not None:
+            pairs.append((fd, peer))
+    return sorted(pairs)
+
+
+def fd_account(client: int, server: int, ports: dict[str, int], tries: int = 20) -> FdAccount:
+    """:class:`FdAccount` of ``client`` and ``server`` (pids; ``ports``: each one's
+    listening port, by role) at one instant: both fd tables are read around the socket
+    table, again until two reads agree (the table then names exactly the sockets they
+    held), so no connection opened or closed between the reads is counted at one end
+    only. Sockets are matched by inode to their ``local->remote``, the two ends of a
+    connection by their port pair."""
     before = {"client": fd_targets(client), "server": fd_targets(server)}
     for _ in range(tries):
         rows = _tcp_rows()
@@ -154,18 +175,13 @@ def fd_account(client: int, server: int, port: int, tries: int = 20) -> FdAccoun
             break
         before = after
     ends = {role: _socket_ends(fds, rows) for role, fds in after.items()}
-    servers = {}  # (server's local, server's remote) -> its fd
-    for fd, (local, remote, state) in ends["server"].items():
-        if state == "ESTABLISHED" and local.endswith(f":{port}"):
-            servers[(local, remote)] = fd
-    pairs = []
-    for fd, (local, remote, state) in ends["client"].items():
-        if state == "ESTABLISHED" and remote.endswith(f":{port}"):
-            peer = servers.get((remote, local))
-            if peer is not None:
-                pairs.append((fd, peer))
-    counted = {role: len(fds) - len(pairs) for role, fds in after.items()}
-    return FdAccount(after, sorted(pairs), counted, ends)
+    pairs = {
+        "client": _pairs(ends["client"], ends["server"], ports["server"]),
+        "server": _pairs(ends["server"], ends["client"], ports["client"]),
+    }
+    between = len(pairs["client"]) + len(pairs["server"])
+    counted = {role: len(fds) - between for role, fds in after.items()}
+    return FdAccount(after, pairs, counted, ends)
 
 
 def _kib(pid: int, path: str, key: str) -> int:

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -22,36 +23,34 @@ from bench.soak_check import fd_leaks  # noqa: E402
 from bench.soak_procs import fd_account  # noqa: E402
 from bench.soak_session import Outcome, Pattern, Spec, Verifier, classify  # noqa: E402
 
-#: A server that holds every connection it accepts (``accepted N`` on stdout); on stdin
-#: ``close`` closes the oldest one, ``file`` opens /dev/null and holds it.
-_SERVER = """
-import socket, sys, threading
+#: A server as the soak's are, for its fd check: it listens (its port on stdout), holds
+#: every connection it accepts (``accepted N``) and, a command a line on stdin, dials
+#: another (``connect PORT``), closes the oldest it accepted (``close``) or opens a file
+#: (``file``), then says ``done``.
+_PEER = """
+import os, socket, sys, threading
+lock = threading.Lock()
+def say(line):
+    with lock:
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
 lsock = socket.create_server(("127.0.0.1", 0))
-print(lsock.getsockname()[1], flush=True)
-held = []
+say(str(lsock.getsockname()[1]))
+accepted, held = [], []
 def accept():
     while True:
-        held.append(lsock.accept()[0])
-        print("accepted", len(held), flush=True)
+        accepted.append(lsock.accept()[0])
+        say(f"accepted {len(accepted)}")
 threading.Thread(target=accept, daemon=True).start()
-for line in sys.stdin:
-    if line.strip() == "close":
-        held.pop(0).close()
-    else:
-        held.append(open("/dev/null"))
-    print("done", flush=True)
-"""
-#: A client that holds what it opens: ``connect PORT`` a connection, ``file`` /dev/null.
-_CLIENT = """
-import os, socket, sys
-held = []
 for line in sys.stdin:
     word, *arg = line.split()
     if word == "connect":
         held.append(socket.create_connection(("127.0.0.1", int(arg[0]))))
+    elif word == "close":
+        accepted.pop(0).close()
     else:
         held.append(os.open("/dev/null", os.O_RDONLY))
-    print("ok", flush=True)
+    say("done")
 """
 
 
@@ -120,44 +119,69 @@ def test_short_soak_loses_nothing_and_leaks_nothing(tmp_path: pathlib.Path) -> N
     assert run.returncode == 0, report
 
 
-def _ask(proc: subprocess.Popen[str], line: str, answer: str) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    while not proc.stdout.readline().startswith(answer):
-        assert proc.poll() is None
+class _Peer:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.seen: list[str] = []
+        self.port = int(self.expect(lambda line: line.isdigit()))
+
+    def expect(self, wanted: Callable[[str], bool]) -> str:
+        """The first line (read or yet to come) that is ``wanted``."""
+        assert self.proc.stdout is not None
+        while not any(wanted(line) for line in self.seen):
+            line = self.proc.stdout.readline()
+            assert line, "the peer ended"
+            self.seen.append(line.strip())
+        found = next(line for line in self.seen if wanted(line))
+        self.seen.remove(found)
+        return found
+
+    def ask(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        self.expect(lambda line: line == "done")
+
+    def accepted(self, n: int) -> None:
+        self.expect(lambda line: line == f"accepted {n}")
 
 
-def test_the_soak_counts_a_leaked_fd_and_not_a_pooled_connection() -> None:
+def test_the_soak_counts_a_leaked_fd_and_not_a_kept_connection() -> None:
     """The soak's fd check (bench/soak_procs.fd_account, soak_check.fd_leaks) on two real
-    processes: connections between them, open at both ends, are not counted; an fd more
-    is, in either process, and so is a connection beyond the pool's bound or one the
-    other end closed."""
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
-    server = subprocess.Popen([sys.executable, "-c", _SERVER], **pipes)  # type: ignore[call-overload]
-    client = subprocess.Popen([sys.executable, "-c", _CLIENT], **pipes)  # type: ignore[call-overload]
+    processes: connections between them, either way, open at both ends, are not counted
+    (up to each one's bound); an fd more is, in either process, and so is a connection
+    beyond the bound or one the other end closed."""
+    client, server = _Peer(), _Peer()
+    ports = {"client": client.port, "server": server.port}
+    bounds = {"client": 3, "server": 1}
     try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
 
-        def account() -> tuple[dict[str, int], int]:
-            now = fd_account(client.pid, server.pid, port)
-            return fd_leaks(base, now, 3), len(now.pairs)
+        def account() -> tuple[dict[str, int], dict[str, int]]:
+            now = fd_account(client.proc.pid, server.proc.pid, ports)
+            return fd_leaks(base, now, bounds), {end: len(p) for end, p in now.pairs.items()}
 
-        base = fd_account(client.pid, server.pid, port).counted
-        for n in range(1, 4):  # a pool of three, filled
-            _ask(client, f"connect {port}", "ok")
-            assert server.stdout.readline().split() == ["accepted", str(n)]
-        assert account() == ({"client": 0, "server": 0}, 3)
-        _ask(client, f"connect {port}", "ok")  # one more than the bound
-        assert server.stdout.readline().split() == ["accepted", "4"]
-        assert account() == ({"client": 1, "server": 0}, 4)
-        _ask(server, "close", "done")  # the server closed one: the client's end is left
-        assert account() == ({"client": 1, "server": 0}, 3)
-        _ask(client, "file", "ok")  # a leaked file at either end
-        _ask(server, "file", "done")
-        assert account() == ({"client": 2, "server": 1}, 3)
+        base = fd_account(client.proc.pid, server.proc.pid, ports).counted
+        for n in range(1, 4):  # the client's pool, filled
+            client.ask(f"connect {server.port}")
+            server.accepted(n)
+        server.ask(f"connect {client.port}")  # the server's watch
+        client.accepted(1)
+        assert account() == ({"client": 0, "server": 0}, {"client": 3, "server": 1})
+        client.ask(f"connect {server.port}")  # one more than the bound, each way
+        server.accepted(4)
+        server.ask(f"connect {client.port}")
+        client.accepted(2)
+        assert account() == ({"client": 1, "server": 1}, {"client": 4, "server": 2})
+        server.ask("close")  # the server closed one: the client's end is left
+        client.ask("close")
+        assert account() == ({"client": 1, "server": 1}, {"client": 3, "server": 1})
+        client.ask("file")  # a leaked file at either end
+        server.ask("file")
+        assert account() == ({"client": 2, "server": 2}, {"client": 3, "server": 1})
     finally:
-        for proc in (client, server):
-            proc.kill()
-            proc.wait()
+        for peer in (client, server):
+            peer.proc.kill()
+            peer.proc.wait()
