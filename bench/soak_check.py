@@ -43,7 +43,7 @@ class Checks:
         self.cluster = cluster
         self.run = run
         self.sampler = soak_procs.MemorySampler(cluster.pids)
-        self.fd_base: dict[int, int] = {}  # pid -> fds not on an API server-node connection
+        self.fd_base: dict[int, int] = {}  # pid -> fds not on a connection to the other
         self.fd_list: dict[int, list[str]] = {}
         self.memory_before: dict[str, dict[str, int]] = {}
 
@@ -61,8 +61,8 @@ class Checks:
         return pids, account
 
     def baseline_fds(self, pid: int) -> None:
-        """The fds of ``pid`` (a server) but those on a live API server → node
-        connection (:func:`soak_procs.fd_account`)."""
+        """The fds of ``pid`` (a server) but those on a connection between the two
+        servers (:func:`soak_procs.fd_account`)."""
         pids, account = self._fd_account()
         for role, end in ROLES:
             if pids[role] == pid:
