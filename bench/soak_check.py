@@ -16,15 +16,35 @@ from typing import Any
 from bench import soak_procs
 from bench.soak_cluster import SoakCluster
 
+from hatchway.transport.httpclient import POOL_PER_KEY
+
+#: The servers as :func:`soak_procs.fd_account` has them.
+ROLES = (("apiserver", "client"), ("node", "server"))
+#: Connections each keeps to the other when idle, at most: the API server's pool of
+#: node connections (its outcome queries, the next exec's upgrade); the node agent's
+#: pod watch (its other calls each dial a connection of their own and close it).
+BOUNDS = {"client": POOL_PER_KEY, "server": 1}
+
+
+def fd_leaks(
+    base: dict[str, int], now: soak_procs.FdAccount, bounds: dict[str, int]
+) -> dict[str, int]:
+    """Leaked fds of the client and the server of ``now`` against their ``base`` counts
+    (fds not on a connection between them): every fd more, and the connections one
+    keeps to the other beyond its bound (counted as the dialler's)."""
+    leaks = {end: max(0, now.counted[end] - base[end]) for end in ("client", "server")}
+    for end in leaks:
+        leaks[end] += max(0, len(now.pairs[end]) - bounds[end])
+    return leaks
+
 
 class Checks:
     def __init__(self, cluster: SoakCluster, run: str) -> None:
         self.cluster = cluster
         self.run = run
         self.sampler = soak_procs.MemorySampler(cluster.pids)
-        self.fd_base: dict[int, int] = {}
-        self.fd_kinds: dict[int, dict[str, int]] = {}
-        self.fd_sockets: dict[int, list[str]] = {}
+        self.fd_base: dict[int, int] = {}  # pid -> fds not on a connection to the other
+        self.fd_list: dict[int, list[str]] = {}
         self.memory_before: dict[str, dict[str, int]] = {}
 
     def baseline(self) -> None:
@@ -34,10 +54,20 @@ class Checks:
             self.baseline_fds(pid)
         self.memory_before = self.sampler.sample()
 
+    def _fd_account(self) -> tuple[dict[str, int], soak_procs.FdAccount]:
+        pids = self.cluster.pids()
+        ports = self.cluster.ports()
+        account = soak_procs.fd_account(pids["apiserver"], pids["node"], ports)
+        return pids, account
+
     def baseline_fds(self, pid: int) -> None:
-        self.fd_base[pid] = soak_procs.fd_count(pid)
-        self.fd_kinds[pid] = soak_procs.fd_kinds(pid)
-        self.fd_sockets[pid] = soak_procs.sockets(pid)
+        """The fds of ``pid`` (a server) but those on a connection between the two
+        servers (:func:`soak_procs.fd_account`)."""
+        pids, account = self._fd_account()
+        for role, end in ROLES:
+            if pids[role] == pid:
+                self.fd_base[pid] = account.counted[end]
+                self.fd_list[pid] = account.described(end)
 
     def _is_ours(self, proc: soak_procs.Proc) -> bool:
         for word in proc.cmdline.split():
@@ -77,28 +107,6 @@ class Checks:
                 host.append(p)
         return in_containers, host
 
-    def _pool_growth(self, role: str) -> int:
-        """How many more kept-alive API server → node connections ``role`` holds than at
-        its baseline, up to the pool's bound: the API server asks the node for each
-        session's outcome on a pooled connection and keeps up to ``POOL_PER_KEY`` of them
-        idle, one fd at each end. (A restarted API server builds a new pool: the node's
-        baseline held the old one's.) Beyond the bound they count as leaked."""
-        from hatchway.transport.httpclient import POOL_PER_KEY
-
-        pids = self.cluster.pids()
-        port = self.cluster.node_port()
-
-        def outbound(socks: list[str]) -> int:  # the API server's ends
-            return sum(x.endswith(f"->127.0.0.1:{port} ESTABLISHED") for x in socks)
-
-        def inbound(socks: list[str]) -> int:  # the node's ends
-            mine = f"127.0.0.1:{port}->"
-            return sum(x.startswith(mine) and x.endswith(" ESTABLISHED") for x in socks)
-
-        now = min(POOL_PER_KEY, outbound(soak_procs.sockets(pids["apiserver"])))
-        count = outbound if role == "apiserver" else inbound
-        return max(0, now - count(self.fd_sockets.get(pids[role], [])))
-
     def _settle(self, timeout: float) -> tuple[list[soak_procs.Proc], list[soak_procs.Proc]]:
         deadline = time.monotonic() + timeout
         while True:
@@ -115,17 +123,15 @@ class Checks:
         fds: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + settle
         while True:
-            for role, pid in self.cluster.pids().items():
-                pooled = self._pool_growth(role)
-                base = self.fd_base.get(pid, -1)
-                now = soak_procs.fd_count(pid)
-                leaked = max(0, now - base - pooled)
-                fds[role] = {"pid": pid, "before": base, "after": now, "pooled": pooled}
-                fds[role]["leaked"] = leaked
-                fds[role]["kinds_before"] = self.fd_kinds.get(pid, {})  # type: ignore[assignment]
-                fds[role]["kinds_after"] = soak_procs.fd_kinds(pid)  # type: ignore[assignment]
-                fds[role]["sockets_before"] = self.fd_sockets.get(pid, [])  # type: ignore[assignment]
-                fds[role]["sockets_after"] = soak_procs.sockets(pid)  # type: ignore[assignment]
+            pids, account = self._fd_account()
+            base = {end: self.fd_base.get(pids[role], -1) for role, end in ROLES}
+            leaks = fd_leaks(base, account, BOUNDS)
+            for role, end in ROLES:
+                pid = pids[role]
+                fds[role] = {"pid": pid, "before": base[end], "after": account.counted[end]}
+                fds[role] |= {"kept": len(account.pairs[end]), "leaked": leaks[end]}
+                fds[role]["fds_before"] = self.fd_list.get(pid, [])
+                fds[role]["fds_after"] = account.described(end)
             if all(v["leaked"] == 0 for v in fds.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

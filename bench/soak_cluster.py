@@ -67,8 +67,11 @@ class SoakCluster:
         state = json.loads((self.data_dir / "cluster.json").read_text())
         return {"apiserver": int(state["apiserver_pid"]), "node": int(state["node_pid"])}
 
-    def node_port(self) -> int:
-        return int(json.loads((self.data_dir / "cluster.json").read_text())["node_port"])
+    def ports(self) -> dict[str, int]:
+        """The API server's and the node agent's listening ports, as ``fd_account``'s
+        client and server."""
+        state = json.loads((self.data_dir / "cluster.json").read_text())
+        return {"client": int(state["apiserver_port"]), "server": int(state["node_port"])}
 
     def up_argv(self) -> list[str]:
         argv = [PYTHON, "-m", "hatchway", "up", "--data-dir", str(self.data_dir)]

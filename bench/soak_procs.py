@@ -1,5 +1,6 @@
-"""What the soak reads from /proc: processes by PID namespace and by tag, fd counts, and
-the memory of the servers (own RSS and PSS) sampled in a background thread.
+"""What the soak reads from /proc: processes by PID namespace and by tag, the fds of two
+servers with their connections told apart, and the memory of the servers (own RSS and PSS)
+sampled in a background thread.
 
 A session's command carries a tag (``sh -c '…' soak-RUN-I`` and ``sleep 3RUNI``), so a
 process it left behind can be named. The host view of /proc shows the containers'
@@ -69,38 +70,8 @@ def tagged(procs: Iterable[Proc], tags: Iterable[str]) -> list[Proc]:
     return [p for p in procs if wanted.intersection(p.cmdline.split())]
 
 
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
-def fd_kinds(pid: int) -> dict[str, int]:
-    """What a process's fds are, counted by kind (``socket``, ``pipe``, a file path)."""
-    kinds: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                kind = target.split(":[", 1)[0] if ":[" in target else target
-                kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
-
-
 _TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN",
                "04": "FIN_WAIT1", "05": "FIN_WAIT2", "09": "LAST_ACK", "07": "CLOSE"}  # fmt: skip
-
-
-def _tcp_table() -> dict[str, str]:
-    """Socket inode → ``local->remote STATE`` for TCP over IPv4 (loopback: all we use)."""
-    table = {}
-    with contextlib.suppress(OSError):
-        for line in _read("/proc/net/tcp").decode().splitlines()[1:]:
-            f = line.split()
-            local, remote = (_addr(a) for a in (f[1], f[2]))
-            table[f[9]] = f"{local}->{remote} {_TCP_STATES.get(f[3], f[3])}"
-    return table
 
 
 def _addr(hexaddr: str) -> str:
@@ -109,17 +80,108 @@ def _addr(hexaddr: str) -> str:
     return f"{'.'.join(octets)}:{int(port, 16)}"
 
 
-def sockets(pid: int) -> list[str]:
-    """The TCP sockets a process holds (``local->remote STATE``; ``unix`` otherwise)."""
-    table = _tcp_table()
-    out = []
+def fd_targets(pid: int) -> dict[int, str]:
+    """Each fd of a process and what it points to (``socket:[INODE]``, a path, ...)."""
+    out = {}
     with contextlib.suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    out.append(table.get(target[8:-1], "unix or other"))
-    return sorted(out)
+                out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return out
+
+
+def _tcp_rows() -> dict[str, tuple[str, str, str]]:
+    """Socket inode → (local, remote, state) for TCP over IPv4 and IPv6."""
+    rows = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in _read(f"/proc/net/{name}").decode().splitlines()[1:]:
+                f = line.split()
+                local, remote = (_addr6(a) if len(a) > 13 else _addr(a) for a in (f[1], f[2]))
+                rows[f[9]] = (local, remote, _TCP_STATES.get(f[3], f[3]))
+    return rows
+
+
+def _addr6(hexaddr: str) -> str:
+    ip, port = hexaddr.split(":")
+    return f"[{ip}]:{int(port, 16)}"
+
+
+@dataclass(frozen=True)
+class FdAccount:
+    """Two processes' fds at one instant, the connections between them told apart:
+    ``pairs[role]`` are those ``role`` dialled to the other's port, ESTABLISHED and each
+    end held by its process (a kept-alive pool's connections, a watch); ``counted`` the
+    other fds of each role, a leak's fd among them."""
+
+    fds: dict[str, dict[int, str]]  # role ("client", "server") -> fd -> its target
+    pairs: dict[str, list[tuple[int, int]]]  # dialler -> (its fd, the other's fd)
+    counted: dict[str, int]
+    tcp: dict[str, dict[int, tuple[str, str, str]]]  # role -> fd -> (local, remote, state)
+
+    def paired(self, role: str) -> set[int]:
+        """The fds of ``role`` on a connection between the two, either way."""
+        mine = {pair[0] for pair in self.pairs[role]}
+        return mine | {pair[1] for other, ps in self.pairs.items() if other != role for pair in ps}
+
+    def described(self, role: str) -> list[str]:
+        """The counted fds of ``role``: ``fd target``, a TCP socket's as local->remote."""
+        paired = self.paired(role)
+        out = []
+        for fd, target in sorted(self.fds[role].items()):
+            if fd not in paired:
+                row = self.tcp[role].get(fd)
+                out.append(f"{fd} {f'{row[0]}->{row[1]} {row[2]}' if row else target}")
+        return out
+
+
+def _socket_ends(
+    fds: dict[int, str], rows: dict[str, tuple[str, str, str]]
+) -> dict[int, tuple[str, str, str]]:
+    out = {}
+    for fd, target in fds.items():
+        if target.startswith("socket:[") and (row := rows.get(target[8:-1])) is not None:
+            out[fd] = row
+    return out
+
+
+def _pairs(
+    dialler: dict[int, tuple[str, str, str]], listener: dict[int, tuple[str, str, str]], port: int
+) -> list[tuple[int, int]]:
+    """Connections from ``dialler``'s sockets to ``listener``'s ``port``, by port pair."""
+    accepted = {}  # (listener's local, its remote) -> its fd
+    for fd, (local, remote, state) in listener.items():
+        if state == "ESTABLISHED" and local.endswith(f":{port}"):
+            accepted[(local, remote)] = fd
+    pairs = []
+    for fd, (local, remote, state) in dialler.items():
+        if state == "ESTABLISHED" and (peer := accepted.get((remote, local))) is not None:
+            pairs.append((fd, peer))
+    return sorted(pairs)
+
+
+def fd_account(client: int, server: int, ports: dict[str, int], tries: int = 20) -> FdAccount:
+    """:class:`FdAccount` of ``client`` and ``server`` (pids; ``ports``: each one's
+    listening port, by role) at one instant: both fd tables are read around the socket
+    table, again until two reads agree (the table then names exactly the sockets they
+    held), so no connection opened or closed between the reads is counted at one end
+    only. Sockets are matched by inode to their ``local->remote``, the two ends of a
+    connection by their port pair."""
+    before = {"client": fd_targets(client), "server": fd_targets(server)}
+    for _ in range(tries):
+        rows = _tcp_rows()
+        after = {"client": fd_targets(client), "server": fd_targets(server)}
+        if after == before:
+            break
+        before = after
+    ends = {role: _socket_ends(fds, rows) for role, fds in after.items()}
+    pairs = {
+        "client": _pairs(ends["client"], ends["server"], ports["server"]),
+        "server": _pairs(ends["server"], ends["client"], ports["client"]),
+    }
+    between = len(pairs["client"]) + len(pairs["server"])
+    counted = {role: len(fds) - between for role, fds in after.items()}
+    return FdAccount(after, pairs, counted, ends)
 
 
 def _kib(pid: int, path: str, key: str) -> int:

@@ -123,8 +123,8 @@ def table(result: dict[str, Any]) -> str:
          f"{fds['apiserver']['leaked']} / {fds['node']['leaked']} "
          f"({fds['apiserver']['before']}→{fds['apiserver']['after']}, "
          f"{fds['node']['before']}→{fds['node']['after']}; "
-         f"pooled connections not counted: {fds['apiserver']['pooled']} / "
-         f"{fds['node']['pooled']})"),
+         f"not counted: connections kept to the other {fds['apiserver']['kept']} / "
+         f"{fds['node']['kept']})"),
         ("API server RSS before / peak / after", _mem(result, "apiserver", "rss_kib")),
         ("API server PSS before / peak / after", _mem(result, "apiserver", "pss_kib")),
         ("node agent RSS before / peak / after", _mem(result, "node", "rss_kib")),
