@@ -34,7 +34,28 @@ class ExecOptions(NamedTuple):
         return self.stdin or self.stdout or self.stderr
 
 
-class ExecResult:
+class SlotRecord:
+    """A plain record of ``__slots__`` fields (what a dataclass would give, without
+    importing ``dataclasses``): equal when every field is, shown field by field."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._fields().items())
+        return f"{type(self).__name__}({shown})"
+
+
+class ExecResult(SlotRecord):
     """The outcome of one finished exec session, as a client sees it. ``error``: the
     server's failure text when the session ended without an exit code."""
 
@@ -55,17 +76,3 @@ class ExecResult:
         self.stderr = stderr
         self.error = error
         self.extra: dict[str, str] = {} if extra is None else extra
-
-    def _fields(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ExecResult):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"ExecResult({shown})"

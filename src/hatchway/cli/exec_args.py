@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hatchway.errors import ConfigError
+from hatchway.types import SlotRecord
 
 HELP_HINT = "See 'hatchway exec -h' for help and examples"
 NO_TTY_WARNING = "Unable to use a TTY - input is not a terminal or the right kind of file"
@@ -79,7 +80,7 @@ class ExecUsageError(ConfigError):
         self.hint = hint
 
 
-class ExecArgs:
+class ExecArgs(SlotRecord):
     """What ``hatchway exec`` was asked to do. ``dash`` tells which form was used
     (True: ``-- COMMAND``; False: the seed's form without ``--``). A plain class, not a
     dataclass: ``hatchway exec`` starts without importing ``dataclasses``."""
@@ -127,23 +128,9 @@ class ExecArgs:
         self.dash = dash
         self.reuse = reuse
 
-    def _fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
     def replaced(self, **changes: Any) -> ExecArgs:
         """A copy with ``changes``."""
         return ExecArgs(**{**self._fields(), **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ExecArgs):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self._fields().items())
-        return f"ExecArgs({shown})"
 
 
 def parse_exec_args(argv: Sequence[str]) -> ExecArgs:

@@ -122,13 +122,7 @@ class HttpConnection:
 
     def _read_head(self) -> Response:
         while True:
-            end = self._buf.find(b"\r\n\r\n")
-            while end < 0:
-                if len(self._buf) > MAX_RESPONSE_HEAD:
-                    raise ProtocolError("bad HTTP response: the response head is too long")
-                if not self._recv():
-                    raise ConnectionClosedError("server closed the connection")
-                end = self._buf.find(b"\r\n\r\n")
+            end = self._find(b"\r\n\r\n", "the response head is too long")
             if end > MAX_RESPONSE_HEAD:
                 raise ProtocolError("bad HTTP response: the response head is too long")
             head = bytes(self._buf[:end])
@@ -195,14 +189,20 @@ class HttpConnection:
             body += self._buf[:size]
             del self._buf[: size + 2]
 
-    def _line(self) -> bytes:
-        end = self._buf.find(b"\r\n")
+    def _find(self, delimiter: bytes, too_long: str) -> int:
+        """Where ``delimiter`` starts in the buffer, receiving until it is there; no more
+        than MAX_RESPONSE_HEAD bytes are buffered looking for it."""
+        end = self._buf.find(delimiter)
         while end < 0:
             if len(self._buf) > MAX_RESPONSE_HEAD:
-                raise ProtocolError("bad HTTP response: a chunk line is too long")
+                raise ProtocolError(f"bad HTTP response: {too_long}")
             if not self._recv():
                 raise ConnectionClosedError("server closed the connection")
-            end = self._buf.find(b"\r\n")
+            end = self._buf.find(delimiter)
+        return end
+
+    def _line(self) -> bytes:
+        end = self._find(b"\r\n", "a chunk line is too long")
         line = bytes(self._buf[:end])
         del self._buf[: end + 2]
         return line
