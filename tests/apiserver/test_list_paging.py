@@ -114,15 +114,23 @@ async def _latest_rv(api: Api) -> int:
 
 
 async def test_resource_version_semantics(admin: Api) -> None:
-    """Exact reads at N; "not older than" N answers the latest, which is only known to lie
-    between the latest before the call and the latest after it: the store is not quiet
-    (the server renews its Leases on it; on etcd the revision counts every key's writes)."""
+    """Exact reads at N, and so does a first page (``limit``) at N without a match, as
+    kube-apiserver's legacy rule has it; "not older than" N answers the latest, which is
+    only known to lie between the latest before the call and the latest after it: the
+    store is not quiet (the server renews its Leases on it; on etcd the revision counts
+    every key's writes)."""
     rv = await _latest_rv(admin)
+    late = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "late"}}
+    await admin.ok("POST", "/api/v1/namespaces", late)  # the latest is now past rv
     exact = await admin.ok("GET", f"{PODS}?resourceVersion={rv}&resourceVersionMatch=Exact")
     assert exact["metadata"]["resourceVersion"] == str(rv) and _names(exact) == NAMES
-    newer = await admin.ok("GET", f"{PODS}?resourceVersion={rv - 1}&limit=100")
-    after = await _latest_rv(admin)
-    assert rv <= int(newer["metadata"]["resourceVersion"]) <= after and _names(newer) == NAMES
+    paged = await admin.ok("GET", f"{PODS}?resourceVersion={rv}&limit=100")
+    assert paged["metadata"]["resourceVersion"] == str(rv) and _names(paged) == NAMES
+    for query in ("", "&resourceVersionMatch=NotOlderThan&limit=100"):
+        newer = await admin.ok("GET", f"{PODS}?resourceVersion={rv - 1}{query}")
+        after = await _latest_rv(admin)
+        assert rv < int(newer["metadata"]["resourceVersion"]) <= after, query
+        assert _names(newer) == NAMES, query
     status = await admin.fail("GET", f"{PODS}?resourceVersion={after + 1000}")
     assert status["code"] == 504 and status["reason"] == "Timeout"
     assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"

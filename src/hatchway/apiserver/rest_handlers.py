@@ -621,7 +621,10 @@ def list_options(call: Call) -> tuple[int, str | None, str | None, bool]:
     if token and rv not in (None, "0"):
         message = "specifying resource version is not allowed when using continue"
         raise StatusError(status.bad_request(message))
-    return max(limit, 0), token, rv, match == "Exact"
+    # Without a match, a first page (limit, no continue) at a resourceVersion other than
+    # "0" is read exactly at it: kube-apiserver's legacy rule for paged lists.
+    legacy_exact = not match and limit > 0 and not token and rv not in (None, "0")
+    return max(limit, 0), token, rv, match == "Exact" or legacy_exact
 
 
 def _dry_run(call: Call, options_kind: str, body: dict[str, Any] | None = None) -> bool:
