@@ -636,13 +636,16 @@ def test_both_ways_over_tls_never_share_the_sslobject(certs: Pki) -> None:
 
 class TlsEchoPeer:
     """A TLS server on a thread, for client/blocking_tls.py alone: sends ``send``, reads
-    everything until the client's EOF, then ``finish`` decides how the stream ends."""
+    ``expect`` bytes, then ``finish`` decides how the stream ends."""
 
-    def __init__(self, certs: Pki, finish: str = "close_notify", send: bytes = b"") -> None:
+    def __init__(
+        self, certs: Pki, expect: int, finish: str = "close_notify", send: bytes = b""
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.ctx = certs.server(certs.good)
         self.finish = finish
         self.send = send
+        self.expect = expect
         self.received = bytearray()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve)
@@ -654,7 +657,10 @@ class TlsEchoPeer:
         try:
             conn = self.ctx.wrap_socket(raw, server_side=True)  # one thread uses it
             conn.sendall(self.send)
-            while chunk := conn.recv(65536):
+            while len(self.received) < self.expect:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise AssertionError("the client's stream ended early")
                 self.received += chunk
             if self.finish == "close_notify":
                 with contextlib.suppress(OSError):
@@ -692,9 +698,10 @@ def test_ciphertext_order_with_several_senders_and_a_reader(certs: Pki) -> None:
     """Four threads send numbered messages (some of several records) while the reader
     takes 8 MiB: the server decrypts every one, each thread's in its order."""
     back = os.urandom(8 * 1024 * 1024)
-    peer = TlsEchoPeer(certs, send=back)
-    stream = peer.connect(certs)
     sizes = [5, 700, 16384, 40000, 70001]
+    total = sum(9 + sizes[seq % len(sizes)] for seq in range(300)) * 4
+    peer = TlsEchoPeer(certs, total, send=back)
+    stream = peer.connect(certs)
 
     def sender(number: int) -> None:
         for seq in range(300):
@@ -713,7 +720,6 @@ def test_ciphertext_order_with_several_senders_and_a_reader(certs: Pki) -> None:
     for thread in threads:
         thread.join(60 * SCALE)
         assert not thread.is_alive()
-    stream.shutdown(socket.SHUT_WR)
     assert _read_all(stream) == b""  # close_notify
     stream.close()
     peer.close()
@@ -733,10 +739,9 @@ def test_ciphertext_order_with_several_senders_and_a_reader(certs: Pki) -> None:
 def test_how_a_tls_stream_ends(certs: Pki, finish: str) -> None:
     """close_notify and a cut read as the end (an SSLSocket's suppress_ragged_eofs);
     a reset raises; the bytes before each are all delivered."""
-    peer = TlsEchoPeer(certs, finish=finish, send=b"before the end")
+    peer = TlsEchoPeer(certs, 1, finish=finish, send=b"before the end")
     stream = peer.connect(certs)
     stream.sendall(b"x")
-    stream.shutdown(socket.SHUT_WR)
     buf = bytearray(100)
     got = bytearray()
     if finish == "reset":
