@@ -496,7 +496,11 @@ class Pki:
             self.ca, base / "good", common_name="api", ip_addresses=["127.0.0.1"], server=True
         )
         self.elsewhere = pki.issue_certificate(
-            self.ca, base / "elsewhere", common_name="api", dns_names=["elsewhere.test"], server=True
+            self.ca,
+            base / "elsewhere",
+            common_name="api",
+            dns_names=["elsewhere.test"],
+            server=True,
         )
         self.other_ca = pki.create_ca(base / "other-ca")
 

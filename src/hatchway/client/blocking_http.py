@@ -22,7 +22,6 @@ from hatchway.transport.httpurl import (
     parse_url,
 )
 
-
 #: What a request and an upgraded session run on: the plain socket, or TLS on it.
 Stream = socket.socket | TlsStream
 
