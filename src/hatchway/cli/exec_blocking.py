@@ -89,8 +89,8 @@ def _session(
                 # SIGWINCH blocked before the size is read (a change after the read stays
                 # pending, so the last size is sent), and in every thread started here:
                 # only the keepalive thread takes it, with sigtimedwait. Never delivered,
-                # it never interrupts the reader's recv, whose interrupted SSL_read would
-                # race the resize thread's SSL_write on the one SSL object.
+                # it never interrupts the reader's receive, and no handler has to run in
+                # the main thread (blocked in that receive) before the resize is sent.
                 previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
                 size = terminal_size(0)
                 if size:
