@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -21,12 +22,14 @@ from collections.abc import Iterator
 import pytest
 from tests.session.fakes import FakeRunner, bulk_bytes
 
-from hatchway.client import blocking
+from hatchway import pki
+from hatchway.client import blocking, blocking_tls
 from hatchway.errors import LimitExceededError, ProtocolError
 from hatchway.protocol import channel, exec_options
 from hatchway.protocol.websocket_mask import apply_mask, mask_python
 from hatchway.session import upgrade
 from hatchway.session.server import ServerSession
+from hatchway.transport import tls
 from hatchway.transport.http import HttpServer
 from hatchway.transport.httpmessage import Request, Response
 
@@ -283,8 +286,9 @@ class FakeApiServer:
     """Pods and exec over plain HTTP; ``websocket=False`` answers a WebSocket upgrade
     with x/net's bare 403 (a SPDY-only server) and serves SPDY."""
 
-    def __init__(self, websocket: bool) -> None:
+    def __init__(self, websocket: bool, tls: ssl.SSLContext | None = None) -> None:
         self.websocket = websocket
+        self.tls = tls
         self.requests: list[tuple[str, str]] = []
         self.connections = 0
         self.runner: FakeRunner | None = None
@@ -299,7 +303,7 @@ class FakeApiServer:
     async def _start(self) -> HttpServer:
         self.runner = FakeRunner()
         server = HttpServer(self._app)
-        await server.start("127.0.0.1", 0)
+        await server.start("127.0.0.1", 0, ssl=self.tls)
         return server
 
     async def _app(self, request: Request) -> Response:
@@ -477,3 +481,281 @@ def test_a_ping_never_blocks_the_reader_behind_a_stuck_writer(peer: Peer) -> Non
     assert (
         sent[pos] == 0x8A and apply_mask(sent[pos + 6 : pos + 8], sent[pos + 2 : pos + 6]) == b"p1"
     )
+
+
+# -- TLS on memory BIOs (client/blocking_tls.py) ---------------------------------------
+
+
+class Pki:
+    """A CA, a server certificate for 127.0.0.1 and one for another name only, and a
+    second CA that signed neither."""
+
+    def __init__(self, base: pathlib.Path) -> None:
+        self.ca = pki.create_ca(base / "ca")
+        self.good = pki.issue_certificate(
+            self.ca, base / "good", common_name="api", ip_addresses=["127.0.0.1"], server=True
+        )
+        self.elsewhere = pki.issue_certificate(
+            self.ca,
+            base / "elsewhere",
+            common_name="api",
+            dns_names=["elsewhere.test"],
+            server=True,
+        )
+        self.other_ca = pki.create_ca(base / "other-ca")
+
+    def server(self, paths: pki.CertPaths) -> ssl.SSLContext:
+        return tls.server_context(paths.cert, paths.key)
+
+    def client(self, ca: pki.CertPaths | None = None) -> ssl.SSLContext:
+        return tls.client_context(ca_file=(ca or self.ca).cert)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def _socket_refusal(ctx: ssl.SSLContext, port: int) -> ssl.SSLCertVerificationError:
+    """What an SSLSocket (the client before memory BIOs) raises on the same server."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30 * SCALE)
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1")
+    sock.close()
+    return info.value
+
+
+@pytest.mark.parametrize("case", ["wrong-ca", "wrong-hostname"])
+def test_tls_verification_is_as_strict_as_an_ssl_socket(certs: Pki, case: str) -> None:
+    cert = certs.elsewhere if case == "wrong-hostname" else certs.good
+    client = certs.client(certs.other_ca if case == "wrong-ca" else None)
+    api = FakeApiServer(websocket=True, tls=certs.server(cert))
+    try:
+        conn = blocking.HttpConnection(f"https://127.0.0.1:{api.server.port}", client)
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            blocking.get_pod(conn, "t", "default", "fake")
+        expected = _socket_refusal(client, api.server.port)
+        assert info.value.verify_code == expected.verify_code != 0
+        assert info.value.verify_message == expected.verify_message
+        assert api.requests == []  # nothing was sent
+        # The right CA, or the certificate's name: the same server is reached.
+        sock = socket.create_connection(("127.0.0.1", api.server.port), timeout=30 * SCALE)
+        name = "elsewhere.test" if case == "wrong-hostname" else "127.0.0.1"
+        stream = blocking_tls.TlsStream(sock, certs.client(), name)
+        stream.handshake()
+        stream.sendall(b"GET /api/v1/namespaces/default/pods/fake HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stream.recv(65536).startswith(b"HTTP/1.1 200 ")
+        stream.close()
+    finally:
+        api.close()
+
+
+class Exclusive:
+    """Wraps the SSLObject and its BIOs: counts the calls, and those made while another
+    call on any of them was running (the GIL is let go inside OpenSSL's read and write,
+    so an overlap would be seen)."""
+
+    def __init__(self) -> None:
+        self.busy = threading.Lock()
+        self.calls = 0
+        self.overlaps = 0
+
+    def wrap(self, inner: object) -> object:
+        outer = self
+
+        class Proxy:
+            def __getattr__(self, name: str) -> object:
+                attr = getattr(inner, name)
+                if not callable(attr):
+                    if not outer.busy.acquire(blocking=False):
+                        outer.overlaps += 1
+                        return attr
+                    outer.busy.release()
+                    return attr
+
+                def call(*args: object, **kwargs: object) -> object:
+                    if not outer.busy.acquire(blocking=False):
+                        outer.overlaps += 1
+                        return attr(*args, **kwargs)
+                    try:
+                        outer.calls += 1
+                        return attr(*args, **kwargs)
+                    finally:
+                        outer.busy.release()
+
+                return call
+
+        return Proxy()
+
+
+def test_both_ways_over_tls_never_share_the_sslobject(certs: Pki) -> None:
+    """24 MiB to ``cat`` and back while pings go out as fast as they can: every byte
+    back in order (ciphertext out of order fails the server's record check), and no
+    use of the SSLObject or its BIOs overlaps another."""
+    api = FakeApiServer(websocket=True, tls=certs.server(certs.good))
+    try:
+        conn = blocking.HttpConnection(f"https://127.0.0.1:{api.server.port}", certs.client())
+        options = blocking.ExecOptions(("cat",), "main", stdin=True)
+        session = blocking.upgrade(conn, "t", "default", "fake", options)
+        stream = session.sock
+        assert isinstance(stream, blocking_tls.TlsStream)
+        check = Exclusive()
+        stream._tls = check.wrap(stream._tls)  # type: ignore[assignment]
+        stream._incoming = check.wrap(stream._incoming)  # type: ignore[assignment]
+        stream._outgoing = check.wrap(stream._outgoing)  # type: ignore[assignment]
+        data = os.urandom(24 * 1024 * 1024)
+        pings = [0]
+        out = bytearray()
+
+        def pump() -> None:
+            for pos in range(0, len(data), 65536):
+                session.send(0, data[pos : pos + 65536])
+            session.close_stdin()
+
+        def ping() -> None:
+            while not session.done.wait(0.002):
+                with contextlib.suppress(OSError, blocking.ConnectionClosedError):
+                    session.ping()
+                    pings[0] += 1
+
+        def write(number: int, views: list[memoryview]) -> None:
+            for view in views:
+                out.extend(view)
+
+        threads = [threading.Thread(target=pump), threading.Thread(target=ping)]
+        for thread in threads:
+            thread.start()
+        raw = session.receive(write)
+        for thread in threads:
+            thread.join(60 * SCALE)
+            assert not thread.is_alive()
+        assert blocking.outcome(session, raw) == 0
+        assert len(out) == len(data) and out == data
+        assert pings[0] > 0 and check.calls > 2 * len(data) // 65536
+        assert check.overlaps == 0
+        session.close()
+    finally:
+        api.close()
+
+
+class TlsEchoPeer:
+    """A TLS server on a thread, for client/blocking_tls.py alone: sends ``send``, reads
+    ``expect`` bytes, then ``finish`` decides how the stream ends."""
+
+    def __init__(
+        self, certs: Pki, expect: int, finish: str = "close_notify", send: bytes = b""
+    ) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.ctx = certs.server(certs.good)
+        self.finish = finish
+        self.send = send
+        self.expect = expect
+        self.received = bytearray()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        raw, _ = self.listener.accept()
+        conn: socket.socket = raw
+        try:
+            conn = self.ctx.wrap_socket(raw, server_side=True)  # one thread uses it
+            conn.sendall(self.send)
+            while len(self.received) < self.expect:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise AssertionError("the client's stream ended early")
+                self.received += chunk
+            if self.finish == "close_notify":
+                with contextlib.suppress(OSError):
+                    conn.unwrap()  # ours goes out; the client sends none
+            elif self.finish == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:  # a cut: TCP's end without close_notify
+                conn.shutdown(socket.SHUT_RDWR)
+        except BaseException as exc:  # the test looks at it
+            self.error = exc
+        finally:
+            conn.close()
+
+    def connect(self, certs: Pki) -> blocking_tls.TlsStream:
+        sock = socket.create_connection(self.listener.getsockname(), timeout=30 * SCALE)
+        stream = blocking_tls.TlsStream(sock, certs.client(), "127.0.0.1")
+        stream.handshake()
+        return stream
+
+    def close(self) -> None:
+        self.thread.join(30 * SCALE)
+        assert not self.thread.is_alive()
+        self.listener.close()
+
+
+def _read_all(stream: blocking_tls.TlsStream) -> bytes:
+    buf = bytearray(1024 * 1024)
+    out = bytearray()
+    while n := stream.recv_into(buf):
+        out += buf[:n]
+    return bytes(out)
+
+
+def test_ciphertext_order_with_several_senders_and_a_reader(certs: Pki) -> None:
+    """Four threads send numbered messages (some of several records) while the reader
+    takes 8 MiB: the server decrypts every one, each thread's in its order."""
+    back = os.urandom(8 * 1024 * 1024)
+    sizes = [5, 700, 16384, 40000, 70001]
+    total = sum(9 + sizes[seq % len(sizes)] for seq in range(300)) * 4
+    peer = TlsEchoPeer(certs, total, send=back)
+    stream = peer.connect(certs)
+
+    def sender(number: int) -> None:
+        for seq in range(300):
+            body = bytes((number,)) * sizes[seq % len(sizes)]
+            stream.sendall(struct.pack("!BII", number, seq, len(body)) + body)
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    got = bytearray()
+    buf = bytearray(1024 * 1024)
+    while len(got) < len(back):
+        n = stream.recv_into(buf)
+        assert n, "the stream ended early"
+        got += buf[:n]
+    for thread in threads:
+        thread.join(60 * SCALE)
+        assert not thread.is_alive()
+    assert _read_all(stream) == b""  # close_notify
+    stream.close()
+    peer.close()
+    assert peer.error is None and got == back
+    seen = {i: 0 for i in range(4)}
+    pos, data = 0, peer.received
+    while pos < len(data):
+        number, seq, n = struct.unpack_from("!BII", data, pos)
+        pos += 9
+        assert seq == seen[number] and data[pos : pos + n] == bytes((number,)) * n
+        seen[number] += 1
+        pos += n
+    assert seen == {i: 300 for i in range(4)}
+
+
+@pytest.mark.parametrize("finish", ["close_notify", "cut", "reset"])
+def test_how_a_tls_stream_ends(certs: Pki, finish: str) -> None:
+    """close_notify and a cut read as the end (an SSLSocket's suppress_ragged_eofs);
+    a reset raises; the bytes before each are all delivered."""
+    peer = TlsEchoPeer(certs, 1, finish=finish, send=b"before the end")
+    stream = peer.connect(certs)
+    stream.sendall(b"x")
+    buf = bytearray(100)
+    got = bytearray()
+    if finish == "reset":
+        with pytest.raises(ConnectionResetError):
+            while n := stream.recv_into(buf):
+                got += buf[:n]
+        assert got in (b"", b"before the end")
+    else:
+        assert _read_all(stream) == b"before the end"
+        assert stream.recv_into(buf) == 0  # and stays ended
+    stream.close()
+    peer.close()
+    assert peer.error is None and peer.received == b"x"

@@ -311,6 +311,49 @@ def test_tty_resize_and_raw_mode_restored(cluster: Cluster, pod: str) -> None:
         os.close(slave)
 
 
+def _drain(fd: int) -> bytes:
+    out = b""
+    while select.select([fd], [], [], 0)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_tty_resizes_while_output_flows(cluster: Cluster, pod: str) -> None:
+    """Resizes signalled while the reader is in its receive and the container writes:
+    no signal cuts the session (a SIGWINCH that interrupted the reader's SSL_read raced
+    the resize thread's SSL_write on the one TLS connection, and the session ended),
+    and the last size the terminal had reaches the container."""
+    script = "while :; do stty size; read x || exit 3; done"
+    proc, master, slave = _spawn_in_pty(cluster, "exec", "-it", pod, "--", "sh", "-c", script)
+    try:
+        _poke_until(master, b"33 101")
+        seen = b""
+        for i in range(300):
+            _set_size(slave, 20 + i % 13, 60 + i % 17)
+            proc.send_signal(signal.SIGWINCH)
+            if i % 2:
+                os.write(master, b"\r")
+            time.sleep(0.005)  # the reader back in its receive
+            seen = (seen + _drain(master))[-2000:]
+            assert proc.poll() is None, seen + _drain(master)
+        _set_size(slave, 40, 120)
+        proc.send_signal(signal.SIGWINCH)
+        _poke_until(master, b"40 120")
+        os.write(master, b"\x04")
+        assert proc.wait(30 * SCALE) == 3
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
 def test_tty_restored_when_killed(cluster: Cluster, pod: str) -> None:
     proc, master, slave = _spawn_in_pty(
         cluster, "exec", "-it", pod, "--", "sh", "-c", "echo ready; sleep 60"

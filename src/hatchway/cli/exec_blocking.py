@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import threading
-from types import FrameType
 
 from hatchway.cli import exec_args, startup
 from hatchway.cli.errors import set_server
@@ -82,16 +81,21 @@ def _session(
     session: blocking.WebSocketSession, args: exec_args.ExecArgs, tty: bool, phases: Phases
 ) -> int:
     raw = RawTerminal(0) if tty else contextlib.nullcontext()
-    resized = threading.Event()
-    previous_winch = None
+    previous_mask: set[signal.Signals] | None = None
     try:
         with raw:
+            size = None
             if tty:
+                # SIGWINCH blocked before the size is read (a change after the read stays
+                # pending, so the last size is sent), and in every thread started here:
+                # only the keepalive thread takes it, with sigtimedwait. Never delivered,
+                # it never interrupts the reader's receive, and no handler has to run in
+                # the main thread (blocked in that receive) before the resize is sent.
+                previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
                 size = terminal_size(0)
                 if size:
                     session.resize(*size)
-                previous_winch = signal.signal(signal.SIGWINCH, _on_winch(resized))
-            threading.Thread(target=_keepalive, args=(session, resized, tty), daemon=True).start()
+            threading.Thread(target=_keepalive, args=(session, tty, size), daemon=True).start()
             if args.stdin:
                 threading.Thread(target=_pump_stdin, args=(session,), daemon=True).start()
             first = [True]
@@ -108,34 +112,32 @@ def _session(
             code = blocking.outcome(session, raw_status)
             phases.mark("exit status")
     finally:
-        if previous_winch is not None:
-            signal.signal(signal.SIGWINCH, previous_winch)
+        if previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         session.close()
     if code != 0:
         _say(f"command terminated with exit code {code}")
     return code
 
 
-def _on_winch(resized: threading.Event):  # type: ignore[no-untyped-def]
-    def handler(signum: int, frame: FrameType | None) -> None:
-        resized.set()
-
-    return handler
-
-
-def _keepalive(session: blocking.WebSocketSession, resized: threading.Event, tty: bool) -> None:
-    """Pings every few seconds (kubectl's), and each terminal size change, until the
-    session ends."""
-    last = terminal_size(0) if tty else None
+def _keepalive(session: blocking.WebSocketSession, tty: bool, sent: tuple[int, int] | None) -> None:
+    """Pings every few seconds (kubectl's), and the terminal's size each time it is not
+    the one last sent (``sent``: the session's first), until the session ends. With a
+    tty, SIGWINCH is blocked in this thread (the main thread blocked it before starting
+    it) and taken here: signals sent together are one, and the size read after it is
+    the latest."""
+    last = sent
     while not session.done.is_set():
-        changed = resized.wait(blocking.PING_INTERVAL)
+        if tty:
+            changed = signal.sigtimedwait({signal.SIGWINCH}, blocking.PING_INTERVAL) is not None
+        else:
+            changed = session.done.wait(blocking.PING_INTERVAL)
         try:
-            if changed:
-                resized.clear()
+            if changed and tty:
                 size = terminal_size(0)
                 if size is not None and size != last:
-                    last = size
                     session.resize(*size)
+                    last = size
             elif not session.done.is_set():
                 session.ping()
         except (OSError, ConnectionClosedError):

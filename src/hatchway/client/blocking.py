@@ -1,5 +1,6 @@
 """A blocking exec client: one socket (TLS for ``https://``), the pod GET and the
-WebSocket upgrade on it (kept alive between the two: one handshake), then the channel
+WebSocket upgrade on it (kept alive between the two: one handshake; TLS on memory BIOs,
+client/blocking_tls.py), then the channel
 protocol framed here, one thread per direction (HTTP/1.1: client/blocking_http.py). No
 asyncio, h11 or websockets: this is what ``hatchway exec`` runs (cli/exec_blocking.py),
 for its start-up and its CPU per GiB.
@@ -26,7 +27,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.blocking_http import HttpConnection, Response  # noqa: F401  (its API)
+from hatchway.client.blocking_http import (  # noqa: F401  (its API)
+    HttpConnection,
+    Response,
+    Stream,
+)
 from hatchway.errors import (
     ApiError,
     ConnectionClosedError,
@@ -130,7 +135,7 @@ class WebSocketSession:
     """The channel protocol over an upgraded socket: :meth:`send` from any thread,
     :meth:`receive` in one."""
 
-    def __init__(self, sock: socket.socket, protocol: str, leftover: bytes = b"") -> None:
+    def __init__(self, sock: Stream, protocol: str, leftover: bytes = b"") -> None:
         self.sock = sock
         self.protocol = protocol
         self.capabilities = channel.capabilities(protocol)

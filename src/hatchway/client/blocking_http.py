@@ -1,6 +1,7 @@
 """The blocking exec client's HTTP/1.1 (client/blocking.py): requests on one kept-alive
 socket, TLS when the server is ``https://``, responses read with the asyncio client's
 bounds (transport/httpurl.py: a 64 KiB head, a 64 MiB body, a refusal cut at 64 KiB).
+TLS is an ``SSLObject`` on memory BIOs from the handshake on (client/blocking_tls.py).
 No h11: the answers it reads are an API server's (a JSON body, a refusal, a 101)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import ssl
 import time
 from collections.abc import Sequence
 
+from hatchway.client.blocking_tls import TlsStream
 from hatchway.errors import ConnectionClosedError, ProtocolError
 from hatchway.transport.httpurl import (
     MAX_REFUSAL_BODY,
@@ -19,6 +21,9 @@ from hatchway.transport.httpurl import (
     check_headers,
     parse_url,
 )
+
+#: What a request and an upgraded session run on: the plain socket, or TLS on it.
+Stream = socket.socket | TlsStream
 
 
 class Response:
@@ -44,26 +49,28 @@ class HttpConnection:
         self.origin = parse_url(self.server)
         self.ssl_context = ssl_context
         self.timeout = timeout
-        self.sock: socket.socket | None = None
+        self.sock: Stream | None = None
         self.connect_seconds = 0.0
         self.connections = 0
         self._buf = bytearray()  # received, not yet consumed (before an upgrade)
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> Stream:
         started = time.perf_counter()
         origin = self.origin
         sock = socket.create_connection((origin.host, origin.port), timeout=self.timeout)
+        stream: Stream = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=origin.host)
+                stream = TlsStream(sock, self.ssl_context, origin.host)
+                stream.handshake()
         except BaseException:
             sock.close()
             raise
         self.connect_seconds += time.perf_counter() - started
         self.connections += 1
         self._buf.clear()
-        return sock
+        return stream
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -207,7 +214,7 @@ class HttpConnection:
         del self._buf[: end + 2]
         return line
 
-    def take_socket(self) -> tuple[socket.socket, bytes]:
+    def take_socket(self) -> tuple[Stream, bytes]:
         """After a 101: the socket, blocking from now on, and what was read past the head."""
         sock, self.sock = self.sock, None
         assert sock is not None
