@@ -238,6 +238,23 @@ def test_a_cut_session_is_not_a_success(peer: Peer) -> None:
         blocking.outcome(peer.session, raw)
 
 
+@pytest.mark.parametrize("protocol", [channel.V5, channel.V1])
+def test_a_reset_is_reported_as_one(protocol: str) -> None:
+    """A read that fails (here a reset) is the error the user sees, not a clean end; on
+    v1, where an empty status means exit 0, it must not read as a success either."""
+    peer = Peer(protocol)
+    try:
+        peer.ours.sendall(b"unread")  # a unix socket closed with input unread resets
+        peer.theirs.sendall(_frame(2, b"\x01partial"))
+        peer.theirs.close()
+        raw = peer.session.receive(peer._write)
+        assert raw == b"" and bytes(peer.out[1]) == b"partial"
+        with pytest.raises(blocking.ConnectionClosedError, match=r"lost .* reset by peer"):
+            blocking.outcome(peer.session, raw)
+    finally:
+        peer.ours.close()
+
+
 def test_stdin_frames_and_the_close_signal(peer: Peer) -> None:
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.append(peer.sent()))

@@ -144,6 +144,8 @@ class WebSocketSession:
         self._pong: bytes | None = None
         self._leftover = leftover
         self.close_code: int | None = None
+        #: Why the connection ended, when a read failed (a reset, a TLS error).
+        self.read_error: BaseException | None = None
         self.done = threading.Event()
 
     # -- sending (any thread) -------------------------------------------------------------
@@ -280,7 +282,8 @@ class _FrameReader:
             if not first or not end:
                 try:
                     n = sock.recv_into(view[end:])
-                except (ssl.SSLError, OSError):
+                except (ssl.SSLError, OSError) as exc:
+                    self.session.read_error = exc
                     n = 0
                 if not n:
                     return  # the connection ended (without a close frame)
@@ -289,7 +292,8 @@ class _FrameReader:
                 while end < READ_BUFFER - 16384 and (pending() or poller.poll(0)):
                     try:
                         n = sock.recv_into(view[end:])
-                    except (ssl.SSLError, OSError):
+                    except (ssl.SSLError, OSError) as exc:
+                        self.session.read_error = exc
                         n = 0
                     if not n:
                         break
@@ -447,7 +451,13 @@ class _FrameReader:
 
 
 def outcome(session: WebSocketSession, raw: bytes) -> int:
-    """The exit code from the error channel, as session/client.py reads it."""
+    """The exit code from the error channel, as session/client.py reads it; a read that
+    failed before the status came is reported as what it was (a reset, a TLS error)."""
+    if not raw and session.read_error is not None:
+        raise ConnectionClosedError(
+            "connection to the server lost before the output was delivered: "
+            f"{session.read_error} (the session ended before the server sent its status)"
+        )
     if not raw and session.capabilities.status_json:
         raise ConnectionClosedError(SESSION_CUT)
     result = channel.parse_status(session.protocol, raw)
