@@ -8,14 +8,8 @@ import select
 
 
 def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
+    """All of ``data`` to ``fd``."""
+    write_views(fd, [data])
 
 
 def write_views(fd: int, parts: list[bytes | memoryview]) -> None:
