@@ -4,6 +4,7 @@ when not root or when runc is missing."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from hatchway.cli.daemons import node_uvloop
 from hatchway.node.runtime import RuncRuntime
 from hatchway.node.runtime_image import ImageStore
 
@@ -88,3 +90,14 @@ def pod_dict(name: str = "p1", containers: list[dict] | None = None, **spec) -> 
             **spec,
         },
     }
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
+    """The node agent's event loop: uvloop unless HATCHWAY_NODE_UVLOOP=0 (or it is not
+    installed), as ``hatchway node`` runs it."""
+    if node_uvloop():
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}

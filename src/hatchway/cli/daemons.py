@@ -45,6 +45,12 @@ def _serve(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> int:
     return 0
 
 
+def node_uvloop() -> bool:
+    """Whether the node agent runs on uvloop (when installed): yes unless
+    ``HATCHWAY_NODE_UVLOOP=0`` asks for plain asyncio."""
+    return os.environ.get("HATCHWAY_NODE_UVLOOP", "1") != "0"
+
+
 def _run_loop(coro: Coroutine[Any, Any, None], *, uvloop: bool) -> None:
     if uvloop:
         try:
@@ -305,8 +311,7 @@ def node_main(argv: Sequence[str]) -> int:
     )
     config.http_limits = config.http_limits.scaled(args.timeout_scale)
     heapdump.install("node")
-    # The runtime's child processes and fd readers hang under uvloop: plain asyncio.
-    return _serve(run_node(config), uvloop=False)
+    return _serve(run_node(config), uvloop=node_uvloop())
 
 
 def up_main(argv: Sequence[str]) -> int:
