@@ -190,6 +190,9 @@ class NodeAgent:
         Handshakes refused are logged too."""
         cert, key, _, client_ca = self._credentials()
         # One TLS connection per exec session: no 256 KiB receive buffer each (issue 10).
+        # On uvloop the TLS protocol is uvloop's (its buffer malloc'd, only the touched
+        # pages resident). No fixed mmap threshold here, unlike the API server: each 256
+        # KiB read of a pipe would be an mmap, twice the node's CPU per GiB stdout-ward.
         tlsbuffer.share_receive_buffers()
         self._endpoint = self.endpoint(client_ca)
         self.server = HttpServer(self._endpoint, limits=self.config.http_limits, name="node")

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hatchway.errors import ContainerRuntimeError
-from hatchway.node import runtime_spec
+from hatchway.node import runtime_proc, runtime_spec
 from hatchway.node.logs import LogOptions, read_log
 from hatchway.node.paths import UnsafePathError, inside
 from hatchway.node.runtime_exec import ExecProcess, resolves_in, start_exec
@@ -183,21 +183,10 @@ class RuncRuntime:
     # --- runc ---------------------------------------------------------------------
 
     async def _run(self, *argv: str, timeout: float = 60) -> tuple[int, bytes, bytes]:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
+            return await runtime_proc.run(argv, timeout=timeout)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             raise ContainerRuntimeError(f"{argv[0]} timed out: {argv[1:]}") from None
-        assert proc.returncode is not None
-        return proc.returncode, out, err
 
     async def runc_cmd(self, *args: str, check: bool = True) -> tuple[int, bytes, bytes]:
         """Run ``runc --root <state> args...``; raise ContainerRuntimeError if ``check``."""
@@ -405,17 +394,12 @@ class RuncRuntime:
         self._save_meta(container_id, meta)
         argv = [self.runc, self.state_root, bundle, container_id, meta["log_path"]]
         argv += [str(meta.get("stdio") or "-"), str(self.log_max_bytes)]
-        # No pipes to the launcher: the shim outlives it and would inherit them (uvloop
-        # leaks the child's stdio socket as an extra fd), so EOF would never come. The
-        # launcher forks the shim and exits (runtime_shim.main).
-        launcher = await asyncio.create_subprocess_exec(
-            self.python, "-I", "-S", "-c", _SHIM_BOOT, *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        if await launcher.wait():
+        # The launcher forks the shim and exits (runtime_shim.main); the shim inherits
+        # nothing of ours but /dev/null (runtime_proc: none of uvloop's stdio copies).
+        launcher = runtime_proc.launch(
+            [self.python, "-I", "-S", "-c", _SHIM_BOOT, *argv], timeout=timeout
+        )
+        if await launcher:
             raise ContainerRuntimeError(f"cannot launch the shim for {container_id}")
         async with asyncio.timeout(timeout):
             while True:
