@@ -93,6 +93,7 @@ class HeapTrimmer:
         self.interval = interval
         self._first: float | None = None  # loop time of the first end not yet trimmed for
         self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0  # the loop time ``_handle`` was asked for
         self._running: asyncio.Future[None] | None = None
         #: Trims done (for tests and logs).
         self.trims = 0
@@ -104,9 +105,13 @@ class HeapTrimmer:
         now = loop.time()
         if self._first is None:
             self._first = now
+        due = min(now + self.delay, self._first + self.interval)
         if self._handle is not None:
+            if due == self._due:  # held at the interval's bound: the timer stands
+                return
             self._handle.cancel()
-        self._handle = loop.call_at(min(now + self.delay, self._first + self.interval), self._fire)
+        self._due = due
+        self._handle = loop.call_at(due, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
