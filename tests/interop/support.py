@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cluster import SCALE, Cluster
+from cluster import SCALE, Cluster, without_initial_message_race
 
 VERSIONS = ("1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33")
 #: kubectl 1.30 and later try WebSocket first (protocol.md 5.8); older ones speak SPDY only.
@@ -74,7 +74,7 @@ class Kubectl:
         input: bytes | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
+        result = subprocess.run(
             self.argv(*args, kubeconfig=kubeconfig),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
@@ -82,6 +82,8 @@ class Kubectl:
             env=self.env,
             timeout=timeout * SCALE,
         )
+        result.stderr = without_initial_message_race(result.stderr)
+        return result
 
 
 # -- users -----------------------------------------------------------------------
