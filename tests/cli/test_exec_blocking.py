@@ -17,7 +17,9 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from tests.session.fakes import FakeRunner, bulk_bytes
@@ -754,6 +756,102 @@ def test_ciphertext_order_with_several_senders_and_a_reader(certs: Pki) -> None:
         seen[number] += 1
         pos += n
     assert seen == {i: 300 for i in range(4)}
+
+
+class CountingSocket:
+    """The client's socket, its ``recv_into`` calls counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reads = 0
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        self.reads += 1
+        return self.sock.recv_into(buffer, nbytes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+class CountingTls:
+    """The SSLObject, its reads and the ``SSLWantReadError``s they raise counted."""
+
+    def __init__(self, inner: ssl.SSLObject) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.empty = 0
+
+    def read(self, n: int, buffer: memoryview) -> int:
+        self.reads += 1
+        try:
+            return self.inner.read(n, buffer)
+        except ssl.SSLWantReadError:
+            self.empty += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_records_already_received_are_read_without_a_syscall_or_an_empty_read(
+    certs: Pki,
+) -> None:
+    """200 records that arrived together, read 3 bytes at a time: every byte comes from
+    what one ``recv_into`` brought (a record left unseen would block on the socket: the
+    peer sends nothing more until it hears from us), and no read of the SSLObject comes
+    back empty (each would be an ``SSLWantReadError``); then a keystroke's record costs
+    one read of the socket and one of the SSLObject."""
+    records = [b"%04d" % i * 3 for i in range(200)]
+    listener = socket.create_server(("127.0.0.1", 0))
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(10 * SCALE)  # a failed test must not leave this thread waiting
+        try:
+            with certs.server(certs.good).wrap_socket(raw, server_side=True) as conn:
+                for record in records:
+                    conn.sendall(record)  # one record each
+                assert conn.recv(1) == b"x"
+                conn.sendall(b"k")
+                assert conn.recv(1) == b"y"
+                with contextlib.suppress(OSError):
+                    conn.unwrap()  # ours goes out; the client sends none
+        except BaseException as exc:  # the test looks at it
+            errors.append(exc)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    sock = socket.create_connection(listener.getsockname(), timeout=10 * SCALE)
+    stream = blocking_tls.TlsStream(sock, certs.client(), "127.0.0.1")
+    stream.handshake()
+    want = b"".join(records)
+    deadline = time.monotonic() + 10 * SCALE
+    while len(sock.recv(65536, socket.MSG_PEEK)) < len(want) + 200 * 22:
+        assert time.monotonic() < deadline, "the records never all came"
+        time.sleep(0.01)
+    counted = CountingSocket(sock)
+    tls = CountingTls(stream._tls)  # type: ignore[arg-type]
+    stream.sock, stream._tls = counted, tls  # type: ignore[assignment]
+    buf = bytearray(3)
+    got = bytearray()
+    while len(got) < len(want):
+        n = stream.recv_into(buf)
+        assert n, "the stream ended early"
+        got += buf[:n]
+    assert got == want
+    assert counted.reads == 1
+    assert tls.empty <= 1  # the session tickets ahead of the data, at most
+    stream.sendall(b"x")
+    before = (counted.reads, tls.reads, tls.empty)
+    assert stream.recv_into(buf) == 1 and buf[:1] == b"k"
+    assert (counted.reads, tls.reads, tls.empty) == (before[0] + 1, before[1] + 1, before[2])
+    stream.sendall(b"y")
+    assert _read_all(stream) == b""  # close_notify
+    stream.close()
+    server.join(30 * SCALE)
+    listener.close()
+    assert not server.is_alive() and errors == []
 
 
 @pytest.mark.parametrize("finish", ["close_notify", "cut", "reset"])

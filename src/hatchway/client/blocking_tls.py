@@ -44,6 +44,7 @@ class TlsStream:
         self._send_lock = threading.Lock()  # encrypt + sendall, in order
         self._cipher = memoryview(bytearray(CIPHER_BUFFER))  # the reader's
         self._ended = False  # close_notify or the end of the stream was read
+        self._eof_fed = False  # the incoming BIO has its end
 
     # -- the handshake --------------------------------------------------------------------
     def handshake(self) -> None:
@@ -73,22 +74,30 @@ class TlsStream:
                 self._incoming.write(self._cipher[:n])
             else:
                 self._incoming.write_eof()
+                self._eof_fed = True
 
     def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0) -> int:
         """Decrypted bytes into ``buffer`` (at most ``nbytes`` when given): what is
         already decrypted or received first, else one ``recv_into`` of ciphertext and
         all of its records; 0 at the end (close_notify, or a stream cut: an SSLSocket's
-        ``suppress_ragged_eofs``). A peer reset raises its OSError."""
+        ``suppress_ragged_eofs``). A peer reset raises its OSError.
+
+        ``SSLObject.read`` is called only when a byte is there to read (a decrypted one,
+        ciphertext in the incoming BIO, or its end): an empty read costs an
+        ``SSLWantReadError``, two per keystroke otherwise. OpenSSL's read-ahead is off
+        (CPython never sets it), so nothing waits inside the SSLObject unseen."""
         want = nbytes or len(buffer)
         view = memoryview(buffer).cast("B")
         got = 0
+        incoming = self._incoming
+        tls = self._tls
         while True:
             if self._ended or not want:
                 return got
             with self._tls_lock:
                 try:
-                    while got < want:
-                        n = self._tls.read(want - got, view[got:want])
+                    while got < want and (incoming.pending or tls.pending() or self._eof_fed):
+                        n = tls.read(want - got, view[got:want])
                         if not n:
                             self._ended = True  # close_notify
                             break
