@@ -854,6 +854,78 @@ def test_records_already_received_are_read_without_a_syscall_or_an_empty_read(
     assert not server.is_alive() and errors == []
 
 
+def test_a_corrupted_record_is_refused_with_an_alert_after_the_bytes_before_it(
+    certs: Pki,
+) -> None:
+    """The server's second record has a byte of its tag flipped: the client delivers the
+    first record's bytes, then raises (an SSLError, every time it is asked again), and
+    the server reads the client's alert, as from an SSLSocket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[BaseException] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(10 * SCALE)  # a failed test must not leave this thread waiting
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls_ = certs.server(certs.good).wrap_bio(incoming, outgoing, server_side=True)
+
+        def pump_in() -> bool:
+            data = raw.recv(65536)
+            if data:
+                incoming.write(data)
+            return bool(data)
+
+        try:
+            while True:
+                try:
+                    tls_.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    assert pump_in(), "the client left during the handshake"
+            raw.sendall(outgoing.read())
+            tls_.write(b"good bytes")
+            raw.sendall(outgoing.read())
+            tls_.write(b"tampered")
+            record = bytearray(outgoing.read())
+            record[-1] ^= 0x01  # the last byte of the AEAD tag
+            raw.sendall(bytes(record))
+            while pump_in():
+                try:
+                    tls_.read(65536)
+                except ssl.SSLWantReadError:
+                    continue
+        except ssl.SSLError as exc:  # the client's alert
+            seen.append(exc)
+        except BaseException as exc:  # the test looks at it
+            seen.append(exc)
+        finally:
+            raw.close()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    sock = socket.create_connection(listener.getsockname(), timeout=10 * SCALE)
+    stream = blocking_tls.TlsStream(sock, certs.client(), "127.0.0.1")
+    try:
+        stream.handshake()
+        got = bytearray()
+        buf = bytearray(100)
+        with pytest.raises(ssl.SSLError) as info:
+            while len(got) <= 100:
+                got += buf[: stream.recv_into(buf)]
+        assert bytes(got) == b"good bytes"
+        assert "BAD_RECORD_MAC" in str(info.value) or "DECRYPTION" in str(info.value).upper()
+        with pytest.raises(ssl.SSLError):
+            stream.recv_into(buf)  # and stays failed
+    finally:
+        stream.close()
+        server.join(30 * SCALE)
+        listener.close()
+    assert not server.is_alive()
+    assert len(seen) == 1 and isinstance(seen[0], ssl.SSLError), seen
+    assert "ALERT_BAD_RECORD_MAC" in str(seen[0]), seen[0]
+
+
 @pytest.mark.parametrize("finish", ["close_notify", "cut", "reset"])
 def test_how_a_tls_stream_ends(certs: Pki, finish: str) -> None:
     """close_notify and a cut read as the end (an SSLSocket's suppress_ragged_eofs);

@@ -45,6 +45,7 @@ class TlsStream:
         self._cipher = memoryview(bytearray(CIPHER_BUFFER))  # the reader's
         self._ended = False  # close_notify or the end of the stream was read
         self._eof_fed = False  # the incoming BIO has its end
+        self._failed: ssl.SSLError | None = None  # a record that failed, raised once read up to
 
     # -- the handshake --------------------------------------------------------------------
     def handshake(self) -> None:
@@ -92,6 +93,8 @@ class TlsStream:
         incoming = self._incoming
         tls = self._tls
         while True:
+            if self._failed is not None:
+                raise self._failed
             if self._ended or not want:
                 return got
             with self._tls_lock:
@@ -106,6 +109,11 @@ class TlsStream:
                     pass
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     self._ended = True
+                except ssl.SSLError as exc:
+                    # A record that fails its check, an alert from the peer: raised
+                    # once the bytes decrypted before it are delivered, and after our
+                    # alert (in the outgoing BIO) is sent, as an SSLSocket sends it.
+                    self._failed = exc
                 reply = self._outgoing.pending
             if reply:
                 # An alert or a KeyUpdate's answer. A failure to send it shows on
@@ -114,6 +122,8 @@ class TlsStream:
                     self._flush()
             if got or self._ended:
                 return got
+            if self._failed is not None:
+                raise self._failed
             self._fill()
 
     def recv(self, bufsize: int) -> bytes:
