@@ -44,7 +44,6 @@ class TlsStream:
         self._send_lock = threading.Lock()  # encrypt + sendall, in order
         self._cipher = memoryview(bytearray(CIPHER_BUFFER))  # the reader's
         self._ended = False  # close_notify or the end of the stream was read
-        self._eof_fed = False  # the incoming BIO has its end
         self._failed: ssl.SSLError | None = None  # a record that failed, raised once read up to
 
     # -- the handshake --------------------------------------------------------------------
@@ -75,7 +74,6 @@ class TlsStream:
                 self._incoming.write(self._cipher[:n])
             else:
                 self._incoming.write_eof()
-                self._eof_fed = True
 
     def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0) -> int:
         """Decrypted bytes into ``buffer`` (at most ``nbytes`` when given): what is
@@ -84,9 +82,9 @@ class TlsStream:
         ``suppress_ragged_eofs``). A peer reset raises its OSError.
 
         ``SSLObject.read`` is called only when a byte is there to read (a decrypted one,
-        ciphertext in the incoming BIO, or its end): an empty read costs an
-        ``SSLWantReadError``, two per keystroke otherwise. OpenSSL's read-ahead is off
-        (CPython never sets it), so nothing waits inside the SSLObject unseen."""
+        ciphertext in the incoming BIO, or its end: ``MemoryBIO.eof``): an empty read
+        costs an ``SSLWantReadError``, two per keystroke otherwise. OpenSSL's read-ahead
+        is off (CPython never sets it), so nothing waits inside the SSLObject unseen."""
         want = nbytes or len(buffer)
         view = memoryview(buffer).cast("B")
         got = 0
@@ -99,7 +97,7 @@ class TlsStream:
                 return got
             with self._tls_lock:
                 try:
-                    while got < want and (incoming.pending or tls.pending() or self._eof_fed):
+                    while got < want and (incoming.pending or tls.pending() or incoming.eof):
                         n = tls.read(want - got, view[got:want])
                         if not n:
                             self._ended = True  # close_notify
