@@ -7,7 +7,9 @@ goes with them, so a server can answer with it and a client can print it.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class HatchwayError(Exception):

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import collections
 
-# No dataclasses here: ``hatchway exec`` imports this module, and ``dataclasses`` (with
-# the ``inspect`` it imports) was the largest import left on its path.
+# No dataclasses and no typing here: ``hatchway exec`` imports this module, and
+# ``dataclasses`` (with the ``inspect`` it imports) was the largest import left on its
+# path; ``typing`` came next (~2 ms of an exec, bench/README.md "Where an exec's time
+# goes").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
-class ExecOptions(NamedTuple):
+def named_tuple(cls: type[T]) -> type[T]:
+    """``cls`` as a :func:`collections.namedtuple`, as ``typing.NamedTuple`` makes it:
+    the annotated names of its body are the fields, in order, the values given there
+    their defaults (only trailing fields may have one); its methods, properties and
+    docstring are kept. Without ``typing``, which also compiles every field's annotation
+    when the class is made; these annotations stay strings, never evaluated."""
+    body = dict(cls.__dict__)
+    fields = tuple(body.get("__annotations__", {}))
+    defaults = [body.pop(name) for name in fields if name in body]
+    if any(name in cls.__dict__ for name in fields[: len(fields) - len(defaults)]):
+        raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
+    base = collections.namedtuple(cls.__name__, fields, defaults=defaults, module=cls.__module__)
+    for name in ("__dict__", "__weakref__"):
+        body.pop(name, None)
+    body["__slots__"] = ()
+    made = type(cls.__name__, (base,), body)
+    made.__qualname__ = cls.__qualname__
+    return made  # type: ignore[return-value]
+
+
+@named_tuple
+class ExecOptions:
     """What an exec or attach session asks for (PodExecOptions / PodAttachOptions);
     immutable (``_replace`` makes a changed copy)."""
 

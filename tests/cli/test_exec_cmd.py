@@ -441,6 +441,12 @@ def test_exec_imports_only_what_it_needs(
     # without tempfile (cli/startup.py, transport/tls.py).
     unneeded = ("yaml", "hatchway.transport.http", "hatchway.client.kubeconfig_write")
     unneeded += ("importlib.metadata", "tempfile")
+    if path == "blocking":
+        # Nor what the blocking path avoids to start sooner (bench/README.md "Where an
+        # exec's time goes"): typing, urllib.parse (and its ipaddress), hashlib and
+        # random (secrets), the idna codec; without a terminal, no termios.
+        unneeded += ("typing", "urllib.parse", "ipaddress", "hashlib", "random", "secrets")
+        unneeded += ("encodings.idna", "termios", "hatchway.cli.terminal")
     assert not [m for m in modules if m in unneeded], modules
     if path == "asyncio":
         assert "hatchway.client.exec" in modules

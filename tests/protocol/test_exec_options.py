@@ -289,3 +289,21 @@ def test_the_legacy_path_reads_both_spellings(raw: str, flags: tuple[bool, ...])
     options = eo.decode_legacy(query, "exec", "main")
     assert (options.stdin, options.stdout, options.stderr, options.tty) == flags
     assert (options.command, options.container) == ((raw.split("&")[0][8:],), "main")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=6),
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),
+        ),
+        max_size=5,
+    )
+)
+def test_query_string_is_urlencode(pairs: list[tuple[str, str]]) -> None:
+    # Go's url.Values.Encode and Python's quote_plus escape alike; ours must too.
+    assert eo.query_string(pairs) == urllib.parse.urlencode(pairs)
+
+
+def test_query_escape_bytes() -> None:
+    assert eo.query_escape("a b&c=d/é~-_.") == "a+b%26c%3Dd%2F%C3%A9~-_."

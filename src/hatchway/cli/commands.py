@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
 from hatchway.cli.errors import report, set_server
-from hatchway.cli.terminal import escape_control
+from hatchway.cli.escape import escape_control
 from hatchway.errors import ConfigError
 
 MODULES = {

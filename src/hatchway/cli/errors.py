@@ -6,7 +6,7 @@ from __future__ import annotations
 import ssl
 import sys
 
-from hatchway.cli.terminal import escape_control
+from hatchway.cli.escape import escape_control
 from hatchway.errors import (
     ApiError,
     ConfigError,
@@ -15,17 +15,23 @@ from hatchway.errors import (
     HatchwayError,
     RemoteCommandError,
 )
+from hatchway.transport.httpurl import split_url
 
 #: The API server the command talks to (``host:port``), for kubectl's wording.
 _server = ""
 
 
 def set_server(url: str) -> None:
+    """Name the server of ``url`` in what :func:`report` says: its host and port, never
+    a userinfo the URL carries (a password in a kubeconfig's server URL)."""
     global _server
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    _server = parts.netloc or url
+    try:
+        parts = split_url(url)
+    except ValueError:
+        _server = ""
+        return
+    host = f"[{parts.host}]" if ":" in parts.host else parts.host
+    _server = host if parts.port is None else f"{host}:{parts.port}"
 
 
 def _tls_text(exc: ssl.SSLError) -> str:

@@ -16,10 +16,13 @@ Flags parse as spf13/pflag parses them: ``-it``, ``-itq``, ``-cNAME``, ``-c=NAME
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from hatchway.errors import ConfigError
 from hatchway.types import SlotRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP_HINT = "See 'hatchway exec -h' for help and examples"
 NO_TTY_WARNING = "Unable to use a TTY - input is not a terminal or the right kind of file"

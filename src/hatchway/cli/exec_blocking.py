@@ -18,7 +18,6 @@ import threading
 from hatchway.cli import exec_args, startup
 from hatchway.cli.errors import set_server
 from hatchway.cli.fdio import write_all, write_views
-from hatchway.cli.terminal import RawTerminal, is_terminal, terminal_size
 from hatchway.cli.timing import Phases
 from hatchway.client import blocking, pods
 from hatchway.client.kubeconfig import load_kubeconfig
@@ -58,8 +57,7 @@ def run(args: exec_args.ExecArgs, phases: Phases) -> int:
         container, notice = pods.default_container(pod, args.container or None)
         if notice and not args.quiet:
             _say(notice)
-        stdin_tty = is_terminal(0)
-        tty, warning = exec_args.resolve_tty(args, stdin_tty)
+        tty, warning = exec_args.resolve_tty(args, os.isatty(0))
         if warning and not args.quiet:
             _say(warning)
         options = ExecOptions(
@@ -80,6 +78,8 @@ def run(args: exec_args.ExecArgs, phases: Phases) -> int:
 def _session(
     session: blocking.WebSocketSession, args: exec_args.ExecArgs, tty: bool, phases: Phases
 ) -> int:
+    if tty:  # cli/terminal.py (termios, signals) only for a terminal
+        from hatchway.cli.terminal import RawTerminal, terminal_size
     raw = RawTerminal(0) if tty else contextlib.nullcontext()
     previous_mask: set[signal.Signals] | None = None
     try:
@@ -134,6 +134,8 @@ def _keepalive(session: blocking.WebSocketSession, tty: bool, sent: tuple[int, i
             changed = session.done.wait(blocking.PING_INTERVAL)
         try:
             if changed and tty:
+                from hatchway.cli.terminal import terminal_size  # imported by _session
+
                 size = terminal_size(0)
                 if size is not None and size != last:
                     session.resize(*size)

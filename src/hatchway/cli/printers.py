@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hatchway.cli.escape import escape_control
 from hatchway.cli.manifests import ResourceType
-from hatchway.cli.terminal import escape_control
 from hatchway.errors import ConfigError
 
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"

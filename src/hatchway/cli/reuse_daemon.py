@@ -27,7 +27,8 @@ from typing import Any
 
 from hatchway.cli import exec_args, exec_async, reuse
 from hatchway.cli.errors import describe
-from hatchway.cli.terminal import escape_control, is_terminal
+from hatchway.cli.escape import escape_control
+from hatchway.cli.terminal import is_terminal
 from hatchway.cli.timing import Phases
 
 #: Sessions at once; beyond, clients run directly.

@@ -1,5 +1,5 @@
-"""The user's terminal: raw mode that is always undone, sizes and their changes, and
-escaping of text that comes from a server.
+"""The user's terminal: raw mode that is always undone, sizes and their changes (the
+escaping of text that comes from a server is cli/escape.py's).
 
 Raw mode is what ``kubectl exec -it`` (moby/term ``MakeRaw``, i.e. ``cfmakeraw``) sets:
 no echo, no line editing, no signal keys, no output post-processing, 8-bit bytes, one
@@ -11,16 +11,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import signal
 import termios
 import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio  # watch_resizes imports it: the blocking exec path never does
+    from typing import Any
+
+    SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 Size = tuple[int, int]  # (columns, rows)
 
@@ -70,9 +72,6 @@ def raw_attributes(mode: list[Any]) -> list[Any]:
     new[_CC][termios.VMIN] = 1
     new[_CC][termios.VTIME] = 0
     return new
-
-
-SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class RawTerminal:
@@ -207,24 +206,3 @@ async def watch_resizes(fd: int, *, initial: bool = True) -> AsyncIterator[Size]
                 yield size
     finally:
         _remove_winch_listener(loop, changed.set)
-
-
-# --------------------------------------------------------------------- escaping
-
-# C0 except \t and \n, DEL, C1; bidirectional overrides/isolates (they reorder what the
-# user reads); lone surrogates (undecodable bytes that would crash printing).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _escape_one(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def escape_control(s: str) -> str:
-    """``s`` safe to print: control characters become ``\\x1b``-style escapes, so a
-    server's message cannot move the cursor, retitle the window or ring the bell.
-    Newlines, tabs and printable Unicode are kept."""
-    if not _UNSAFE.search(s):
-        return s
-    return _UNSAFE.sub(_escape_one, s)

@@ -25,7 +25,6 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from hatchway.client.blocking_http import (  # noqa: F401  (its API)
     HttpConnection,
@@ -41,9 +40,13 @@ from hatchway.errors import (
     RemoteCommandError,
 )
 from hatchway.protocol import channel, exec_options, handshake, peer_json
-from hatchway.protocol.rest_status import encode_query, status_from_response
+from hatchway.protocol.rest_status import status_from_response
 from hatchway.protocol.websocket_mask import apply_mask
 from hatchway.types import ExecOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: transport/websocket.py's DEFAULT_MAX_MESSAGE and DEFAULT_MAX_FRAGMENTS,
 #: session/client.py's MAX_STATUS (tests/cli/test_exec_blocking.py checks they agree).
@@ -101,10 +104,10 @@ def upgrade(
     """The exec upgrade as session/upgrade.py's ``_dial_websocket`` makes it (the same
     offer, headers and checks); a refusal raises :class:`UpgradeRefusedError`."""
     options = options.normalised()
-    query = exec_options.query_pairs(options, exec_options.APISERVER)
+    query = exec_options.encode(options, exec_options.APISERVER)
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
     if query:
-        path += "?" + encode_query(query)
+        path += "?" + query
     offer = (
         channel.WEBSOCKET_CLIENT_PROTOCOLS_STDIN
         if options.stdin

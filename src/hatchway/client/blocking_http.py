@@ -56,13 +56,15 @@ class HttpConnection:
 
     def _connect(self) -> Stream:
         started = time.perf_counter()
-        origin = self.origin
-        sock = socket.create_connection((origin.host, origin.port), timeout=self.timeout)
+        # The host as bytes: split_url let in ASCII only, and a str host would be encoded
+        # by the idna codec, in getaddrinfo and in wrap_bio (~1 ms of imports each exec).
+        host = self.origin.host.encode("ascii")
+        sock = socket.create_connection((host, self.origin.port), timeout=self.timeout)
         stream: Stream = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                stream = TlsStream(sock, self.ssl_context, origin.host)
+                stream = TlsStream(sock, self.ssl_context, host)
                 stream.handshake()
         except BaseException:
             sock.close()
@@ -229,7 +231,7 @@ def _request_bytes(origin: Origin, method: str, headers: Sequence[tuple[str, str
     lines = [f"{method} {origin.target} HTTP/1.1".encode()]
     names = {n.lower() for n, _ in checked}
     if b"host" not in names:
-        lines.append(b"Host: " + origin.host_header.encode("idna"))
+        lines.append(b"Host: " + origin.host_header.encode("ascii"))
     lines.extend(n + b": " + v for n, v in checked)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 

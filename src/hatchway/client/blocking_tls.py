@@ -33,7 +33,9 @@ class TlsStream:
     makes (``recv_into``, ``recv``, ``sendall``, ``settimeout``, ``shutdown``, ``close``,
     ``fileno``, ``pending``)."""
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+    def __init__(
+        self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | bytes
+    ) -> None:
         self.sock = sock
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()

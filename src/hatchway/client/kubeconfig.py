@@ -21,8 +21,6 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
 
 from hatchway.client.kubeconfig_file import (
     MergedConfig,
@@ -35,8 +33,13 @@ from hatchway.client.kubeconfig_file import (
     to_document,
 )
 from hatchway.errors import ConfigError
+from hatchway.transport.httpurl import split_url
+from hatchway.types import named_tuple
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from hatchway.client.kubeconfig_write import (
         default_write_path,
         merge_context,
@@ -60,9 +63,10 @@ DATA_OMITTED = "DATA+OMITTED"
 REDACTED = "REDACTED"
 
 
-class ClientConfig(NamedTuple):
+@named_tuple
+class ClientConfig:
     """Everything a client needs to reach one API server as one user (immutable; a
-    NamedTuple rather than a frozen dataclass, which costs ~1 ms more to build at import,
+    named tuple rather than a frozen dataclass, which costs ~1 ms more to build at import,
     on every ``hatchway exec``)."""
 
     server: str
@@ -158,12 +162,14 @@ def _server_url(cluster_name: str, cluster: dict[str, Any], has_tls: bool) -> st
     server = _str(cluster.get("server")).strip()
     if not server:
         raise ConfigError(f'no server found for cluster "{cluster_name}"')
-    parts = urlsplit(server)
-    if not parts.scheme or not parts.netloc:
+    if "://" not in server:
         # rest.DefaultServerURL: a bare host:port gets https when TLS is configured.
         server = ("https://" if has_tls else "http://") + server
-        parts = urlsplit(server)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = split_url(server)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.host:
         raise ConfigError(f'cluster "{cluster_name}" has an invalid server URL')
     return server.rstrip("/")
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from hatchway.client import kubeconfig_yaml
 from hatchway.errors import ConfigError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import yaml
 
 # Keys holding paths, per section, resolved against the holding file's directory.

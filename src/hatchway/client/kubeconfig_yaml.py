@@ -12,9 +12,12 @@ so the result is always what ``yaml.safe_load`` would give (a property test pins
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from hatchway.errors import HatchwayError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*\Z")
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)\Z")

@@ -8,9 +8,11 @@ else the first container, with a notice when there was a choice.
 
 from __future__ import annotations
 
-from typing import Any
-
 from hatchway.errors import ConfigError, HatchwayError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 

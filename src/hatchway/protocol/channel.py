@@ -14,10 +14,14 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
 
 from hatchway.errors import HandshakeError, LimitExceededError, ProtocolError
 from hatchway.protocol import peer_json
+from hatchway.types import named_tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- channels (protocol.md 4.1) ----------------------------------------------------------------
 
@@ -47,9 +51,10 @@ BASE64_V1 = "base64.channel.k8s.io"
 BASE64_V4 = "v4.base64.channel.k8s.io"
 
 
-class Capabilities(NamedTuple):
-    """What one channel protocol version can do (a NamedTuple, not a dataclass: the
-    exec client starts without importing ``dataclasses`` and ``inspect``)."""
+@named_tuple
+class Capabilities:
+    """What one channel protocol version can do (a named tuple, not a dataclass: the
+    exec client starts without importing ``dataclasses``, ``inspect`` or ``typing``)."""
 
     name: str
     status_json: bool  # error channel carries a metav1.Status, always written (v4+)
@@ -290,7 +295,8 @@ def status_internal_error(err: str) -> bytes:
     )
 
 
-class ExecOutcome(NamedTuple):
+@named_tuple
+class ExecOutcome:
     """How an exec ended, as the client reads the error channel.
 
     ``exit_code`` is 0 on success, N for a remote non-zero exit, None when the session

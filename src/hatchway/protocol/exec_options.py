@@ -39,14 +39,23 @@ answered 431).
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
 
 from hatchway.types import ExecOptions
 
-Spelling = Literal["apiserver", "kubelet"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Spelling = Literal["apiserver", "kubelet"]
+
 Query = Mapping[str, Sequence[str]]
+
+# Go's url.QueryEscape of each byte: unreserved bytes stay, space is "+", the rest %XX.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_QUERY_ESCAPED = tuple(
+    chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)
+)
 
 APISERVER: Spelling = "apiserver"
 KUBELET: Spelling = "kubelet"
@@ -107,7 +116,7 @@ def query_pairs(options: ExecOptions, spelling: Spelling) -> list[tuple[str, str
 
 def encode(options: ExecOptions, spelling: Spelling) -> str:
     """The query string (without ``?``) of ``options``, byte for byte as Go writes it."""
-    return urllib.parse.urlencode(query_pairs(options, spelling))
+    return query_string(query_pairs(options, spelling))
 
 
 def spelling_of(query: Query) -> Spelling:
@@ -139,3 +148,15 @@ def decode(
         tty=tty,
         action=action,
     )
+
+
+def query_escape(text: str) -> str:
+    """Go's ``url.QueryEscape`` (``urllib.parse.quote_plus``): UTF-8, unreserved bytes
+    kept, space as ``+``, every other byte ``%XX``."""
+    return "".join([_QUERY_ESCAPED[b] for b in text.encode("utf-8")])
+
+
+def query_string(pairs: Iterable[tuple[str, str]]) -> str:
+    """``name=value`` pairs joined by ``&``, each escaped by :func:`query_escape`: Go's
+    ``url.Values.Encode`` for pairs already in order (``urllib.parse.urlencode``)."""
+    return "&".join([f"{query_escape(k)}={query_escape(v)}" for k, v in pairs])

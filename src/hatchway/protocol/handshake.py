@@ -12,14 +12,23 @@ bytes (h11 hands out lower-case bytes); names compare case-insensitively.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import secrets
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from hatchway.errors import HandshakeError
 from hatchway.protocol import channel, peer_json
+
+try:
+    # hashlib is heavy to import (~1 ms of an exec: it tries every OpenSSL digest and
+    # loads blake2); the lean module first, as the standard library's random does.
+    from _sha1 import sha1
+except ImportError:
+    from hashlib import sha1
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SPDY_UPGRADE = "SPDY/3.1"
@@ -109,12 +118,12 @@ def _raw_response(status: int, headers: Sequence[tuple[str, str]], body: bytes =
 
 
 def websocket_accept(key: str) -> str:
-    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
+    digest = sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
 def new_websocket_key() -> str:
-    return base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+    return base64.b64encode(os.urandom(16)).decode("ascii")  # secrets.token_bytes(16)
 
 
 def _refuse_ws(

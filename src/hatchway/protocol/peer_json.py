@@ -10,7 +10,10 @@ same words, Python's at about its recursion limit.
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 TOO_DEEP = "exceeded max depth"
 

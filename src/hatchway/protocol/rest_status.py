@@ -3,11 +3,13 @@ client (:mod:`hatchway.rest`) and the blocking exec path (:mod:`hatchway.client.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from hatchway.protocol import peer_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 Params = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]] | None
 
@@ -36,4 +38,6 @@ def status_from_response(status: int, reason: str, body: bytes) -> dict[str, Any
 def encode_query(params: Params) -> str:
     if not params:
         return ""
+    import urllib.parse  # not at import: the exec path (transport/httpurl.py) needs none
+
     return urllib.parse.urlencode(params, doseq=True)

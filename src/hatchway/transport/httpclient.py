@@ -98,7 +98,7 @@ def _request_headers(
     out = check_headers(headers)
     names = {n.lower() for n, _ in out}
     if b"host" not in names:
-        out.insert(0, (b"Host", origin.host_header.encode("idna")))
+        out.insert(0, (b"Host", origin.host_header.encode("ascii")))
     if b"user-agent" not in names:
         out.append((b"User-Agent", USER_AGENT.encode()))
     if b"content-length" not in names and b"transfer-encoding" not in names:

@@ -12,9 +12,12 @@ import contextlib
 import os
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
 from hatchway.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ALPN_HTTP11 = "http/1.1"
 
