@@ -9,7 +9,7 @@ and what the extra hop (the API server) costs beside it. One cluster and one ssh
 (``bench/env.py``), the streams of ``bench/measure.py`` (``dd`` in the container at the
 far end, zeros fed or counted here). While a stream runs, a sampler reads utime + stime of
 every process on the machine from ``/proc`` every 20 ms; a process's cost is its last
-reading less its first (less what it had at the stream's start), summed by command name
+reading less what it had at the stream's start (by pid), summed by command name
 (``comm``). What no process accounts for -- soft interrupts, processes shorter than one
 sample, this script's own feeding or counting -- is the ``rest`` column: the machine's busy
 time (``/proc/stat``) less the processes'. Peers take turns round by round; the median of
@@ -90,8 +90,9 @@ class Sampler:
         out: dict[str, float] = defaultdict(float)
         for pid, (comm, cpu) in self.last.items():
             label = names.get(pid, "bench" if pid == SELF else comm)
+            # By pid alone: a kernel worker renames itself with each work item.
             start = self.first.get(pid)
-            base = start[1] if start is not None and start[0] == comm else 0.0
+            base = start[1] if start is not None else 0.0
             out[label] += max(0.0, cpu - base)
         return dict(out)
 

@@ -456,3 +456,20 @@ def test_exec_imports_only_what_it_needs(
         assert "hatchway.client.blocking" in modules
         loops = ("asyncio", "h11", "websockets", "hatchway.client.exec", "hatchway.rest")
         assert not [m for m in modules if m.split(".")[0] in loops or m in loops], modules
+
+
+@pytest.mark.parametrize("path", ["blocking", "asyncio"])
+def test_names_cannot_steer_the_request(cluster: Cluster, pod: str, path: str) -> None:
+    # Before: the names went into the path as they were. 'POD?' read the pod (its
+    # query empty), then the upgrade went to '/pods/POD?/exec?command=…': the exec's
+    # own query after the name's. A '/' in a namespace reached another resource.
+    env = {**cluster.env, "HATCHWAY_EXEC_ASYNCIO": "1" if path == "asyncio" else "0"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-m", "hatchway", "exec", *args]
+        return subprocess.run(argv, capture_output=True, env=env, timeout=60 * SCALE)
+
+    _fails(run(f"{pod}?x=1", "--", "true"), f'pods "{pod}?x=1" not found')
+    steer = "default/pods/demo/exec?command=id&x="
+    wanted = f"error: invalid namespace \"{steer}\": [may not contain '/']"
+    _fails(run("-n", steer, pod, "--", "true"), wanted)

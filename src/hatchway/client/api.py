@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hatchway.client import exec as exec_module
+from hatchway.client import paths
 from hatchway.client.kubeconfig import ClientConfig, load_kubeconfig
 from hatchway.client.tls_config import ssl_context
 from hatchway.rest import RestClient
@@ -45,10 +46,10 @@ def resource_path(resource: str, namespace: str | None, name: str | None = None)
     prefix, namespaced = RESOURCE_PATHS[resource]
     path = prefix
     if namespaced and namespace:
-        path += f"/namespaces/{namespace}"
+        path += f"/namespaces/{paths.segment('namespace', namespace)}"
     path += f"/{resource}"
     if name:
-        path += f"/{name}"
+        path += f"/{paths.segment('resource name', name)}"
     return path
 
 

@@ -26,6 +26,7 @@ import struct
 import threading
 from collections.abc import Callable
 
+from hatchway.client import paths
 from hatchway.client.blocking_http import (  # noqa: F401  (its API)
     HttpConnection,
     Response,
@@ -91,7 +92,7 @@ def api_headers(token: str | None, user_agent: str = "hatchway") -> list[tuple[s
 
 def get_pod(conn: HttpConnection, token: str | None, namespace: str, pod: str) -> Any:
     """The pod, as Client.get_pod reads it; a failure raises its Status (ApiError)."""
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
+    path = paths.pod_path(namespace, pod)
     response = conn.request("GET", path, api_headers(token))
     if not 200 <= response.status < 300:
         raise ApiError(status_from_response(response.status, response.reason, response.body))
@@ -105,7 +106,7 @@ def upgrade(
     offer, headers and checks); a refusal raises :class:`UpgradeRefusedError`."""
     options = options.normalised()
     query = exec_options.encode(options, exec_options.APISERVER)
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
+    path = paths.pod_path(namespace, pod, options.action)
     if query:
         path += "?" + query
     offer = (

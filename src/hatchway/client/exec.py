@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hatchway.client import pods
+from hatchway.client import paths, pods
 from hatchway.errors import ExecError
 from hatchway.rest import RestClient
 from hatchway.types import ExecOptions, ExecResult
@@ -41,7 +41,7 @@ async def open_session(
     from hatchway.session import upgrade
 
     options = options.normalised()
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/{options.action}"
+    path = paths.pod_path(namespace, pod, options.action)
     conn = await upgrade.dial(rest, path, options, transport=transport)
     from hatchway.session.client import ClientSession
 
@@ -146,7 +146,7 @@ async def choose_container(rest: RestClient, namespace: str, pod: str) -> str:
     """The container kubectl execs into without ``-c``: the pod is read (a completed one
     is :class:`~hatchway.client.pods.CompletedPodError`), then its default-container
     annotation, else its first container (the notice kubectl prints is logged)."""
-    found = await rest.get(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    found = await rest.get(paths.pod_path(namespace, pod))
     pods.check_pod_active(found)
     container, notice = pods.default_container(found, None)
     if notice:

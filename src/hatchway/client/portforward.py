@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from hatchway.client import paths
 from hatchway.errors import ConfigError, ConnectionClosedError, HatchwayError
 from hatchway.rest import RestClient
 
@@ -252,7 +253,7 @@ async def open_port_forward(
     """Upgrade, then listen; the started :class:`PortForwarder`."""
     from hatchway.session import upgrade
 
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward"
+    path = paths.pod_path(namespace, pod, "portforward")
     conn = await upgrade.dial_port_forward(rest, path)
     forwarder = PortForwarder(conn, on_error, on_connection)
     try:
