@@ -115,6 +115,9 @@ class Origin:
 
 def parse_url(url: str) -> Origin:
     """Scheme, host (IPv6 without brackets), port, request target and Host header."""
+    if _BAD_TARGET.search(url.encode("utf-8", "surrogateescape")):
+        # split_url refuses it too; named for what it would do to the request line.
+        raise HeaderInjectionError(f"invalid request target in {url!r}")
     parts = split_url(url)
     scheme = parts.scheme
     if scheme not in ("http", "https"):
