@@ -102,7 +102,7 @@ def _profiler(kind: str, pid: int, out: pathlib.Path) -> subprocess.Popen:
         argv = ["perf", "record", "-F", "499", "-g", "-o", f"{out}.perf", "-p", str(pid)]
     else:
         pyspy = str(pathlib.Path(benv.PYTHON).parent / "py-spy")
-        argv = [pyspy, "record", "-r", "100", "--format", "raw", "-o", f"{out}.txt"]
+        argv = [pyspy, "record", "-r", "400", "--format", "raw", "-o", f"{out}.txt"]
         argv += ["--pid", str(pid)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -206,7 +206,11 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100, help="keystrokes per echo round")
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--tree", action="append", default=[], help="NAME=SRC_DIR")
+    parser.add_argument(
+        "--tree", action="append", default=[],
+        help="NAME=SRC_DIR; for echo, NAME=kubectl: kubectl (WebSocket) as the client of "
+        "this tree's servers",
+    )  # fmt: skip
     parser.add_argument("--profile", type=pathlib.Path, help="record profiles into DIR")
     parser.add_argument("--profiler", choices=["perf", "py-spy"], default="perf")
     parser.add_argument(
@@ -227,14 +231,19 @@ def main() -> None:
         for r in range(args.rounds):
             order = trees if r % 2 == 0 else trees[::-1]
             for name, src in order:
-                env = _use_tree(cluster, src) if src or len(trees) > 1 else cluster.env
+                tree = "" if src == "kubectl" else src  # kubectl: this tree's servers
+                env = _use_tree(cluster, tree) if tree or len(trees) > 1 else cluster.env
                 for direction in args.direction:
                     if direction == "echo":
                         traced = None
                         if args.syscalls:
                             traced = args.syscalls / f"{name}-{r}"
                             traced.mkdir(parents=True, exist_ok=True)
-                        times = _echo(cluster, env, args.keys, traced)
+                        profiled = None
+                        if args.profile:
+                            profiled = (args.profile, f"{name}-echo-{r}", args.profiler)
+                        client = "kubectl" if src == "kubectl" else "hatchway"
+                        times = _echo(cluster, env, args.keys, traced, profiled, client)
                         echoes.setdefault(name, []).append(times)
                         keyed = [c for c in ECHO_COLUMNS if c + "_us" in times]
                         cells = " ".join(f"{c}={times[c + '_us']:.0f}" for c in keyed)
@@ -297,15 +306,27 @@ def _echo_pids(cluster: benv.Cluster, client: int) -> dict[str, list[int]]:
 
 
 def _echo(
-    cluster: benv.Cluster, env: dict[str, str], keys: int, syscalls: pathlib.Path | None = None
+    cluster: benv.Cluster,
+    env: dict[str, str],
+    keys: int,
+    syscalls: pathlib.Path | None = None,
+    profile: tuple[pathlib.Path, str, str] | None = None,
+    client: str = "hatchway",
 ) -> dict[str, float]:
     """Keystroke echo p50/p99 and, over the keystrokes alone (start-up excluded), the CPU
     of each process per keystroke in µs (``<name>_us``); with ``syscalls``, ``strace -c``
-    of the API server and the node agent instead (it slows them: no CPU figure then)."""
+    of the API server and the node agent instead (it slows them: no CPU figure then);
+    with ``profile`` (directory, tag, profiler), the client, API server and node agent
+    profiled over the keystrokes (``TAG-client`` etc.; the CPU figures include the
+    profilers' interruptions). ``client`` "kubectl": kubectl over WebSocket against the
+    same servers in place of the CLI (its CPU per key beside ours)."""
     from bench.echo import echo
     from bench.peers import Peer
 
     def build(cmd: object, stdin: bool, tty: bool, session: int) -> list[str]:
+        if client == "kubectl":
+            return ["kubectl", "--kubeconfig", cluster.kubeconfig(0), "exec", "-it",
+                    cluster.pod, "--", "cat"]  # fmt: skip
         return [benv.HATCHWAY, "exec", "-it", cluster.pod, "--", "cat"]
 
     start: dict[str, float] = {}
@@ -314,6 +335,11 @@ def _echo(
 
     def window(edge: str, client: int) -> None:
         pids = _echo_pids(cluster, client)
+        if edge == "start" and profile is not None:
+            out, tag, kind = profile
+            tracers.extend(_profilers(cluster, kind, out, tag))
+            tracers.append(_profiler(kind, client, out / f"{tag}-client"))
+            time.sleep(1.0)  # attached
         if edge == "start" and syscalls is not None:
             for name in ("apiserver", "node"):
                 out = syscalls / f"{name}.strace"
@@ -333,9 +359,7 @@ def _echo(
             spent = (idle[name] - value) / keys / 1000
             cpu[f"{name}_us"] = (value - start[name]) / keys / 1000 - spent
             cpu[f"{name}_idle_us"] = spent
-        for tracer in tracers:
-            tracer.send_signal(2)
-            tracer.wait(timeout=30)
+        _stop_profilers(tracers)
 
     times = echo(Peer("hatchway", build, env), keys, 120.0 + keys, window)
     if syscalls is None:

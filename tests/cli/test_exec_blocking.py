@@ -31,7 +31,7 @@ from hatchway.protocol import channel, exec_options
 from hatchway.protocol.websocket_mask import apply_mask, mask_python
 from hatchway.session import upgrade
 from hatchway.session.server import ServerSession
-from hatchway.transport import tls
+from hatchway.transport import tls, tls_core
 from hatchway.transport.http import HttpServer
 from hatchway.transport.httpmessage import Request, Response
 
@@ -544,13 +544,19 @@ def _socket_refusal(ctx: ssl.SSLContext, port: int) -> ssl.SSLCertVerificationEr
     return info.value
 
 
+@pytest.mark.parametrize("context", ["ssl", "core"])
 @pytest.mark.parametrize("case", ["wrong-ca", "wrong-hostname"])
-def test_tls_verification_is_as_strict_as_an_ssl_socket(certs: Pki, case: str) -> None:
+def test_tls_verification_is_as_strict_as_an_ssl_socket(
+    certs: Pki, case: str, context: str
+) -> None:
+    # "core": the context the CLI's blocking exec connects with (tls_config.core_context).
     cert = certs.elsewhere if case == "wrong-hostname" else certs.good
-    client = certs.client(certs.other_ca if case == "wrong-ca" else None)
+    ca = certs.other_ca if case == "wrong-ca" else certs.ca
+    client = certs.client(ca)
+    used = client if context == "ssl" else tls_core.client_context(ca_data=ca.cert.read_text())
     api = FakeApiServer(websocket=True, tls=certs.server(cert))
     try:
-        conn = blocking.HttpConnection(f"https://127.0.0.1:{api.server.port}", client)
+        conn = blocking.HttpConnection(f"https://127.0.0.1:{api.server.port}", used)
         with pytest.raises(ssl.SSLCertVerificationError) as info:
             blocking.get_pod(conn, "t", "default", "fake")
         expected = _socket_refusal(client, api.server.port)

@@ -444,9 +444,13 @@ def test_exec_imports_only_what_it_needs(
     if path == "blocking":
         # Nor what the blocking path avoids to start sooner (bench/README.md "Where an
         # exec's time goes"): typing, urllib.parse (and its ipaddress), hashlib and
-        # random (secrets), the idna codec; without a terminal, no termios.
+        # random (secrets), the idna codec; without a terminal, no termios; the ssl,
+        # socket and signal modules (their C modules only: transport/tls_core.py); the
+        # masking extension's loader (importlib, warnings) for a session that sends
+        # nothing larger than its close frame (protocol/websocket_mask.py).
         unneeded += ("typing", "urllib.parse", "ipaddress", "hashlib", "random", "secrets")
         unneeded += ("encodings.idna", "termios", "hatchway.cli.terminal")
+        unneeded += ("ssl", "socket", "signal", "selectors", "importlib.machinery", "warnings")
     assert not [m for m in modules if m in unneeded], modules
     if path == "asyncio":
         assert "hatchway.client.exec" in modules

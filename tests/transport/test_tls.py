@@ -12,7 +12,7 @@ import pytest
 from forge import forge_client_cert
 from hatchway import pki
 from hatchway.errors import ConfigError, ConnectionClosedError, HatchwayError
-from hatchway.transport import tls
+from hatchway.transport import tls, tls_core
 from hatchway.transport.bytestream import ByteStream
 from hatchway.transport.http import HttpServer, Request, Response, request
 
@@ -184,7 +184,7 @@ def test_client_context_data_files_are_removed(certs, tmp_path, monkeypatch) -> 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux's")
 def test_private_file_is_an_anonymous_memory_file() -> None:
     """On Linux the PEM text never reaches a file system: a memfd, gone once loaded."""
-    with tls._private_file(b"pem text") as path:
+    with tls_core._private_file(b"pem text") as path:
         assert path.startswith("/proc/self/fd/")
         assert pathlib.Path(path).read_bytes() == b"pem text"
         target = os.readlink(path)

@@ -3,7 +3,6 @@ exit status 1."""
 
 from __future__ import annotations
 
-import ssl
 import sys
 
 from hatchway.cli.escape import escape_control
@@ -16,6 +15,7 @@ from hatchway.errors import (
     RemoteCommandError,
 )
 from hatchway.transport.httpurl import split_url
+from hatchway.transport.tls_core import SSLCertVerificationError, SSLError
 
 #: The API server the command talks to (``host:port``), for kubectl's wording.
 _server = ""
@@ -34,8 +34,8 @@ def set_server(url: str) -> None:
     _server = host if parts.port is None else f"{host}:{parts.port}"
 
 
-def _tls_text(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
+def _tls_text(exc: SSLError) -> str:
+    if isinstance(exc, SSLCertVerificationError):
         if exc.verify_code in (2, 19, 20, 21):
             return (
                 "tls: failed to verify certificate: x509: certificate signed by unknown authority"
@@ -56,7 +56,7 @@ def describe(exc: BaseException) -> str:
         if exc.reason:
             return f"Error from server ({exc.reason}): {exc.message}"
         return f"Error from server: {exc.message}"
-    if isinstance(exc, ssl.SSLError):
+    if isinstance(exc, SSLError):
         return f"Unable to connect to the server: {_tls_text(exc)}"
     if isinstance(exc, ConnectionRefusedError):
         server = f"{_server} " if _server else ""

@@ -1,7 +1,8 @@
 """``hatchway exec`` on the blocking client (client/blocking.py): no asyncio, h11 or
 websockets imported, one TLS connection for the pod GET and the upgrade, the socket read
 by the main thread into one buffer and written out with ``writev``, stdin framed and
-sent by a daemon thread, pings and resizes by another.
+sent by a daemon thread, pings and resizes by another. Signals through ``_signal``, the
+C module under ``signal`` (same functions, ints for its enums: ~0.5 ms of start-up).
 
 :func:`run` raises :class:`~hatchway.client.blocking.UpgradeRefusedError` when the server refused
 the WebSocket upgrade, before any stdin was read: cli/exec_cmd.py then runs the
@@ -10,9 +11,9 @@ asyncio path (cli/exec_async.py), which also speaks SPDY/3.1.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import os
-import signal
 import threading
 
 from hatchway.cli import exec_args, startup
@@ -21,7 +22,7 @@ from hatchway.cli.fdio import write_all, write_views
 from hatchway.cli.timing import Phases
 from hatchway.client import blocking, pods
 from hatchway.client.kubeconfig import load_kubeconfig
-from hatchway.client.tls_config import ssl_context
+from hatchway.client.tls_config import core_context
 from hatchway.errors import ConnectionClosedError, HatchwayError
 from hatchway.protocol import channel
 from hatchway.types import ExecOptions
@@ -46,7 +47,7 @@ def _say(text: str) -> None:
 def run(args: exec_args.ExecArgs, phases: Phases) -> int:
     config = load_kubeconfig(args.kubeconfig or None, context=args.context or None)
     set_server(config.server)
-    conn = blocking.HttpConnection(config.server, ssl_context(config))
+    conn = blocking.HttpConnection(config.server, core_context(config))
     phases.mark("kubeconfig")
     try:
         namespace = args.namespace or config.namespace or "default"
@@ -81,7 +82,7 @@ def _session(
     if tty:  # cli/terminal.py (termios, signals) only for a terminal
         from hatchway.cli.terminal import RawTerminal, terminal_size
     raw = RawTerminal(0) if tty else contextlib.nullcontext()
-    previous_mask: set[signal.Signals] | None = None
+    previous_mask: set[int] | None = None
     try:
         with raw:
             size = None
@@ -91,7 +92,7 @@ def _session(
                 # only the keepalive thread takes it, with sigtimedwait. Never delivered,
                 # it never interrupts the reader's receive, and no handler has to run in
                 # the main thread (blocked in that receive) before the resize is sent.
-                previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
+                previous_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGWINCH})
                 size = terminal_size(0)
                 if size:
                     session.resize(*size)
@@ -113,7 +114,7 @@ def _session(
             phases.mark("exit status")
     finally:
         if previous_mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous_mask)
         session.close()
     if code != 0:
         _say(f"command terminated with exit code {code}")
@@ -129,7 +130,7 @@ def _keepalive(session: blocking.WebSocketSession, tty: bool, sent: tuple[int, i
     last = sent
     while not session.done.is_set():
         if tty:
-            changed = signal.sigtimedwait({signal.SIGWINCH}, blocking.PING_INTERVAL) is not None
+            changed = _signal.sigtimedwait({_signal.SIGWINCH}, blocking.PING_INTERVAL) is not None
         else:
             changed = session.done.wait(blocking.PING_INTERVAL)
         try:

@@ -18,10 +18,9 @@ of 64 KiB and a pod of 64 MiB.
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import socket
-import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from hatchway.errors import (
 from hatchway.protocol import channel, exec_options, handshake, peer_json
 from hatchway.protocol.rest_status import status_from_response
 from hatchway.protocol.websocket_mask import apply_mask
+from hatchway.transport.tls_core import SSLError
 from hatchway.types import ExecOptions
 
 TYPE_CHECKING = False
@@ -230,7 +230,7 @@ class WebSocketSession:
                 self._lock.release()
         self._close_sent = True
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
@@ -286,7 +286,7 @@ class _FrameReader:
             if not first or not end:
                 try:
                     n = sock.recv_into(view[end:])
-                except (ssl.SSLError, OSError) as exc:
+                except (SSLError, OSError) as exc:
                     self.session.read_error = exc
                     n = 0
                 if not n:
@@ -296,7 +296,7 @@ class _FrameReader:
                 while end < READ_BUFFER - 16384 and (pending() or poller.poll(0)):
                     try:
                         n = sock.recv_into(view[end:])
-                    except (ssl.SSLError, OSError) as exc:
+                    except (SSLError, OSError) as exc:
                         self.session.read_error = exc
                         n = 0
                     if not n:

@@ -6,8 +6,7 @@ No h11: the answers it reads are an API server's (a JSON body, a refusal, a 101)
 
 from __future__ import annotations
 
-import socket
-import ssl
+import _socket
 import time
 from collections.abc import Sequence
 
@@ -21,9 +20,14 @@ from hatchway.transport.httpurl import (
     check_headers,
     parse_url,
 )
+from hatchway.transport.tls_core import connect
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: What a request and an upgraded session run on: the plain socket, or TLS on it.
-Stream = socket.socket | TlsStream
+Stream = _socket.socket | TlsStream
 
 
 class Response:
@@ -42,9 +46,9 @@ class Response:
 class HttpConnection:
     """One HTTP/1.1 connection to the API server, kept alive between requests."""
 
-    def __init__(
-        self, server: str, ssl_context: ssl.SSLContext | None, timeout: float = 30.0
-    ) -> None:
+    def __init__(self, server: str, ssl_context: Any | None, timeout: float = 30.0) -> None:
+        """``ssl_context``: an ``ssl.SSLContext`` or the ``_ssl._SSLContext`` under one
+        (client/tls_config.core_context); None for ``http://``."""
         self.server = server.rstrip("/")
         self.origin = parse_url(self.server)
         self.ssl_context = ssl_context
@@ -59,10 +63,10 @@ class HttpConnection:
         # The host as bytes: split_url let in ASCII only, and a str host would be encoded
         # by the idna codec, in getaddrinfo and in wrap_bio (~1 ms of imports each exec).
         host = self.origin.host.encode("ascii")
-        sock = socket.create_connection((host, self.origin.port), timeout=self.timeout)
+        sock = connect(host, self.origin.port, self.timeout)
         stream: Stream = sock
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 stream = TlsStream(sock, self.ssl_context, host)
                 stream.handshake()

@@ -1,12 +1,14 @@
 """TLS for the blocking exec client (client/blocking_http.py, client/blocking.py): an
-``ssl.SSLObject`` over two ``ssl.MemoryBIO`` objects on the plain socket, so that one
+OpenSSL connection over two memory BIOs on the plain socket, so that one
 ``recv_into`` syscall brings in as much ciphertext as the kernel holds (up to
 :data:`CIPHER_BUFFER`) and all the records in it are decrypted at once, and one
 ``sendall`` carries all the records of a write (an ``SSLSocket`` reads each record's
 header and body with a syscall each, and writes each 16 KiB record with its own).
 
-The handshake is the ``SSLSocket``'s: the same ``SSLContext`` (``wrap_bio``), the same
-``server_hostname``, so certificate and hostname checks are exactly as strict.
+The handshake is the ``SSLSocket``'s: the same context settings (``ssl.SSLContext`` or
+the C ``_SSLContext`` under it, transport/tls_core.py: ``_wrap_bio`` is what ``wrap_bio``
+calls), the same ``server_hostname``, so certificate and hostname checks are exactly as
+strict. The ``ssl`` module itself is not imported (~6 ms of an exec's start-up).
 
 Threads: one reader (``recv_into``), any number of writers (``sendall``). Every use of
 the ``SSLObject`` and its BIOs is under one lock, never held during a socket call; a
@@ -19,9 +21,19 @@ sends it, looking again after it lets the lock go, so none is left behind.
 from __future__ import annotations
 
 import contextlib
-import socket
-import ssl
 import threading
+
+from hatchway.transport import tls_core
+from hatchway.transport.tls_core import (
+    SSLEOFError,
+    SSLError,
+    SSLWantReadError,
+    SSLZeroReturnError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: One ``recv_into`` of ciphertext: about what the receive buffer of the blocking
 #: client (client/blocking.py READ_BUFFER) takes decrypted.
@@ -33,20 +45,17 @@ class TlsStream:
     makes (``recv_into``, ``recv``, ``sendall``, ``settimeout``, ``shutdown``, ``close``,
     ``fileno``, ``pending``)."""
 
-    def __init__(
-        self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | bytes
-    ) -> None:
-        self.sock = sock
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
-        )
+    def __init__(self, sock: Any, context: Any, server_hostname: str | bytes) -> None:
+        self.sock = sock  # a connected (_)socket.socket
+        self._incoming = tls_core.MemoryBIO()
+        self._outgoing = tls_core.MemoryBIO()
+        # context: an ssl.SSLContext or the _ssl._SSLContext under one (tls_core).
+        self._tls = tls_core.wrap_bio(context, self._incoming, self._outgoing, server_hostname)
         self._tls_lock = threading.Lock()  # the SSLObject and its BIOs
         self._send_lock = threading.Lock()  # encrypt + sendall, in order
         self._cipher = memoryview(bytearray(CIPHER_BUFFER))  # the reader's
         self._ended = False  # close_notify or the end of the stream was read
-        self._failed: ssl.SSLError | None = None  # a record that failed, raised once read up to
+        self._failed: SSLError | None = None  # a record that failed, raised once read up to
 
     # -- the handshake --------------------------------------------------------------------
     def handshake(self) -> None:
@@ -58,10 +67,10 @@ class TlsStream:
                 with self._tls_lock:
                     self._tls.do_handshake()
                 break
-            except ssl.SSLWantReadError:
+            except SSLWantReadError:
                 self._send_pending()
                 self._fill()
-            except ssl.SSLError:
+            except SSLError:
                 with contextlib.suppress(OSError):
                     self._send_pending()  # the alert, as an SSLSocket sends it
                 raise
@@ -105,11 +114,11 @@ class TlsStream:
                             self._ended = True  # close_notify
                             break
                         got += n
-                except ssl.SSLWantReadError:
+                except SSLWantReadError:
                     pass
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                except (SSLZeroReturnError, SSLEOFError):
                     self._ended = True
-                except ssl.SSLError as exc:
+                except SSLError as exc:
                     # A record that fails its check, an alert from the peer: raised
                     # once the bytes decrypted before it are delivered, and after our
                     # alert (in the outgoing BIO) is sent, as an SSLSocket sends it.

@@ -4,8 +4,8 @@ the asyncio client (:mod:`hatchway.transport.httpclient`) and the blocking exec 
 
 from __future__ import annotations
 
+import _socket
 import re
-import socket
 from collections.abc import Iterable, Mapping
 
 from hatchway import __version__
@@ -83,7 +83,7 @@ def split_url(url: str) -> UrlParts:
     if hostport.startswith("["):
         host, bracket, rest = hostport[1:].partition("]")
         try:
-            socket.inet_pton(socket.AF_INET6, host)
+            _socket.inet_pton(_socket.AF_INET6, host)
         except OSError:
             bracket = ""
         if not bracket:

@@ -8,12 +8,12 @@ what kubectl's exec upgrade connections do (protocol.md 2.7).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from hatchway.errors import ConfigError
+from hatchway.transport import tls_core
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,85 +100,17 @@ def client_context(
 
     ``insecure`` skips verification of the server (kubeconfig
     ``insecure-skip-tls-verify``). ``alpn`` is offered as given; ``None`` offers none.
+    The settings are :func:`hatchway.transport.tls_core.configure_client`'s, which the
+    blocking exec client's context gets too.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        if ca_file is None and ca_data is None:
-            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        if ca_file is not None:
-            ctx.load_verify_locations(cafile=os.fspath(ca_file))
-        if ca_data is not None:
-            ctx.load_verify_locations(cadata=_text(ca_data))
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"cannot load certificate authority: {exc}") from exc
-    if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    _load_client_cert(ctx, cert_file, key_file, cert_data, key_data)
+    tls_core.configure_client(
+        ctx, ca_file=ca_file, ca_data=ca_data, cert_file=cert_file, key_file=key_file,
+        cert_data=cert_data, key_data=key_data, insecure=insecure,
+    )  # fmt: skip
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
-
-
-def _text(data: str | bytes) -> str:
-    return data.decode("ascii") if isinstance(data, bytes) else data
-
-
-def _load_client_cert(
-    ctx: ssl.SSLContext,
-    cert_file: str | os.PathLike[str] | None,
-    key_file: str | os.PathLike[str] | None,
-    cert_data: str | bytes | None,
-    key_data: str | bytes | None,
-) -> None:
-    if cert_file is None and cert_data is None:
-        if key_file is not None or key_data is not None:
-            raise ConfigError("a client key was given without a client certificate")
-        return
-    try:
-        with contextlib.ExitStack() as stack:
-            if cert_data is not None:
-                cert_file = stack.enter_context(_private_file(cert_data))
-            if key_data is not None:
-                key_file = stack.enter_context(_private_file(key_data))
-            assert cert_file is not None
-            ctx.load_cert_chain(
-                os.fspath(cert_file), os.fspath(key_file) if key_file is not None else None
-            )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load client certificate: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _private_file(data: str | bytes) -> Iterator[str]:
-    """A path holding ``data`` for as long as it is being loaded: ``ssl`` loads
-    certificates and keys only from files. On Linux an anonymous memory file
-    (``memfd_create``), named through ``/proc/self/fd``: never on a disk, readable by
-    this process alone, gone when closed -- and no ``tempfile`` import (its imports are
-    ~2 % of an exec's start-up). Elsewhere a 0600 temporary file, removed at once."""
-    raw = data.encode("ascii") if isinstance(data, str) else data
-    memfd = getattr(os, "memfd_create", None)
-    if memfd is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd("hatchway-pem", os.MFD_CLOEXEC)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    import tempfile
-
-    fd, path = tempfile.mkstemp(prefix="hatchway-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def name_attributes(rdns: Any) -> tuple[tuple[str, str], ...]:
