@@ -402,6 +402,31 @@ def _loaded(result: subprocess.CompletedProcess[bytes]) -> tuple[str, list[str]]
     return err, loaded.split()
 
 
+def test_masking_keys_are_fresh_across_refills(peer: Peer) -> None:
+    # The keys come from os.urandom KEY_MATERIAL bytes at a time (one getrandom per
+    # 256 frames, not per keystroke): three refills' worth of frames, every key read
+    # back from the wire, each payload unmasked to what was sent.
+    frames = 3 * blocking.KEY_MATERIAL // 4 + 5
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(peer.sent()))
+    reader.start()
+    for i in range(frames):
+        peer.session.send(0, b"k%d" % i)
+    peer.session.close()
+    reader.join(30 * SCALE)
+    sent, pos, keys = received[0], 0, []
+    for i in range(frames):
+        n = sent[pos + 1] & 0x7F
+        key = sent[pos + 2 : pos + 6]
+        assert apply_mask(sent[pos + 6 : pos + 6 + n], key) == b"\x00k%d" % i
+        keys.append(key)
+        pos += 6 + n
+    assert sent[pos] == 0x88  # then the close frame
+    # 4-byte random keys: a repeat among ~770 has odds of ~7e-5; a pool reused from its
+    # start on refill would repeat every key.
+    assert len(set(keys)) >= frames - 1
+
+
 def test_exit_code_and_the_container_notice_said_once(
     api: FakeApiServer, tmp_path: pathlib.Path
 ) -> None:

@@ -56,6 +56,10 @@ MAX_FRAGMENTS = 16384
 MAX_STATUS = 64 * 1024
 #: The receive buffer: what one ``writev`` of output may carry.
 READ_BUFFER = 1024 * 1024
+#: A read of fewer bytes is written out at once, not topped up with what else is here.
+SHORT_READ = 4096
+#: Random bytes drawn at a time for masking keys: 256 frames' worth.
+KEY_MATERIAL = 1024
 #: kubectl's WebSocket ping period (session/upgrade.py PING_INTERVAL).
 PING_INTERVAL = 5.0
 #: session/client.py's SESSION_CUT: the connection ended without a status.
@@ -147,15 +151,27 @@ class WebSocketSession:
         self._close_sent = False
         self._pong: bytes | None = None
         self._leftover = leftover
+        self._keys = b""  # masking keys (RFC 6455 5.3), from os.urandom
+        self._key_pos = 0
         self.close_code: int | None = None
         #: Why the connection ended, when a read failed (a reset, a TLS error).
         self.read_error: BaseException | None = None
         self.done = threading.Event()
 
     # -- sending (any thread) -------------------------------------------------------------
+    def _mask_key(self) -> bytes:
+        """The next 4 bytes of the session's key material (under the lock): one
+        ``getrandom`` per 256 frames rather than per frame (a keystroke's)."""
+        pos = self._key_pos
+        if pos >= len(self._keys):
+            self._keys = os.urandom(KEY_MATERIAL)
+            pos = 0
+        self._key_pos = pos + 4
+        return self._keys[pos : pos + 4]
+
     def _frame(self, opcode: int, first: int | None, data: bytes | memoryview) -> bytes:
         """A masked final frame of ``opcode`` whose payload is the byte ``first`` (when
-        not None) and ``data``."""
+        not None) and ``data`` (under the lock: the key)."""
         length = len(data) + (first is not None)
         if length < 126:
             header = bytes((0x80 | opcode, 0x80 | length))
@@ -163,7 +179,7 @@ class WebSocketSession:
             header = bytes((0x80 | opcode, 0x80 | 126)) + _H16.pack(length)
         else:
             header = bytes((0x80 | opcode, 0x80 | 127)) + _H64.pack(length)
-        key = os.urandom(4)
+        key = self._mask_key()
         if first is None:
             return header + key + apply_mask(data, key)
         head = header + key + bytes((first ^ key[0],))
@@ -171,11 +187,11 @@ class WebSocketSession:
             return head
         return head + apply_mask(data, key[1:] + key[:1])
 
-    def _send_frame(self, frame: bytes) -> None:
+    def _send_frame(self, opcode: int, first: int | None, data: bytes | memoryview) -> None:
         with self._lock:
             if self._close_sent:
                 raise ConnectionClosedError("the session is closed")
-            self.sock.sendall(frame)
+            self.sock.sendall(self._frame(opcode, first, data))
             self._send_pong()
 
     def _send_pong(self) -> None:
@@ -199,20 +215,20 @@ class WebSocketSession:
 
     def send(self, number: int, data: bytes | memoryview) -> None:
         """``data`` on channel ``number`` (one message)."""
-        self._send_frame(self._frame(_OP_BINARY, number, data))
+        self._send_frame(_OP_BINARY, number, data)
 
     def close_stdin(self) -> None:
         """v5's close signal for stdin; before v5 nothing (v4 is offered only without
         stdin, session/upgrade.py)."""
         if self.capabilities.close_signal:
-            self._send_frame(self._frame(_OP_BINARY, None, channel.encode_close_signal(0)))
+            self._send_frame(_OP_BINARY, None, channel.encode_close_signal(0))
 
     def resize(self, width: int, height: int) -> None:
         if self.capabilities.resize:
             self.send(channel.RESIZE, channel.encode_resize(width, height))
 
     def ping(self) -> None:
-        self._send_frame(self._frame(_OP_PING, None, b""))
+        self._send_frame(_OP_PING, None, b"")
 
     def close(self, code: int = 1000, reason: str = "", *, wait: float = 5.0) -> None:
         """Our close frame (once; a writer stuck on a server that reads nothing is given
@@ -292,8 +308,11 @@ class _FrameReader:
                 if not n:
                     return  # the connection ended (without a close frame)
                 end += n
-                # What is already here, up to the buffer: fewer, larger writes.
-                while end < READ_BUFFER - 16384 and (pending() or poller.poll(0)):
+                # What is already here, up to the buffer: fewer, larger writes. Not
+                # after a short read (a keystroke's echo): it goes out without a poll.
+                while (
+                    n >= SHORT_READ and end < READ_BUFFER - 16384 and (pending() or poller.poll(0))
+                ):
                     try:
                         n = sock.recv_into(view[end:])
                     except (SSLError, OSError) as exc:
