@@ -14,6 +14,12 @@ reading less what it had at the stream's start (by pid), summed by command name
 sample, this script's own feeding or counting -- is the ``rest`` column: the machine's busy
 time (``/proc/stat``) less the processes'. Peers take turns round by round; the median of
 the rounds is printed. Not a timed test.
+
+``--direction echo`` does the same for the TTY keystroke echo of ``bench/echo.py``
+(``--keys`` round trips): each process's scheduler time (``/proc/PID/task/*/schedstat``,
+ns) between the first echo and the last, less what it spends in as long a time right
+after with no keystroke, in µs per keystroke, by command name -- the ssh client, sshd and
+``runc exec -t``'s console relay beside the client, API server and node agent.
 """
 
 from __future__ import annotations
@@ -97,6 +103,55 @@ class Sampler:
         return dict(out)
 
 
+def _run_ns() -> dict[int, tuple[str, int]]:
+    """pid → (comm, scheduler run time in ns over all its threads) of every process."""
+    out: dict[int, tuple[str, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        total = 0
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{name}/comm") as f:
+                comm = f.read().strip()
+            for task in os.listdir(f"/proc/{name}/task"):
+                with open(f"/proc/{name}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            out[int(name)] = (comm, total)
+    return out
+
+
+def one_echo(peer: Peer, keys: int, names: dict[int, str]) -> dict[str, float]:
+    """µs of CPU per keystroke by command name, and the echo's p50/p99 (ms)."""
+    from bench.echo import echo
+
+    marks: dict[str, dict[int, tuple[str, int]]] = {}
+    started = [0.0]
+
+    def window(edge: str, client: int) -> None:
+        import time
+
+        if edge == "start":
+            marks["start"] = _run_ns()
+            started[0] = time.monotonic()
+            return
+        marks["end"] = _run_ns()
+        time.sleep(time.monotonic() - started[0])  # as long with no keystroke
+        marks["idle"] = _run_ns()
+
+    times = echo(peer, keys, 120.0 + keys, window)
+    out: dict[str, float] = defaultdict(float)
+    for pid, (comm, end) in marks["end"].items():
+        if pid not in marks["start"] or pid == SELF:
+            continue
+        spent = end - marks["start"][pid][1]
+        idle = marks["idle"].get(pid, (comm, end))[1] - end
+        out[names.get(pid, comm)] += (spent - idle) / keys / 1000
+    costs = {k: v for k, v in out.items() if abs(v) >= 0.5}
+    costs["p50_ms"] = times["p50_ms"]
+    costs["p99_ms"] = times["p99_ms"]
+    return costs
+
+
 def one(peer: Peer, direction: str, size: int, names: dict[int, str]) -> dict[str, float]:
     run = measure.stdin_throughput if direction == "in" else measure.stdout_throughput
     with Sampler() as sampler:
@@ -113,7 +168,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mib", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--direction", nargs="+", choices=("in", "out"), default=["in", "out"])
+    p.add_argument("--direction", nargs="+", choices=("in", "out", "echo"), default=["in", "out"])
+    p.add_argument("--keys", type=int, default=2000, help="keystrokes per echo round")
     p.add_argument("--peers", nargs="+", choices=ORDER, default=["ssh", "hatchway"])
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -139,13 +195,17 @@ def main() -> int:
                 for direction in args.direction:
                     cluster = peers.cluster
                     names = {cluster.apiserver_pid: "apiserver", cluster.node_pid: "node"}
-                    costs = one(peer, direction, size, names)
+                    if direction == "echo":
+                        costs = one_echo(peer, args.keys, names)
+                    else:
+                        costs = one(peer, direction, size, names)
                     runs[(name, direction)].append(costs)
                     top = sorted(costs.items(), key=lambda kv: -kv[1])
                     shown = " ".join(f"{k}={v:.2f}" for k, v in top if abs(v) >= 0.01)
                     print(f"{name} {direction}: {shown}", flush=True)
         print(f"load average at end: {os.getloadavg()}", flush=True)
-    print("\nmedian CPU s per GiB (processes by command name; rest = machine less processes)")
+    print("\nmedian CPU s per GiB (processes by command name; rest = machine less processes);")
+    print("echo: µs of CPU per keystroke by command name, p50/p99 in ms")
     for (name, direction), rows in runs.items():
         keys = sorted({k for row in rows for k in row}, key=lambda k: -rows[0].get(k, 0.0))
         cells = []
