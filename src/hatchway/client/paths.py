@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from hatchway.api.names import path_segment_name
 from hatchway.errors import HatchwayError
+from hatchway.protocol.exec_options import UNRESERVED
 
 # Go's url.URL path escaping (encodePath): unreserved characters and these sub-delims
 # stay; everything else, "?" and "#" among them, is %XX of its UTF-8 bytes.
-_KEPT = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+,/:;=@")
+_KEPT = UNRESERVED | frozenset(b"$&+,/:;=@")
 
 
 class InvalidNameError(HatchwayError, ValueError):

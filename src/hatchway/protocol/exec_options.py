@@ -51,10 +51,11 @@ if TYPE_CHECKING:
 
 Query = Mapping[str, Sequence[str]]
 
+#: RFC 3986's unreserved bytes: what Go's escaping keeps in a query and in a path.
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 # Go's url.QueryEscape of each byte: unreserved bytes stay, space is "+", the rest %XX.
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _QUERY_ESCAPED = tuple(
-    chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)
+    chr(b) if b in UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)
 )
 
 APISERVER: Spelling = "apiserver"
