@@ -4,7 +4,8 @@
 
 Starts its own Hatchway cluster in a temporary data directory (one busybox pod), a
 podman container from the same rootfs and an sshd on a free loopback port, measures,
-removes all of it, prints a Markdown table and writes bench/results/latest.{json,md}.
+removes all of it, prints a Markdown table and writes bench/results/latest.{json,md} (a
+quick or partial run: partial.{json,md}).
 Figures: stdout, stdin, latency, concurrent, echo. Peers: see bench/peers.py.
 """
 
@@ -220,10 +221,26 @@ def main() -> int:
     results = run(args)
     text = report.markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "latest.md").write_text(text)
+    # Only a full run (every figure, every peer, the full sizes) replaces latest.*: the
+    # README quotes it; a quick or partial one goes to partial.* beside it.
+    stem = "latest" if is_full(args) else "partial"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(text)
     print(text)
+    print(f"[bench] written: {args.out / stem}.json, .md", file=sys.stderr)
     return 0
+
+
+def is_full(args: argparse.Namespace) -> bool:
+    """Every figure of every peer at the full run's sizes (what latest.* holds)."""
+    defaults = parse([])
+    sizes = ("size_mib", "runs", "sessions", "per_session_kib", "echo_runs", "rounds")
+    return (
+        not args.quick
+        and set(args.only) == set(FIGURES)
+        and set(args.peers) == set(ORDER)
+        and all(getattr(args, k) == getattr(defaults, k) for k in sizes)
+    )
 
 
 if __name__ == "__main__":
