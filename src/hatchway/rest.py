@@ -40,11 +40,16 @@ class RestClient:
         timeout: float = 30.0,
         pool: bool = False,
         connect: http.Connect | None = None,
+        server_name: str | None = None,
     ) -> None:
         """``pool``: keep connections alive between requests, and upgrade (exec) on a
         kept-alive one, which saves a TLS handshake per call. Connections belong to the
         event loop that opened them; :meth:`aclose` closes them. ``connect``: how a
-        connection is made (:class:`~hatchway.transport.httpclient.HttpClient`'s)."""
+        connection is made (:class:`~hatchway.transport.httpclient.HttpClient`'s).
+        ``server_name``: the name the server's certificate is checked against and sent
+        as SNI, when not the URL's host (kubeconfig ``tls-server-name``)."""
+        if server_name and connect is None:
+            connect = http.connect_as(server_name)
         self.server = server.rstrip("/")
         self.ssl_context = ssl_context
         self._token = token

@@ -477,3 +477,46 @@ def test_names_cannot_steer_the_request(cluster: Cluster, pod: str, path: str) -
     steer = "default/pods/demo/exec?command=id&x="
     wanted = f"error: invalid namespace \"{steer}\": [may not contain '/']"
     _fails(run("-n", steer, pod, "--", "true"), wanted)
+
+
+@pytest.mark.parametrize("path", ["blocking", "asyncio"])
+def test_tls_server_name_is_the_name_checked(
+    cluster: Cluster, pod: str, path: str, tmp_path: pathlib.Path
+) -> None:
+    # kubeconfig's tls-server-name: the server's certificate is checked against it (and
+    # it is sent as SNI) instead of the URL's host, as client-go's TLSClientConfig.ServerName.
+    # The API server's certificate names localhost and 127.0.0.1, not api.test.
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    assert server.startswith("https://127.0.0.1:")
+
+    def run_with(name: str | None) -> tuple[subprocess.CompletedProcess[bytes], ...]:
+        changed = yaml.safe_load(cluster.kubeconfig.read_text())
+        entry = changed["clusters"][0]["cluster"]
+        if name is not None:
+            entry["tls-server-name"] = name
+        path_ = tmp_path / f"kubeconfig-{uuid.uuid4().hex}"
+        path_.write_text(yaml.safe_dump(changed))
+        env = {**cluster.env, "KUBECONFIG": str(path_)}
+        env["HATCHWAY_EXEC_ASYNCIO"] = "1" if path == "asyncio" else "0"
+        ours = subprocess.run(
+            [sys.executable, "-m", "hatchway", "exec", pod, "--", "echo", "ok"],
+            capture_output=True, env=env, timeout=60 * SCALE,
+        )  # fmt: skip
+        theirs = subprocess.run(
+            ["kubectl", "exec", pod, "--", "echo", "ok"],
+            capture_output=True, env=env, timeout=60 * SCALE,
+        )  # fmt: skip
+        return ours, theirs
+
+    for name in ("localhost", None):  # a name the certificate has; none (the host's)
+        ours, theirs = run_with(name)
+        assert ours.returncode == 0 and ours.stdout == b"ok\n", ours.stderr
+        assert theirs.returncode == 0 and theirs.stdout == b"ok\n", theirs.stderr
+    ours, theirs = run_with("api.test")  # one it has not: refused by both
+    _fails(ours, "Unable to connect to the server: tls: failed to verify certificate: x509")
+    assert theirs.returncode == 1 and b"x509" in theirs.stderr, theirs.stderr
+    assert b"ok" not in ours.stdout
+    # Nothing but a DNS name or an IP address is taken.
+    ours, _ = run_with("api.test/../x")
+    _fails(ours, "invalid tls-server-name 'api.test/../x'")

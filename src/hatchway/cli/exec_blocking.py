@@ -47,7 +47,9 @@ def _say(text: str) -> None:
 def run(args: exec_args.ExecArgs, phases: Phases) -> int:
     config = load_kubeconfig(args.kubeconfig or None, context=args.context or None)
     set_server(config.server)
-    conn = blocking.HttpConnection(config.server, core_context(config))
+    conn = blocking.HttpConnection(
+        config.server, core_context(config), server_name=config.tls_server_name
+    )
     phases.mark("kubeconfig")
     try:
         namespace = args.namespace or config.namespace or "default"

@@ -60,6 +60,7 @@ def rest_client(config: ClientConfig, user_agent: str = "hatchway") -> RestClien
         token=config.token,
         user_agent=user_agent,
         pool=True,
+        server_name=config.tls_server_name,
     )
 
 

@@ -46,10 +46,20 @@ class Response:
 class HttpConnection:
     """One HTTP/1.1 connection to the API server, kept alive between requests."""
 
-    def __init__(self, server: str, ssl_context: Any | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        ssl_context: Any | None,
+        timeout: float = 30.0,
+        *,
+        server_name: str | None = None,
+    ) -> None:
         """``ssl_context``: an ``ssl.SSLContext`` or the ``_ssl._SSLContext`` under one
-        (client/tls_config.core_context); None for ``http://``."""
+        (client/tls_config.core_context); None for ``http://``. ``server_name``: the name
+        the server's certificate is checked against and sent as SNI, when not the URL's
+        host (kubeconfig ``tls-server-name``; ASCII, as the kubeconfig reader checks)."""
         self.server = server.rstrip("/")
+        self.server_name = server_name
         self.origin = parse_url(self.server)
         self.ssl_context = ssl_context
         self.timeout = timeout
@@ -68,7 +78,7 @@ class HttpConnection:
         try:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                stream = TlsStream(sock, self.ssl_context, host)
+                stream = TlsStream(sock, self.ssl_context, self.server_name or host)
                 stream.handshake()
         except BaseException:
             sock.close()

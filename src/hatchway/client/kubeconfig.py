@@ -174,6 +174,9 @@ def _server_url(cluster_name: str, cluster: dict[str, Any], has_tls: bool) -> st
     return server.rstrip("/")
 
 
+_SERVER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+
+
 def _cluster_tls(name: str, cluster: dict[str, Any]) -> dict[str, Any]:
     ca = _data_or_file(cluster, "certificate-authority", f'cluster "{name}"')
     insecure = cluster.get("insecure-skip-tls-verify") is True
@@ -182,10 +185,14 @@ def _cluster_tls(name: str, cluster: dict[str, Any]) -> dict[str, Any]:
             f'cluster "{name}": specifying a root certificates file with the insecure '
             "flag is not allowed"
         )
+    server_name = _str(cluster.get("tls-server-name")) or None
+    if server_name is not None and not set(server_name) <= _SERVER_NAME_CHARS:
+        # A DNS name or an IP address: SNI and the certificate check take nothing else.
+        raise ConfigError(f'cluster "{name}" has an invalid tls-server-name {server_name!r}')
     return {
         "ca_data": ca,
         "insecure_skip_tls_verify": insecure,
-        "tls_server_name": _str(cluster.get("tls-server-name")) or None,
+        "tls_server_name": server_name,
     }
 
 

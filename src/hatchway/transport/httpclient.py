@@ -253,6 +253,17 @@ async def _connect_tcp(host: str, port: int, ctx: Any, timeout: float | None) ->
     return await ByteStream.connect(host, port, ssl=ctx, timeout=timeout)
 
 
+def connect_as(server_name: str) -> Connect:
+    """TCP, with TLS for https whose certificate is checked against ``server_name`` (also
+    sent as SNI) rather than the URL's host: kubeconfig's ``tls-server-name``."""
+
+    async def dial(host: str, port: int, ctx: Any, timeout: float | None) -> ByteStream:
+        name = server_name if ctx is not None else None
+        return await ByteStream.connect(host, port, ssl=ctx, server_hostname=name, timeout=timeout)
+
+    return dial
+
+
 class HttpClient:
     """HTTP/1.1 client with a keep-alive pool per (scheme, host, port, ssl context)."""
 
