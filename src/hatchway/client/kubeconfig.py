@@ -214,6 +214,15 @@ def _user_auth(name: str, user: dict[str, Any]) -> dict[str, Any]:
             f"more than one authentication method found for {where}; "
             "found [token basicAuth], only one is allowed"
         )
+    plugin = next((k for k in ("exec", "auth-provider") if user.get(k)), None)
+    if plugin and not (cert or token or username):
+        # kubectl would run the plugin for a credential; sending the requests without
+        # one would only come back as "You must be logged in" with no reason given.
+        raise ConfigError(
+            f'{where} gets its credential from a plugin ("{plugin}"), which hatchway '
+            "does not run: give it a token or a client certificate "
+            "(kubectl config set-credentials NAME --token=... or --client-certificate=...)"
+        )
     return {
         "client_cert_data": cert,
         "client_key_data": key,
