@@ -4,6 +4,7 @@ imports."""
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import os
@@ -520,3 +521,43 @@ def test_tls_server_name_is_the_name_checked(
     # Nothing but a DNS name or an IP address is taken.
     ours, _ = run_with("api.test/../x")
     _fails(ours, "invalid tls-server-name 'api.test/../x'")
+
+
+def test_an_exec_credential_plugin_signs_in_as_with_kubectl(
+    cluster: Cluster, pod: str, tmp_path: pathlib.Path
+) -> None:
+    # The admin kubeconfig's client certificate, handed out by an exec plugin (v1) instead
+    # of sitting in the file: hatchway (both exec paths) and kubectl 1.32 sign in with it;
+    # a plugin whose token the server does not know gets both the same 401.
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    user = admin["users"][0]["user"]
+    cert = base64.b64decode(user["client-certificate-data"]).decode()
+    key = base64.b64decode(user["client-key-data"]).decode()
+    plugin = tmp_path / "plugin"
+    plugin.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"status = {{'clientCertificateData': {cert!r}, 'clientKeyData': {key!r}}}\n"
+        "if os.environ.get('BOGUS'): status = {'token': 'not-a-token'}\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': status}))\n"
+    )
+    plugin.chmod(0o700)
+    admin["users"][0]["user"] = {
+        "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin),
+                 "interactiveMode": "Never"},
+    }  # fmt: skip
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(admin))
+
+    def run(argv: list[str], **env: str) -> subprocess.CompletedProcess[bytes]:
+        full = {**cluster.env, "KUBECONFIG": str(path), **env}
+        return subprocess.run(argv, capture_output=True, env=full, timeout=60 * SCALE)
+
+    ours = [sys.executable, "-m", "hatchway", "exec", pod, "--", "echo", "ok"]
+    theirs = ["kubectl", "exec", pod, "--", "echo", "ok"]
+    for argv, env in ((ours, {}), (ours, {"HATCHWAY_EXEC_ASYNCIO": "1"}), (theirs, {})):
+        result = run(argv, **env)
+        assert result.returncode == 0 and result.stdout == b"ok\n", result.stderr
+        refused = run(argv, BOGUS="1", **env)
+        assert refused.returncode == 1 and b"You must be logged in" in refused.stderr

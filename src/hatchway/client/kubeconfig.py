@@ -5,8 +5,10 @@ duplicates dropped, missing files skipped unless all are missing), else
 ``~/.kube/config``. Files merge as client-go merges them: for clusters, users and
 contexts the first file to define a name wins, and the first non-empty
 ``current-context`` wins. Relative file references (``certificate-authority``,
-``client-certificate``, ``client-key``, ``tokenFile``) are resolved against the directory
-of the file that holds them, at load time.
+``client-certificate``, ``client-key``, ``tokenFile``, an ``exec`` plugin's command
+with a ``/`` in it) are resolved against the directory of the file that holds them, at
+load time. A user whose credential comes from an ``exec`` plugin gets it when its context
+is loaded (client/credential_plugin.py).
 
 Nothing secret appears in an error message or a ``repr``: YAML errors carry only the line
 and column, never the offending text.
@@ -140,6 +142,12 @@ def client_config(merged: MergedConfig, context: str | None = None) -> ClientCon
     user = merged.users.get(user_name, {})
     tls = _cluster_tls(cluster_name, cluster)
     auth = _user_auth(user_name, user)
+    if user.get("exec") and not (auth["token"] or auth["client_cert_data"] or auth["username"]):
+        # A static credential comes first, as in client-go (its plugin round tripper
+        # leaves a request that already has an Authorization header alone).
+        from hatchway.client import credential_plugin
+
+        auth.update(credential_plugin.run(user["exec"], cluster, f'user "{user_name}"'))
     has_tls = bool(
         tls["ca_data"] or auth["client_cert_data"] or tls["insecure_skip_tls_verify"]
     ) or bool(tls["tls_server_name"])
@@ -214,13 +222,18 @@ def _user_auth(name: str, user: dict[str, Any]) -> dict[str, Any]:
             f"more than one authentication method found for {where}; "
             "found [token basicAuth], only one is allowed"
         )
-    plugin = next((k for k in ("exec", "auth-provider") if user.get(k)), None)
-    if plugin and not (cert or token or username):
-        # kubectl would run the plugin for a credential; sending the requests without
-        # one would only come back as "You must be logged in" with no reason given.
+    if user.get("exec") and user.get("auth-provider"):
+        raise ConfigError(f"{where}: exec and auth-provider cannot be used together")
+    if user.get("exec"):
+        from hatchway.client import credential_plugin
+
+        credential_plugin.check(user["exec"], where)  # run by client_config if needed
+    elif user.get("auth-provider") and not (cert or token or username):
+        # kubectl's removed gcp/azure providers, or oidc: sending the requests without a
+        # credential would only come back as "You must be logged in", no reason given.
         raise ConfigError(
-            f'{where} gets its credential from a plugin ("{plugin}"), which hatchway '
-            "does not run: give it a token or a client certificate "
+            f"{where} gets its credential from an auth-provider, which hatchway does not "
+            "run: give it an exec plugin, a token or a client certificate "
             "(kubectl config set-credentials NAME --token=... or --client-certificate=...)"
         )
     return {

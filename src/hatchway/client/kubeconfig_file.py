@@ -162,6 +162,13 @@ def _resolve_paths(body: dict[str, Any], singular: str, path: str) -> dict[str, 
         value = body.get(key)
         if isinstance(value, str) and value and not os.path.isabs(value):
             body[key] = os.path.abspath(os.path.join(base, value))
+    plugin = body.get("exec") if singular == "user" else None
+    if isinstance(plugin, dict):
+        # An exec plugin's command is a file reference only when it has a separator;
+        # a bare name is looked up on PATH (client-go's GetAuthInfoFileReferences).
+        command = plugin.get("command")
+        if isinstance(command, str) and os.sep in command and not os.path.isabs(command):
+            body["exec"] = {**plugin, "command": os.path.abspath(os.path.join(base, command))}
     return body
 
 
