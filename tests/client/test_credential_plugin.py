@@ -48,6 +48,8 @@ elif mode == "garbage":
 elif mode == "flood":
     sys.stdout.write("x" * (2 * 1024 * 1024))
     sys.exit(0)
+elif mode == "crlf":
+    status = {{"token": "abc\\r\\nX-Injected: 1"}}
 elif mode == "other-version":
     version = "client.authentication.k8s.io/v1alpha1"
 print(json.dumps({{"apiVersion": version, "kind": "ExecCredential", "status": status}}))
@@ -161,6 +163,7 @@ def test_a_static_token_comes_first(tmp_path, plugin, record) -> None:
         ("flood", "printed more than 1048576 bytes"),
         ("empty", "didn't return a token or cert/key pair"),
         ("cert-only", "returned only certificate or key, not both"),
+        ("crlf", "returned a token with a space or control character"),
         ("other-version", "configured to use API version client.authentication.k8s.io/v1, "
                           "plugin returned version client.authentication.k8s.io/v1alpha1"),
     ],

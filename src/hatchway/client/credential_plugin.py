@@ -143,6 +143,11 @@ def _credential(out: bytes, version: str, where: str) -> dict[str, Any]:
     if bool(cert) != bool(key):
         raise ConfigError(f"exec plugin of {where} returned only certificate or key, not both")
     if token:
+        if any(c <= " " or c == "\x7f" for c in token):
+            # It goes into an Authorization header: a CR or LF there would end the header.
+            raise ConfigError(
+                f"exec plugin of {where} returned a token with a space or control character"
+            )
         return {"token": token}
     if cert and key:
         return {"client_cert_data": cert.encode(), "client_key_data": key.encode()}
