@@ -59,7 +59,20 @@ def echo(
     finally:
         _kill(proc)
         os.close(master)
-    return _summary(times)
+    return {**_summary(times), "samples_ms": [round(t * 1000, 4) for t in times]}
+
+
+def merged(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """One cell from the rounds of one peer: percentiles over all their keystrokes (a
+    round that failed is the cell when none succeeded)."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[-1]
+    samples = [t / 1000 for r in good for t in r["samples_ms"]]  # type: ignore[attr-defined]
+    cell: dict[str, object] = dict(_summary(samples))
+    cell["rounds"] = len(good)
+    cell["rounds_p50_ms"] = [round(float(r["p50_ms"]), 4) for r in good]  # type: ignore[arg-type]
+    return cell
 
 
 def fcntl_winsize(fd: int, rows: int, cols: int) -> None:
