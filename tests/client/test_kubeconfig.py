@@ -559,3 +559,12 @@ def test_an_auth_provider_alone_is_refused_with_the_reason(tmp_path) -> None:
     doc["users"][0]["user"]["token"] = "abc"
     p.write_text(yaml.safe_dump(doc))
     assert load_kubeconfig(str(p), env={}).token == "abc"
+
+
+def test_a_proxy_url_is_refused_not_bypassed(tmp_path) -> None:
+    doc = yaml.safe_load(simple("a", "https://127.0.0.1:6443"))
+    doc["clusters"][0]["cluster"]["proxy-url"] = "http://proxy.test:3128"
+    p = tmp_path / "kc"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match='cluster "a" sets proxy-url, which hatchway does not'):
+        load_kubeconfig(str(p), env={})

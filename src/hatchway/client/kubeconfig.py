@@ -193,6 +193,13 @@ def _cluster_tls(name: str, cluster: dict[str, Any]) -> dict[str, Any]:
             f'cluster "{name}": specifying a root certificates file with the insecure '
             "flag is not allowed"
         )
+    if _str(cluster.get("proxy-url")):
+        # kubectl would tunnel through it; connecting around a proxy the file names is
+        # not what its author asked for, so say so instead.
+        raise ConfigError(
+            f'cluster "{name}" sets proxy-url, which hatchway does not support: '
+            "remove it to connect to the server directly"
+        )
     server_name = _str(cluster.get("tls-server-name")) or None
     if server_name is not None and not set(server_name) <= _SERVER_NAME_CHARS:
         # A DNS name or an IP address: SNI and the certificate check take nothing else.
