@@ -20,12 +20,7 @@ def ssl_context(config: ClientConfig) -> ssl.SSLContext | None:
         return None
     from hatchway.transport import tls  # the ssl module: the asyncio paths
 
-    return tls.client_context(
-        ca_data=config.ca_data,
-        cert_data=config.client_cert_data,
-        key_data=config.client_key_data,
-        insecure=config.insecure_skip_tls_verify,
-    )
+    return tls.client_context(**_settings(config))
 
 
 def core_context(config: ClientConfig) -> Any | None:
@@ -33,9 +28,14 @@ def core_context(config: ClientConfig) -> Any | None:
     for the blocking client's memory BIOs; ``None`` for a plain ``http://`` server."""
     if not config.server.startswith("https://"):
         return None
-    return tls_core.client_context(
-        ca_data=config.ca_data,
-        cert_data=config.client_cert_data,
-        key_data=config.client_key_data,
-        insecure=config.insecure_skip_tls_verify,
-    )
+    return tls_core.client_context(**_settings(config))
+
+
+def _settings(config: ClientConfig) -> dict[str, Any]:
+    """The kubeconfig's TLS material, as both kinds of context take it."""
+    return {
+        "ca_data": config.ca_data,
+        "cert_data": config.client_cert_data,
+        "key_data": config.client_key_data,
+        "insecure": config.insecure_skip_tls_verify,
+    }
